@@ -1,0 +1,1 @@
+"""Alembic revisions of pgbridge's schema (installed as ``pgbridge.migrations``)."""

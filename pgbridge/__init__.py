@@ -1,0 +1,63 @@
+"""pgbridge: a durable, resumable event log for agent runs, on PostgreSQL.
+
+>>> async with PostgresStreamBridge("postgresql://postgres@localhost/app") as bridge:
+...     event_id = await bridge.publish("run-1", "token", {"text": "Hello"})
+...     async for event in bridge.subscribe("run-1", last_event_id=None):
+...         ...
+"""
+
+from pgbridge.bridge import BridgeOptions, PostgresStreamBridge
+from pgbridge.contract import (
+    CANCELLED_SENTINEL,
+    END_SENTINEL,
+    GAP_EVENT,
+    HEARTBEAT_SENTINEL,
+    TERMINAL_STATES,
+    JSONValue,
+    ResumeResult,
+    StreamBridge,
+    StreamEvent,
+    StreamStatus,
+)
+from pgbridge.errors import (
+    BridgeClosedError,
+    BridgeNotStartedError,
+    DatabaseUnavailableError,
+    InvalidEventError,
+    PublishOutcomeUnknownError,
+    SchemaNotMigratedError,
+    StreamBridgeError,
+    StreamCapacityExceededError,
+    StreamNotFoundError,
+    StreamTerminatedError,
+)
+from pgbridge.migrate import migrate
+from pgbridge.retention import RetentionPolicy, RetentionReport
+
+__all__ = [
+    "CANCELLED_SENTINEL",
+    "END_SENTINEL",
+    "GAP_EVENT",
+    "HEARTBEAT_SENTINEL",
+    "TERMINAL_STATES",
+    "BridgeClosedError",
+    "BridgeNotStartedError",
+    "BridgeOptions",
+    "DatabaseUnavailableError",
+    "InvalidEventError",
+    "JSONValue",
+    "PostgresStreamBridge",
+    "PublishOutcomeUnknownError",
+    "ResumeResult",
+    "RetentionPolicy",
+    "RetentionReport",
+    "SchemaNotMigratedError",
+    "StreamBridge",
+    "StreamBridgeError",
+    "StreamCapacityExceededError",
+    "StreamEvent",
+    "StreamNotFoundError",
+    "StreamStatus",
+    "StreamTerminatedError",
+    "migrate",
+]

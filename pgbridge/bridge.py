@@ -1,0 +1,364 @@
+"""PostgresStreamBridge: the public class, composing the engine's parts.
+
+Life of an event: ``publish`` checks its input (:mod:`pgbridge.payload`),
+the :class:`~pgbridge.publisher.Publisher` appends it in one statement and
+returns its ID after commit, the local :class:`~pgbridge.feed.FeedRegistry`
+takes it for same-process subscribers, and the
+:class:`~pgbridge.notifier.Notifier` wakes other processes, whose
+:class:`~pgbridge.listener.Listener` wakes their feeds. Each
+:func:`~pgbridge.subscriber.subscription` yields from its run's feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+
+from pgbridge.contract import (
+    TERMINAL_STATES,
+    JSONValue,
+    ResumeResult,
+    StreamBridge,
+    StreamEvent,
+    StreamStatus,
+)
+from pgbridge.database import Backoff, Database
+from pgbridge.errors import (
+    BridgeClosedError,
+    BridgeNotStartedError,
+    InvalidEventError,
+    StreamTerminatedError,
+)
+from pgbridge.feed import FeedRegistry
+from pgbridge.ids import format_event_id, parse_event_id, resolve_cursor, validate_run_id
+from pgbridge.listener import Listener
+from pgbridge.notifier import Notifier
+from pgbridge.payload import DEFAULT_MAX_PAYLOAD_BYTES, encode_data, validate_event_name
+from pgbridge.publisher import Publisher
+from pgbridge.queries import Queries, notify_channel
+from pgbridge.schema import DEFAULT_SCHEMA
+from pgbridge.store import Appended, EventStore, LoggedEvent
+from pgbridge.subscriber import OnGap, SubscriptionContext, subscription
+
+logger = logging.getLogger(__name__)
+
+#: The event each terminal state writes.
+TERMINAL_EVENT_NAMES: dict[StreamStatus, str] = {
+    StreamStatus.ENDED: "end",
+    StreamStatus.CANCELLED: "cancel",
+    StreamStatus.ERRORED: "error",
+}
+
+
+class _Lifecycle(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeOptions:
+    """Tuning knobs of :class:`PostgresStreamBridge`; the defaults suit most uses.
+
+    With the defaults a bridge holds at most ``pool_max_size + 1`` (11)
+    connections: the pool and the one listener.
+    """
+
+    schema: str = DEFAULT_SCHEMA
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    #: Seconds between safety-net reads of runs that have subscribers here.
+    poll_interval: float = 1.0
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    connect_timeout: float = 10.0
+    command_timeout: float | None = 60.0
+    #: How long a publish keeps retrying while no connection can be had.
+    publish_retry_timeout: float = 10.0
+    listener_ping_interval: float = 5.0
+    #: Newest events of a run kept in memory for its live subscribers.
+    feed_buffer_size: int = 256
+    #: Events per range read when replaying.
+    page_size: int = 1000
+    statement_cache_size: int = 100
+
+    def __post_init__(self) -> None:
+        positive = {
+            "pool_max_size": self.pool_max_size,
+            "poll_interval": self.poll_interval,
+            "max_payload_bytes": self.max_payload_bytes,
+            "connect_timeout": self.connect_timeout,
+            "listener_ping_interval": self.listener_ping_interval,
+            "feed_buffer_size": self.feed_buffer_size,
+            "page_size": self.page_size,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise InvalidEventError(f"{name} must be positive, not {value!r}")
+        if not 0 <= self.pool_min_size <= self.pool_max_size:
+            raise InvalidEventError("pool_min_size must be between 0 and pool_max_size")
+        if self.publish_retry_timeout < 0:
+            raise InvalidEventError("publish_retry_timeout must not be negative")
+
+
+class PostgresStreamBridge(StreamBridge):
+    """A durable, resumable StreamBridge on PostgreSQL.
+
+    Connects nothing until :meth:`start` (or ``async with``). Every process
+    that shares the database (and schema) sees the same runs.
+    """
+
+    def __init__(self, dsn: str, **options: object) -> None:
+        if not isinstance(dsn, str) or not dsn:
+            raise InvalidEventError("dsn must be a postgresql:// URI")
+        self.dsn = dsn
+        self.options = BridgeOptions(**options)  # type: ignore[arg-type]
+        self._state = _Lifecycle.NEW
+        self._start_lock = asyncio.Lock()
+        queries = Queries.for_schema(self.options.schema)
+        self._db = Database(
+            dsn,
+            queries,
+            min_size=self.options.pool_min_size,
+            max_size=self.options.pool_max_size,
+            connect_timeout=self.options.connect_timeout,
+            command_timeout=self.options.command_timeout,
+            statement_cache_size=self.options.statement_cache_size,
+        )
+        self._store = EventStore(self._db)
+        loop_time = lambda: asyncio.get_running_loop().time()  # noqa: E731
+        self._feeds = FeedRegistry(
+            self._store,
+            buffer_size=self.options.feed_buffer_size,
+            page_size=self.options.page_size,
+            clock=loop_time,
+        )
+        channel = notify_channel(self.options.schema)
+        self._notifier = Notifier(self._db, channel)
+        self._publisher = Publisher(
+            self._db, on_commit=self._after_commit, retry_timeout=self.options.publish_retry_timeout
+        )
+        self._listener = Listener(
+            dsn,
+            channel,
+            on_wake=self._feeds.wake,
+            on_reconnect=self._feeds.wake_all,
+            ping_interval=self.options.listener_ping_interval,
+            connect_timeout=self.options.connect_timeout,
+        )
+        self._poll_task: asyncio.Task[None] | None = None
+        self._subscription_ctx = SubscriptionContext(
+            feeds=self._feeds,
+            resolve=self.resolve,
+            is_closed=lambda: self._state is _Lifecycle.CLOSED,
+            backoff=Backoff(initial=0.05, maximum=1.0),
+        )
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the pool and the listener; fails if the schema is not migrated."""
+        async with self._start_lock:
+            if self._state is _Lifecycle.RUNNING:
+                return
+            if self._state is _Lifecycle.CLOSED:
+                raise BridgeClosedError("this bridge was closed; create a new PostgresStreamBridge")
+            await self._db.open()
+            try:
+                await self._listener.start()
+            except BaseException:
+                await self._db.close()
+                raise
+            self._poll_task = asyncio.create_task(self._poll_forever(), name="pgbridge-poll")
+            self._state = _Lifecycle.RUNNING
+
+    async def close(self) -> None:
+        """Shut the bridge down: subscribers yield CANCELLED_SENTINEL; no run changes."""
+        async with self._start_lock:
+            if self._state is _Lifecycle.CLOSED:
+                return
+            was_running = self._state is _Lifecycle.RUNNING
+            self._state = _Lifecycle.CLOSED
+            if not was_running:
+                return
+            self._feeds.wake_waiters_everywhere()
+            if self._poll_task is not None:
+                self._poll_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._poll_task
+            await self._listener.close()
+            await self._notifier.close()
+            await self._db.close()
+
+    async def __aenter__(self) -> PostgresStreamBridge:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _require_running(self) -> None:
+        if self._state is _Lifecycle.RUNNING:
+            return
+        if self._state is _Lifecycle.CLOSED:
+            raise BridgeClosedError("this bridge is closed")
+        raise BridgeNotStartedError(
+            "the bridge is not started: call `await bridge.start()` first, "
+            "or use `async with PostgresStreamBridge(dsn) as bridge:`"
+        )
+
+    # -- publishing -----------------------------------------------------------
+
+    async def publish(self, run_id: str, event: str, data: JSONValue) -> str:
+        """Append an event; returns its ID once it is committed."""
+        self._require_running()
+        validate_run_id(run_id)
+        validate_event_name(event)
+        text = encode_data(data, max_bytes=self.options.max_payload_bytes)
+        appended = await self._publisher.append(run_id, event, text, terminal=False, status="active")
+        if appended is None:
+            raise StreamTerminatedError(
+                f"run {run_id!r} already has its terminal event; nothing more can be published to it"
+            )
+        return format_event_id(appended.ms, appended.seq)
+
+    async def publish_terminal(
+        self, run_id: str, kind: StreamStatus, data: JSONValue = None
+    ) -> str:
+        """Write the run's terminal event (``end``, ``cancel`` or ``error``).
+
+        The first terminal wins, across processes; later calls write nothing
+        and return the winning event's ID.
+        """
+        self._require_running()
+        status = _terminal_status(kind)
+        validate_run_id(run_id)
+        text = encode_data(data, max_bytes=self.options.max_payload_bytes)
+        appended = await self._publisher.append(
+            run_id, TERMINAL_EVENT_NAMES[status], text, terminal=True, status=status.value
+        )
+        if appended is None:
+            appended = await self._publisher.terminal_event(run_id)
+            if appended is None:  # pragma: no cover - a terminal is never undone
+                raise StreamTerminatedError(f"run {run_id!r} is terminal but its terminal event is gone")
+        return format_event_id(appended.ms, appended.seq)
+
+    async def publish_end(self, run_id: str) -> str:
+        return await self.publish_terminal(run_id, StreamStatus.ENDED)
+
+    async def cancel(self, run_id: str) -> None:
+        await self.publish_terminal(run_id, StreamStatus.CANCELLED)
+
+    async def mark_awaiting_input(self, run_id: str) -> None:
+        """An active run becomes ``awaiting_input`` until its next publish or terminal."""
+        self._require_running()
+        validate_run_id(run_id)
+        await self._db.fetch(self._db.queries.mark_awaiting_input, run_id)
+
+    def _after_commit(self, run_id: str, appended: Appended, event: str, data_text: str, terminal: bool) -> None:
+        self._feeds.offer(
+            run_id,
+            lambda: LoggedEvent.from_stored(appended.seq, appended.ms, event, data_text, terminal),
+        )
+        self._notifier.notify(run_id, appended.seq)
+
+    # -- reading --------------------------------------------------------------
+
+    async def resolve(self, run_id: str, last_event_id: str | None) -> ResumeResult:
+        """How *last_event_id* resumes on *run_id* (SPEC section 3); reads only."""
+        self._require_running()
+        validate_run_id(run_id)
+        _validate_cursor_type(last_event_id)
+        parsed = parse_event_id(last_event_id) if last_event_id is not None else None
+        retained = await self._store.retained_range(run_id, parsed.seq if parsed else 0)
+        return resolve_cursor(last_event_id, retained)
+
+    def subscribe(
+        self,
+        run_id: str,
+        *,
+        last_event_id: str | None = None,
+        heartbeat_interval: float = 15.0,
+        on_gap: OnGap = "continue",
+    ) -> AsyncIterator[StreamEvent]:
+        """Yield *run_id*'s events after *last_event_id*, then live ones, until terminal.
+
+        Bad arguments raise here; a closed or unstarted bridge raises at the
+        first read of the iterator.
+        """
+        validate_run_id(run_id)
+        _validate_cursor_type(last_event_id)
+        if not heartbeat_interval > 0:
+            raise InvalidEventError(f"heartbeat_interval must be positive, not {heartbeat_interval!r}")
+        if on_gap not in ("continue", "stop"):
+            raise InvalidEventError(f"on_gap must be 'continue' or 'stop', not {on_gap!r}")
+        made_after_close = self._state is _Lifecycle.CLOSED
+        return self._subscribe(run_id, last_event_id, heartbeat_interval, on_gap, made_after_close)
+
+    async def _subscribe(
+        self,
+        run_id: str,
+        last_event_id: str | None,
+        heartbeat_interval: float,
+        on_gap: OnGap,
+        made_after_close: bool,
+    ) -> AsyncIterator[StreamEvent]:
+        if made_after_close or self._state is _Lifecycle.NEW:
+            self._require_running()
+        async for item in subscription(
+            self._subscription_ctx, run_id, last_event_id, heartbeat_interval, on_gap
+        ):
+            yield item
+
+    async def cleanup(self, run_id: str, *, delay: float = 0) -> None:
+        """After *delay* seconds, drop what this process caches for *run_id*.
+
+        Writes nothing, deletes no history, and leaves live subscribers alone.
+        """
+        self._require_running()
+        validate_run_id(run_id)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._feeds.discard_if_idle(run_id)
+
+    # -- background -----------------------------------------------------------
+
+    async def _poll_forever(self) -> None:
+        """The safety net for lost NOTIFYs: re-read runs not read for a poll interval."""
+        loop = asyncio.get_running_loop()
+        half = self.options.poll_interval / 2
+        while True:
+            await asyncio.sleep(half)
+            self._feeds.wake_stale(older_than=loop.time() - half)
+
+    @property
+    def listener_reconnects(self) -> int:
+        """How often the LISTEN connection was re-established."""
+        return self._listener.reconnects
+
+
+def _terminal_status(kind: object) -> StreamStatus:
+    try:
+        status = StreamStatus(kind)
+    except ValueError:
+        status = None
+    if status not in TERMINAL_STATES or status is None:
+        allowed = ", ".join(sorted(s.value for s in TERMINAL_STATES))
+        raise InvalidEventError(f"kind must be one of the terminal states ({allowed}), not {kind!r}")
+    return status
+
+
+def _validate_cursor_type(last_event_id: object) -> None:
+    if last_event_id is not None and not isinstance(last_event_id, str):
+        raise InvalidEventError(
+            f"last_event_id must be a str or None, not {type(last_event_id).__name__}"
+        )

@@ -1,0 +1,188 @@
+"""Connections to PostgreSQL: the pool, and what a driver error means.
+
+Driver errors become :class:`StreamBridgeError` subclasses here, so the
+engine above never lets an asyncpg exception escape bare. The rule that
+keeps publishing honest: a failure *before* a statement reached the server
+(no connection could be had) is safe to retry; a connection lost *while* a
+statement was in flight leaves its outcome unknown and is reported as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+
+from pgbridge.errors import (
+    DatabaseUnavailableError,
+    SchemaNotMigratedError,
+    StreamBridgeError,
+)
+from pgbridge.queries import Queries
+from pgbridge.schema import SCHEMA_REVISION
+
+T = TypeVar("T")
+
+#: SQLSTATE classes that mean "this connection or server went away":
+#: 08 connection exception, 57 operator intervention (admin shutdown,
+#: pg_terminate_backend, crash shutdown, cannot connect now).
+_CONNECTION_SQLSTATE_CLASSES = ("08", "57")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether *exc* means the connection (not the statement) failed."""
+    if isinstance(
+        exc,
+        OSError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.exceptions.ConnectionDoesNotExistError,
+    ):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        return sqlstate[:2] in _CONNECTION_SQLSTATE_CLASSES
+    return isinstance(exc, asyncio.TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter, capped."""
+
+    initial: float = 0.05
+    maximum: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.maximum, self.initial * 2**attempt))
+
+
+class Database:
+    """The bridge's connection pool plus its SQL, with errors translated."""
+
+    def __init__(
+        self,
+        dsn: str,
+        queries: Queries,
+        *,
+        min_size: int,
+        max_size: int,
+        connect_timeout: float,
+        command_timeout: float | None,
+        statement_cache_size: int,
+    ) -> None:
+        self.dsn = dsn
+        self.queries = queries
+        self._pool_options: dict[str, Any] = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "timeout": connect_timeout,
+            "command_timeout": command_timeout,
+            "statement_cache_size": statement_cache_size,
+        }
+        self._connect_timeout = connect_timeout
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        """Open the pool and check the schema is migrated."""
+        try:
+            self._pool = await asyncpg.create_pool(self.dsn, **self._pool_options)
+        except asyncpg.InvalidCatalogNameError as exc:
+            raise DatabaseUnavailableError(f"the database in {self.dsn!r} does not exist: {exc}") from exc
+        except asyncpg.InvalidAuthorizationSpecificationError as exc:
+            raise DatabaseUnavailableError(f"PostgreSQL refused the login: {exc}") from exc
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise DatabaseUnavailableError(
+                    f"cannot connect to PostgreSQL at {self.dsn!r}: {exc}"
+                ) from exc
+            raise
+        try:
+            await self._check_schema_revision()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close the pool, waiting up to *timeout* for borrowed connections."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            pool.terminate()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise DatabaseUnavailableError("the connection pool is closed")
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """Borrow a connection; failing to get one raises DatabaseUnavailableError."""
+        try:
+            conn = await self.pool.acquire(timeout=self._connect_timeout)
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise DatabaseUnavailableError(f"no connection to PostgreSQL: {exc}") from exc
+            raise
+        try:
+            yield conn
+        finally:
+            await self.pool.release(conn)
+
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        """Run a read; connection failures surface as DatabaseUnavailableError."""
+        async with self.connection() as conn:
+            try:
+                rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            except Exception as exc:
+                if is_connection_error(exc):
+                    raise DatabaseUnavailableError(f"lost the connection to PostgreSQL: {exc}") from exc
+                raise StreamBridgeError(f"query failed: {exc}") from exc
+            return rows
+
+    async def _check_schema_revision(self) -> None:
+        command = f"pgbridge migrate --dsn '{self.dsn}' --schema {self.queries.schema}"
+        try:
+            rows = await self.fetch(self.queries.schema_revision)
+        except StreamBridgeError as exc:
+            if isinstance(exc.__cause__, asyncpg.UndefinedTableError | asyncpg.InvalidSchemaNameError):
+                raise SchemaNotMigratedError(
+                    f"schema {self.queries.schema!r} has no pgbridge tables: run `{command}` "
+                    "(or `await pgbridge.migrate(dsn)`) first"
+                ) from exc.__cause__
+            raise
+        revisions = {row["version_num"] for row in rows}
+        if SCHEMA_REVISION not in revisions:
+            raise SchemaNotMigratedError(
+                f"schema {self.queries.schema!r} is at revision {sorted(revisions)}, "
+                f"this pgbridge needs {SCHEMA_REVISION!r}: run `{command}`"
+            )
+
+
+async def retry_until(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    deadline: float,
+    backoff: Backoff,
+    retryable: Callable[[BaseException], bool],
+) -> T:
+    """Run *operation*, retrying *retryable* failures until *deadline* (loop time)."""
+    loop = asyncio.get_running_loop()
+    attempt = 0
+    while True:
+        try:
+            return await operation()
+        except Exception as exc:
+            delay = backoff.delay(attempt)
+            if not retryable(exc) or loop.time() + delay > deadline:
+                raise
+            attempt += 1
+            await asyncio.sleep(delay)

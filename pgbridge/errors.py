@@ -1,0 +1,55 @@
+"""Every error pgbridge raises: one tree rooted at :class:`StreamBridgeError`.
+
+Driver errors never escape bare; they are chained as ``__cause__`` of one of
+these, with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+
+class StreamBridgeError(Exception):
+    """Base of every error the bridge raises."""
+
+
+class BridgeClosedError(StreamBridgeError):
+    """The bridge was closed; make a new one to go on."""
+
+
+class StreamCapacityExceededError(StreamBridgeError):
+    """Kept for the contract; pgbridge has no in-memory capacity to exceed."""
+
+
+class StreamTerminatedError(StreamBridgeError):
+    """The run already has its terminal event; nothing more can be published."""
+
+
+class StreamNotFoundError(StreamBridgeError):
+    """Kept for the contract: a run that does not exist."""
+
+
+class InvalidEventError(ValueError, StreamBridgeError):
+    """A run id, event name, payload or cursor that cannot be accepted.
+
+    Raised before anything touches the database, so nothing is written.
+    """
+
+
+class BridgeNotStartedError(StreamBridgeError):
+    """A method was called before :meth:`PostgresStreamBridge.start`."""
+
+
+class SchemaNotMigratedError(StreamBridgeError):
+    """The database lacks pgbridge's tables, or has an older revision of them."""
+
+
+class DatabaseUnavailableError(StreamBridgeError):
+    """PostgreSQL could not be reached; nothing was written."""
+
+
+class PublishOutcomeUnknownError(StreamBridgeError):
+    """The connection was lost while an event was being written.
+
+    The event may or may not have been committed: the database is the only
+    authority. Read the run (``subscribe`` or ``resolve``) to find out before
+    publishing it again, or the run may hold it twice.
+    """

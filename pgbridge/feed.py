@@ -1,0 +1,252 @@
+"""One shared reader per run per process: how many subscribers cost one query.
+
+A :class:`RunFeed` follows the tail of one run for every subscriber of that
+run in this process. A wake-up (a local publish, a NOTIFY, the poll, a
+listener reconnect) makes the feed run one range read from its newest seq;
+the events land in a small buffer every subscriber reads from, and each
+subscriber's waiter is set. A local publish hands its committed event
+straight to the feed, so same-process subscribers need no query at all.
+
+Subscribers that are behind the buffer (catching up from an old cursor, or
+too slow to keep up) read their own pages directly: catch-up is individual,
+the live tail is shared. The buffer never holds events retention has
+deleted, so a gap is reported, not papered over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from pgbridge.errors import DatabaseUnavailableError, StreamBridgeError
+from pgbridge.store import EventStore, LoggedEvent, Page, RunState
+
+logger = logging.getLogger(__name__)
+
+
+class Waiter:
+    """A subscriber's wake flag. Clear it before reading, wait on it after."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until set or *timeout* seconds pass; True when woken."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            return False
+        return True
+
+
+class RunFeed:
+    """The shared tail of one run: a contiguous buffer of its newest events."""
+
+    def __init__(
+        self, run_id: str, store: EventStore, *, buffer_size: int, page_size: int, clock: Callable[[], float]
+    ) -> None:
+        self.run_id = run_id
+        self._store = store
+        self._buffer_size = buffer_size
+        self._page_size = page_size
+        self._clock = clock
+        self.waiters: set[Waiter] = set()
+        self.state = RunState()
+        self._buffer: deque[LoggedEvent] = deque()
+        #: Newest seq the feed has read; None until a subscriber sets where to start.
+        self.high_seq: int | None = None
+        self.synced = False
+        self.last_read_at = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+        self._dirty = False
+        self._last_error: BaseException | None = None
+        #: Range reads this feed ran (for tests and metrics).
+        self.reads = 0
+
+    # -- wake-ups ---------------------------------------------------------
+
+    def wake(self, seq: int | None = None) -> None:
+        """Something may have been committed (up to *seq*, when known): read it."""
+        if self.high_seq is None:
+            return  # nobody has started following yet; the first read syncs
+        if seq is not None and self.synced and seq <= self.high_seq:
+            return  # already have it (typically our own publish echoed by NOTIFY)
+        if self._task is not None:
+            self._dirty = True
+            return
+        self._task = asyncio.create_task(self._read_until_current(), name=f"pgbridge-feed:{self.run_id}")
+
+    def offer(self, logged: LoggedEvent) -> None:
+        """A local publish committed *logged*: take it without a query if it is next."""
+        if self.synced and self.high_seq is not None and logged.seq == self.high_seq + 1:
+            self._append([logged])
+            self.state.exists = True
+            if logged.seq >= self.state.last_seq:
+                self.state.last_seq, self.state.last_ms = logged.seq, logged.ms
+            if logged.terminal:
+                self.state.terminal_seq = logged.seq
+            self.wake_waiters()
+        else:
+            self.wake(logged.seq)
+
+    # -- reads for subscribers ----------------------------------------------
+
+    async def read_after(self, cursor: int) -> Page:
+        """Events after *cursor*: from the buffer when it covers them, else a direct read."""
+        if not self.synced:
+            await self._sync_from(cursor)
+        assert self.high_seq is not None
+        first_buffered = self._buffer[0].seq if self._buffer else self.high_seq + 1
+        if cursor < first_buffered - 1 or cursor < self.state.first_seq - 1:
+            # Behind the shared tail (or behind retention): read our own page.
+            return await self._store.read_after(self.run_id, cursor, self._page_size)
+        if cursor > self.high_seq:
+            # The subscriber knows of events the feed has not read yet.
+            self.wake(cursor)
+            return Page(state=self.state)
+        start = cursor + 1 - first_buffered
+        events = [self._buffer[i] for i in range(start, len(self._buffer))]
+        return Page(state=self.state, events=events)
+
+    async def _sync_from(self, cursor: int) -> None:
+        if self.high_seq is None:
+            self.high_seq = cursor
+        if self._task is None:
+            self._task = asyncio.create_task(
+                self._read_until_current(), name=f"pgbridge-feed:{self.run_id}"
+            )
+        # Shielded: a subscriber leaving must not cancel the read others share.
+        await asyncio.shield(self._task)
+        if not self.synced:
+            raise DatabaseUnavailableError(
+                f"cannot read run {self.run_id!r}: {self._last_error}"
+            ) from self._last_error
+
+    # -- the shared read ------------------------------------------------------
+
+    async def _read_until_current(self) -> None:
+        try:
+            while True:
+                self._dirty = False
+                assert self.high_seq is not None
+                self.last_read_at = self._clock()
+                page = await self._store.read_after(self.run_id, self.high_seq, self._page_size)
+                self.reads += 1
+                self._integrate(page)
+                self.synced = True
+                self._last_error = None
+                self.wake_waiters()
+                if not (page.truncated or self._dirty):
+                    return
+        except StreamBridgeError as exc:
+            # Waiters keep heartbeating; the poll or a listener reconnect retries.
+            self._last_error = exc
+            logger.warning("pgbridge feed for run %r could not read: %s", self.run_id, exc)
+        finally:
+            self._task = None
+
+    def _integrate(self, page: Page) -> None:
+        self.state = page.state
+        assert self.high_seq is not None
+        events = [e for e in page.events if e.seq > self.high_seq]
+        if events and events[0].seq != self.high_seq + 1:
+            # Retention deleted events we had not read: the buffer restarts.
+            self._buffer.clear()
+        self._append(events)
+        if not page.events and page.state.exists and page.state.last_seq > self.high_seq:
+            # Everything after high_seq is gone: follow from the new end.
+            self._buffer.clear()
+            self.high_seq = page.state.last_seq
+        while self._buffer and self._buffer[0].seq < self.state.first_seq:
+            self._buffer.popleft()
+
+    def _append(self, events: list[LoggedEvent]) -> None:
+        for logged in events:
+            self._buffer.append(logged)
+            self.high_seq = logged.seq
+        while len(self._buffer) > self._buffer_size:
+            self._buffer.popleft()
+
+    def wake_waiters(self) -> None:
+        for waiter in self.waiters:
+            waiter.set()
+
+
+class FeedRegistry:
+    """The feeds of one bridge, by run id; a feed lives while it has subscribers."""
+
+    def __init__(
+        self, store: EventStore, *, buffer_size: int, page_size: int, clock: Callable[[], float]
+    ) -> None:
+        self._store = store
+        self._buffer_size = buffer_size
+        self._page_size = page_size
+        self._clock = clock
+        self._feeds: dict[str, RunFeed] = {}
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def get(self, run_id: str) -> RunFeed | None:
+        return self._feeds.get(run_id)
+
+    def attach(self, run_id: str) -> tuple[RunFeed, Waiter]:
+        """Register a subscriber's waiter on *run_id*'s feed, before its first read."""
+        feed = self._feeds.get(run_id)
+        if feed is None:
+            feed = RunFeed(
+                run_id, self._store, buffer_size=self._buffer_size, page_size=self._page_size, clock=self._clock
+            )
+            self._feeds[run_id] = feed
+        waiter = Waiter()
+        feed.waiters.add(waiter)
+        return feed, waiter
+
+    def detach(self, feed: RunFeed, waiter: Waiter) -> None:
+        """Drop a subscriber; the feed and its buffer go with the last one."""
+        feed.waiters.discard(waiter)
+        if not feed.waiters and self._feeds.get(feed.run_id) is feed:
+            del self._feeds[feed.run_id]
+
+    def discard_if_idle(self, run_id: str) -> None:
+        feed = self._feeds.get(run_id)
+        if feed is not None and not feed.waiters:
+            del self._feeds[run_id]
+
+    def wake(self, run_id: str, seq: int | None = None) -> None:
+        feed = self._feeds.get(run_id)
+        if feed is not None:
+            feed.wake(seq)
+
+    def offer(self, run_id: str, make_event: Callable[[], LoggedEvent]) -> None:
+        """Hand a committed local event to its feed; decoded only if someone listens."""
+        feed = self._feeds.get(run_id)
+        if feed is not None:
+            feed.offer(make_event())
+
+    def wake_all(self) -> None:
+        for feed in list(self._feeds.values()):
+            feed.wake(None)
+            feed.wake_waiters()  # readers behind the buffer re-read too
+
+    def wake_stale(self, older_than: float) -> None:
+        """The poll safety net: re-read every feed not read since *older_than*."""
+        for feed in list(self._feeds.values()):
+            if feed.last_read_at < older_than:
+                feed.wake(None)
+                feed.wake_waiters()
+
+    def wake_waiters_everywhere(self) -> None:
+        """Wake every subscriber (bridge close)."""
+        for feed in list(self._feeds.values()):
+            feed.wake_waiters()

@@ -1,0 +1,113 @@
+"""Event IDs, run ids, and the resume table of SPEC section 3.
+
+Pure functions only: given what the database says about a run, decide how a
+``Last-Event-ID`` cursor resolves. The bridge does the one read and calls
+:func:`resolve_cursor`; tests exercise every row of the table here without a
+database.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pgbridge.contract import ResumeResult
+from pgbridge.errors import InvalidEventError
+
+#: Longest cursor string we try to parse; longer ones are ``invalid``.
+MAX_CURSOR_LENGTH = 64
+#: Longest run id (in characters) a run may have.
+MAX_RUN_ID_LENGTH = 255
+
+# [0-9], not \d: \d also matches non-ASCII digits such as "٣".
+_EVENT_ID = re.compile(r"([0-9]+)-([0-9]+)", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class EventId:
+    """A parsed ``"<ms>-<seq>"`` event ID."""
+
+    ms: int
+    seq: int
+
+    def __str__(self) -> str:
+        return format_event_id(self.ms, self.seq)
+
+
+def format_event_id(ms: int, seq: int) -> str:
+    """The public form of an event ID: creation time in ms, then the run's seq."""
+    return f"{ms}-{seq}"
+
+
+def parse_event_id(cursor: str) -> EventId | None:
+    """Parse a cursor, or return ``None`` when it is not a well-formed ID."""
+    if not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_LENGTH:
+        return None
+    match = _EVENT_ID.fullmatch(cursor)
+    if match is None:
+        return None
+    return EventId(ms=int(match.group(1)), seq=int(match.group(2)))
+
+
+def validate_run_id(run_id: object) -> str:
+    """Return *run_id* if it can name a run, else raise :class:`InvalidEventError`."""
+    if not isinstance(run_id, str):
+        raise InvalidEventError(f"run_id must be a str, not {type(run_id).__name__}")
+    if not run_id:
+        raise InvalidEventError("run_id must not be empty")
+    if len(run_id) > MAX_RUN_ID_LENGTH:
+        raise InvalidEventError(
+            f"run_id is {len(run_id)} characters long; at most {MAX_RUN_ID_LENGTH} are allowed"
+        )
+    if "\x00" in run_id:
+        raise InvalidEventError("run_id must not contain NUL characters")
+    _require_utf8("run_id", run_id)
+    return run_id
+
+
+def _require_utf8(what: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidEventError(
+            f"{what} is not valid Unicode (lone surrogate at index {exc.start})"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedRange:
+    """What the database says about a run when a cursor is resolved.
+
+    ``first..last`` are the retained seqs (``first == last + 1`` when nothing
+    is retained); ``stored_ms`` is the creation time of the event the cursor
+    names, when that event is retained. A run that does not exist has
+    ``first=1, last=0``.
+    """
+
+    first: int
+    last: int
+    stored_ms: int | None = None
+
+    @classmethod
+    def missing_run(cls) -> RetainedRange:
+        return cls(first=1, last=0)
+
+
+def resolve_cursor(cursor: str | None, retained: RetainedRange) -> ResumeResult:
+    """Resolve *cursor* against *retained*: the table of SPEC section 3."""
+    first, last = retained.first, retained.last
+    if cursor is None:
+        return ResumeResult(next_offset=first, status="fresh")
+    parsed = parse_event_id(cursor)
+    if parsed is None:
+        return ResumeResult(next_offset=first, status="invalid")
+    seq = parsed.seq
+    if seq < first - 1:
+        return ResumeResult(next_offset=first, status="evicted", gap_count=first - 1 - seq)
+    if seq > last:
+        return ResumeResult(next_offset=first, status="unknown")
+    if seq >= first and retained.stored_ms != parsed.ms:
+        # Same seq, another creation time: an ID of another run, or of an
+        # earlier life of this run id.
+        return ResumeResult(next_offset=first, status="unknown")
+    return ResumeResult(next_offset=seq + 1, status="resumed")

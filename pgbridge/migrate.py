@@ -1,0 +1,70 @@
+"""Apply pgbridge's alembic revisions: ``await migrate(dsn)`` or ``pgbridge migrate``.
+
+Alembic and SQLAlchemy are imported only when migrating, so importing
+pgbridge for publishing and subscribing stays light.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import TYPE_CHECKING
+
+from pgbridge.errors import DatabaseUnavailableError, StreamBridgeError
+from pgbridge.schema import DEFAULT_SCHEMA
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy import Connection
+
+
+def alembic_config(schema: str = DEFAULT_SCHEMA) -> Config:
+    """An alembic config that points at the revisions shipped in the package."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(files("pgbridge.migrations")))
+    config.attributes["schema"] = schema
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision in ``migrations/``."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+async def migrate(dsn: str, *, schema: str = DEFAULT_SCHEMA, revision: str = "head") -> None:
+    """Bring the database at *dsn* to *revision* (default: the newest).
+
+    Safe to run from several processes at once and on an up-to-date database.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from pgbridge.database import is_connection_error
+    from pgbridge.migration_support import async_engine_for_dsn
+
+    engine = async_engine_for_dsn(dsn)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade, schema, revision)
+    except SQLAlchemyError as exc:
+        raise StreamBridgeError(f"migration failed: {exc}") from exc
+    except Exception as exc:
+        if is_connection_error(exc):
+            raise DatabaseUnavailableError(
+                f"cannot reach PostgreSQL at {dsn!r} to migrate: {exc}"
+            ) from exc
+        raise
+    finally:
+        await engine.dispose()
+
+
+def _upgrade(connection: Connection, schema: str, revision: str) -> None:
+    from alembic import command
+
+    config = alembic_config(schema)
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)

@@ -1,0 +1,110 @@
+"""Checks and encoding of what a publisher hands us: event names and data.
+
+Everything here runs before the database is touched, so bad input raises
+:class:`InvalidEventError` and writes nothing. The stored form of ``data`` is
+its exact JSON text (PostgreSQL ``json``, not ``jsonb``), so replay gives back
+the same value with the same dict key order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Final
+
+from pgbridge.contract import JSONValue
+from pgbridge.errors import InvalidEventError
+
+MAX_EVENT_NAME_LENGTH: Final = 255
+#: Default limit on the UTF-8 size of one event's encoded data.
+DEFAULT_MAX_PAYLOAD_BYTES: Final = 1024 * 1024
+#: Deepest nesting of lists and dicts accepted (Python's and PostgreSQL's
+#: JSON parsers both recurse; this keeps every reader far from their limits).
+MAX_NESTING_DEPTH: Final = 256
+
+_RESERVED_PREFIX: Final = "__"
+
+
+def validate_event_name(event: object) -> str:
+    """Return *event* if it can name an ordinary event, else raise."""
+    if not isinstance(event, str):
+        raise InvalidEventError(f"event must be a str, not {type(event).__name__}")
+    if not event:
+        raise InvalidEventError("event must not be empty")
+    if len(event) > MAX_EVENT_NAME_LENGTH:
+        raise InvalidEventError(
+            f"event is {len(event)} characters long; at most {MAX_EVENT_NAME_LENGTH} are allowed"
+        )
+    if event.startswith(_RESERVED_PREFIX):
+        raise InvalidEventError(
+            f"event {event!r} starts with '__', which is reserved for sentinels and markers"
+        )
+    _check_text("event", event)
+    return event
+
+
+def encode_data(data: object, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str:
+    """Check *data* is a JSON value and return its JSON text.
+
+    Raises :class:`InvalidEventError` naming the problem: a non-JSON type, a
+    non-str dict key, NaN or Infinity, a NUL character, a lone surrogate,
+    nesting deeper than :data:`MAX_NESTING_DEPTH`, or an encoded size over
+    *max_bytes*. Tuples are accepted and encode as lists, as :mod:`json` does.
+    """
+    _check_value(data, "data", 0)
+    try:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:  # e.g. an int beyond Python's str conversion limit
+        raise InvalidEventError(f"data cannot be encoded as JSON: {exc}") from None
+    size = len(text.encode("utf-8"))
+    if size > max_bytes:
+        raise InvalidEventError(
+            f"data is {size} bytes as JSON; the limit is {max_bytes} bytes (max_payload_bytes)"
+        )
+    return text
+
+
+def decode_data(text: str) -> JSONValue:
+    """Turn stored JSON text back into the value that was published."""
+    value: JSONValue = json.loads(text)
+    return value
+
+
+def _check_value(value: object, path: str, depth: int) -> None:
+    if depth > MAX_NESTING_DEPTH:
+        raise InvalidEventError(f"data nests deeper than {MAX_NESTING_DEPTH} levels at {path}")
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEventError(f"{path} is {value!r}; JSON has no NaN or Infinity")
+        return
+    if isinstance(value, str):
+        _check_text(path, value)
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_value(item, f"{path}[{index}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidEventError(
+                    f"{path} has a key of type {type(key).__name__} ({key!r}); "
+                    "JSON object keys must be str"
+                )
+            _check_text(f"key {key!r} of {path}", key)
+            _check_value(item, f"{path}[{key!r}]", depth + 1)
+        return
+    raise InvalidEventError(f"{path} is a {type(value).__name__}, which is not a JSON value")
+
+
+def _check_text(path: str, text: str) -> None:
+    if "\x00" in text:
+        raise InvalidEventError(f"{path} contains a NUL character, which PostgreSQL cannot store")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidEventError(
+            f"{path} is not valid Unicode (lone surrogate at index {exc.start})"
+        ) from None

@@ -1,0 +1,100 @@
+"""The one description of pgbridge's tables, as SQLAlchemy Core metadata.
+
+Alembic revisions in ``migrations/`` create and change these tables; a test
+compares a migrated database with this metadata so the two never drift. The
+hot path does not use SQLAlchemy: :mod:`pgbridge.queries` holds the SQL the
+bridge runs through asyncpg.
+
+Every table is keyed by ``run_id`` first and there is no global sequence, so
+the tables can be distributed by ``run_id`` (Citus, or several clusters).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Index,
+    MetaData,
+    Table,
+    Text,
+    false,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSON, TIMESTAMP
+
+#: The alembic revision this code expects; ``start()`` refuses any other.
+SCHEMA_REVISION: Final = "0001"
+DEFAULT_SCHEMA: Final = "public"
+
+#: Status values stored in ``run_streams.status``.
+RUN_STATUSES: Final = ("active", "awaiting_input", "ended", "cancelled", "errored")
+
+metadata = MetaData()
+
+run_streams = Table(
+    "run_streams",
+    metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("status", Text, nullable=False, server_default=text("'active'")),
+    # Highest seq ever assigned; publishers bump it under the row lock.
+    Column("last_seq", BigInteger, nullable=False, server_default=text("0")),
+    # Creation time (ms) of the event last_seq: the last event ID, without a join.
+    Column("last_ms", BigInteger),
+    # First retained seq: retained events are always first_seq..last_seq
+    # (first_seq = last_seq + 1 when none is retained). Retention moves it.
+    Column("first_seq", BigInteger, nullable=False, server_default=text("1")),
+    # Seq of the terminal event, once there is one; NULL while the run is open.
+    Column("terminal_seq", BigInteger),
+    Column("awaiting_input_since", TIMESTAMP(timezone=True)),
+    Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=text("now()")),
+    # Last publish or mark_awaiting_input: what the stale-run reaper looks at.
+    Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=text("now()")),
+    Column("ended_at", TIMESTAMP(timezone=True)),
+    CheckConstraint(
+        "status IN ('active', 'awaiting_input', 'ended', 'cancelled', 'errored')",
+        name="run_streams_status_check",
+    ),
+    CheckConstraint(
+        "char_length(run_id) BETWEEN 1 AND 255", name="run_streams_run_id_length_check"
+    ),
+    CheckConstraint(
+        "first_seq >= 1 AND first_seq <= last_seq + 1", name="run_streams_retained_range_check"
+    ),
+    CheckConstraint(
+        "(terminal_seq IS NULL) = (status IN ('active', 'awaiting_input'))",
+        name="run_streams_terminal_status_check",
+    ),
+)
+
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    # Unix ms from the database server's clock: the first half of the event ID.
+    Column("created_ms", BigInteger, nullable=False),
+    Column("event", Text, nullable=False),
+    # json, not jsonb: keeps the exact text, so key order survives replay.
+    Column("data", JSON(none_as_null=False), nullable=False),
+    # A stored fact, not a guess from the name: an ordinary event may be
+    # called "error".
+    Column("terminal", Boolean, nullable=False, server_default=false()),
+)
+
+# The reaper and retention look for open runs by last activity, and ended runs
+# by end time; both scans stay off the publish path's rows.
+Index(
+    "run_streams_open_updated_idx",
+    run_streams.c.updated_at,
+    postgresql_where=run_streams.c.terminal_seq.is_(None),
+)
+Index(
+    "run_streams_ended_idx",
+    run_streams.c.ended_at,
+    postgresql_where=run_streams.c.ended_at.isnot(None),
+)

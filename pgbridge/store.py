@@ -1,0 +1,107 @@
+"""Typed operations on the two tables: run the named SQL, map rows to objects.
+
+This is the only module that turns rows into events. It knows nothing of
+waiters, retries or wake-ups; the engine modules above compose it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pgbridge.contract import StreamEvent
+from pgbridge.database import Database
+from pgbridge.ids import RetainedRange, format_event_id
+from pgbridge.payload import decode_data
+
+#: Largest value of a PostgreSQL bigint; cursors beyond it name no event.
+MAX_BIGINT = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """An event as stored: its seq and terminal flag beside the public event."""
+
+    seq: int
+    ms: int
+    event: StreamEvent
+    terminal: bool
+
+    @classmethod
+    def from_stored(cls, seq: int, ms: int, name: str, data_text: str, terminal: bool) -> LoggedEvent:
+        return cls(
+            seq=seq,
+            ms=ms,
+            event=StreamEvent(id=format_event_id(ms, seq), event=name, data=decode_data(data_text)),
+            terminal=terminal,
+        )
+
+
+@dataclass(slots=True)
+class RunState:
+    """A run's row as of one read. ``exists`` is False for a run never published."""
+
+    exists: bool = False
+    first_seq: int = 1
+    last_seq: int = 0
+    last_ms: int | None = None
+    terminal_seq: int | None = None
+
+    @property
+    def latest_event_id(self) -> str | None:
+        """ID of the newest retained event, or None when nothing is retained."""
+        if self.last_ms is None or self.last_seq < self.first_seq:
+            return None
+        return format_event_id(self.last_ms, self.last_seq)
+
+
+@dataclass(slots=True)
+class Page:
+    """One read: the run's state and the events after a cursor, in seq order."""
+
+    state: RunState
+    events: list[LoggedEvent] = field(default_factory=list)
+    #: True when the read was cut at its limit, so more events may follow.
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    seq: int
+    ms: int
+
+
+class EventStore:
+    """The bridge's reads and writes, one SQL statement each."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.queries = db.queries
+
+    async def retained_range(self, run_id: str, cursor_seq: int) -> RetainedRange:
+        """The run's retained seqs and the creation time of event *cursor_seq*."""
+        lookup = cursor_seq if 0 <= cursor_seq <= MAX_BIGINT else 0
+        rows = await self.db.fetch(self.queries.resolve_cursor, run_id, lookup)
+        if not rows:
+            return RetainedRange.missing_run()
+        row = rows[0]
+        return RetainedRange(first=row["first_seq"], last=row["last_seq"], stored_ms=row["stored_ms"])
+
+    async def read_after(self, run_id: str, cursor_seq: int, limit: int) -> Page:
+        """Events of *run_id* with seq > *cursor_seq*, at most *limit*, with the run's state."""
+        rows = await self.db.fetch(self.queries.read_events_after, run_id, cursor_seq, limit)
+        if not rows:
+            return Page(state=RunState())
+        head = rows[0]
+        state = RunState(
+            exists=True,
+            first_seq=head["first_seq"],
+            last_seq=head["last_seq"],
+            last_ms=head["last_ms"],
+            terminal_seq=head["terminal_seq"],
+        )
+        events = [
+            LoggedEvent.from_stored(row["seq"], row["created_ms"], row["event"], row["data"], row["terminal"])
+            for row in rows
+            if row["seq"] is not None
+        ]
+        return Page(state=state, events=events, truncated=len(events) >= limit)

@@ -1,0 +1,121 @@
+"""One subscription: resume, replay, follow, heartbeat, report gaps, stop.
+
+The loop cannot miss a wake-up: the waiter is registered before the first
+read, and cleared before every read, so a commit that lands during a read
+sets it again and the next wait returns at once. A database outage is not
+an error for a subscriber: it heartbeats, retries, and continues from its
+cursor once PostgreSQL is back, yielding nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from pgbridge.contract import (
+    CANCELLED_SENTINEL,
+    END_SENTINEL,
+    GAP_EVENT,
+    HEARTBEAT_SENTINEL,
+    ResumeResult,
+    StreamEvent,
+)
+from pgbridge.database import Backoff
+from pgbridge.errors import DatabaseUnavailableError
+from pgbridge.feed import FeedRegistry
+from pgbridge.store import Page
+
+OnGap = Literal["continue", "stop"]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionContext:
+    """What a subscription needs from its bridge."""
+
+    feeds: FeedRegistry
+    resolve: Callable[[str, str | None], Awaitable[ResumeResult]]
+    is_closed: Callable[[], bool]
+    backoff: Backoff
+
+
+def gap_marker(requested_event_id: str | None, gap_count: int, page: Page) -> StreamEvent:
+    """The ``__gap__`` marker of SPEC section 4, from the read that found the gap."""
+    first = page.events[0] if page.events and page.events[0].seq == page.state.first_seq else None
+    return StreamEvent(
+        id="",
+        event=GAP_EVENT,
+        data={
+            "requested_event_id": requested_event_id,
+            "gap_count": gap_count,
+            "earliest_available_event_id": first.event.id if first else None,
+            "latest_available_event_id": page.state.latest_event_id,
+        },
+    )
+
+
+async def subscription(
+    ctx: SubscriptionContext,
+    run_id: str,
+    last_event_id: str | None,
+    heartbeat_interval: float,
+    on_gap: OnGap,
+) -> AsyncIterator[StreamEvent]:
+    """The events of *run_id* after *last_event_id*, then live ones, until terminal."""
+    loop = asyncio.get_running_loop()
+    feed, waiter = ctx.feeds.attach(run_id)
+    try:
+        cursor: int | None = None
+        position = last_event_id  # what a gap marker reports as requested
+        heartbeat_due = loop.time() + heartbeat_interval
+        failures = 0
+        while True:
+            if ctx.is_closed():
+                yield CANCELLED_SENTINEL
+                return
+            waiter.clear()
+            page: Page | None = None
+            try:
+                if cursor is None:
+                    cursor = (await ctx.resolve(run_id, last_event_id)).next_offset - 1
+                page = await feed.read_after(cursor)
+                failures = 0
+            except DatabaseUnavailableError:
+                failures += 1
+            if ctx.is_closed():
+                yield CANCELLED_SENTINEL
+                return
+            if page is not None and cursor is not None:
+                if page.state.exists and cursor < page.state.first_seq - 1:
+                    yield gap_marker(position, page.state.first_seq - 1 - cursor, page)
+                    heartbeat_due = loop.time() + heartbeat_interval
+                    if on_gap == "stop":
+                        return
+                    cursor = page.state.first_seq - 1
+                for logged in page.events:
+                    if logged.seq <= cursor:
+                        continue
+                    yield logged.event
+                    cursor, position = logged.seq, logged.event.id
+                    heartbeat_due = loop.time() + heartbeat_interval
+                    if logged.terminal:
+                        return
+                    if ctx.is_closed():
+                        break
+                terminal_seq = page.state.terminal_seq
+                if terminal_seq is not None and cursor >= terminal_seq:
+                    yield END_SENTINEL
+                    return
+                if page.truncated or ctx.is_closed():
+                    continue
+            remaining = heartbeat_due - loop.time()
+            if remaining <= 0:
+                yield HEARTBEAT_SENTINEL
+                heartbeat_due = loop.time() + heartbeat_interval
+                continue
+            if failures:
+                remaining = min(remaining, max(ctx.backoff.delay(failures), 0.01))
+            await waiter.wait(remaining)
+    finally:
+        ctx.feeds.detach(feed, waiter)
