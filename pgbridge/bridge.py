@@ -314,10 +314,12 @@ class PostgresStreamBridge(StreamBridge):
     ) -> AsyncIterator[StreamEvent]:
         if made_after_close or self._state is _Lifecycle.NEW:
             self._require_running()
-        async for item in subscription(
-            self._subscription_ctx, run_id, last_event_id, heartbeat_interval, on_gap
-        ):
-            yield item
+        inner = subscription(self._subscription_ctx, run_id, last_event_id, heartbeat_interval, on_gap)
+        # aclosing: leaving this iterator early must release the inner one now,
+        # not whenever the garbage collector finalises it.
+        async with contextlib.aclosing(inner):
+            async for item in inner:
+                yield item
 
     async def cleanup(self, run_id: str, *, delay: float = 0) -> None:
         """After *delay* seconds, drop what this process caches for *run_id*.

@@ -25,20 +25,22 @@ logger = logging.getLogger(__name__)
 WakeCallback = Callable[[str, int | None], None]
 
 
-def encode_wake(run_id: str, seq: int) -> str:
-    """NOTIFY payload: the newest seq, a space, the run id (run ids may hold spaces)."""
-    return f"{seq} {run_id}"
+#: Stands for "no seq" in a wake payload: the run changed in another way
+#: (retention deleted events), so readers must re-read whatever they hold.
+ANY_SEQ = "*"
+
+
+def encode_wake(run_id: str, seq: int | None) -> str:
+    """NOTIFY payload: the newest seq (or ``*``), a space, the run id (which may hold spaces)."""
+    return f"{ANY_SEQ if seq is None else seq} {run_id}"
 
 
 def decode_wake(payload: str) -> tuple[str, int | None]:
-    """Inverse of :func:`encode_wake`; a payload without a seq wakes the run anyway."""
+    """Inverse of :func:`encode_wake`."""
     head, _, run_id = payload.partition(" ")
-    if not run_id:
-        return payload, None
-    try:
-        return run_id, int(head)
-    except ValueError:
-        return payload, None
+    if head == ANY_SEQ:
+        return run_id, None
+    return run_id, int(head)
 
 
 class Listener:
@@ -117,7 +119,11 @@ class Listener:
     def _on_notification(
         self, conn: asyncpg.Connection, pid: int, channel: str, payload: str
     ) -> None:
-        run_id, seq = decode_wake(payload)
+        try:
+            run_id, seq = decode_wake(payload)
+        except ValueError:
+            logger.warning("pgbridge listener ignored a malformed wake-up %r", payload[:100])
+            return
         self._on_wake(run_id, seq)
 
     async def _supervise(self) -> None:

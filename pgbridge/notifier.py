@@ -26,15 +26,20 @@ class Notifier:
     def __init__(self, db: Database, channel: str) -> None:
         self._db = db
         self._channel = channel
-        self._pending: dict[str, int] = {}
+        self._pending: dict[str, int | None] = {}
         self._task: asyncio.Task[None] | None = None
         #: NOTIFY statements sent (one per flush, whatever the number of runs).
         self.statements_sent = 0
 
-    def notify(self, run_id: str, seq: int) -> None:
-        """Schedule a wake-up for *run_id*'s readers elsewhere; never blocks."""
-        if seq > self._pending.get(run_id, 0):
-            self._pending[run_id] = seq
+    def notify(self, run_id: str, seq: int | None) -> None:
+        """Schedule a wake-up for *run_id*'s readers elsewhere; never blocks.
+
+        ``seq=None`` means "re-read regardless" (retention deleted events).
+        """
+        if run_id in self._pending:
+            pending = self._pending[run_id]
+            seq = None if seq is None or pending is None else max(seq, pending)
+        self._pending[run_id] = seq
         if self._task is None:
             self._task = asyncio.create_task(self._flush_pending(), name="pgbridge-notifier")
 

