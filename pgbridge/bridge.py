@@ -231,9 +231,7 @@ class PostgresStreamBridge(StreamBridge):
             )
         return format_event_id(appended.ms, appended.seq)
 
-    async def publish_terminal(
-        self, run_id: str, kind: StreamStatus, data: JSONValue = None
-    ) -> str:
+    async def publish_terminal(self, run_id: str, kind: StreamStatus, data: JSONValue = None) -> str:
         """Write the run's terminal event (``end``, ``cancel`` or ``error``).
 
         The first terminal wins, across processes; later calls write nothing
@@ -264,7 +262,9 @@ class PostgresStreamBridge(StreamBridge):
         validate_run_id(run_id)
         await self._db.fetch(self._db.queries.mark_awaiting_input, run_id)
 
-    def _after_commit(self, run_id: str, appended: Appended, event: str, data_text: str, terminal: bool) -> None:
+    def _after_commit(
+        self, run_id: str, appended: Appended, event: str, data_text: str, terminal: bool
+    ) -> None:
         self._feeds.offer(
             run_id,
             lambda: LoggedEvent.from_stored(appended.seq, appended.ms, event, data_text, terminal),
@@ -361,6 +361,4 @@ def _terminal_status(kind: object) -> StreamStatus:
 
 def _validate_cursor_type(last_event_id: object) -> None:
     if last_event_id is not None and not isinstance(last_event_id, str):
-        raise InvalidEventError(
-            f"last_event_id must be a str or None, not {type(last_event_id).__name__}"
-        )
+        raise InvalidEventError(f"last_event_id must be a str or None, not {type(last_event_id).__name__}")

@@ -12,10 +12,10 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal, TypeAlias, Union
+from typing import Literal, TypeAlias
 
-JSONScalar: TypeAlias = Union[None, bool, int, float, str]
-JSONValue: TypeAlias = Union[JSONScalar, list["JSONValue"], dict[str, "JSONValue"]]
+JSONScalar: TypeAlias = None | bool | int | float | str
+JSONValue: TypeAlias = JSONScalar | list["JSONValue"] | dict[str, "JSONValue"]
 
 ResumeStatus: TypeAlias = Literal["fresh", "resumed", "evicted", "invalid", "unknown"]
 

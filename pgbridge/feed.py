@@ -44,7 +44,7 @@ class Waiter:
         """Wait until set or *timeout* seconds pass; True when woken."""
         try:
             await asyncio.wait_for(self._event.wait(), timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return False
         return True
 
@@ -122,9 +122,7 @@ class RunFeed:
         if self.high_seq is None:
             self.high_seq = cursor
         if self._task is None:
-            self._task = asyncio.create_task(
-                self._read_until_current(), name=f"pgbridge-feed:{self.run_id}"
-            )
+            self._task = asyncio.create_task(self._read_until_current(), name=f"pgbridge-feed:{self.run_id}")
         # Shielded: a subscriber leaving must not cancel the read others share.
         await asyncio.shield(self._task)
         if not self.synced:
@@ -205,7 +203,11 @@ class FeedRegistry:
         feed = self._feeds.get(run_id)
         if feed is None:
             feed = RunFeed(
-                run_id, self._store, buffer_size=self._buffer_size, page_size=self._page_size, clock=self._clock
+                run_id,
+                self._store,
+                buffer_size=self._buffer_size,
+                page_size=self._page_size,
+                clock=self._clock,
             )
             self._feeds[run_id] = feed
         waiter = Waiter()

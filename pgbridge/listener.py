@@ -116,9 +116,7 @@ class Listener:
         if conn is self._conn:
             self._lost.set()
 
-    def _on_notification(
-        self, conn: asyncpg.Connection, pid: int, channel: str, payload: str
-    ) -> None:
+    def _on_notification(self, conn: asyncpg.Connection, pid: int, channel: str, payload: str) -> None:
         try:
             run_id, seq = decode_wake(payload)
         except ValueError:

@@ -54,9 +54,7 @@ async def migrate(dsn: str, *, schema: str = DEFAULT_SCHEMA, revision: str = "he
         raise StreamBridgeError(f"migration failed: {exc}") from exc
     except Exception as exc:
         if is_connection_error(exc):
-            raise DatabaseUnavailableError(
-                f"cannot reach PostgreSQL at {dsn!r} to migrate: {exc}"
-            ) from exc
+            raise DatabaseUnavailableError(f"cannot reach PostgreSQL at {dsn!r} to migrate: {exc}") from exc
         raise
     finally:
         await engine.dispose()

@@ -90,8 +90,7 @@ def _check_value(value: object, path: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidEventError(
-                    f"{path} has a key of type {type(key).__name__} ({key!r}); "
-                    "JSON object keys must be str"
+                    f"{path} has a key of type {type(key).__name__} ({key!r}); JSON object keys must be str"
                 )
             _check_text(f"key {key!r} of {path}", key)
             _check_value(item, f"{path}[{key!r}]", depth + 1)

@@ -59,12 +59,8 @@ run_streams = Table(
         "status IN ('active', 'awaiting_input', 'ended', 'cancelled', 'errored')",
         name="run_streams_status_check",
     ),
-    CheckConstraint(
-        "char_length(run_id) BETWEEN 1 AND 255", name="run_streams_run_id_length_check"
-    ),
-    CheckConstraint(
-        "first_seq >= 1 AND first_seq <= last_seq + 1", name="run_streams_retained_range_check"
-    ),
+    CheckConstraint("char_length(run_id) BETWEEN 1 AND 255", name="run_streams_run_id_length_check"),
+    CheckConstraint("first_seq >= 1 AND first_seq <= last_seq + 1", name="run_streams_retained_range_check"),
     CheckConstraint(
         "(terminal_seq IS NULL) = (status IN ('active', 'awaiting_input'))",
         name="run_streams_terminal_status_check",

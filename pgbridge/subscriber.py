@@ -10,7 +10,7 @@ cursor once PostgreSQL is back, yielding nothing twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -67,7 +67,7 @@ async def subscription(
     last_event_id: str | None,
     heartbeat_interval: float,
     on_gap: OnGap,
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """The events of *run_id* after *last_event_id*, then live ones, until terminal."""
     loop = asyncio.get_running_loop()
     feed, waiter = ctx.feeds.attach(run_id)

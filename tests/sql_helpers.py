@@ -31,7 +31,9 @@ async def append_without_notify(dsn: str, run_id: str, event: str, data_json: st
 
     conn = await asyncpg.connect(dsn)
     try:
-        row = await conn.fetchrow(Queries.for_schema().append_event, run_id, event, data_json, False, "active")
+        row = await conn.fetchrow(
+            Queries.for_schema().append_event, run_id, event, data_json, False, "active"
+        )
     finally:
         await conn.close()
     return f"{row['created_ms']}-{row['seq']}"

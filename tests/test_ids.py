@@ -29,7 +29,23 @@ def test_parse_round_trips_format() -> None:
 
 @pytest.mark.parametrize(
     "cursor",
-    ["", "-", "12", "12-", "-3", "a-1", "1-b", "1-2-3", " 1-2", "1-2 ", "1_2", "+1-2", "1--2", "١-٢", "1-2\n"],
+    [
+        "",
+        "-",
+        "12",
+        "12-",
+        "-3",
+        "a-1",
+        "1-b",
+        "1-2-3",
+        " 1-2",
+        "1-2 ",
+        "1_2",
+        "+1-2",
+        "1--2",
+        "١-٢",
+        "1-2\n",
+    ],
 )
 def test_malformed_cursors_do_not_parse(cursor: str) -> None:
     assert parse_event_id(cursor) is None
@@ -90,6 +106,8 @@ def test_bad_run_ids_are_rejected(run_id: object) -> None:
         validate_run_id(run_id)
 
 
-@pytest.mark.parametrize("run_id", ["a", "a" * 255, "thread/1/run 2", "ünïcødé ✓", "'; DROP TABLE run_events; --"])
+@pytest.mark.parametrize(
+    "run_id", ["a", "a" * 255, "thread/1/run 2", "ünïcødé ✓", "'; DROP TABLE run_events; --"]
+)
 def test_good_run_ids_are_accepted(run_id: str) -> None:
     assert validate_run_id(run_id) == run_id

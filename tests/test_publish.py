@@ -54,7 +54,9 @@ async def test_ids_are_ms_dash_gapless_seq(bridge: PostgresStreamBridge) -> None
     assert [seq_of(i) for i in ids] == [1, 2, 3, 4, 5]
 
 
-async def test_id_ms_is_the_servers_clock_and_stored_with_the_row(bridge: PostgresStreamBridge, dsn: str) -> None:
+async def test_id_ms_is_the_servers_clock_and_stored_with_the_row(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
     before = int(time.time() * 1000)
     event_id = await bridge.publish("run", "token", None)
     after = int(time.time() * 1000)
@@ -64,7 +66,9 @@ async def test_id_ms_is_the_servers_clock_and_stored_with_the_row(bridge: Postgr
     assert f"{rows[0]['created_ms']}-{rows[0]['seq']}" == event_id
 
 
-async def test_published_event_is_committed_when_publish_returns(bridge: PostgresStreamBridge, dsn: str) -> None:
+async def test_published_event_is_committed_when_publish_returns(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
     await bridge.publish("run", "token", {"a": 1})
     rows = await event_rows(dsn, "run")  # another connection sees it at once
     assert [(r["event"], r["data"]) for r in rows] == [("token", '{"a":1}')]
@@ -123,14 +127,18 @@ async def test_bad_input_raises_and_leaves_the_run_unchanged(
     assert await count_runs(dsn) == 1  # no other run was created either
 
 
-async def test_bad_terminal_kind_is_a_value_error_and_writes_nothing(bridge: PostgresStreamBridge, dsn: str) -> None:
+async def test_bad_terminal_kind_is_a_value_error_and_writes_nothing(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
     for kind in (StreamStatus.ACTIVE, StreamStatus.CLOSED, "finished"):
         with pytest.raises(ValueError):
             await bridge.publish_terminal("run", kind)  # type: ignore[arg-type]
     assert await run_row(dsn, "run") is None
 
 
-async def test_terminal_writes_a_replayable_event_and_sets_status(bridge: PostgresStreamBridge, dsn: str) -> None:
+async def test_terminal_writes_a_replayable_event_and_sets_status(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
     await bridge.publish("run", "token", 1)
     end_id = await bridge.publish_terminal("run", StreamStatus.ERRORED, {"why": "boom"})
     rows = await event_rows(dsn, "run")
@@ -162,7 +170,9 @@ async def test_terminal_on_a_new_run_creates_it_with_the_terminal_first(bridge: 
     assert [e.id for e in await collect(bridge.subscribe("fresh"))] == [end_id]
 
 
-async def test_first_terminal_wins_and_later_ones_return_its_id(bridge: PostgresStreamBridge, dsn: str) -> None:
+async def test_first_terminal_wins_and_later_ones_return_its_id(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
     first = await bridge.publish_end("run")
     assert await bridge.publish_terminal("run", StreamStatus.ERRORED, {"late": True}) == first
     await bridge.cancel("run")
@@ -171,7 +181,9 @@ async def test_first_terminal_wins_and_later_ones_return_its_id(bridge: Postgres
     assert row is not None and row["status"] == "ended"
 
 
-async def test_publish_after_terminal_raises_and_writes_nothing(bridge: PostgresStreamBridge, dsn: str) -> None:
+async def test_publish_after_terminal_raises_and_writes_nothing(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
     await bridge.publish_end("run")
     with pytest.raises(StreamTerminatedError):
         await bridge.publish("run", "token", 1)
@@ -202,7 +214,9 @@ async def test_four_bridges_publishing_to_one_run_get_distinct_consecutive_seqs(
     assert [r["seq"] for r in rows] == list(range(1, 201))
 
 
-async def test_terminal_race_between_bridges_has_exactly_one_winner(make_bridge: BridgeFactory, dsn: str) -> None:
+async def test_terminal_race_between_bridges_has_exactly_one_winner(
+    make_bridge: BridgeFactory, dsn: str
+) -> None:
     bridges = [await make_bridge() for _ in range(4)]
     for attempt in range(5):
         run = f"race-{attempt}"
@@ -216,7 +230,13 @@ async def test_terminal_race_between_bridges_has_exactly_one_winner(make_bridge:
 
 async def test_publisher_in_another_process_is_seen_in_order(bridge: PostgresStreamBridge, dsn: str) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.processes.publish_events", dsn, "run", "30", "--end",
+        sys.executable,
+        "-m",
+        "tests.processes.publish_events",
+        dsn,
+        "run",
+        "30",
+        "--end",
         stdout=asyncio.subprocess.PIPE,
     )
     events = await collect(bridge.subscribe("run"), timeout=30)

@@ -17,7 +17,7 @@ from pgbridge import (
     StreamEvent,
 )
 from tests.conftest import BridgeFactory
-from tests.helpers import collect, seq_of, take, wait_until
+from tests.helpers import collect, take, wait_until
 from tests.sql_helpers import append_without_notify, connection_count, evict_prefix, terminate_backends
 
 
@@ -68,7 +68,9 @@ async def test_subscriber_may_connect_before_the_first_publish(bridge: PostgresS
     await stream.aclose()  # type: ignore[attr-defined]
 
 
-async def test_event_from_another_bridge_arrives_by_notify_without_polling(make_bridge: BridgeFactory) -> None:
+async def test_event_from_another_bridge_arrives_by_notify_without_polling(
+    make_bridge: BridgeFactory,
+) -> None:
     reader = await make_bridge(poll_interval=3600)
     writer = await make_bridge(poll_interval=3600)
     stream = reader.subscribe("run", heartbeat_interval=0.05)
@@ -88,7 +90,9 @@ async def test_poll_delivers_an_event_whose_notify_was_lost(make_bridge: BridgeF
     await stream.aclose()  # type: ignore[attr-defined]
 
 
-async def test_close_makes_every_subscriber_yield_cancelled_and_return(make_bridge: BridgeFactory, dsn: str) -> None:
+async def test_close_makes_every_subscriber_yield_cancelled_and_return(
+    make_bridge: BridgeFactory, dsn: str
+) -> None:
     bridge = await make_bridge()
     await bridge.publish("run", "token", 1)
     streams = [bridge.subscribe("run") for _ in range(3)]
@@ -131,7 +135,9 @@ async def test_bad_run_id_raises_invalid_event_error(bridge: PostgresStreamBridg
 
 
 @pytest.mark.parametrize("how", ["break", "aclose", "cancel"])
-async def test_leaving_the_iterator_early_releases_the_run_at_once(bridge: PostgresStreamBridge, how: str) -> None:
+async def test_leaving_the_iterator_early_releases_the_run_at_once(
+    bridge: PostgresStreamBridge, how: str
+) -> None:
     await bridge.publish("run", "token", 1)
     stream = bridge.subscribe("run")
     if how == "break":
@@ -150,7 +156,9 @@ async def test_leaving_the_iterator_early_releases_the_run_at_once(bridge: Postg
     assert len(bridge._feeds) == 0
 
 
-async def test_subscriber_survives_every_connection_being_terminated(make_bridge: BridgeFactory, dsn: str) -> None:
+async def test_subscriber_survives_every_connection_being_terminated(
+    make_bridge: BridgeFactory, dsn: str
+) -> None:
     bridge = await make_bridge(poll_interval=0.2)
     writer = await make_bridge()
     sent = [await writer.publish("run", "token", i) for i in range(5)]
@@ -169,7 +177,9 @@ async def test_subscriber_survives_every_connection_being_terminated(make_bridge
     assert received == sent
 
 
-async def test_200_subscribers_of_one_run_share_connections_and_reads(make_bridge: BridgeFactory, dsn: str) -> None:
+async def test_200_subscribers_of_one_run_share_connections_and_reads(
+    make_bridge: BridgeFactory, dsn: str
+) -> None:
     reader = await make_bridge()
     writer = await make_bridge()
     streams = [reader.subscribe("run", heartbeat_interval=60) for _ in range(200)]
@@ -213,7 +223,9 @@ def _gap(event: StreamEvent) -> dict[str, object]:
     return event.data
 
 
-async def test_subscription_from_an_evicted_cursor_yields_a_gap_marker_first(bridge: PostgresStreamBridge, dsn: str) -> None:
+async def test_subscription_from_an_evicted_cursor_yields_a_gap_marker_first(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
     ids = [await bridge.publish("run", "token", i) for i in range(10)]
     await evict_prefix(dsn, "run", 6)
     events = await take(bridge.subscribe("run", last_event_id=ids[1]), 5)
@@ -259,7 +271,9 @@ async def test_live_subscriber_whose_unread_events_are_deleted_gets_a_gap_marker
     assert [e.id for e in rest[1:]] == ids[7:9]
 
 
-async def test_fully_evicted_run_reports_gap_with_nothing_available(bridge: PostgresStreamBridge, dsn: str) -> None:
+async def test_fully_evicted_run_reports_gap_with_nothing_available(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
     ids = [await bridge.publish("run", "token", i) for i in range(4)]
     await evict_prefix(dsn, "run", 5)
     stream = bridge.subscribe("run", last_event_id=ids[0], heartbeat_interval=0.05)

@@ -38,9 +38,7 @@ def upgrade() -> None:
             "status IN ('active', 'awaiting_input', 'ended', 'cancelled', 'errored')",
             name="run_streams_status_check",
         ),
-        sa.CheckConstraint(
-            "char_length(run_id) BETWEEN 1 AND 255", name="run_streams_run_id_length_check"
-        ),
+        sa.CheckConstraint("char_length(run_id) BETWEEN 1 AND 255", name="run_streams_run_id_length_check"),
         sa.CheckConstraint(
             "first_seq >= 1 AND first_seq <= last_seq + 1",
             name="run_streams_retained_range_check",
