@@ -116,6 +116,11 @@ class PostgresStreamBridge(StreamBridge):
         if not isinstance(dsn, str) or not dsn:
             raise InvalidEventError("dsn must be a postgresql:// URI")
         self.dsn = dsn
+        known = set(BridgeOptions.__dataclass_fields__)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            accepted = ", ".join(sorted(known))
+            raise InvalidEventError(f"unknown option(s) {', '.join(unknown)}; accepted: {accepted}")
         self.options = BridgeOptions(**options)  # type: ignore[arg-type]
         self._state = _Lifecycle.NEW
         self._start_lock = asyncio.Lock()

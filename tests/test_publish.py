@@ -246,3 +246,13 @@ async def test_publisher_in_another_process_is_seen_in_order(bridge: PostgresStr
     assert [e.id for e in events] == printed
     assert [e.data for e in events[:-1]] == [{"from": "p", "i": i} for i in range(30)]
     assert events[-1].event == "end"
+
+
+def test_unknown_bridge_option_is_a_clear_error() -> None:
+    with pytest.raises(InvalidEventError, match="unknown option"):
+        PostgresStreamBridge("postgresql://postgres@localhost/db", pool_sise=3)
+
+
+def test_bridge_connects_nothing_until_started() -> None:
+    bridge = PostgresStreamBridge("postgresql://postgres@127.0.0.1:1/unreachable")
+    assert bridge.options.pool_max_size == 10  # constructed without touching the network
