@@ -41,6 +41,7 @@ def is_connection_error(exc: BaseException) -> bool:
         OSError
         | asyncpg.PostgresConnectionError
         | asyncpg.InterfaceError
+        | asyncpg.exceptions.InternalClientError  # a connection the server just dropped
         | asyncpg.exceptions.ConnectionDoesNotExistError,
     ):
         return True

@@ -70,19 +70,8 @@ class Publisher:
                 row = await conn.fetchrow(
                     self._db.queries.append_event, run_id, event, data_text, terminal, status
                 )
-            except asyncpg.InterfaceError as exc:
-                if "connection is closed" in str(exc):
-                    # Refused before anything was sent: safe to retry.
-                    raise DatabaseUnavailableError(f"connection closed before publishing: {exc}") from exc
-                raise StreamBridgeError(f"publishing to run {run_id!r} failed: {exc}") from exc
             except Exception as exc:
-                if is_connection_error(exc):
-                    raise PublishOutcomeUnknownError(
-                        f"the connection to PostgreSQL was lost while publishing {event!r} to run "
-                        f"{run_id!r}; the event may or may not be stored: read the run before "
-                        f"publishing it again ({exc})"
-                    ) from exc
-                raise StreamBridgeError(f"publishing to run {run_id!r} failed: {exc}") from exc
+                raise _classify_append_failure(exc, run_id, event) from exc
         if row is None:
             return None
         return Appended(seq=row["seq"], ms=row["created_ms"])
@@ -93,3 +82,26 @@ class Publisher:
         if not rows:
             return None
         return Appended(seq=rows[0]["terminal_seq"], ms=rows[0]["last_ms"])
+
+
+def _classify_append_failure(exc: Exception, run_id: str, event: str) -> StreamBridgeError:
+    """What an append failure means for the event: not written, or unknown.
+
+    * The driver refused before sending (closed or busy connection): not
+      written, retryable.
+    * The server answered the statement with a connection-class error (57P01
+      admin shutdown, ...): it aborted the statement, so not written,
+      retryable.
+    * The connection vanished with no answer (or timed out): the commit may
+      or may not have happened.
+    """
+    if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError | OSError | TimeoutError):
+        return PublishOutcomeUnknownError(
+            f"the connection to PostgreSQL was lost while publishing {event!r} to run {run_id!r}; "
+            f"the event may or may not be stored: read the run before publishing it again ({exc})"
+        )
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
+        return DatabaseUnavailableError(f"connection unusable before publishing: {exc}")
+    if is_connection_error(exc):
+        return DatabaseUnavailableError(f"PostgreSQL refused the append: {exc}")
+    return StreamBridgeError(f"publishing to run {run_id!r} failed: {exc}")

@@ -1,0 +1,39 @@
+"""What a failed append means for the event (no database needed to decide)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from pgbridge import DatabaseUnavailableError, PublishOutcomeUnknownError, StreamBridgeError
+from pgbridge.publisher import _classify_append_failure
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        ConnectionResetError("reset by peer"),
+        TimeoutError(),
+    ],
+)
+def test_connection_lost_without_an_answer_is_an_unknown_outcome(exc: Exception) -> None:
+    assert isinstance(_classify_append_failure(exc, "run", "token"), PublishOutcomeUnknownError)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.InterfaceError("connection is closed"),
+        asyncpg.exceptions.InternalClientError("cannot switch to state 11"),
+        asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+    ],
+)
+def test_refused_or_aborted_before_commit_is_retryable(exc: Exception) -> None:
+    assert isinstance(_classify_append_failure(exc, "run", "token"), DatabaseUnavailableError)
+
+
+def test_other_server_errors_are_plain_bridge_errors() -> None:
+    error = _classify_append_failure(asyncpg.exceptions.CheckViolationError("check"), "run", "token")
+    assert type(error) is StreamBridgeError
