@@ -6,6 +6,8 @@ pgbridge for publishing and subscribing stays light.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
@@ -15,6 +17,22 @@ from pgbridge.schema import DEFAULT_SCHEMA
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Connection
+
+
+# Alembic's `context` is a module-global proxy, so two migrations in one
+# process must not interleave (other processes wait on the advisory lock in
+# env.py instead). One lock per event loop, as asyncio locks are loop-bound.
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _migration_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(loop)
+    if lock is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 def alembic_config(schema: str = DEFAULT_SCHEMA) -> Config:
@@ -39,8 +57,14 @@ def head_revision() -> str:
 async def migrate(dsn: str, *, schema: str = DEFAULT_SCHEMA, revision: str = "head") -> None:
     """Bring the database at *dsn* to *revision* (default: the newest).
 
-    Safe to run from several processes at once and on an up-to-date database.
+    Safe to run from several processes (or tasks) at once and on an
+    up-to-date database.
     """
+    async with _migration_lock():
+        await _migrate_now(dsn, schema, revision)
+
+
+async def _migrate_now(dsn: str, schema: str, revision: str) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from pgbridge.database import is_connection_error

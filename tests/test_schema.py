@@ -1,0 +1,244 @@
+"""Schema and migrations (SPEC section 9) against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest_asyncio
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import CheckConstraint, Connection
+
+from pgbridge import PostgresStreamBridge, SchemaNotMigratedError, migrate
+from pgbridge.migrate import head_revision
+from pgbridge.migration_support import async_engine_for_dsn, include_object
+from pgbridge.schema import SCHEMA_REVISION, metadata
+from tests.helpers import collect
+from tests.postgres_server import DatabaseFactory
+
+RUN_TABLES = {"run_streams", "run_events"}
+
+
+@pytest_asyncio.fixture
+async def empty_dsn(databases: DatabaseFactory) -> AsyncIterator[str]:
+    """A database of its own that was never migrated."""
+    url = await databases.create_empty()
+    yield url
+    await databases.drop(url)
+
+
+async def tables_in(dsn: str, schema: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema
+        )
+    finally:
+        await conn.close()
+    return {row["table_name"] for row in rows}
+
+
+async def versions_in(dsn: str, schema: str = "public") -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(f'SELECT version_num FROM "{schema}".alembic_version')
+    finally:
+        await conn.close()
+    return [row["version_num"] for row in rows]
+
+
+async def primary_key(dsn: str, table: str) -> list[str]:
+    """The primary key's columns of *table* (in public), in key order."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(
+            await conn.fetchval(
+                """
+                SELECT array_agg(a.attname ORDER BY k.ord)
+                FROM pg_constraint AS c
+                CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+                JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+                WHERE c.conrelid = to_regclass($1) AND c.contype = 'p'
+                """,
+                f"public.{table}",
+            )
+            or []
+        )
+    finally:
+        await conn.close()
+
+
+def _diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(
+        connection=connection,
+        opts={
+            "include_object": include_object,
+            "compare_type": True,
+            "compare_server_default": True,
+        },
+    )
+    return list(compare_metadata(context, metadata))
+
+
+async def schema_diff(dsn: str) -> list[Any]:
+    engine = async_engine_for_dsn(dsn)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_diff)
+    finally:
+        await engine.dispose()
+
+
+# -- migrate() ----------------------------------------------------------------
+
+
+async def test_migrate_twice_is_a_no_op(empty_dsn: str) -> None:
+    await migrate(empty_dsn)
+    await migrate(empty_dsn)
+    assert await versions_in(empty_dsn) == [head_revision()]
+    assert await tables_in(empty_dsn, "public") >= RUN_TABLES
+
+
+async def test_migrate_on_an_up_to_date_database_keeps_its_data(dsn: str) -> None:
+    async with PostgresStreamBridge(dsn) as bridge:
+        sent = await bridge.publish("run", "token", {"kept": True})
+    await migrate(dsn)
+    async with PostgresStreamBridge(dsn) as bridge:
+        assert (await bridge.resolve("run", sent)).status == "resumed"
+
+
+async def test_concurrent_migrations_of_a_fresh_database_both_succeed(empty_dsn: str) -> None:
+    # return_exceptions: let both finish before judging, so none outlives the test.
+    results = await asyncio.gather(migrate(empty_dsn), migrate(empty_dsn), return_exceptions=True)
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert await versions_in(empty_dsn) == [head_revision()]
+    async with PostgresStreamBridge(empty_dsn) as bridge:
+        assert await bridge.publish("run", "token", 1)
+
+
+async def test_concurrent_migrations_from_several_processes_all_succeed(empty_dsn: str) -> None:
+    code = "import asyncio, sys, pgbridge; asyncio.run(pgbridge.migrate(sys.argv[1]))"
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, empty_dsn, stderr=asyncio.subprocess.PIPE
+        )
+        for _ in range(3)
+    ]
+    outcomes = [await p.communicate() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], [err.decode() for _, err in outcomes]
+    assert await versions_in(empty_dsn) == [head_revision()]
+    async with PostgresStreamBridge(empty_dsn) as bridge:
+        assert await bridge.publish("run", "token", 1)
+
+
+async def test_schema_revision_is_the_newest_migration() -> None:
+    assert head_revision() == SCHEMA_REVISION
+
+
+# -- a configurable schema ------------------------------------------------------
+
+
+async def test_migrate_into_a_custom_schema_leaves_public_without_run_tables(empty_dsn: str) -> None:
+    await migrate(empty_dsn, schema="custom")
+    assert {"alembic_version", *RUN_TABLES} <= await tables_in(empty_dsn, "custom")
+    assert not RUN_TABLES & await tables_in(empty_dsn, "public")
+    assert await versions_in(empty_dsn, "custom") == [head_revision()]
+
+
+async def test_bridge_on_a_custom_schema_publishes_and_subscribes(empty_dsn: str) -> None:
+    await migrate(empty_dsn, schema="custom")
+    async with PostgresStreamBridge(empty_dsn, schema="custom") as bridge:
+        sent = [await bridge.publish("run", "token", i) for i in range(3)]
+        sent.append(await bridge.publish_end("run"))
+        assert [e.id for e in await collect(bridge.subscribe("run"))] == sent
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM custom.run_events") == 4
+    finally:
+        await conn.close()
+    assert not RUN_TABLES & await tables_in(empty_dsn, "public")
+
+
+async def test_bridges_on_a_custom_schema_see_each_others_events(empty_dsn: str) -> None:
+    await migrate(empty_dsn, schema="custom")
+    async with (
+        PostgresStreamBridge(empty_dsn, schema="custom", poll_interval=3600) as reader,
+        PostgresStreamBridge(empty_dsn, schema="custom", poll_interval=3600) as writer,
+    ):
+        stream = reader.subscribe("run", heartbeat_interval=0.05)
+        assert (await asyncio.wait_for(anext(stream), 5)).event == "__heartbeat__"
+        sent = [await writer.publish("run", "token", 1), await writer.publish_end("run")]
+        assert [e.id for e in await collect(stream)] == sent
+
+
+async def test_default_schema_bridge_on_a_custom_only_database_is_not_migrated(empty_dsn: str) -> None:
+    await migrate(empty_dsn, schema="custom")
+    bridge = PostgresStreamBridge(empty_dsn)
+    try:
+        await bridge.start()
+    except SchemaNotMigratedError as exc:
+        assert "pgbridge migrate" in str(exc)
+    else:  # pragma: no cover - the assertion below reports it
+        await bridge.close()
+        raise AssertionError("start() on an unmigrated public schema succeeded")
+
+
+async def test_custom_schema_bridge_on_a_public_only_database_is_not_migrated(dsn: str) -> None:
+    bridge = PostgresStreamBridge(dsn, schema="custom")
+    try:
+        await bridge.start()
+    except SchemaNotMigratedError as exc:
+        assert "pgbridge migrate" in str(exc)
+        assert "custom" in str(exc)
+    else:  # pragma: no cover - the assertion below reports it
+        await bridge.close()
+        raise AssertionError("start() on an unmigrated custom schema succeeded")
+
+
+# -- the migrated database matches the metadata --------------------------------
+
+
+async def test_migrated_database_matches_the_sqlalchemy_metadata(dsn: str) -> None:
+    assert await schema_diff(dsn) == []
+
+
+async def test_metadata_comparison_notices_a_missing_index(dsn: str) -> None:
+    # Guards the test above against comparing nothing: drift must show up.
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP INDEX run_streams_ended_idx")
+    finally:
+        await conn.close()
+    diff = await schema_diff(dsn)
+    assert [(d[0], d[1].name) for d in diff] == [("add_index", "run_streams_ended_idx")]
+
+
+async def test_check_constraints_match_the_metadata(dsn: str) -> None:
+    # Autogenerate does not compare CHECK constraints, so compare them by name.
+    expected = {
+        (table.name, constraint.name)
+        for table in metadata.tables.values()
+        for constraint in table.constraints
+        if isinstance(constraint, CheckConstraint)
+    }
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT conrelid::regclass::text AS table_name, conname FROM pg_constraint "
+            "WHERE contype = 'c' AND connamespace = 'public'::regnamespace"
+        )
+    finally:
+        await conn.close()
+    assert {(row["table_name"], row["conname"]) for row in rows} == expected
+
+
+async def test_run_events_primary_key_is_run_id_then_seq(dsn: str) -> None:
+    assert await primary_key(dsn, "run_events") == ["run_id", "seq"]
+
+
+async def test_run_streams_primary_key_is_run_id(dsn: str) -> None:
+    assert await primary_key(dsn, "run_streams") == ["run_id"]
