@@ -65,3 +65,15 @@ async def connection_count(dsn: str) -> int:
         )
     finally:
         await conn.close()
+
+
+async def find_event(dsn: str, run_id: str, data_text: str) -> str | None:
+    """The ID of *run_id*'s event whose stored data is *data_text*, if any."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT created_ms, seq FROM run_events WHERE run_id = $1 AND data::text = $2", run_id, data_text
+        )
+    finally:
+        await conn.close()
+    return None if row is None else f"{row['created_ms']}-{row['seq']}"

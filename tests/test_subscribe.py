@@ -14,11 +14,18 @@ from pgbridge import (
     HEARTBEAT_SENTINEL,
     InvalidEventError,
     PostgresStreamBridge,
+    PublishOutcomeUnknownError,
     StreamEvent,
 )
 from tests.conftest import BridgeFactory
 from tests.helpers import collect, take, wait_until
-from tests.sql_helpers import append_without_notify, connection_count, evict_prefix, terminate_backends
+from tests.sql_helpers import (
+    append_without_notify,
+    connection_count,
+    evict_prefix,
+    find_event,
+    terminate_backends,
+)
 
 
 async def test_replays_history_in_seq_order_then_follows_live_events(bridge: PostgresStreamBridge) -> None:
@@ -156,6 +163,17 @@ async def test_leaving_the_iterator_early_releases_the_run_at_once(
     assert len(bridge._feeds) == 0
 
 
+async def publish_checking_outcome(writer: PostgresStreamBridge, dsn: str, i: int) -> str:
+    """Publish token *i*; on an unknown outcome, read the run first, as the docs say."""
+    while True:
+        try:
+            return await writer.publish("run", "token", i)
+        except PublishOutcomeUnknownError:
+            landed = await find_event(dsn, "run", f"{i}")
+            if landed is not None:
+                return landed
+
+
 async def test_subscriber_survives_every_connection_being_terminated(
     make_bridge: BridgeFactory, dsn: str
 ) -> None:
@@ -165,11 +183,25 @@ async def test_subscriber_survives_every_connection_being_terminated(
     stream = bridge.subscribe("run", heartbeat_interval=0.1)
     received = [e.id for e in await take(stream, 5)]
     assert await terminate_backends(dsn) >= 2
-    # The pool replaces its dead idle connections: publishing just works.
-    sent += [await writer.publish("run", "token", i) for i in range(5, 10)]
+    for i in range(5, 10):
+        sent.append(await publish_checking_outcome(writer, dsn, i))
     sent.append(await writer.publish_end("run"))
     received += [e.id for e in await collect(stream, timeout=30)]
     assert received == sent
+    await wait_until(lambda: bridge.listener_reconnects >= 1)  # and LISTENs again
+
+
+async def test_publisher_never_waits_for_a_subscriber_that_stopped_reading(
+    make_bridge: BridgeFactory,
+) -> None:
+    bridge = await make_bridge(feed_buffer_size=16)
+    stream = bridge.subscribe("run", heartbeat_interval=60)
+    first = await bridge.publish("run", "token", 0)
+    assert [e.id for e in await take(stream, 1)] == [first]
+    # The subscriber reads nothing more while 500 events are published.
+    sent = [first] + [await asyncio.wait_for(bridge.publish("run", "token", i), 10) for i in range(1, 500)]
+    sent.append(await bridge.publish_end("run"))
+    assert [e.id for e in await collect(stream, timeout=30)] == sent[1:]  # then catches up, all of it
 
 
 async def test_200_subscribers_of_one_run_share_connections_and_reads(
