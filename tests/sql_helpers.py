@@ -77,3 +77,45 @@ async def find_event(dsn: str, run_id: str, data_text: str) -> str | None:
     finally:
         await conn.close()
     return None if row is None else f"{row['created_ms']}-{row['seq']}"
+
+
+async def run_row(dsn: str, run_id: str) -> asyncpg.Record | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchrow("SELECT * FROM run_streams WHERE run_id = $1", run_id)
+    finally:
+        await conn.close()
+
+
+async def count_runs(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM run_streams"))
+    finally:
+        await conn.close()
+
+
+async def event_rows(dsn: str, run_id: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(
+            "SELECT seq, created_ms, event, data::text AS data, terminal FROM run_events "
+            "WHERE run_id = $1 ORDER BY seq",
+            run_id,
+        )
+    finally:
+        await conn.close()
+
+
+async def table_contents(dsn: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    """Every row of both tables, in a stable order."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        runs = await conn.fetch("SELECT * FROM run_streams ORDER BY run_id")
+        events = await conn.fetch(
+            "SELECT run_id, seq, created_ms, event, data::text AS data, terminal "
+            "FROM run_events ORDER BY run_id, seq"
+        )
+    finally:
+        await conn.close()
+    return runs, events

@@ -21,7 +21,7 @@ from pgbridge import (
 from tests.conftest import BridgeFactory
 from tests.helpers import collect, take
 from tests.postgres_server import DatabaseFactory, with_database
-from tests.sql_helpers import connection_count
+from tests.sql_helpers import connection_count, run_row, table_contents
 
 #: Nothing listens on port 1: connecting is refused at once.
 NOWHERE = "postgresql://postgres@127.0.0.1:1/x"
@@ -38,28 +38,6 @@ CALLS: dict[str, Call] = {
     "mark_awaiting_input": lambda b: b.mark_awaiting_input("run"),
     "cleanup": lambda b: b.cleanup("run"),
 }
-
-
-async def table_contents(dsn: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
-    """Every row of both tables, in a stable order."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        runs = await conn.fetch("SELECT * FROM run_streams ORDER BY run_id")
-        events = await conn.fetch(
-            "SELECT run_id, seq, created_ms, event, data::text AS data, terminal "
-            "FROM run_events ORDER BY run_id, seq"
-        )
-    finally:
-        await conn.close()
-    return runs, events
-
-
-async def run_row(dsn: str, run_id: str) -> asyncpg.Record | None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetchrow("SELECT * FROM run_streams WHERE run_id = $1", run_id)
-    finally:
-        await conn.close()
 
 
 async def wait_for_connections(dsn: str, expected: int, *, timeout: float = 10.0) -> int:

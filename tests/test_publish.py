@@ -7,7 +7,6 @@ import re
 import sys
 import time
 
-import asyncpg
 import pytest
 
 from pgbridge import (
@@ -18,34 +17,7 @@ from pgbridge import (
 )
 from tests.conftest import BridgeFactory
 from tests.helpers import collect, seq_of
-
-
-async def run_row(dsn: str, run_id: str) -> asyncpg.Record | None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetchrow("SELECT * FROM run_streams WHERE run_id = $1", run_id)
-    finally:
-        await conn.close()
-
-
-async def count_runs(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM run_streams"))
-    finally:
-        await conn.close()
-
-
-async def event_rows(dsn: str, run_id: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(
-            "SELECT seq, created_ms, event, data::text AS data, terminal FROM run_events "
-            "WHERE run_id = $1 ORDER BY seq",
-            run_id,
-        )
-    finally:
-        await conn.close()
+from tests.sql_helpers import count_runs, event_rows, run_row
 
 
 async def test_ids_are_ms_dash_gapless_seq(bridge: PostgresStreamBridge) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from pgbridge import InvalidEventError, PostgresStreamBridge, ResumeResult
 from tests.helpers import seq_of
-from tests.sql_helpers import evict_prefix
+from tests.sql_helpers import evict_prefix, table_contents
 
 
 def ms_of(event_id: str) -> int:
@@ -26,19 +26,6 @@ def result(status: str, next_offset: int, gap_count: int = 0) -> ResumeResult:
 
 async def publish_run(bridge: PostgresStreamBridge, run_id: str, count: int) -> list[str]:
     return [await bridge.publish(run_id, "token", i) for i in range(count)]
-
-
-async def table_contents(dsn: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        runs = await conn.fetch("SELECT * FROM run_streams ORDER BY run_id")
-        events = await conn.fetch(
-            "SELECT run_id, seq, created_ms, event, data::text AS data, terminal "
-            "FROM run_events ORDER BY run_id, seq"
-        )
-    finally:
-        await conn.close()
-    return runs, events
 
 
 # -- fresh and resumed ----------------------------------------------------------
