@@ -354,11 +354,8 @@ class PostgresStreamBridge(StreamBridge):
 
 
 def _terminal_status(kind: object) -> StreamStatus:
-    try:
-        status = StreamStatus(kind)
-    except ValueError:
-        status = None
-    if status not in TERMINAL_STATES or status is None:
+    status = next((s for s in TERMINAL_STATES if s == kind), None)  # a StreamStatus or its str value
+    if status is None:
         allowed = ", ".join(sorted(s.value for s in TERMINAL_STATES))
         raise InvalidEventError(f"kind must be one of the terminal states ({allowed}), not {kind!r}")
     return status

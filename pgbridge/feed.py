@@ -237,9 +237,8 @@ class FeedRegistry:
             feed.offer(make_event())
 
     def wake_all(self) -> None:
-        for feed in list(self._feeds.values()):
-            feed.wake(None)
-            feed.wake_waiters()  # readers behind the buffer re-read too
+        """Re-read every feed now (the listener reconnected: anything may have happened)."""
+        self.wake_stale(older_than=float("inf"))
 
     def wake_stale(self, older_than: float) -> None:
         """The poll safety net: re-read every feed not read since *older_than*."""

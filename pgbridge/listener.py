@@ -70,10 +70,6 @@ class Listener:
         #: How many times the connection was re-established (for metrics and tests).
         self.reconnects = 0
 
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None and not self._conn.is_closed()
-
     async def start(self) -> None:
         """Connect and LISTEN; failing here fails the bridge's start()."""
         try:

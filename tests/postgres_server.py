@@ -80,19 +80,18 @@ class DatabaseFactory:
         await migrate(with_database(self.admin_dsn, self.template))
 
     async def create(self) -> str:
-        name = f"pgbridge_t_{uuid.uuid4().hex[:12]}"
-        conn = await asyncpg.connect(self.admin_dsn)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"{self._strategy}')
-        finally:
-            await conn.close()
-        return with_database(self.admin_dsn, name)
+        """A new database cloned from the migrated template."""
+        return await self._create("pgbridge_t", f' TEMPLATE "{self.template}"{self._strategy}')
 
     async def create_empty(self) -> str:
-        name = f"pgbridge_e_{uuid.uuid4().hex[:12]}"
+        """A new database with no pgbridge tables."""
+        return await self._create("pgbridge_e", "")
+
+    async def _create(self, prefix: str, clause: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
         conn = await asyncpg.connect(self.admin_dsn)
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"{clause}')
         finally:
             await conn.close()
         return with_database(self.admin_dsn, name)
