@@ -41,6 +41,9 @@ from pgbridge.notifier import Notifier
 from pgbridge.payload import DEFAULT_MAX_PAYLOAD_BYTES, encode_data, validate_event_name
 from pgbridge.publisher import Publisher
 from pgbridge.queries import Queries, notify_channel
+from pgbridge.retention import RetentionPolicy, RetentionReport
+from pgbridge.retention_job import RetentionJob
+from pgbridge.retention_pass import RetentionPass
 from pgbridge.schema import DEFAULT_SCHEMA
 from pgbridge.store import Appended, EventStore, LoggedEvent
 from pgbridge.subscriber import OnGap, SubscriptionContext, subscription
@@ -85,6 +88,10 @@ class BridgeOptions:
     #: Events per range read when replaying.
     page_size: int = 1000
     statement_cache_size: int = 100
+    #: The retention job's policy; None (the default) runs no job in this bridge.
+    retention: RetentionPolicy | None = None
+    #: Seconds between the job's passes.
+    retention_interval: float = 30.0
 
     def __post_init__(self) -> None:
         positive = {
@@ -95,6 +102,7 @@ class BridgeOptions:
             "listener_ping_interval": self.listener_ping_interval,
             "feed_buffer_size": self.feed_buffer_size,
             "page_size": self.page_size,
+            "retention_interval": self.retention_interval,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -103,6 +111,10 @@ class BridgeOptions:
             raise InvalidEventError("pool_min_size must be between 0 and pool_max_size")
         if self.publish_retry_timeout < 0:
             raise InvalidEventError("publish_retry_timeout must not be negative")
+        if self.retention is not None and not isinstance(self.retention, RetentionPolicy):
+            raise InvalidEventError(
+                f"retention must be a RetentionPolicy or None, not {type(self.retention).__name__}"
+            )
 
 
 class PostgresStreamBridge(StreamBridge):
@@ -156,6 +168,14 @@ class PostgresStreamBridge(StreamBridge):
             connect_timeout=self.options.connect_timeout,
         )
         self._poll_task: asyncio.Task[None] | None = None
+        self._retention_pass = RetentionPass(
+            self._db, on_dead_lettered=self._after_dead_letter, on_trimmed=self._after_trim
+        )
+        self._retention_job = (
+            RetentionJob(self._retention_pass, self.options.retention, self.options.retention_interval)
+            if self.options.retention is not None
+            else None
+        )
         self._subscription_ctx = SubscriptionContext(
             feeds=self._feeds,
             resolve=self.resolve,
@@ -179,6 +199,8 @@ class PostgresStreamBridge(StreamBridge):
                 await self._db.close()
                 raise
             self._poll_task = asyncio.create_task(self._poll_forever(), name="pgbridge-poll")
+            if self._retention_job is not None:
+                self._retention_job.start()
             self._state = _Lifecycle.RUNNING
 
     async def close(self) -> None:
@@ -191,6 +213,8 @@ class PostgresStreamBridge(StreamBridge):
             if not was_running:
                 return
             self._feeds.wake_waiters_everywhere()
+            if self._retention_job is not None:
+                await self._retention_job.stop()
             if self._poll_task is not None:
                 self._poll_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -336,6 +360,42 @@ class PostgresStreamBridge(StreamBridge):
         if delay > 0:
             await asyncio.sleep(delay)
         self._feeds.discard_if_idle(run_id)
+
+    # -- retention ------------------------------------------------------------
+
+    async def run_retention(self, policy: RetentionPolicy | None = None) -> RetentionReport:
+        """Run one retention pass now and report what it did (SPEC section 8).
+
+        Uses *policy*, else the bridge's ``retention`` option, else the
+        defaults of :class:`RetentionPolicy`. If a pass is running anywhere
+        (this bridge's job, another process), waits for it, then does its own.
+        """
+        self._require_running()
+        if policy is not None and not isinstance(policy, RetentionPolicy):
+            raise InvalidEventError(f"policy must be a RetentionPolicy or None, not {type(policy).__name__}")
+        chosen = policy or self.options.retention or RetentionPolicy()
+        report = await self._retention_pass.run(chosen, wait=True)
+        assert report is not None  # a waiting pass always runs
+        return report
+
+    @property
+    def retention_job(self) -> RetentionJob | None:
+        """The periodic retention job, when the bridge was given a policy."""
+        return self._retention_job
+
+    def _after_dead_letter(self, run_id: str, seq: int) -> None:
+        """The reaper committed *run_id*'s terminal event: wake its readers here and elsewhere."""
+        self._feeds.wake(run_id, seq)
+        self._notifier.notify(run_id, seq)
+
+    def _after_trim(self, run_id: str, first_seq: int) -> None:
+        """Retention deleted *run_id*'s events before *first_seq*.
+
+        Readers here drop them from memory at once, so none is yielded after
+        this pass returns; readers elsewhere re-read when the NOTIFY arrives.
+        """
+        self._feeds.forget_before(run_id, first_seq)
+        self._notifier.notify(run_id, None)
 
     # -- background -----------------------------------------------------------
 

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
+import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
-from pgbridge.errors import StreamBridgeError
+from pgbridge.errors import InvalidEventError, StreamBridgeError
+from pgbridge.retention import RetentionPolicy, RetentionReport
 from pgbridge.schema import DEFAULT_SCHEMA
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?)\s*([smhd]?)", re.ASCII)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +47,111 @@ def resolve_dsn(args: argparse.Namespace) -> str:
     return start_embedded(folder)
 
 
+def parse_duration(text: str) -> float:
+    """Seconds from ``"90"``, ``"90s"``, ``"15m"``, ``"12h"`` or ``"7d"``."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 600, 10m, 12h, 7d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _optional_duration(text: str) -> float | None:
+    """A duration, or ``none`` to switch the rule off."""
+    return None if text.strip().lower() == "none" else parse_duration(text)
+
+
+def _optional_count(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _add_retention_options(parser: argparse.ArgumentParser) -> None:
+    defaults = RetentionPolicy()
+    parser.add_argument(
+        "--every", type=parse_duration, metavar="SECONDS", help="keep going: one pass every SECONDS"
+    )
+    rules = parser.add_argument_group(
+        "policy", "durations in seconds or with a unit (10m, 12h, 7d); 'none' switches a rule off"
+    )
+    rules.add_argument(
+        "--max-events-per-run",
+        type=_optional_count,
+        default=defaults.max_events_per_run,
+        metavar="N",
+        help="keep the newest N events of each run (default: %(default)s)",
+    )
+    rules.add_argument(
+        "--max-event-age",
+        type=_optional_duration,
+        default=defaults.max_event_age,
+        metavar="AGE",
+        help="delete each run's events older than AGE (default: %(default)s)",
+    )
+    rules.add_argument(
+        "--ended-run-ttl",
+        type=_optional_duration,
+        default=defaults.ended_run_ttl,
+        metavar="TTL",
+        help="delete a run's events TTL after it ended (default: %(default)s s)",
+    )
+    rules.add_argument(
+        "--tombstone-ttl",
+        type=_optional_duration,
+        default=defaults.tombstone_ttl,
+        metavar="TTL",
+        help="then delete its run row TTL later (default: %(default)s s)",
+    )
+    rules.add_argument(
+        "--active-timeout",
+        type=parse_duration,
+        default=defaults.active_timeout,
+        metavar="T",
+        help="dead-letter an active run silent for T (default: %(default)s s)",
+    )
+    rules.add_argument(
+        "--awaiting-input-timeout",
+        type=parse_duration,
+        default=defaults.awaiting_input_timeout,
+        metavar="T",
+        help="the same for a run awaiting input (default: %(default)s s)",
+    )
+
+
+def policy_from_args(args: argparse.Namespace) -> RetentionPolicy:
+    return RetentionPolicy(
+        max_events_per_run=args.max_events_per_run,
+        max_event_age=args.max_event_age,
+        ended_run_ttl=args.ended_run_ttl,
+        tombstone_ttl=args.tombstone_ttl,
+        active_timeout=args.active_timeout,
+        awaiting_input_timeout=args.awaiting_input_timeout,
+    )
+
+
+def format_report(report: RetentionReport, seconds: float) -> str:
+    fields = " ".join(f"{name}={value}" for name, value in asdict(report).items())
+    return f"retention pass: {fields} ({seconds:.3f} s)"
+
+
+async def run_retention_passes(dsn: str, schema: str, policy: RetentionPolicy, every: float | None) -> int:
+    """One pass (or one every *every* seconds, until interrupted), printing each report."""
+    from pgbridge.bridge import PostgresStreamBridge
+
+    async with PostgresStreamBridge(dsn, schema=schema, pool_min_size=1, pool_max_size=2) as bridge:
+        print(f"policy: {policy}", flush=True)
+        while True:
+            started = time.perf_counter()
+            report = await bridge.run_retention(policy)
+            print(format_report(report, time.perf_counter() - started), flush=True)
+            if every is None:
+                return 0
+            await asyncio.sleep(every)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgbridge", description="A durable, resumable event log for agent runs, on PostgreSQL."
@@ -52,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_connection_options(demo)
     demo.add_argument("--events", type=int, default=300, help="token events to publish")
+    retention = commands.add_parser(
+        "retention",
+        help="run a retention pass (dead-letter stale runs, delete old events and runs) and print it",
+    )
+    _add_connection_options(retention)
+    _add_retention_options(retention)
     return parser
 
 
@@ -70,6 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pgbridge.demo import run_demo
 
             return asyncio.run(run_demo(resolve_dsn(args), schema=args.schema, events=args.events))
+        if args.command == "retention":
+            policy = policy_from_args(args)
+            return asyncio.run(run_retention_passes(resolve_dsn(args), args.schema, policy, args.every))
+    except InvalidEventError as exc:
+        print(f"pgbridge: {exc}", file=sys.stderr)
+        return 2
     except StreamBridgeError as exc:
         print(f"pgbridge: {exc}", file=sys.stderr)
         return 1

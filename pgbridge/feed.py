@@ -91,6 +91,8 @@ class RunFeed:
         if self.synced and self.high_seq is not None and logged.seq == self.high_seq + 1:
             self._append([logged])
             self.state.exists = True
+            if self.state.first_seq > self.state.last_seq:
+                self.state.first_ms = logged.ms  # nothing was retained: it is the first
             if logged.seq >= self.state.last_seq:
                 self.state.last_seq, self.state.last_ms = logged.seq, logged.ms
             if logged.terminal:
@@ -98,6 +100,19 @@ class RunFeed:
             self.wake_waiters()
         else:
             self.wake(logged.seq)
+
+    def forget_before(self, first_seq: int) -> None:
+        """Retention deleted the events before *first_seq*: drop them, then re-read.
+
+        A subscriber that had not read them yet now reads its own page,
+        which reports the gap, instead of being served from memory.
+        """
+        if first_seq > self.state.first_seq:
+            self.state.first_seq = first_seq
+            self.state.first_ms = None  # unknown until the re-read below
+        while self._buffer and self._buffer[0].seq < first_seq:
+            self._buffer.popleft()
+        self.wake(None)
 
     # -- reads for subscribers ----------------------------------------------
 
@@ -235,6 +250,11 @@ class FeedRegistry:
         feed = self._feeds.get(run_id)
         if feed is not None:
             feed.offer(make_event())
+
+    def forget_before(self, run_id: str, first_seq: int) -> None:
+        feed = self._feeds.get(run_id)
+        if feed is not None:
+            feed.forget_before(first_seq)
 
     def wake_all(self) -> None:
         """Re-read every feed now (the listener reconnected: anything may have happened)."""

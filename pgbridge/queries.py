@@ -41,6 +41,7 @@ class Queries:
     mark_awaiting_input: str
     notify_runs: str
     schema_revision: str
+    retention: RetentionQueries
 
     @classmethod
     def for_schema(cls, schema: str = DEFAULT_SCHEMA) -> Queries:
@@ -57,14 +58,17 @@ class Queries:
                 WITH stamp AS (SELECT {_NOW_MS} AS ms),
                 run AS (
                     INSERT INTO {s}.run_streams AS r
-                        (run_id, status, last_seq, last_ms, terminal_seq, ended_at)
-                    SELECT $1, $5, 1, stamp.ms,
+                        (run_id, status, last_seq, last_ms, first_ms, terminal_seq, ended_at)
+                    SELECT $1, $5, 1, stamp.ms, stamp.ms,
                            CASE WHEN $4::boolean THEN 1 END,
                            CASE WHEN $4::boolean THEN now() END
                     FROM stamp
                     ON CONFLICT (run_id) DO UPDATE SET
                         last_seq = r.last_seq + 1,
                         last_ms = excluded.last_ms,
+                        -- nothing retained: the new event becomes the first
+                        first_ms = CASE WHEN r.first_seq > r.last_seq
+                                        THEN excluded.last_ms ELSE r.first_ms END,
                         status = excluded.status,
                         terminal_seq = CASE WHEN $4::boolean THEN r.last_seq + 1 END,
                         ended_at = excluded.ended_at,
@@ -95,7 +99,7 @@ class Queries:
             # run's state and the next page of events, so a reader sees the
             # retained range and the rows consistently. No row: no such run.
             read_events_after=f"""
-                SELECT r.first_seq, r.last_seq, r.last_ms, r.terminal_seq,
+                SELECT r.first_seq, r.first_ms, r.last_seq, r.last_ms, r.terminal_seq,
                        e.seq, e.created_ms, e.event, e.data::text AS data, e.terminal
                 FROM {s}.run_streams AS r
                 LEFT JOIN LATERAL (
@@ -117,4 +121,151 @@ class Queries:
             # wake-up that piled up; distinct payloads are never merged.
             notify_runs="SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload",
             schema_revision=f"SELECT version_num FROM {s}.alembic_version",
+            retention=RetentionQueries.for_schema(schema),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionQueries:
+    """The SQL of a retention pass (SPEC section 8).
+
+    Each scan matches one partial index of :mod:`pgbridge.schema`, so it reads
+    the rows it acts on and no others. Deleting a prefix of a run's events
+    happens in two steps inside one transaction: lock the run rows
+    (``lock_runs``), then ``trim_run_prefix`` each; the lock makes the second
+    statement's snapshot see every committed append, so ``first_ms`` is right.
+    """
+
+    try_lock: str
+    unlock: str
+    dead_letter_stale_runs: str
+    runs_over_max_events: str
+    runs_with_events_older_than: str
+    ended_runs_with_events: str
+    lock_runs: str
+    trim_run_prefix: str
+    delete_tombstones: str
+
+    @classmethod
+    def for_schema(cls, schema: str) -> RetentionQueries:
+        s = quote_identifier(schema)
+        lock_key = "hashtextextended('pgbridge.retention:' || $1::text, 0)"
+        return cls(
+            # $1 schema name: one lock per schema, across every process.
+            try_lock=f"SELECT pg_try_advisory_lock({lock_key})",
+            unlock=f"SELECT pg_advisory_unlock({lock_key})",
+            # $1 active timeout (s), $2 awaiting-input timeout (s), $3 batch.
+            # FOR UPDATE re-checks a row a publisher just touched against its
+            # new updated_at, and SKIP LOCKED leaves a run being written to
+            # alone: a late publish or the producer's terminal and this
+            # dead-letter never both win. The terminal is appended like any
+            # other: last_seq bumped under the lock, the event inserted.
+            dead_letter_stale_runs=f"""
+                WITH stamp AS (SELECT {_NOW_MS} AS ms),
+                stale AS (
+                    SELECT run_id, status, updated_at FROM {s}.run_streams
+                    WHERE terminal_seq IS NULL
+                      AND updated_at < now() - make_interval(secs => least($1::float8, $2::float8))
+                      AND updated_at < now() - make_interval(
+                          secs => CASE WHEN status = 'awaiting_input' THEN $2::float8 ELSE $1::float8 END)
+                    ORDER BY updated_at
+                    LIMIT $3::int
+                    FOR UPDATE SKIP LOCKED
+                ),
+                run AS (
+                    UPDATE {s}.run_streams AS r SET
+                        last_seq = r.last_seq + 1,
+                        last_ms = stamp.ms,
+                        first_ms = CASE WHEN r.first_seq > r.last_seq THEN stamp.ms ELSE r.first_ms END,
+                        status = 'errored',
+                        terminal_seq = r.last_seq + 1,
+                        ended_at = now(),
+                        awaiting_input_since = NULL,
+                        updated_at = now()
+                    FROM stale, stamp
+                    WHERE r.run_id = stale.run_id
+                    RETURNING r.run_id, r.last_seq, r.last_ms, stale.status AS was, stale.updated_at AS since
+                )
+                INSERT INTO {s}.run_events (run_id, seq, created_ms, event, data, terminal)
+                SELECT run_id, last_seq, last_ms, 'dead_letter',
+                       json_build_object(
+                           'reason', 'no publish or mark_awaiting_input within the timeout; '
+                                     'the worker is presumed gone',
+                           'status', was,
+                           'last_activity', since,
+                           'timeout_seconds',
+                           CASE WHEN was = 'awaiting_input' THEN $2::float8 ELSE $1::float8 END),
+                       true
+                FROM run
+                RETURNING run_id, seq
+            """,
+            # The candidate scans return (run_id, through): delete seqs up to
+            # and including ``through``. $1 limit on runs, then the rule.
+            # $2 keep at most this many events per run.
+            runs_over_max_events=f"""
+                SELECT run_id, last_seq - $2 AS through FROM {s}.run_streams
+                WHERE first_seq <= last_seq AND (last_seq - first_seq) >= $2
+                LIMIT $1
+            """,
+            # $2 age (s), $3 most events to look at per run. Walks each run
+            # forward from its first retained event to the first one that is
+            # young enough, so the cost is what it deletes, plus one row.
+            runs_with_events_older_than=f"""
+                WITH cutoff AS (SELECT {_NOW_MS} - ($2::float8 * 1000)::bigint AS ms)
+                SELECT r.run_id, coalesce(
+                    (SELECT e.seq - 1 FROM {s}.run_events AS e
+                     WHERE e.run_id = r.run_id AND e.seq >= r.first_seq
+                       AND e.seq < r.first_seq + $3 AND e.created_ms >= cutoff.ms
+                     ORDER BY e.seq LIMIT 1),
+                    least(r.last_seq, r.first_seq + $3 - 1)) AS through
+                FROM {s}.run_streams AS r, cutoff
+                WHERE r.first_seq <= r.last_seq AND r.first_ms < cutoff.ms
+                ORDER BY r.first_ms
+                LIMIT $1
+            """,
+            # $2 seconds since the run ended.
+            ended_runs_with_events=f"""
+                SELECT run_id, last_seq AS through FROM {s}.run_streams
+                WHERE ended_at IS NOT NULL AND first_seq <= last_seq
+                  AND ended_at < now() - make_interval(secs => $2::float8)
+                ORDER BY ended_at
+                LIMIT $1
+            """,
+            # $1 run ids. In run_id order, so two lockers never deadlock.
+            lock_runs=f"""
+                SELECT run_id, first_seq, last_seq FROM {s}.run_streams
+                WHERE run_id = ANY($1::text[])
+                ORDER BY run_id
+                FOR UPDATE
+            """,
+            # $1 run_id, $2 its first_seq now (locked), $3 delete through this
+            # seq. Moves first_seq (and first_ms) in the same statement, so
+            # the retained range is always exactly first_seq..last_seq.
+            trim_run_prefix=f"""
+                WITH moved AS (
+                    UPDATE {s}.run_streams AS r SET
+                        first_seq = $3 + 1,
+                        first_ms = (SELECT e.created_ms FROM {s}.run_events AS e
+                                    WHERE e.run_id = $1 AND e.seq = $3 + 1)
+                    WHERE r.run_id = $1 AND r.first_seq = $2 AND $3 BETWEEN $2 AND r.last_seq
+                    RETURNING r.run_id
+                )
+                DELETE FROM {s}.run_events AS e
+                USING moved
+                WHERE e.run_id = $1 AND e.seq BETWEEN $2 AND $3
+            """,
+            # $1 seconds after the end, $2 batch. Only runs whose events are
+            # all gone; SKIP LOCKED leaves rows another pass holds.
+            delete_tombstones=f"""
+                DELETE FROM {s}.run_streams
+                WHERE run_id IN (
+                    SELECT run_id FROM {s}.run_streams
+                    WHERE ended_at IS NOT NULL AND first_seq > last_seq
+                      AND ended_at < now() - make_interval(secs => $1::float8)
+                    ORDER BY ended_at
+                    LIMIT $2
+                    FOR UPDATE SKIP LOCKED
+                )
+                RETURNING run_id
+            """,
         )

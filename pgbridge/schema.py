@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSON, TIMESTAMP
 
 #: The alembic revision this code expects; ``start()`` refuses any other.
-SCHEMA_REVISION: Final = "0001"
+SCHEMA_REVISION: Final = "0002"
 DEFAULT_SCHEMA: Final = "public"
 
 #: Status values stored in ``run_streams.status``.
@@ -48,6 +48,9 @@ run_streams = Table(
     # First retained seq: retained events are always first_seq..last_seq
     # (first_seq = last_seq + 1 when none is retained). Retention moves it.
     Column("first_seq", BigInteger, nullable=False, server_default=text("1")),
+    # Creation time (ms) of the event first_seq, while one is retained: the
+    # earliest event ID without a join, and what age-based retention scans.
+    Column("first_ms", BigInteger),
     # Seq of the terminal event, once there is one; NULL while the run is open.
     Column("terminal_seq", BigInteger),
     Column("awaiting_input_since", TIMESTAMP(timezone=True)),
@@ -82,8 +85,12 @@ run_events = Table(
     Column("terminal", Boolean, nullable=False, server_default=false()),
 )
 
-# The reaper and retention look for open runs by last activity, and ended runs
-# by end time; both scans stay off the publish path's rows.
+# Every retention scan has an index that finds exactly the rows it acts on,
+# so a pass costs in proportion to what it deletes, not to the table's size:
+# the reaper looks for open runs by last activity; tombstone removal for ended
+# runs by end time; ended-run deletion for ended runs that still hold events;
+# max_events_per_run for runs holding too many; max_event_age for runs whose
+# oldest retained event is too old.
 Index(
     "run_streams_open_updated_idx",
     run_streams.c.updated_at,
@@ -93,4 +100,19 @@ Index(
     "run_streams_ended_idx",
     run_streams.c.ended_at,
     postgresql_where=run_streams.c.ended_at.isnot(None),
+)
+Index(
+    "run_streams_ended_retained_idx",
+    run_streams.c.ended_at,
+    postgresql_where=text("ended_at IS NOT NULL AND first_seq <= last_seq"),
+)
+Index(
+    "run_streams_retained_count_idx",
+    run_streams.c.last_seq - run_streams.c.first_seq,
+    postgresql_where=text("first_seq <= last_seq"),
+)
+Index(
+    "run_streams_first_ms_idx",
+    run_streams.c.first_ms,
+    postgresql_where=text("first_seq <= last_seq"),
 )

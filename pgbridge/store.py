@@ -42,9 +42,17 @@ class RunState:
 
     exists: bool = False
     first_seq: int = 1
+    first_ms: int | None = None
     last_seq: int = 0
     last_ms: int | None = None
     terminal_seq: int | None = None
+
+    @property
+    def earliest_event_id(self) -> str | None:
+        """ID of the oldest retained event, or None when nothing is retained."""
+        if self.first_ms is None or self.last_seq < self.first_seq:
+            return None
+        return format_event_id(self.first_ms, self.first_seq)
 
     @property
     def latest_event_id(self) -> str | None:
@@ -95,6 +103,7 @@ class EventStore:
         state = RunState(
             exists=True,
             first_seq=head["first_seq"],
+            first_ms=head["first_ms"],
             last_seq=head["last_seq"],
             last_ms=head["last_ms"],
             terminal_seq=head["terminal_seq"],

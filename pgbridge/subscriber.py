@@ -25,7 +25,7 @@ from pgbridge.contract import (
 from pgbridge.database import Backoff
 from pgbridge.errors import DatabaseUnavailableError
 from pgbridge.feed import FeedRegistry
-from pgbridge.store import Page
+from pgbridge.store import Page, RunState
 
 OnGap = Literal["continue", "stop"]
 
@@ -40,17 +40,16 @@ class SubscriptionContext:
     backoff: Backoff
 
 
-def gap_marker(requested_event_id: str | None, gap_count: int, page: Page) -> StreamEvent:
+def gap_marker(requested_event_id: str | None, gap_count: int, state: RunState) -> StreamEvent:
     """The ``__gap__`` marker of SPEC section 4, from the read that found the gap."""
-    first = page.events[0] if page.events and page.events[0].seq == page.state.first_seq else None
     return StreamEvent(
         id="",
         event=GAP_EVENT,
         data={
             "requested_event_id": requested_event_id,
             "gap_count": gap_count,
-            "earliest_available_event_id": first.event.id if first else None,
-            "latest_available_event_id": page.state.latest_event_id,
+            "earliest_available_event_id": state.earliest_event_id,
+            "latest_available_event_id": state.latest_event_id,
         },
     )
 
@@ -94,7 +93,7 @@ async def subscription(
                 return
             if page is not None and cursor is not None:
                 if page.state.exists and cursor < page.state.first_seq - 1:
-                    yield gap_marker(position, page.state.first_seq - 1 - cursor, page)
+                    yield gap_marker(position, page.state.first_seq - 1 - cursor, page.state)
                     heartbeat_due = loop.time() + heartbeat_interval
                     if on_gap == "stop":
                         return

@@ -19,19 +19,18 @@ async def connected(dsn: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def evict_prefix(dsn: str, run_id: str, keep_from_seq: int) -> None:
-    """Delete a run's events before *keep_from_seq* the way retention does,
+    """Delete a run's events before *keep_from_seq* with retention's own SQL,
     wake-up of its readers included."""
     from pgbridge.listener import encode_wake
-    from pgbridge.queries import notify_channel
+    from pgbridge.queries import Queries, notify_channel
 
+    sql = Queries.for_schema().retention
     async with connected(dsn) as conn:
         async with conn.transaction():
-            await conn.execute("DELETE FROM run_events WHERE run_id = $1 AND seq < $2", run_id, keep_from_seq)
-            await conn.execute(
-                "UPDATE run_streams SET first_seq = GREATEST(first_seq, $2) WHERE run_id = $1",
-                run_id,
-                keep_from_seq,
-            )
+            (row,) = await conn.fetch(sql.lock_runs, [run_id])
+            through = min(keep_from_seq - 1, row["last_seq"])
+            if through >= row["first_seq"]:
+                await conn.execute(sql.trim_run_prefix, run_id, row["first_seq"], through)
         await conn.execute("SELECT pg_notify($1, $2)", notify_channel("public"), encode_wake(run_id, None))
 
 
@@ -105,3 +104,46 @@ async def table_contents(dsn: str) -> tuple[list[asyncpg.Record], list[asyncpg.R
             "FROM run_events ORDER BY run_id, seq"
         )
     return runs, events
+
+
+async def backdate_events(dsn: str, run_id: str, through_seq: int, seconds: float) -> None:
+    """Make a run's events up to *through_seq* look *seconds* older (created_ms, first_ms)."""
+    shift = int(seconds * 1000)
+    async with connected(dsn) as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE run_events SET created_ms = created_ms - $3 WHERE run_id = $1 AND seq <= $2",
+            run_id,
+            through_seq,
+            shift,
+        )
+        await conn.execute(
+            "UPDATE run_streams SET first_ms = first_ms - $3 "
+            "WHERE run_id = $1 AND first_seq <= $2 AND first_seq <= last_seq",
+            run_id,
+            through_seq,
+            shift,
+        )
+        await conn.execute(
+            "UPDATE run_streams SET last_ms = last_ms - $3 WHERE run_id = $1 AND last_seq <= $2",
+            run_id,
+            through_seq,
+            shift,
+        )
+
+
+async def backdate_run(dsn: str, run_id: str, seconds: float) -> None:
+    """Make a run's last activity (and its end, if it ended) *seconds* older."""
+    async with connected(dsn) as conn:
+        await conn.execute(
+            "UPDATE run_streams SET updated_at = updated_at - make_interval(secs => $2), "
+            "ended_at = ended_at - make_interval(secs => $2) WHERE run_id = $1",
+            run_id,
+            float(seconds),
+        )
+
+
+async def hold_retention_lock(conn: asyncpg.Connection, schema: str = "public") -> bool:
+    """Take the retention pass lock on *conn*, as a pass in another process would."""
+    from pgbridge.queries import Queries
+
+    return bool(await conn.fetchval(Queries.for_schema(schema).retention.try_lock, schema))

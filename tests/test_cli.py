@@ -1,13 +1,18 @@
-"""The ``pgbridge`` command line: migrate and the demo, as a user runs them."""
+"""The ``pgbridge`` command line: migrate, the demo and retention, as a user runs them."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 
 import asyncpg
 
+from pgbridge import PostgresStreamBridge
+from pgbridge.schema import SCHEMA_REVISION
 from tests.postgres_server import DatabaseFactory
+from tests.sql_helpers import event_rows
 
 
 async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -31,7 +36,7 @@ async def test_migrate_creates_the_tables(databases: DatabaseFactory) -> None:
     assert code == 0, out
     conn = await asyncpg.connect(dsn)
     try:
-        assert await conn.fetchval("SELECT version_num FROM alembic_version") == "0001"
+        assert await conn.fetchval("SELECT version_num FROM alembic_version") == SCHEMA_REVISION
     finally:
         await conn.close()
     await databases.drop(dsn)
@@ -49,3 +54,60 @@ async def test_demo_resumes_in_a_new_process_with_nothing_lost_or_repeated(dsn: 
     assert "resume resumed" in out
     assert "duplicates: 0  missing: 0" in out
     assert "OK: every event arrived exactly once, in order" in out
+
+
+async def test_retention_runs_one_pass_and_prints_what_it_deleted(dsn: str) -> None:
+    async with PostgresStreamBridge(dsn) as bridge:
+        for i in range(5):
+            await bridge.publish("run", "token", i)
+    code, out = await run_cli("retention", "--dsn", dsn, "--max-events-per-run", "2")
+    assert code == 0, out
+    assert "retention pass: events_deleted=3 runs_deleted=0 runs_dead_lettered=0" in out
+    assert len(await event_rows(dsn, "run")) == 2
+
+
+async def test_retention_accepts_durations_with_units_and_none(dsn: str) -> None:
+    code, out = await run_cli(
+        "retention",
+        "--dsn",
+        dsn,
+        "--ended-run-ttl",
+        "7d",
+        "--tombstone-ttl",
+        "none",
+        "--active-timeout",
+        "10m",
+    )
+    assert code == 0, out
+    assert "ended_run_ttl=604800.0" in out and "tombstone_ttl=None" in out and "active_timeout=600.0" in out
+
+
+async def test_retention_refuses_a_bad_policy_without_a_traceback(dsn: str) -> None:
+    code, out = await run_cli("retention", "--dsn", dsn, "--max-events-per-run", "-1")
+    assert code == 2
+    assert "max_events_per_run" in out and "Traceback" not in out
+
+
+async def test_retention_every_keeps_running_passes_until_interrupted(dsn: str) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pgbridge.cli",
+        "retention",
+        "--dsn",
+        dsn,
+        "--every",
+        "0.05",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    assert process.stdout is not None
+    passes = 0
+    while passes < 3:
+        line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+        assert line, "the command stopped by itself"
+        passes += line.startswith("retention pass:")
+    process.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(process.wait(), 30) in (0, 130)

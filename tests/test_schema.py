@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import pytest
 import pytest_asyncio
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -206,15 +207,19 @@ async def test_migrated_database_matches_the_sqlalchemy_metadata(dsn: str) -> No
     assert await schema_diff(dsn) == []
 
 
-async def test_metadata_comparison_notices_a_missing_index(dsn: str) -> None:
-    # Guards the test above against comparing nothing: drift must show up.
+@pytest.mark.parametrize(
+    "index", sorted(i.name for t in metadata.tables.values() for i in t.indexes if i.name)
+)
+async def test_metadata_comparison_notices_a_missing_index(dsn: str, index: str) -> None:
+    # Guards the test above against comparing nothing: drift must show up,
+    # expression and partial indexes included.
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("DROP INDEX run_streams_ended_idx")
+        await conn.execute(f"DROP INDEX {index}")
     finally:
         await conn.close()
     diff = await schema_diff(dsn)
-    assert [(d[0], d[1].name) for d in diff] == [("add_index", "run_streams_ended_idx")]
+    assert [(d[0], d[1].name) for d in diff] == [("add_index", index)]
 
 
 async def test_check_constraints_match_the_metadata(dsn: str) -> None:
@@ -242,3 +247,22 @@ async def test_run_events_primary_key_is_run_id_then_seq(dsn: str) -> None:
 
 async def test_run_streams_primary_key_is_run_id(dsn: str) -> None:
     assert await primary_key(dsn, "run_streams") == ["run_id"]
+
+
+async def test_upgrading_from_0001_fills_first_ms_of_runs_with_events(empty_dsn: str) -> None:
+    await migrate(empty_dsn, revision="0001")
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        await conn.execute(
+            """
+            INSERT INTO run_streams (run_id, last_seq, last_ms, first_seq)
+            VALUES ('run', 3, 300, 2), ('empty', 2, 9, 3);
+            INSERT INTO run_events (run_id, seq, created_ms, event, data)
+            VALUES ('run', 2, 200, 'token', '1'), ('run', 3, 300, 'token', '2');
+            """
+        )
+        await migrate(empty_dsn)
+        rows = await conn.fetch("SELECT run_id, first_ms FROM run_streams ORDER BY run_id")
+    finally:
+        await conn.close()
+    assert [(r["run_id"], r["first_ms"]) for r in rows] == [("empty", None), ("run", 200)]

@@ -1,0 +1,204 @@
+"""One retention pass: dead-letter stale runs, delete old events, drop tombstones.
+
+A pass holds a PostgreSQL advisory lock (one per schema) for its whole
+length, so across every process at most one pass runs at a time; the
+periodic job skips its turn when the lock is taken, an explicit pass waits
+for it. Correctness does not rest on the lock, though: every statement
+re-checks what it acts on under row locks, so two passes that did overlap
+would still never delete or dead-letter the same thing twice.
+
+Each step works in bounded batches of short transactions (at most
+``batch_events`` events deleted, or ``batch_runs`` runs touched, per
+transaction), so publishers of a run wait at most one small batch for its
+row lock, and each batch moves the run's ``first_seq`` in the same
+transaction as its deletes. The scans behind the batches each match a
+partial index (see :mod:`pgbridge.schema`), so a pass reads what it acts on
+and not the rest of the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from pgbridge.database import Database, is_connection_error
+from pgbridge.errors import DatabaseUnavailableError, StreamBridgeError
+from pgbridge.retention import RetentionPolicy, RetentionReport
+
+#: Called after each commit for every run a batch changed: ``(run_id, seq)``
+#: of a dead-lettered run's terminal event, and ``(run_id, first_seq)`` of a
+#: run whose events before ``first_seq`` were deleted (its readers must
+#: re-read, and report the gap if they had not read those events).
+RunDeadLettered = Callable[[str, int], None]
+RunTrimmed = Callable[[str, int], None]
+
+#: How often an explicit pass re-tries the lock while another pass holds it.
+LOCK_RETRY_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class _TrimTarget:
+    """Delete this run's events through seq ``through`` (from ``first_seq`` as last seen)."""
+
+    run_id: str
+    first_seq: int
+    through: int
+
+    @property
+    def estimate(self) -> int:
+        return max(0, self.through - self.first_seq + 1)
+
+
+class RetentionPass:
+    """Runs retention passes on a bridge's database."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        on_dead_lettered: RunDeadLettered,
+        on_trimmed: RunTrimmed,
+        batch_events: int = 2000,
+        batch_runs: int = 200,
+    ) -> None:
+        self._db = db
+        self._sql = db.queries.retention
+        self._schema = db.queries.schema
+        self._on_dead_lettered = on_dead_lettered
+        self._on_trimmed = on_trimmed
+        self._batch_events = batch_events
+        self._batch_runs = batch_runs
+
+    async def run(self, policy: RetentionPolicy, *, wait: bool) -> RetentionReport | None:
+        """One pass under the lock; None when *wait* is False and another pass holds it."""
+        try:
+            async with self._db.connection() as conn:
+                if not await self._acquire_lock(conn, wait=wait):
+                    return None
+                try:
+                    return await self._run_locked(conn, policy)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await conn.fetchval(self._sql.unlock, self._schema)
+        except StreamBridgeError:
+            raise
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise DatabaseUnavailableError(f"retention pass lost its connection: {exc}") from exc
+            raise StreamBridgeError(f"retention pass failed: {exc}") from exc
+
+    async def _acquire_lock(self, conn: asyncpg.Connection, *, wait: bool) -> bool:
+        while not await conn.fetchval(self._sql.try_lock, self._schema):
+            if not wait:
+                return False
+            await asyncio.sleep(LOCK_RETRY_SECONDS)
+        return True
+
+    async def _run_locked(self, conn: asyncpg.Connection, policy: RetentionPolicy) -> RetentionReport:
+        dead_lettered = await self._dead_letter_stale_runs(conn, policy)
+        deleted = 0
+        if policy.max_events_per_run is not None:
+            deleted += await self._trim(conn, self._sql.runs_over_max_events, policy.max_events_per_run)
+        if policy.max_event_age is not None:
+            deleted += await self._trim(
+                conn, self._sql.runs_with_events_older_than, policy.max_event_age, self._batch_events
+            )
+        if policy.ended_run_ttl is not None:
+            deleted += await self._trim(conn, self._sql.ended_runs_with_events, policy.ended_run_ttl)
+        runs_deleted = 0
+        if policy.ended_run_ttl is not None and policy.tombstone_ttl is not None:
+            runs_deleted = await self._delete_tombstones(conn, policy.ended_run_ttl + policy.tombstone_ttl)
+        return RetentionReport(
+            events_deleted=deleted, runs_deleted=runs_deleted, runs_dead_lettered=dead_lettered
+        )
+
+    # -- the stale-run reaper ---------------------------------------------------
+
+    async def _dead_letter_stale_runs(self, conn: asyncpg.Connection, policy: RetentionPolicy) -> int:
+        total = 0
+        while True:
+            rows = await conn.fetch(
+                self._sql.dead_letter_stale_runs,
+                float(policy.active_timeout),
+                float(policy.awaiting_input_timeout),
+                self._batch_runs,
+            )
+            for row in rows:
+                self._on_dead_lettered(row["run_id"], row["seq"])
+            total += len(rows)
+            if len(rows) < self._batch_runs:
+                return total
+
+    # -- deleting a prefix of runs' events ----------------------------------------
+
+    async def _trim(self, conn: asyncpg.Connection, candidates_sql: str, *rule: object) -> int:
+        """Delete what *candidates_sql* names, batch by batch, until it names nothing more."""
+        total = 0
+        while True:
+            rows = await conn.fetch(candidates_sql, self._batch_runs, *rule)
+            targets = [
+                _TrimTarget(row["run_id"], 0, row["through"]) for row in rows if row["through"] is not None
+            ]
+            deleted, cut_short = await self._trim_targets(conn, targets)
+            total += deleted
+            if len(rows) < self._batch_runs and not cut_short:
+                return total
+            if deleted == 0 and not cut_short:
+                return total  # candidates that no longer need anything: done
+
+    async def _trim_targets(self, conn: asyncpg.Connection, targets: list[_TrimTarget]) -> tuple[int, bool]:
+        """Trim *targets* in transactions of bounded size; True if some were cut short."""
+        deleted, cut_short = 0, False
+        pending = sorted(targets, key=lambda t: t.run_id)
+        while pending:
+            chunk, pending = pending[: self._batch_runs], pending[self._batch_runs :]
+            done, left_over = await self._trim_in_one_transaction(conn, chunk)
+            deleted += done
+            if left_over:
+                cut_short = True
+        return deleted, cut_short
+
+    async def _trim_in_one_transaction(
+        self, conn: asyncpg.Connection, chunk: list[_TrimTarget]
+    ) -> tuple[int, bool]:
+        """Lock the chunk's runs, delete up to ``batch_events`` events among them, commit."""
+        wanted = {t.run_id: t.through for t in chunk}
+        budget = self._batch_events
+        plan: list[_TrimTarget] = []
+        left_over = False
+        async with conn.transaction():
+            locked = await conn.fetch(self._sql.lock_runs, list(wanted))
+            for row in locked:
+                through = min(wanted[row["run_id"]], row["last_seq"])
+                target = _TrimTarget(row["run_id"], row["first_seq"], through)
+                if target.estimate == 0:
+                    continue
+                if budget == 0:
+                    left_over = True
+                    break
+                if target.estimate > budget:
+                    target = _TrimTarget(target.run_id, target.first_seq, target.first_seq + budget - 1)
+                    left_over = True
+                plan.append(target)
+                budget -= target.estimate
+            if plan:
+                await conn.executemany(
+                    self._sql.trim_run_prefix, [(t.run_id, t.first_seq, t.through) for t in plan]
+                )
+        for target in plan:
+            self._on_trimmed(target.run_id, target.through + 1)
+        return sum(t.estimate for t in plan), left_over
+
+    # -- tombstones -------------------------------------------------------------
+
+    async def _delete_tombstones(self, conn: asyncpg.Connection, after_end_seconds: float) -> int:
+        total = 0
+        while True:
+            rows = await conn.fetch(self._sql.delete_tombstones, float(after_end_seconds), self._batch_runs)
+            total += len(rows)
+            if len(rows) < self._batch_runs:
+                return total
