@@ -132,7 +132,7 @@ class RetentionQueries:
     Each scan matches one partial index of :mod:`pgbridge.schema`, so it reads
     the rows it acts on and no others. Deleting a prefix of a run's events
     happens in two steps inside one transaction: lock the run rows
-    (``lock_runs``), then ``trim_run_prefix`` each; the lock makes the second
+    (``lock_runs``), then ``trim_run_prefixes``; the lock makes the second
     statement's snapshot see every committed append, so ``first_ms`` is right.
     """
 
@@ -143,8 +143,11 @@ class RetentionQueries:
     runs_with_events_older_than: str
     ended_runs_with_events: str
     lock_runs: str
-    trim_run_prefix: str
+    trim_run_prefixes: str
     delete_tombstones: str
+    tables_due_for_vacuum: str
+    vacuum_run_events: str
+    vacuum_run_streams: str
 
     @classmethod
     def for_schema(cls, schema: str) -> RetentionQueries:
@@ -238,21 +241,30 @@ class RetentionQueries:
                 ORDER BY run_id
                 FOR UPDATE
             """,
-            # $1 run_id, $2 its first_seq now (locked), $3 delete through this
-            # seq. Moves first_seq (and first_ms) in the same statement, so
-            # the retained range is always exactly first_seq..last_seq.
-            trim_run_prefix=f"""
-                WITH moved AS (
+            # $1 run ids, $2 their first_seq now (locked), $3 delete through
+            # these seqs. One statement for the whole batch; first_seq (and
+            # first_ms) move in the same statement as the deletes, so the
+            # retained range is always exactly first_seq..last_seq. The
+            # ANY($1) keeps the run lookup on the primary key however many
+            # runs there are. Its command tag counts the events deleted.
+            trim_run_prefixes=f"""
+                WITH plan AS (
+                    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+                        AS p(run_id, from_seq, through)
+                ),
+                moved AS (
                     UPDATE {s}.run_streams AS r SET
-                        first_seq = $3 + 1,
+                        first_seq = p.through + 1,
                         first_ms = (SELECT e.created_ms FROM {s}.run_events AS e
-                                    WHERE e.run_id = $1 AND e.seq = $3 + 1)
-                    WHERE r.run_id = $1 AND r.first_seq = $2 AND $3 BETWEEN $2 AND r.last_seq
-                    RETURNING r.run_id
+                                    WHERE e.run_id = p.run_id AND e.seq = p.through + 1)
+                    FROM plan AS p
+                    WHERE r.run_id = ANY($1::text[]) AND r.run_id = p.run_id
+                      AND r.first_seq = p.from_seq AND p.through BETWEEN p.from_seq AND r.last_seq
+                    RETURNING r.run_id, p.from_seq, p.through
                 )
                 DELETE FROM {s}.run_events AS e
-                USING moved
-                WHERE e.run_id = $1 AND e.seq BETWEEN $2 AND $3
+                USING moved AS m
+                WHERE e.run_id = m.run_id AND e.seq BETWEEN m.from_seq AND m.through
             """,
             # $1 seconds after the end, $2 batch. Only runs whose events are
             # all gone; SKIP LOCKED leaves rows another pass holds.
@@ -268,4 +280,24 @@ class RetentionQueries:
                 )
                 RETURNING run_id
             """,
+            # Tables autovacuum will not clean (switched off for the server
+            # or the table) whose dead rows passed autovacuum's own threshold.
+            # $1 schema name.
+            tables_due_for_vacuum="""
+                SELECT c.relname::text AS table_name
+                FROM pg_class AS c
+                JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+                WHERE n.nspname = $1 AND c.relname IN ('run_events', 'run_streams')
+                  AND NOT (
+                      current_setting('autovacuum')::boolean
+                      AND coalesce((SELECT o.option_value::boolean
+                                    FROM pg_options_to_table(c.reloptions) AS o
+                                    WHERE o.option_name = 'autovacuum_enabled'), true)
+                  )
+                  AND s.n_dead_tup > current_setting('autovacuum_vacuum_threshold')::float8
+                      + current_setting('autovacuum_vacuum_scale_factor')::float8 * greatest(c.reltuples, 0)
+            """,
+            vacuum_run_events=f"VACUUM {s}.run_events",
+            vacuum_run_streams=f"VACUUM {s}.run_streams",
         )

@@ -65,3 +65,5 @@ class RetentionReport:
     runs_deleted: int = 0
     #: Silent runs ended with a ``dead_letter`` terminal event.
     runs_dead_lettered: int = 0
+    #: Tables the pass vacuumed itself because autovacuum is off for them.
+    tables_vacuumed: int = 0

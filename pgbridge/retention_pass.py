@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,21 +37,48 @@ from pgbridge.retention import RetentionPolicy, RetentionReport
 RunDeadLettered = Callable[[str, int], None]
 RunTrimmed = Callable[[str, int], None]
 
+logger = logging.getLogger(__name__)
+
 #: How often an explicit pass re-tries the lock while another pass holds it.
 LOCK_RETRY_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
-class _TrimTarget:
-    """Delete this run's events through seq ``through`` (from ``first_seq`` as last seen)."""
+class TrimTarget:
+    """Delete this run's events ``first_seq..through``."""
 
     run_id: str
     first_seq: int
     through: int
 
     @property
-    def estimate(self) -> int:
+    def count(self) -> int:
         return max(0, self.through - self.first_seq + 1)
+
+
+def plan_trims(
+    locked: list[tuple[str, int, int]], wanted: dict[str, int], budget: int
+) -> tuple[list[TrimTarget], bool]:
+    """What one transaction deletes: for each locked ``(run_id, first_seq, last_seq)``,
+    its events up to the seq *wanted* for it, at most *budget* events in all.
+
+    Returns the trims and whether some run got less than it wanted (so the
+    pass must come back for the rest). Pure, so the arithmetic is tested
+    without a database.
+    """
+    plan: list[TrimTarget] = []
+    for run_id, first_seq, last_seq in locked:
+        target = TrimTarget(run_id, first_seq, min(wanted[run_id], last_seq))
+        if target.count == 0:
+            continue
+        if budget == 0:
+            return plan, True
+        if target.count > budget:
+            plan.append(TrimTarget(run_id, first_seq, first_seq + budget - 1))
+            return plan, True
+        plan.append(target)
+        budget -= target.count
+    return plan, False
 
 
 class RetentionPass:
@@ -112,8 +140,12 @@ class RetentionPass:
         runs_deleted = 0
         if policy.ended_run_ttl is not None and policy.tombstone_ttl is not None:
             runs_deleted = await self._delete_tombstones(conn, policy.ended_run_ttl + policy.tombstone_ttl)
+        vacuumed = await self._vacuum_if_autovacuum_is_off(conn)
         return RetentionReport(
-            events_deleted=deleted, runs_deleted=runs_deleted, runs_dead_lettered=dead_lettered
+            events_deleted=deleted,
+            runs_deleted=runs_deleted,
+            runs_dead_lettered=dead_lettered,
+            tables_vacuumed=vacuumed,
         )
 
     # -- the stale-run reaper ---------------------------------------------------
@@ -141,7 +173,7 @@ class RetentionPass:
         while True:
             rows = await conn.fetch(candidates_sql, self._batch_runs, *rule)
             targets = [
-                _TrimTarget(row["run_id"], 0, row["through"]) for row in rows if row["through"] is not None
+                TrimTarget(row["run_id"], 0, row["through"]) for row in rows if row["through"] is not None
             ]
             deleted, cut_short = await self._trim_targets(conn, targets)
             total += deleted
@@ -150,7 +182,7 @@ class RetentionPass:
             if deleted == 0 and not cut_short:
                 return total  # candidates that no longer need anything: done
 
-    async def _trim_targets(self, conn: asyncpg.Connection, targets: list[_TrimTarget]) -> tuple[int, bool]:
+    async def _trim_targets(self, conn: asyncpg.Connection, targets: list[TrimTarget]) -> tuple[int, bool]:
         """Trim *targets* in transactions of bounded size; True if some were cut short."""
         deleted, cut_short = 0, False
         pending = sorted(targets, key=lambda t: t.run_id)
@@ -163,35 +195,50 @@ class RetentionPass:
         return deleted, cut_short
 
     async def _trim_in_one_transaction(
-        self, conn: asyncpg.Connection, chunk: list[_TrimTarget]
+        self, conn: asyncpg.Connection, chunk: list[TrimTarget]
     ) -> tuple[int, bool]:
         """Lock the chunk's runs, delete up to ``batch_events`` events among them, commit."""
         wanted = {t.run_id: t.through for t in chunk}
-        budget = self._batch_events
-        plan: list[_TrimTarget] = []
-        left_over = False
         async with conn.transaction():
             locked = await conn.fetch(self._sql.lock_runs, list(wanted))
-            for row in locked:
-                through = min(wanted[row["run_id"]], row["last_seq"])
-                target = _TrimTarget(row["run_id"], row["first_seq"], through)
-                if target.estimate == 0:
-                    continue
-                if budget == 0:
-                    left_over = True
-                    break
-                if target.estimate > budget:
-                    target = _TrimTarget(target.run_id, target.first_seq, target.first_seq + budget - 1)
-                    left_over = True
-                plan.append(target)
-                budget -= target.estimate
+            plan, left_over = plan_trims(
+                [(row["run_id"], row["first_seq"], row["last_seq"]) for row in locked],
+                wanted,
+                self._batch_events,
+            )
+            deleted = 0
             if plan:
-                await conn.executemany(
-                    self._sql.trim_run_prefix, [(t.run_id, t.first_seq, t.through) for t in plan]
+                status = await conn.execute(
+                    self._sql.trim_run_prefixes,
+                    [t.run_id for t in plan],
+                    [t.first_seq for t in plan],
+                    [t.through for t in plan],
                 )
+                deleted = int(status.split()[-1])  # "DELETE <n>"
         for target in plan:
             self._on_trimmed(target.run_id, target.through + 1)
-        return sum(t.estimate for t in plan), left_over
+        return deleted, left_over
+
+    # -- vacuum, when nothing else will ----------------------------------------
+
+    async def _vacuum_if_autovacuum_is_off(self, conn: asyncpg.Connection) -> int:
+        """VACUUM the tables whose dead rows autovacuum would have cleaned, had it been on.
+
+        Deleted rows only become reusable space after a vacuum; with
+        autovacuum off the tables would grow without bound under churn.
+        A plain VACUUM takes no lock that stalls publishers.
+        """
+        statements = {"run_events": self._sql.vacuum_run_events, "run_streams": self._sql.vacuum_run_streams}
+        due = [row["table_name"] for row in await conn.fetch(self._sql.tables_due_for_vacuum, self._schema)]
+        vacuumed = 0
+        for table in due:
+            try:
+                await conn.execute(statements[table])
+            except asyncpg.InsufficientPrivilegeError as exc:
+                logger.warning("pgbridge retention cannot VACUUM %s (autovacuum is off): %s", table, exc)
+                continue
+            vacuumed += 1
+        return vacuumed
 
     # -- tombstones -------------------------------------------------------------
 

@@ -30,7 +30,7 @@ async def evict_prefix(dsn: str, run_id: str, keep_from_seq: int) -> None:
             (row,) = await conn.fetch(sql.lock_runs, [run_id])
             through = min(keep_from_seq - 1, row["last_seq"])
             if through >= row["first_seq"]:
-                await conn.execute(sql.trim_run_prefix, run_id, row["first_seq"], through)
+                await conn.execute(sql.trim_run_prefixes, [run_id], [row["first_seq"]], [through])
         await conn.execute("SELECT pg_notify($1, $2)", notify_channel("public"), encode_wake(run_id, None))
 
 
