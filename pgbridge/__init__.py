@@ -33,6 +33,7 @@ from pgbridge.errors import (
 )
 from pgbridge.migrate import migrate
 from pgbridge.retention import RetentionPolicy, RetentionReport
+from pgbridge.store import RunInfo
 
 __all__ = [
     "CANCELLED_SENTINEL",
@@ -51,6 +52,7 @@ __all__ = [
     "ResumeResult",
     "RetentionPolicy",
     "RetentionReport",
+    "RunInfo",
     "SchemaNotMigratedError",
     "StreamBridge",
     "StreamBridgeError",

@@ -44,8 +44,8 @@ from pgbridge.queries import Queries, notify_channel
 from pgbridge.retention import RetentionPolicy, RetentionReport
 from pgbridge.retention_job import RetentionJob
 from pgbridge.retention_pass import RetentionPass
-from pgbridge.schema import DEFAULT_SCHEMA
-from pgbridge.store import Appended, EventStore, LoggedEvent
+from pgbridge.schema import DEFAULT_SCHEMA, RUN_STATUSES
+from pgbridge.store import Appended, EventStore, LoggedEvent, RunInfo
 from pgbridge.subscriber import OnGap, SubscriptionContext, subscription
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,10 @@ TERMINAL_EVENT_NAMES: dict[StreamStatus, str] = {
     StreamStatus.CANCELLED: "cancel",
     StreamStatus.ERRORED: "error",
 }
+
+
+#: Most runs one list_runs call returns.
+MAX_LIST_LIMIT = 1000
 
 
 class _Lifecycle(enum.Enum):
@@ -349,6 +353,28 @@ class PostgresStreamBridge(StreamBridge):
         async with contextlib.aclosing(inner):
             async for item in inner:
                 yield item
+
+    # -- looking at runs ------------------------------------------------------
+
+    async def run_info(self, run_id: str) -> RunInfo | None:
+        """The run's status, counts, first/last/terminal IDs and times; None if it does not exist."""
+        self._require_running()
+        validate_run_id(run_id)
+        return await self._store.run_info(run_id)
+
+    async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunInfo]:
+        """The most recently active runs (of *status*, if given), newest first."""
+        self._require_running()
+        if status is not None and status not in RUN_STATUSES:
+            raise InvalidEventError(f"status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidEventError(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}, not {limit!r}")
+        return await self._store.recent_runs(status, limit)
+
+    def local_subscribers(self, run_id: str) -> int:
+        """Subscriptions to *run_id* open in this process (what a disconnect must release)."""
+        feed = self._feeds.get(run_id)
+        return len(feed.waiters) if feed is not None else 0
 
     async def cleanup(self, run_id: str, *, delay: float = 0) -> None:
         """After *delay* seconds, drop what this process caches for *run_id*.

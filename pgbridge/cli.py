@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import sys
 import time
@@ -22,6 +23,8 @@ from pgbridge.schema import DEFAULT_SCHEMA
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?)\s*([smhd]?)", re.ASCII)
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+TOKEN_ENV = "PGBRIDGE_TOKEN"
+CORS_ENV = "PGBRIDGE_CORS_ORIGINS"
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -170,6 +173,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_connection_options(retention)
     _add_retention_options(retention)
+    serve = commands.add_parser("serve", help="serve runs over HTTP: SSE streams, status, a live viewer")
+    _add_connection_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"require this bearer token (default: ${TOKEN_ENV})",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[o for o in os.environ.get(CORS_ENV, "").split(",") if o],
+        metavar="ORIGIN",
+        help=f"let browsers on ORIGIN call the API; repeat, or '*' (default: ${CORS_ENV}, comma-separated)",
+    )
+    serve.add_argument(
+        "--heartbeat", type=parse_duration, default=15.0, metavar="SECONDS", help="heartbeat comment interval"
+    )
+    serve.add_argument(
+        "--retry-ms", type=int, default=2000, help="the SSE retry hint, in ms (default: %(default)s)"
+    )
     return parser
 
 
@@ -188,6 +213,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pgbridge.demo import run_demo
 
             return asyncio.run(run_demo(resolve_dsn(args), schema=args.schema, events=args.events))
+        if args.command == "serve":
+            from pgbridge.server import run_server
+            from pgbridge.sse import StreamSettings
+
+            run_server(
+                resolve_dsn(args),
+                host=args.host,
+                port=args.port,
+                schema=args.schema,
+                token=args.token or None,
+                cors_origins=args.cors_origin,
+                settings=StreamSettings(heartbeat_interval=args.heartbeat, retry_ms=args.retry_ms),
+            )
+            return 0
         if args.command == "retention":
             policy = policy_from_args(args)
             return asyncio.run(run_retention_passes(resolve_dsn(args), args.schema, policy, args.every))

@@ -17,6 +17,12 @@ from pgbridge.schema import DEFAULT_SCHEMA
 _NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 
+_RUN_SUMMARY_COLUMNS = """
+    run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq,
+    created_at, updated_at, ended_at, awaiting_input_since
+"""
+
+
 def quote_identifier(name: str) -> str:
     """Quote *name* as a PostgreSQL identifier."""
     if not name or "\x00" in name:
@@ -41,6 +47,9 @@ class Queries:
     mark_awaiting_input: str
     notify_runs: str
     schema_revision: str
+    run_summary: str
+    recent_open_runs: str
+    recent_ended_runs: str
     retention: RetentionQueries
 
     @classmethod
@@ -121,6 +130,26 @@ class Queries:
             # wake-up that piled up; distinct payloads are never merged.
             notify_runs="SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload",
             schema_revision=f"SELECT version_num FROM {s}.alembic_version",
+            # What dashboards and health checks show of a run: its row alone
+            # (counts and IDs derive from the seqs and their times).
+            run_summary=f"""
+                SELECT {_RUN_SUMMARY_COLUMNS} FROM {s}.run_streams WHERE run_id = $1
+            """,
+            # $1 status or NULL for any, $2 limit. Open runs by last activity
+            # and ended runs by end time, each read backwards along its
+            # partial index, so listing costs the same on any table size.
+            recent_open_runs=f"""
+                SELECT {_RUN_SUMMARY_COLUMNS} FROM {s}.run_streams
+                WHERE terminal_seq IS NULL AND ($1::text IS NULL OR status = $1)
+                ORDER BY updated_at DESC
+                LIMIT $2
+            """,
+            recent_ended_runs=f"""
+                SELECT {_RUN_SUMMARY_COLUMNS} FROM {s}.run_streams
+                WHERE ended_at IS NOT NULL AND ($1::text IS NULL OR status = $1)
+                ORDER BY ended_at DESC
+                LIMIT $2
+            """,
             retention=RetentionQueries.for_schema(schema),
         )
 

@@ -7,6 +7,10 @@ waiters, retries or wake-ups; the engine modules above compose it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
 
 from pgbridge.contract import StreamEvent
 from pgbridge.database import Database
@@ -73,6 +77,57 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run as dashboards see it: status, counts, first and last IDs, times."""
+
+    run_id: str
+    status: str
+    events_published: int
+    events_retained: int
+    events_deleted: int
+    first_event_id: str | None
+    last_event_id: str | None
+    terminal_event_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+    awaiting_input_since: datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> RunInfo:
+        first, last = row["first_seq"], row["last_seq"]
+        retained = last >= first
+        return cls(
+            run_id=row["run_id"],
+            status=row["status"],
+            events_published=last,
+            events_retained=last - first + 1,
+            events_deleted=first - 1,
+            first_event_id=format_event_id(row["first_ms"], first) if retained and row["first_ms"] else None,
+            last_event_id=format_event_id(row["last_ms"], last) if retained and row["last_ms"] else None,
+            terminal_event_id=(
+                format_event_id(row["last_ms"], row["terminal_seq"]) if row["terminal_seq"] else None
+            ),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            ended_at=row["ended_at"],
+            awaiting_input_since=row["awaiting_input_since"],
+        )
+
+    @property
+    def terminal_seq(self) -> int | None:
+        return self.events_published if self.terminal_event_id else None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object: times as ISO 8601 strings."""
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Appended:
     seq: int
     ms: int
@@ -93,6 +148,20 @@ class EventStore:
             return RetainedRange.missing_run()
         row = rows[0]
         return RetainedRange(first=row["first_seq"], last=row["last_seq"], stored_ms=row["stored_ms"])
+
+    async def run_info(self, run_id: str) -> RunInfo | None:
+        rows = await self.db.fetch(self.queries.run_summary, run_id)
+        return RunInfo.from_row(rows[0]) if rows else None
+
+    async def recent_runs(self, status: str | None, limit: int) -> list[RunInfo]:
+        """The *limit* most recently active runs (of *status*, if given), newest first."""
+        runs: list[RunInfo] = []
+        if status in (None, "active", "awaiting_input"):
+            runs += map(RunInfo.from_row, await self.db.fetch(self.queries.recent_open_runs, status, limit))
+        if status not in ("active", "awaiting_input"):
+            runs += map(RunInfo.from_row, await self.db.fetch(self.queries.recent_ended_runs, status, limit))
+        runs.sort(key=lambda run: run.updated_at, reverse=True)
+        return runs[:limit]
 
     async def read_after(self, run_id: str, cursor_seq: int, limit: int) -> Page:
         """Events of *run_id* with seq > *cursor_seq*, at most *limit*, with the run's state."""

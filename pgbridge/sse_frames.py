@@ -1,0 +1,58 @@
+"""Server-Sent Events framing: a bridge's stream items as ``text/event-stream`` text.
+
+Pure functions, so every frame is tested without a server. The rules of the
+format (https://html.spec.whatwg.org/multipage/server-sent-events.html): a
+frame is ``field: value`` lines ended by a blank line; a line starting with
+``:`` is a comment (a heartbeat); ``id:`` sets what the client sends back as
+``Last-Event-ID`` when it reconnects; ``retry:`` sets its reconnection delay.
+No field value may hold a line break, so data is one line of JSON (``json``
+escapes line breaks inside strings) and line breaks in an event name (which
+publish allows) become spaces.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pgbridge.contract import StreamEvent
+
+#: The SSE event name of the gap marker (the bridge's ``__gap__``).
+GAP_FRAME_EVENT = "gap"
+
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+
+
+def _one_line(text: str) -> str:
+    return _LINE_BREAKS.sub(" ", text)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def retry_line(milliseconds: int) -> str:
+    """Tell the client how long to wait before reconnecting (to put before a frame)."""
+    return f"retry: {milliseconds}\n"
+
+
+def heartbeat_frame() -> str:
+    """A comment line: keeps proxies and clients from timing the stream out."""
+    return ": heartbeat\n\n"
+
+
+def event_frame(event: StreamEvent, *, envelope: bool = False) -> str:
+    """One stored event: its ID, its name and its data as JSON.
+
+    With *envelope*, the frame has no ``event:`` line (so a browser's
+    ``EventSource.onmessage`` gets every event whatever its name) and the
+    data is ``{"event": name, "data": data}``.
+    """
+    if envelope:
+        return f"id: {event.id}\ndata: {_json({'event': event.event, 'data': event.data})}\n\n"
+    return f"id: {event.id}\nevent: {_one_line(event.event)}\ndata: {_json(event.data)}\n\n"
+
+
+def gap_frame(marker: StreamEvent) -> str:
+    """The gap marker: ``event: gap`` with the counts, and no ``id:`` (it is not an event)."""
+    return f"event: {GAP_FRAME_EVENT}\ndata: {_json(marker.data)}\n\n"
