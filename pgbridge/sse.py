@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -139,13 +140,18 @@ class _Handlers:
     # -- streams ----------------------------------------------------------------
 
     async def stream(self, request: Request) -> Response:
-        return await self._stream(request, request.path_params["run_id"], location=None)
+        run_id = request.path_params["run_id"]
+        return await self._stream(request, run_id, location=f"/runs/{_segment(run_id)}/stream")
 
     async def langgraph_stream(self, request: Request) -> Response:
-        # Location: where the LangGraph SDK reconnects (with Last-Event-ID) after a drop.
-        return await self._stream(request, request.path_params["run_id"], location=request.url.path)
+        run_id, thread_id = request.path_params["run_id"], request.path_params["thread_id"]
+        location = f"/threads/{_segment(thread_id)}/runs/{_segment(run_id)}/stream"
+        return await self._stream(request, run_id, location=location)
 
-    async def _stream(self, request: Request, run_id: str, *, location: str | None) -> Response:
+    async def _stream(self, request: Request, run_id: str, *, location: str) -> Response:
+        """Serve a run's stream. *location* is the stream's own path (relative to the
+        mount point): the LangGraph SDK reconnects there, with ``Last-Event-ID``,
+        after a dropped connection."""
         bridge = self._bridge()
         cursor = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or None
         envelope = request.query_params.get("envelope", "").lower() in ("1", "true", "yes")
@@ -157,9 +163,7 @@ class _Handlers:
             )
         except InvalidEventError as exc:
             return _error(400, str(exc))
-        headers = dict(_STREAM_HEADERS)
-        if location is not None:
-            headers["Location"] = location
+        headers = {**_STREAM_HEADERS, "Location": request.scope.get("root_path", "") + location}
         return StreamingResponse(
             _frames(events, self._settings.retry_ms, envelope=envelope),
             media_type="text/event-stream",
@@ -246,6 +250,11 @@ async def _frames(events: AsyncIterator[Any], retry_ms: int, *, envelope: bool) 
             frame = gap_frame(item) if item.event == GAP_EVENT else event_frame(item, envelope=envelope)
             yield retry + frame
             retry = ""
+
+
+def _segment(text: str) -> str:
+    """*text* as one URL path segment ("/" in a run id becomes %2F)."""
+    return quote(text, safe="")
 
 
 def _error(status: int, message: str) -> JSONResponse:

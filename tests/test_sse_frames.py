@@ -36,3 +36,23 @@ def test_a_heartbeat_is_a_comment() -> None:
 
 def test_the_retry_hint_is_one_field_line() -> None:
     assert retry_line(1500) == "retry: 1500\n"
+
+
+def test_every_run_status_has_a_langgraph_status_the_sdk_understands() -> None:
+    from pgbridge.schema import RUN_STATUSES
+    from pgbridge.sse import LANGGRAPH_STATUS
+
+    assert set(LANGGRAPH_STATUS) == set(RUN_STATUSES)
+    assert set(LANGGRAPH_STATUS.values()) <= {
+        "pending",
+        "running",
+        "error",
+        "success",
+        "timeout",
+        "interrupted",
+    }
+    # The SDK reconnects a dropped stream only while the run is pending or running.
+    assert {k for k, v in LANGGRAPH_STATUS.items() if v in ("pending", "running")} == {
+        "active",
+        "awaiting_input",
+    }
