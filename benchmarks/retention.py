@@ -41,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from pgbridge import PostgresStreamBridge, RetentionPolicy, migrate
+from pgbridge.chain import GENESIS, link_hash
 from pgbridge.embedded import dsn_from_environment
 
 #: Every rule off except the one a phase switches on (no ended runs here).
@@ -97,26 +98,33 @@ async def drop_scratch_database(admin_dsn: str, dsn: str) -> None:
         await conn.close()
 
 
+def _run_rows(run: int, per_run: int, now_ms: int) -> tuple[tuple[object, ...], list[tuple[object, ...]]]:
+    """One run's row and its events, hash chain included, as the bridge would store them."""
+    run_id, prev, events = f"run-{run}", GENESIS, []
+    for seq in range(1, per_run + 1):
+        ms, data = now_ms - per_run + seq, f'{{"text": "token {seq}"}}'
+        prev = link_hash(prev, run_id, seq, ms, "token", data)
+        events.append((run_id, seq, ms, "token", data, False, prev))
+    return (run_id, "active", per_run, now_ms, 1, now_ms - per_run + 1, prev), events
+
+
 async def fill(dsn: str, events: int, runs: int) -> None:
     """*events* events spread evenly over *runs* active runs, written with COPY."""
     per_run = events // runs
     now_ms = int(time.time() * 1000)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.copy_records_to_table(
-            "run_streams",
-            columns=["run_id", "status", "last_seq", "last_ms", "first_seq", "first_ms"],
-            records=[(f"run-{r}", "active", per_run, now_ms, 1, now_ms - per_run) for r in range(runs)],
-        )
         for start in range(0, runs, 500):
+            batch = [_run_rows(r, per_run, now_ms) for r in range(start, min(start + 500, runs))]
+            await conn.copy_records_to_table(
+                "run_streams",
+                columns=["run_id", "status", "last_seq", "last_ms", "first_seq", "first_ms", "last_hash"],
+                records=[run for run, _ in batch],
+            )
             await conn.copy_records_to_table(
                 "run_events",
-                columns=["run_id", "seq", "created_ms", "event", "data", "terminal"],
-                records=[
-                    (f"run-{r}", seq, now_ms - per_run + seq, "token", f'{{"text": "token {seq}"}}', False)
-                    for r in range(start, min(start + 500, runs))
-                    for seq in range(1, per_run + 1)
-                ],
+                columns=["run_id", "seq", "created_ms", "event", "data", "terminal", "hash"],
+                records=[event for _, run_events in batch for event in run_events],
             )
         await conn.execute("ANALYZE run_streams; ANALYZE run_events")
     finally:

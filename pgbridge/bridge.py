@@ -18,7 +18,10 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TextIO
 
+from pgbridge import audit
+from pgbridge.chain import ChainReport
 from pgbridge.contract import (
     TERMINAL_STATES,
     JSONValue,
@@ -370,6 +373,25 @@ class PostgresStreamBridge(StreamBridge):
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidEventError(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}, not {limit!r}")
         return await self._store.recent_runs(status, limit)
+
+    # -- audit ------------------------------------------------------------------
+
+    async def verify(self, run_id: str, *, progress: audit.Progress | None = None) -> ChainReport:
+        """Recompute *run_id*'s hash chain: ok, or the first seq where it breaks and how."""
+        self._require_running()
+        validate_run_id(run_id)
+        return await audit.verify_run(self._db, run_id, progress=progress)
+
+    def verify_all(self, *, progress: audit.Progress | None = None) -> AsyncIterator[ChainReport]:
+        """Every run's verdict, in run_id order."""
+        self._require_running()
+        return audit.verify_all(self._db, progress=progress)
+
+    async def export(self, run_id: str, out: TextIO) -> int:
+        """Write *run_id*'s events with their hashes as JSON lines (``pgbridge export``)."""
+        self._require_running()
+        validate_run_id(run_id)
+        return await audit.export_run(self._db, run_id, out)
 
     def local_subscribers(self, run_id: str) -> int:
         """Subscriptions to *run_id* open in this process (what a disconnect must release)."""

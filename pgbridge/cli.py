@@ -173,6 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_connection_options(retention)
     _add_retention_options(retention)
+    verify = commands.add_parser(
+        "verify", help="recompute runs' hash chains; exit 1 if any is broken (or check an export offline)"
+    )
+    _add_connection_options(verify)
+    verify.add_argument("runs", nargs="*", metavar="RUN", help="run ids to verify")
+    verify.add_argument("--all", action="store_true", help="verify every run")
+    verify.add_argument("--file", type=Path, help="check an export made by `pgbridge export`, offline")
+    verify.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
+    export = commands.add_parser("export", help="write a run's events and hashes as JSON lines, for auditors")
+    _add_connection_options(export)
+    export.add_argument("run", metavar="RUN")
+    export.add_argument("--format", choices=["jsonl"], default="jsonl")
+    export.add_argument("--output", "-o", type=Path, help="file to write (default: standard output)")
     serve = commands.add_parser("serve", help="serve runs over HTTP: SSE streams, status, a live viewer")
     _add_connection_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
@@ -213,6 +226,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pgbridge.demo import run_demo
 
             return asyncio.run(run_demo(resolve_dsn(args), schema=args.schema, events=args.events))
+        if args.command == "verify":
+            from pgbridge.audit_cli import run_verify
+
+            return run_verify(args, resolve_dsn)
+        if args.command == "export":
+            from pgbridge.audit_cli import run_export
+
+            return run_export(args, resolve_dsn)
         if args.command == "serve":
             from pgbridge.server import run_server
             from pgbridge.sse import StreamSettings

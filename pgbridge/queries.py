@@ -17,6 +17,9 @@ from pgbridge.schema import DEFAULT_SCHEMA
 _NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 
+#: The hash a run's first event chains from (pgbridge.chain.GENESIS).
+_GENESIS = "'\\x" + "00" * 32 + "'::bytea"
+
 _RUN_SUMMARY_COLUMNS = """
     run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq,
     created_at, updated_at, ended_at, awaiting_input_since
@@ -48,6 +51,9 @@ class Queries:
     notify_runs: str
     schema_revision: str
     run_summary: str
+    chain_head: str
+    chain_rows: str
+    run_ids: str
     recent_open_runs: str
     recent_ended_runs: str
     retention: RetentionQueries
@@ -58,8 +64,9 @@ class Queries:
         return cls(
             schema=schema,
             # One statement, one round trip: take the run row's lock while
-            # bumping last_seq (creating the run on its first event), then
-            # insert the event with that seq. Seq order is commit order
+            # bumping last_seq (creating the run on its first event) and
+            # chaining the event's hash to the run's last one, then insert
+            # the event with that seq and hash. Seq order is commit order
             # within a run; a run with a terminal event matches no row, so
             # nothing is inserted and no row comes back.
             # $1 run_id, $2 event, $3 data (JSON text), $4 terminal, $5 status
@@ -67,10 +74,11 @@ class Queries:
                 WITH stamp AS (SELECT {_NOW_MS} AS ms),
                 run AS (
                     INSERT INTO {s}.run_streams AS r
-                        (run_id, status, last_seq, last_ms, first_ms, terminal_seq, ended_at)
+                        (run_id, status, last_seq, last_ms, first_ms, terminal_seq, ended_at, last_hash)
                     SELECT $1, $5, 1, stamp.ms, stamp.ms,
                            CASE WHEN $4::boolean THEN 1 END,
-                           CASE WHEN $4::boolean THEN now() END
+                           CASE WHEN $4::boolean THEN now() END,
+                           {s}.pgbridge_link_hash({_GENESIS}, $1, 1, stamp.ms, $2, $3)
                     FROM stamp
                     ON CONFLICT (run_id) DO UPDATE SET
                         last_seq = r.last_seq + 1,
@@ -82,12 +90,14 @@ class Queries:
                         terminal_seq = CASE WHEN $4::boolean THEN r.last_seq + 1 END,
                         ended_at = excluded.ended_at,
                         awaiting_input_since = NULL,
-                        updated_at = now()
+                        updated_at = now(),
+                        last_hash = {s}.pgbridge_link_hash(
+                            coalesce(r.last_hash, {_GENESIS}), $1, r.last_seq + 1, excluded.last_ms, $2, $3)
                     WHERE r.terminal_seq IS NULL
-                    RETURNING r.last_seq, r.last_ms
+                    RETURNING r.last_seq, r.last_ms, r.last_hash
                 )
-                INSERT INTO {s}.run_events (run_id, seq, created_ms, event, data, terminal)
-                SELECT $1, run.last_seq, run.last_ms, $2, $3::text::json, $4::boolean
+                INSERT INTO {s}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
+                SELECT $1, run.last_seq, run.last_ms, $2, $3::text::json, $4::boolean, run.last_hash
                 FROM run
                 RETURNING seq, created_ms
             """,
@@ -135,6 +145,18 @@ class Queries:
             run_summary=f"""
                 SELECT {_RUN_SUMMARY_COLUMNS} FROM {s}.run_streams WHERE run_id = $1
             """,
+            # The hash chain of one run, for verify and export: where it
+            # starts (the last deleted event's hash, if retention deleted
+            # any) and how it ends, then every stored event in seq order.
+            chain_head=f"""
+                SELECT status, first_seq, last_seq, trimmed_hash, last_hash
+                FROM {s}.run_streams WHERE run_id = $1
+            """,
+            chain_rows=f"""
+                SELECT seq, created_ms, event, data::text AS data, hash
+                FROM {s}.run_events WHERE run_id = $1 ORDER BY seq
+            """,
+            run_ids=f"SELECT run_id FROM {s}.run_streams ORDER BY run_id",
             # $1 status or NULL for any, $2 limit. Open runs by last activity
             # and ended runs by end time, each read backwards along its
             # partial index, so listing costs the same on any table size.
@@ -204,6 +226,17 @@ class RetentionQueries:
                     LIMIT $3::int
                     FOR UPDATE SKIP LOCKED
                 ),
+                letter AS (
+                    SELECT run_id, status AS was, json_build_object(
+                        'reason', 'no publish or mark_awaiting_input within the timeout; '
+                                  'the worker is presumed gone',
+                        'status', status,
+                        'last_activity', updated_at,
+                        'timeout_seconds',
+                        CASE WHEN status = 'awaiting_input' THEN $2::float8 ELSE $1::float8 END
+                    )::text AS data
+                    FROM stale
+                ),
                 run AS (
                     UPDATE {s}.run_streams AS r SET
                         last_seq = r.last_seq + 1,
@@ -213,21 +246,16 @@ class RetentionQueries:
                         terminal_seq = r.last_seq + 1,
                         ended_at = now(),
                         awaiting_input_since = NULL,
-                        updated_at = now()
-                    FROM stale, stamp
-                    WHERE r.run_id = stale.run_id
-                    RETURNING r.run_id, r.last_seq, r.last_ms, stale.status AS was, stale.updated_at AS since
+                        updated_at = now(),
+                        last_hash = {s}.pgbridge_link_hash(
+                            coalesce(r.last_hash, {_GENESIS}), r.run_id, r.last_seq + 1, stamp.ms,
+                            'dead_letter', letter.data)
+                    FROM letter, stamp
+                    WHERE r.run_id = letter.run_id
+                    RETURNING r.run_id, r.last_seq, r.last_ms, r.last_hash, letter.data
                 )
-                INSERT INTO {s}.run_events (run_id, seq, created_ms, event, data, terminal)
-                SELECT run_id, last_seq, last_ms, 'dead_letter',
-                       json_build_object(
-                           'reason', 'no publish or mark_awaiting_input within the timeout; '
-                                     'the worker is presumed gone',
-                           'status', was,
-                           'last_activity', since,
-                           'timeout_seconds',
-                           CASE WHEN was = 'awaiting_input' THEN $2::float8 ELSE $1::float8 END),
-                       true
+                INSERT INTO {s}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
+                SELECT run_id, last_seq, last_ms, 'dead_letter', data::json, true, last_hash
                 FROM run
                 RETURNING run_id, seq
             """,
@@ -271,30 +299,13 @@ class RetentionQueries:
                 FOR UPDATE
             """,
             # $1 run ids, $2 their first_seq now (locked), $3 delete through
-            # these seqs. One statement for the whole batch; first_seq (and
-            # first_ms) move in the same statement as the deletes, so the
-            # retained range is always exactly first_seq..last_seq. The
-            # ANY($1) keeps the run lookup on the primary key however many
-            # runs there are. Its command tag counts the events deleted.
-            trim_run_prefixes=f"""
-                WITH plan AS (
-                    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
-                        AS p(run_id, from_seq, through)
-                ),
-                moved AS (
-                    UPDATE {s}.run_streams AS r SET
-                        first_seq = p.through + 1,
-                        first_ms = (SELECT e.created_ms FROM {s}.run_events AS e
-                                    WHERE e.run_id = p.run_id AND e.seq = p.through + 1)
-                    FROM plan AS p
-                    WHERE r.run_id = ANY($1::text[]) AND r.run_id = p.run_id
-                      AND r.first_seq = p.from_seq AND p.through BETWEEN p.from_seq AND r.last_seq
-                    RETURNING r.run_id, p.from_seq, p.through
-                )
-                DELETE FROM {s}.run_events AS e
-                USING moved AS m
-                WHERE e.run_id = m.run_id AND e.seq BETWEEN m.from_seq AND m.through
-            """,
+            # these seqs: the trim function of revision 0003 (the one way
+            # events leave the append-only table) moves first_seq, first_ms
+            # and trimmed_hash in the same statement as the deletes, and
+            # returns how many events it deleted.
+            trim_run_prefixes=(
+                f"SELECT {s}.pgbridge_trim_run_prefixes($1::text[], $2::bigint[], $3::bigint[])"
+            ),
             # $1 seconds after the end, $2 batch. Only runs whose events are
             # all gone; SKIP LOCKED leaves rows another pass holds.
             delete_tombstones=f"""

@@ -208,13 +208,12 @@ class RetentionPass:
             )
             deleted = 0
             if plan:
-                status = await conn.execute(
+                deleted = await conn.fetchval(
                     self._sql.trim_run_prefixes,
                     [t.run_id for t in plan],
                     [t.first_seq for t in plan],
                     [t.through for t in plan],
                 )
-                deleted = int(status.split()[-1])  # "DELETE <n>"
         for target in plan:
             self._on_trimmed(target.run_id, target.through + 1)
         return deleted, left_over

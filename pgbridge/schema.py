@@ -25,10 +25,10 @@ from sqlalchemy import (
     false,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSON, TIMESTAMP
+from sqlalchemy.dialects.postgresql import BYTEA, JSON, TIMESTAMP
 
 #: The alembic revision this code expects; ``start()`` refuses any other.
-SCHEMA_REVISION: Final = "0002"
+SCHEMA_REVISION: Final = "0003"
 DEFAULT_SCHEMA: Final = "public"
 
 #: Status values stored in ``run_streams.status``.
@@ -53,6 +53,10 @@ run_streams = Table(
     Column("first_ms", BigInteger),
     # Seq of the terminal event, once there is one; NULL while the run is open.
     Column("terminal_seq", BigInteger),
+    # The hash chain (pgbridge/chain.py): the newest event's hash, and the
+    # last deleted event's (the retained events' chain starts from it).
+    Column("last_hash", BYTEA),
+    Column("trimmed_hash", BYTEA),
     Column("awaiting_input_since", TIMESTAMP(timezone=True)),
     Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=text("now()")),
     # Last publish or mark_awaiting_input: what the stale-run reaper looks at.
@@ -83,6 +87,9 @@ run_events = Table(
     # A stored fact, not a guess from the name: an ordinary event may be
     # called "error".
     Column("terminal", Boolean, nullable=False, server_default=false()),
+    # This event's link in its run's hash chain. The table is append-only:
+    # a trigger refuses UPDATE and TRUNCATE, and DELETE outside retention.
+    Column("hash", BYTEA, nullable=False),
 )
 
 # Every retention scan has an index that finds exactly the rows it acts on,

@@ -106,10 +106,26 @@ async def table_contents(dsn: str) -> tuple[list[asyncpg.Record], list[asyncpg.R
     return runs, events
 
 
+@asynccontextmanager
+async def guard_lifted(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction in which the append-only guard of run_events is off.
+
+    Only the table's owner can do this (the tests connect as the owner):
+    what an auditor's tampering scenarios, and tests that fake the passing
+    of time, need.
+    """
+    async with conn.transaction():
+        await conn.execute("ALTER TABLE run_events DISABLE TRIGGER run_events_append_only")
+        yield
+        await conn.execute("ALTER TABLE run_events ENABLE TRIGGER run_events_append_only")
+
+
 async def backdate_events(dsn: str, run_id: str, through_seq: int, seconds: float) -> None:
-    """Make a run's events up to *through_seq* look *seconds* older (created_ms, first_ms)."""
+    """Make a run's events up to *through_seq* look *seconds* older (created_ms, first_ms).
+
+    Their hashes are not recomputed: the chain of a backdated run no longer verifies."""
     shift = int(seconds * 1000)
-    async with connected(dsn) as conn, conn.transaction():
+    async with connected(dsn) as conn, guard_lifted(conn):
         await conn.execute(
             "UPDATE run_events SET created_ms = created_ms - $3 WHERE run_id = $1 AND seq <= $2",
             run_id,

@@ -40,3 +40,20 @@ async def test_retention_benchmark_runs_end_to_end_and_reports_every_figure(
     assert [p["events_deleted"] for p in report["cost"]] == [0, 40, 160, 600, 800]
     assert report["churn"] and report["sizes"] and report["publisher"]["published"] > 0
     assert "Pass cost against rows deleted" in out.decode()
+
+
+async def test_chain_cost_benchmark_runs_end_to_end(admin_dsn: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCHMARKS / "chain_cost.py"),
+        "--dsn", admin_dsn,
+        "--appends", "200",
+        "--rounds", "1",
+        "--runs", "5",
+        "--concurrency", "2",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 100)
+    assert process.returncode == 0, out.decode()
+    assert "chained / unchained throughput" in out.decode()

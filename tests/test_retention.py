@@ -461,8 +461,8 @@ async def test_a_large_backlog_of_ended_runs_is_cleared_in_one_pass(
                 (run_id, status, last_seq, last_ms, first_ms, terminal_seq, ended_at, updated_at)
             SELECT 'r' || i, 'ended', 10, 1, 1, 10, now() - interval '40 days', now() - interval '40 days'
             FROM generate_series(1, 450) AS i;
-            INSERT INTO run_events (run_id, seq, created_ms, event, data, terminal)
-            SELECT 'r' || i, s, 1, CASE WHEN s = 10 THEN 'end' ELSE 'token' END, 'null', s = 10
+            INSERT INTO run_events (run_id, seq, created_ms, event, data, terminal, hash)
+            SELECT 'r' || i, s, 1, CASE WHEN s = 10 THEN 'end' ELSE 'token' END, 'null', s = 10, ''::bytea
             FROM generate_series(1, 450) AS i, generate_series(1, 10) AS s;
             """
         )

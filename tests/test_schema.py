@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import CheckConstraint, Connection
 
 from pgbridge import PostgresStreamBridge, SchemaNotMigratedError, migrate
+from pgbridge.chain import GENESIS, link_hash
 from pgbridge.migrate import head_revision
 from pgbridge.migration_support import async_engine_for_dsn, include_object
 from pgbridge.schema import SCHEMA_REVISION, metadata
@@ -249,7 +250,7 @@ async def test_run_streams_primary_key_is_run_id(dsn: str) -> None:
     assert await primary_key(dsn, "run_streams") == ["run_id"]
 
 
-async def test_upgrading_from_0001_fills_first_ms_of_runs_with_events(empty_dsn: str) -> None:
+async def test_upgrading_from_0001_fills_first_ms_and_chains_existing_events(empty_dsn: str) -> None:
     await migrate(empty_dsn, revision="0001")
     conn = await asyncpg.connect(empty_dsn)
     try:
@@ -262,7 +263,12 @@ async def test_upgrading_from_0001_fills_first_ms_of_runs_with_events(empty_dsn:
             """
         )
         await migrate(empty_dsn)
-        rows = await conn.fetch("SELECT run_id, first_ms FROM run_streams ORDER BY run_id")
+        rows = await conn.fetch("SELECT run_id, first_ms, last_hash FROM run_streams ORDER BY run_id")
+        hashes = [r["hash"] for r in await conn.fetch("SELECT hash FROM run_events ORDER BY seq")]
     finally:
         await conn.close()
     assert [(r["run_id"], r["first_ms"]) for r in rows] == [("empty", None), ("run", 200)]
+    # A run trimmed before the chain existed chains from its first retained event.
+    first = link_hash(GENESIS, "run", 2, 200, "token", "1")
+    assert hashes == [first, link_hash(first, "run", 3, 300, "token", "2")]
+    assert rows[1]["last_hash"] == hashes[-1] and rows[0]["last_hash"] is None

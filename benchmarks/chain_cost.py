@@ -1,0 +1,128 @@
+"""What the hash chain costs a publish, measured on a real PostgreSQL.
+
+    python benchmarks/chain_cost.py                  # embedded PostgreSQL
+    python benchmarks/chain_cost.py --dsn URI        # another server (a scratch database is made on it)
+
+Runs the bridge's own append statement against the same scratch database
+two ways, in alternating rounds so machine noise hits both alike:
+
+* ``chained``: the statement as shipped (two ``pgbridge_link_hash`` calls:
+  SHA-256 over the previous hash and the event);
+* ``unchained``: the same statement with each hash replaced by a constant,
+  so the only difference is computing the chain (both store 32 bytes).
+
+``--concurrency`` publishers (one connection each) append to ``--runs`` runs.
+It prints appends per second for each and the ratio, and the bytes the hash
+adds per stored event. Compare the ratio, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+
+from pgbridge.embedded import dsn_from_environment
+from pgbridge.queries import Queries
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from retention import create_scratch_database, drop_scratch_database
+
+GENESIS_SQL = "'\\x" + "00" * 32 + "'::bytea"
+
+
+def unchained(statement: str) -> str:
+    """*statement* with every link-hash call replaced by the constant genesis hash."""
+    out, marker = [], '"public".pgbridge_link_hash('
+    rest = statement
+    while marker in rest:
+        before, _, after = rest.partition(marker)
+        depth, index = 1, 0
+        while depth:
+            depth += {"(": 1, ")": -1}.get(after[index], 0)
+            index += 1
+        out.append(before + GENESIS_SQL)
+        rest = after[index:]
+    out.append(rest)
+    return "".join(out)
+
+
+async def round_of(pool: asyncpg.Pool, sql: str, appends: int, runs: int, concurrency: int) -> float:
+    """Appends per second for one round of *appends* spread over *concurrency* workers."""
+    per_worker = appends // concurrency
+
+    async def worker() -> None:
+        rng = random.Random()
+        async with pool.acquire() as conn:
+            for _ in range(per_worker):
+                run_id = f"run-{rng.randrange(runs)}"
+                data = '{"text":"a token of an agent run"}'
+                await conn.fetchrow(sql, run_id, "token", data, False, "active")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return per_worker * concurrency / (time.perf_counter() - started)
+
+
+async def benchmark(args: argparse.Namespace) -> None:
+    admin_dsn = args.dsn or dsn_from_environment()
+    temporary = None
+    if admin_dsn is None:
+        from pgbridge.embedded import start_embedded
+
+        temporary = tempfile.TemporaryDirectory(prefix="pgbridge-bench-")
+        admin_dsn = start_embedded(Path(temporary.name) / "pgdata")
+    dsn = await create_scratch_database(admin_dsn)
+    try:
+        chained_sql = Queries.for_schema().append_event
+        variants = {"chained": chained_sql, "unchained": unchained(chained_sql)}
+        assert "pgbridge_link_hash" not in variants["unchained"]
+        pool = await asyncpg.create_pool(dsn, min_size=args.concurrency, max_size=args.concurrency)
+        server = f"PostgreSQL {await pool.fetchval('SHOW server_version')}"
+        rates: dict[str, list[float]] = {name: [] for name in variants}
+        await round_of(pool, chained_sql, 2000, args.runs, args.concurrency)  # warm up
+        for _ in range(args.rounds):
+            for name, sql in variants.items():
+                rates[name].append(await round_of(pool, sql, args.appends, args.runs, args.concurrency))
+        hash_bytes = await pool.fetchval("SELECT avg(pg_column_size(hash)) FROM run_events")
+        await pool.close()
+        chained, plain = statistics.median(rates["chained"]), statistics.median(rates["unchained"])
+        print(f"\n## The hash chain's cost on {server}\n")
+        print(
+            f"{args.rounds} alternating rounds of {args.appends:,} appends, "
+            f"{args.concurrency} publishers, {args.runs:,} runs\n"
+        )
+        print("| append statement | appends/s (median) | µs per append |")
+        print("|---|---:|---:|")
+        for name, rate in (("unchained", plain), ("chained", chained)):
+            print(f"| {name} | {rate:,.0f} | {1e6 / rate:.0f} |")
+        print(f"\nchained / unchained throughput: {chained / plain:.3f}")
+        print(f"hash column: {hash_bytes:.0f} bytes per stored event (plus 32 in run_streams per run)")
+    finally:
+        await drop_scratch_database(admin_dsn, dsn)
+        if temporary is not None:
+            temporary.cleanup()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dsn", help="an existing server (default: $PGBRIDGE_DSN, else an embedded one)")
+    parser.add_argument("--appends", type=int, default=20_000, help="appends per round and variant")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=1_000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    asyncio.run(benchmark(parser.parse_args()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
