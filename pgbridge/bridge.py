@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TextIO
@@ -42,7 +42,7 @@ from pgbridge.ids import format_event_id, parse_event_id, resolve_cursor, valida
 from pgbridge.listener import Listener
 from pgbridge.notifier import Notifier
 from pgbridge.payload import DEFAULT_MAX_PAYLOAD_BYTES, encode_data, validate_event_name
-from pgbridge.publisher import Publisher
+from pgbridge.publisher import AppendRequest, Publisher
 from pgbridge.queries import Queries, notify_channel
 from pgbridge.retention import RetentionPolicy, RetentionReport
 from pgbridge.retention_job import RetentionJob
@@ -95,6 +95,9 @@ class BridgeOptions:
     #: Events per range read when replaying.
     page_size: int = 1000
     statement_cache_size: int = 100
+    #: Group commit: publish batches sent at once (at most pool_max_size);
+    #: more concurrent publishes wait for the next batch and share its transaction.
+    publish_batches_in_flight: int = 4
     #: The retention job's policy; None (the default) runs no job in this bridge.
     retention: RetentionPolicy | None = None
     #: Seconds between the job's passes.
@@ -110,6 +113,7 @@ class BridgeOptions:
             "feed_buffer_size": self.feed_buffer_size,
             "page_size": self.page_size,
             "retention_interval": self.retention_interval,
+            "publish_batches_in_flight": self.publish_batches_in_flight,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -164,7 +168,10 @@ class PostgresStreamBridge(StreamBridge):
         channel = notify_channel(self.options.schema)
         self._notifier = Notifier(self._db, channel)
         self._publisher = Publisher(
-            self._db, on_commit=self._after_commit, retry_timeout=self.options.publish_retry_timeout
+            self._db,
+            on_commit=self._after_commit,
+            retry_timeout=self.options.publish_retry_timeout,
+            max_batches_in_flight=min(self.options.publish_batches_in_flight, self.options.pool_max_size),
         )
         self._listener = Listener(
             dsn,
@@ -226,6 +233,7 @@ class PostgresStreamBridge(StreamBridge):
                 self._poll_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._poll_task
+            await self._publisher.close()
             await self._listener.close()
             await self._notifier.close()
             await self._db.close()
@@ -257,15 +265,47 @@ class PostgresStreamBridge(StreamBridge):
     async def publish(self, run_id: str, event: str, data: JSONValue) -> str:
         """Append an event; returns its ID once it is committed."""
         self._require_running()
-        validate_run_id(run_id)
-        validate_event_name(event)
-        text = encode_data(data, max_bytes=self.options.max_payload_bytes)
-        appended = await self._publisher.append(run_id, event, text, terminal=False, status="active")
+        request = self._request(run_id, event, data)
+        appended = await self._publisher.append(request)
         if appended is None:
             raise StreamTerminatedError(
                 f"run {run_id!r} already has its terminal event; nothing more can be published to it"
             )
         return format_event_id(appended.ms, appended.seq)
+
+    async def publish_many(self, run_id: str, events: Sequence[tuple[str, JSONValue]]) -> list[str]:
+        """Append several events to one run, in order, in one transaction; returns their IDs.
+
+        For producers that already batch. Every event is checked before
+        anything is written. If the run gets its terminal event meanwhile,
+        the events after it are refused: :class:`StreamTerminatedError` says
+        how many were stored (the first ones, in order).
+        """
+        self._require_running()
+        if isinstance(events, str | bytes) or not isinstance(events, Sequence):
+            raise InvalidEventError("events must be a sequence of (event, data) pairs")
+        requests = []
+        for index, pair in enumerate(events):
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise InvalidEventError(f"events[{index}] must be an (event, data) pair, not {pair!r}")
+            requests.append(self._request(run_id, pair[0], pair[1]))
+        if not requests:
+            return []
+        appended = await self._publisher.append_together(requests)
+        ids = [format_event_id(a.ms, a.seq) for a in appended if a is not None]
+        if len(ids) < len(requests):
+            raise StreamTerminatedError(
+                f"run {run_id!r} has its terminal event: {len(ids)} of {len(requests)} events were "
+                f"stored before it ({', '.join(ids) or 'none'}); the rest were not"
+            )
+        return ids
+
+    def _request(self, run_id: str, event: str, data: JSONValue) -> AppendRequest:
+        """Check one event and encode its data; raises before anything is written."""
+        validate_run_id(run_id)
+        validate_event_name(event)
+        text = encode_data(data, max_bytes=self.options.max_payload_bytes)
+        return AppendRequest(run_id, event, text)
 
     async def publish_terminal(self, run_id: str, kind: StreamStatus, data: JSONValue = None) -> str:
         """Write the run's terminal event (``end``, ``cancel`` or ``error``).
@@ -277,9 +317,10 @@ class PostgresStreamBridge(StreamBridge):
         status = _terminal_status(kind)
         validate_run_id(run_id)
         text = encode_data(data, max_bytes=self.options.max_payload_bytes)
-        appended = await self._publisher.append(
+        request = AppendRequest(
             run_id, TERMINAL_EVENT_NAMES[status], text, terminal=True, status=status.value
         )
+        appended = await self._publisher.append(request)
         if appended is None:
             appended = await self._publisher.terminal_event(run_id)
             if appended is None:  # pragma: no cover - a terminal is never undone
@@ -454,6 +495,11 @@ class PostgresStreamBridge(StreamBridge):
         while True:
             await asyncio.sleep(half)
             self._feeds.wake_stale(older_than=loop.time() - half)
+
+    @property
+    def statements_run(self) -> int:
+        """SQL statements this bridge has sent: appends (one per batch), NOTIFYs, reads."""
+        return self._db.statements
 
     @property
     def listener_reconnects(self) -> int:

@@ -87,6 +87,8 @@ class Database:
         }
         self._connect_timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
+        #: SQL statements sent through this object (for metrics and the benchmark).
+        self.statements = 0
 
     async def open(self) -> None:
         """Open the pool and check the schema is migrated."""
@@ -141,6 +143,7 @@ class Database:
     async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
         """Run a read; connection failures surface as DatabaseUnavailableError."""
         async with self.connection() as conn:
+            self.statements += 1
             try:
                 rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
             except Exception as exc:

@@ -1,22 +1,28 @@
-"""Appending events: one statement per event, answered only after commit.
+"""Appending events with group commit: answered only after commit, batched under load.
 
-The append bumps the run's ``last_seq`` under its row lock and inserts the
-event in the same statement (see :mod:`pgbridge.queries`), so concurrent
-publishers of one run, in any number of processes, get distinct consecutive
-seqs in commit order. After the commit the event is handed to the local feed
-(same-process subscribers) and to the notifier (other processes).
+Every append goes through one queue per bridge. When no batch is in flight
+an append is sent at once, alone (no added latency for a lone publisher);
+appends that arrive while batches are in flight wait for the next batch, and
+each batch is one statement, one transaction and one round trip
+(``pgbridge_append_batch``, revision 0004), however many runs it touches.
+At most ``max_batches_in_flight`` batches run at once, so under load the
+batches grow instead of the number of commits. Each caller is answered when
+the batch holding its event has committed. Within a batch the appends run in
+queue order, so a ``publish_many`` (always one batch) keeps its order, and
+seqs are assigned under each run row's lock as for single appends.
 
-Failure rule: if no connection can be had, nothing was sent, and the append
-is retried until ``publish_retry_timeout``; if the connection is lost while
-the statement is in flight, the outcome is unknown and
-:class:`PublishOutcomeUnknownError` says so. A publish is never reported as
-written when it was not.
+Failure rule, per batch: if no connection can be had, nothing was sent and
+the batch is retried until ``publish_retry_timeout``; if the connection is
+lost while the statement is in flight, the outcome is unknown and every
+caller in the batch gets :class:`PublishOutcomeUnknownError`. A publish is
+never reported as written when it was not.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -31,8 +37,29 @@ from pgbridge.store import Appended
 CommitCallback = Callable[[str, Appended, str, str, bool], None]
 
 
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One event to append: its run, name, JSON text, and whether it ends the run."""
+
+    run_id: str
+    event: str
+    data_text: str
+    terminal: bool = False
+    status: str = "active"
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """Requests that must commit together (one publish, or one publish_many), and their caller."""
+
+    requests: Sequence[AppendRequest]
+    answer: asyncio.Future[list[Appended | None]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
 class Publisher:
-    """Writes events and reports each commit to *on_commit*."""
+    """Writes events in batches and reports each commit to *on_commit*."""
 
     def __init__(
         self,
@@ -40,41 +67,109 @@ class Publisher:
         *,
         on_commit: CommitCallback,
         retry_timeout: float,
+        max_batches_in_flight: int,
+        max_batch_size: int = 1000,
         backoff: Backoff | None = None,
     ) -> None:
         self._db = db
         self._on_commit = on_commit
         self._retry_timeout = retry_timeout
+        self._max_in_flight = max_batches_in_flight
+        self._max_batch_size = max_batch_size
         self._backoff = backoff or Backoff()
+        self._queue: list[_Waiting] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+        #: Batches sent and events they carried (for metrics and tests).
+        self.batches = 0
+        self.events = 0
 
-    async def append(
-        self, run_id: str, event: str, data_text: str, *, terminal: bool, status: str
-    ) -> Appended | None:
+    async def append(self, request: AppendRequest) -> Appended | None:
         """Append one event; None when the run already has its terminal event."""
-        deadline = asyncio.get_running_loop().time() + self._retry_timeout
-        appended = await retry_until(
-            lambda: self._append_once(run_id, event, data_text, terminal, status),
-            deadline=deadline,
-            backoff=self._backoff,
-            retryable=lambda exc: isinstance(exc, DatabaseUnavailableError),
-        )
-        if appended is not None:
-            self._on_commit(run_id, appended, event, data_text, terminal)
+        (appended,) = await self.append_together([request])
         return appended
 
-    async def _append_once(
-        self, run_id: str, event: str, data_text: str, terminal: bool, status: str
-    ) -> Appended | None:
+    async def append_together(self, requests: Sequence[AppendRequest]) -> list[Appended | None]:
+        """Append *requests* in one transaction, in order; None for each refused (terminal run)."""
+        waiting = _Waiting(requests)
+        self._queue.append(waiting)
+        self._start_flushes()
+        return await waiting.answer
+
+    async def close(self) -> None:
+        """Wait for the batches in flight (and what is queued behind them)."""
+        while self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+    def _start_flushes(self) -> None:
+        while self._queue and len(self._flushes) < self._max_in_flight:
+            batch = self._take_batch()
+            task = asyncio.create_task(self._flush(batch), name="pgbridge-publish-batch")
+            self._flushes.add(task)
+            task.add_done_callback(self._flush_done)
+
+    def _take_batch(self) -> list[_Waiting]:
+        """The oldest waiting groups, up to the batch size (a group is never split)."""
+        batch: list[_Waiting] = []
+        size = 0
+        while self._queue and (not batch or size + len(self._queue[0].requests) <= self._max_batch_size):
+            waiting = self._queue.pop(0)
+            batch.append(waiting)
+            size += len(waiting.requests)
+        return batch
+
+    def _flush_done(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        self._start_flushes()
+
+    async def _flush(self, batch: list[_Waiting]) -> None:
+        requests = [request for waiting in batch for request in waiting.requests]
+        deadline = asyncio.get_running_loop().time() + self._retry_timeout
+        try:
+            results = await retry_until(
+                lambda: self._append_once(requests),
+                deadline=deadline,
+                backoff=self._backoff,
+                retryable=lambda exc: isinstance(exc, DatabaseUnavailableError),
+            )
+        except Exception as exc:
+            for waiting in batch:
+                if not waiting.answer.done():
+                    waiting.answer.set_exception(exc)
+            return
+        self.batches += 1
+        self.events += len(requests)
+        position = 0
+        for waiting in batch:
+            answered = results[position : position + len(waiting.requests)]
+            position += len(waiting.requests)
+            for request, appended in zip(waiting.requests, answered, strict=True):
+                if appended is not None:
+                    self._on_commit(
+                        request.run_id, appended, request.event, request.data_text, request.terminal
+                    )
+            if not waiting.answer.done():  # a caller that was cancelled no longer waits
+                waiting.answer.set_result(answered)
+
+    async def _append_once(self, requests: list[AppendRequest]) -> list[Appended | None]:
         async with self._db.connection() as conn:
             try:
-                row = await conn.fetchrow(
-                    self._db.queries.append_event, run_id, event, data_text, terminal, status
+                rows = await conn.fetch(
+                    self._db.queries.append_events,
+                    [r.run_id for r in requests],
+                    [r.event for r in requests],
+                    [r.data_text for r in requests],
+                    [r.terminal for r in requests],
+                    [r.status for r in requests],
                 )
             except Exception as exc:
-                raise _classify_append_failure(exc, run_id, event) from exc
-        if row is None:
-            return None
-        return Appended(seq=row["seq"], ms=row["created_ms"])
+                raise _classify_append_failure(exc, requests) from exc
+            finally:
+                self._db.statements += 1
+        appended: list[Appended | None] = [None] * len(requests)
+        for row in rows:
+            if row["seq"] is not None:
+                appended[row["ord"] - 1] = Appended(seq=row["seq"], ms=row["created_ms"])
+        return appended
 
     async def terminal_event(self, run_id: str) -> Appended | None:
         """The committed terminal event of *run_id*, if it has one."""
@@ -84,8 +179,8 @@ class Publisher:
         return Appended(seq=rows[0]["terminal_seq"], ms=rows[0]["last_ms"])
 
 
-def _classify_append_failure(exc: Exception, run_id: str, event: str) -> StreamBridgeError:
-    """What an append failure means for the event: not written, or unknown.
+def _classify_append_failure(exc: Exception, requests: list[AppendRequest]) -> StreamBridgeError:
+    """What an append failure means for the batch's events: not written, or unknown.
 
     * The driver refused before sending (closed or busy connection): not
       written, retryable.
@@ -95,13 +190,22 @@ def _classify_append_failure(exc: Exception, run_id: str, event: str) -> StreamB
     * The connection vanished with no answer (or timed out): the commit may
       or may not have happened.
     """
+    what = _describe(requests)
     if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError | OSError | TimeoutError):
         return PublishOutcomeUnknownError(
-            f"the connection to PostgreSQL was lost while publishing {event!r} to run {run_id!r}; "
+            f"the connection to PostgreSQL was lost while publishing {what}; "
             f"the event may or may not be stored: read the run before publishing it again ({exc})"
         )
     if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
         return DatabaseUnavailableError(f"connection unusable before publishing: {exc}")
     if is_connection_error(exc):
         return DatabaseUnavailableError(f"PostgreSQL refused the append: {exc}")
-    return StreamBridgeError(f"publishing to run {run_id!r} failed: {exc}")
+    return StreamBridgeError(f"publishing {what} failed: {exc}")
+
+
+def _describe(requests: list[AppendRequest]) -> str:
+    if len(requests) == 1:
+        return f"{requests[0].event!r} to run {requests[0].run_id!r}"
+    runs = sorted({r.run_id for r in requests})
+    shown = ", ".join(repr(run) for run in runs[:3]) + (", ..." if len(runs) > 3 else "")
+    return f"a batch of {len(requests)} events (runs {shown})"

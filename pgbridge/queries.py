@@ -44,6 +44,7 @@ class Queries:
 
     schema: str
     append_event: str
+    append_events: str
     terminal_event_of_run: str
     resolve_cursor: str
     read_events_after: str
@@ -63,6 +64,8 @@ class Queries:
         s = quote_identifier(schema)
         return cls(
             schema=schema,
+            # If this statement changes, add a revision re-creating
+            # pgbridge_append_batch (pgbridge/batch_ddl.py), whose body it is.
             # One statement, one round trip: take the run row's lock while
             # bumping last_seq (creating the run on its first event) and
             # chaining the event's hash to the run's last one, then insert
@@ -100,6 +103,15 @@ class Queries:
                 SELECT $1, run.last_seq, run.last_ms, $2, $3::text::json, $4::boolean, run.last_hash
                 FROM run
                 RETURNING seq, created_ms
+            """,
+            # Group commit: append_event for each element of the arrays, in
+            # order, in one statement (revision 0004's function; its body IS
+            # append_event). $1 run ids, $2 event names, $3 data texts,
+            # $4 terminal flags, $5 statuses. seq is NULL where the run
+            # already had its terminal event.
+            append_events=f"""
+                SELECT ord, seq, created_ms
+                FROM {s}.pgbridge_append_batch($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[])
             """,
             # The terminal event is always a run's last: its ID is last_ms-last_seq.
             terminal_event_of_run=f"""

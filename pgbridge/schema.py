@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import BYTEA, JSON, TIMESTAMP
 
 #: The alembic revision this code expects; ``start()`` refuses any other.
-SCHEMA_REVISION: Final = "0003"
+SCHEMA_REVISION: Final = "0004"
 DEFAULT_SCHEMA: Final = "public"
 
 #: Status values stored in ``run_streams.status``.

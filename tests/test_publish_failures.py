@@ -6,7 +6,9 @@ import asyncpg
 import pytest
 
 from pgbridge import DatabaseUnavailableError, PublishOutcomeUnknownError, StreamBridgeError
-from pgbridge.publisher import _classify_append_failure
+from pgbridge.publisher import AppendRequest, _classify_append_failure
+
+ONE = AppendRequest("run", "token", "1")
 
 
 @pytest.mark.parametrize(
@@ -18,7 +20,7 @@ from pgbridge.publisher import _classify_append_failure
     ],
 )
 def test_connection_lost_without_an_answer_is_an_unknown_outcome(exc: Exception) -> None:
-    assert isinstance(_classify_append_failure(exc, "run", "token"), PublishOutcomeUnknownError)
+    assert isinstance(_classify_append_failure(exc, [ONE]), PublishOutcomeUnknownError)
 
 
 @pytest.mark.parametrize(
@@ -31,9 +33,9 @@ def test_connection_lost_without_an_answer_is_an_unknown_outcome(exc: Exception)
     ],
 )
 def test_refused_or_aborted_before_commit_is_retryable(exc: Exception) -> None:
-    assert isinstance(_classify_append_failure(exc, "run", "token"), DatabaseUnavailableError)
+    assert isinstance(_classify_append_failure(exc, [ONE]), DatabaseUnavailableError)
 
 
 def test_other_server_errors_are_plain_bridge_errors() -> None:
-    error = _classify_append_failure(asyncpg.exceptions.CheckViolationError("check"), "run", "token")
+    error = _classify_append_failure(asyncpg.exceptions.CheckViolationError("check"), [ONE])
     assert type(error) is StreamBridgeError

@@ -272,3 +272,16 @@ async def test_upgrading_from_0001_fills_first_ms_and_chains_existing_events(emp
     first = link_hash(GENESIS, "run", 2, 200, "token", "1")
     assert hashes == [first, link_hash(first, "run", 3, 300, "token", "2")]
     assert rows[1]["last_hash"] == hashes[-1] and rows[0]["last_hash"] is None
+
+
+async def test_the_batch_append_function_runs_todays_one_event_append(dsn: str) -> None:
+    # pgbridge_append_batch's body is generated from Queries.append_event when
+    # its revision runs; a change to the statement needs a new revision.
+    from pgbridge.batch_ddl import append_batch_body
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        body = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'pgbridge_append_batch'")
+    finally:
+        await conn.close()
+    assert body == append_batch_body("public")
