@@ -3,13 +3,15 @@
     python benchmarks/chain_cost.py                  # embedded PostgreSQL
     python benchmarks/chain_cost.py --dsn URI        # another server (a scratch database is made on it)
 
-Runs the bridge's own append statement against the same scratch database
-two ways, in alternating rounds so machine noise hits both alike:
+Runs the bridge's own append (the ``pgbridge_append_batch`` function, one
+event per call, as a lone publisher sends it) against the same scratch
+database two ways, in alternating rounds so machine noise hits both alike:
 
-* ``chained``: the statement as shipped (two ``pgbridge_link_hash`` calls:
-  SHA-256 over the previous hash and the event);
-* ``unchained``: the same statement with each hash replaced by a constant,
-  so the only difference is computing the chain (both store 32 bytes).
+* ``chained``: the function as shipped (``pgbridge_link_hash``: SHA-256 over
+  the previous hash and the event);
+* ``unchained``: a copy of the function with the hash replaced by a
+  constant, so the only difference is computing the chain (both store 32
+  bytes).
 
 ``--concurrency`` publishers (one connection each) append to ``--runs`` runs.
 It prints appends per second for each and the ratio, and the bytes the hash
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import asyncpg
 
+from pgbridge.batch_ddl import append_batch_body, create_append_batch_function_sql
 from pgbridge.embedded import dsn_from_environment
 from pgbridge.queries import Queries
 
@@ -64,7 +67,7 @@ async def round_of(pool: asyncpg.Pool, sql: str, appends: int, runs: int, concur
             for _ in range(per_worker):
                 run_id = f"run-{rng.randrange(runs)}"
                 data = '{"text":"a token of an agent run"}'
-                await conn.fetchrow(sql, run_id, "token", data, False, "active")
+                await conn.fetch(sql, [run_id], ["token"], [data], [False], ["active"])
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -81,10 +84,18 @@ async def benchmark(args: argparse.Namespace) -> None:
         admin_dsn = start_embedded(Path(temporary.name) / "pgdata")
     dsn = await create_scratch_database(admin_dsn)
     try:
-        chained_sql = Queries.for_schema().append_event
-        variants = {"chained": chained_sql, "unchained": unchained(chained_sql)}
-        assert "pgbridge_link_hash" not in variants["unchained"]
+        chained_sql = Queries.for_schema().append_events
+        unchained_sql = chained_sql.replace("pgbridge_append_batch(", "pgbridge_append_batch_unchained(")
+        variants = {"chained": chained_sql, "unchained": unchained_sql}
         pool = await asyncpg.create_pool(dsn, min_size=args.concurrency, max_size=args.concurrency)
+        (create,) = create_append_batch_function_sql("public")
+        body = append_batch_body("public")
+        assert "pgbridge_link_hash" not in unchained(body)
+        await pool.execute(
+            create.replace(body, unchained(body)).replace(
+                "pgbridge_append_batch(", "pgbridge_append_batch_unchained("
+            )
+        )
         server = f"PostgreSQL {await pool.fetchval('SHOW server_version')}"
         rates: dict[str, list[float]] = {name: [] for name in variants}
         await round_of(pool, chained_sql, 2000, args.runs, args.concurrency)  # warm up

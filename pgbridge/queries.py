@@ -43,7 +43,6 @@ class Queries:
     """The SQL of one bridge, qualified with its schema."""
 
     schema: str
-    append_event: str
     append_events: str
     terminal_event_of_run: str
     resolve_cursor: str
@@ -64,51 +63,12 @@ class Queries:
         s = quote_identifier(schema)
         return cls(
             schema=schema,
-            # If this statement changes, add a revision re-creating
-            # pgbridge_append_batch (pgbridge/batch_ddl.py), whose body it is.
-            # One statement, one round trip: take the run row's lock while
-            # bumping last_seq (creating the run on its first event) and
-            # chaining the event's hash to the run's last one, then insert
-            # the event with that seq and hash. Seq order is commit order
-            # within a run; a run with a terminal event matches no row, so
-            # nothing is inserted and no row comes back.
-            # $1 run_id, $2 event, $3 data (JSON text), $4 terminal, $5 status
-            append_event=f"""
-                WITH stamp AS (SELECT {_NOW_MS} AS ms),
-                run AS (
-                    INSERT INTO {s}.run_streams AS r
-                        (run_id, status, last_seq, last_ms, first_ms, terminal_seq, ended_at, last_hash)
-                    SELECT $1, $5, 1, stamp.ms, stamp.ms,
-                           CASE WHEN $4::boolean THEN 1 END,
-                           CASE WHEN $4::boolean THEN now() END,
-                           {s}.pgbridge_link_hash({_GENESIS}, $1, 1, stamp.ms, $2, $3)
-                    FROM stamp
-                    ON CONFLICT (run_id) DO UPDATE SET
-                        last_seq = r.last_seq + 1,
-                        last_ms = excluded.last_ms,
-                        -- nothing retained: the new event becomes the first
-                        first_ms = CASE WHEN r.first_seq > r.last_seq
-                                        THEN excluded.last_ms ELSE r.first_ms END,
-                        status = excluded.status,
-                        terminal_seq = CASE WHEN $4::boolean THEN r.last_seq + 1 END,
-                        ended_at = excluded.ended_at,
-                        awaiting_input_since = NULL,
-                        updated_at = now(),
-                        last_hash = {s}.pgbridge_link_hash(
-                            coalesce(r.last_hash, {_GENESIS}), $1, r.last_seq + 1, excluded.last_ms, $2, $3)
-                    WHERE r.terminal_seq IS NULL
-                    RETURNING r.last_seq, r.last_ms, r.last_hash
-                )
-                INSERT INTO {s}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
-                SELECT $1, run.last_seq, run.last_ms, $2, $3::text::json, $4::boolean, run.last_hash
-                FROM run
-                RETURNING seq, created_ms
-            """,
-            # Group commit: append_event for each element of the arrays, in
-            # order, in one statement (revision 0004's function; its body IS
-            # append_event). $1 run ids, $2 event names, $3 data texts,
-            # $4 terminal flags, $5 statuses. seq is NULL where the run
-            # already had its terminal event.
+            # Every append (one event, or a group-commit batch): revision
+            # 0004's function (pgbridge/batch_ddl.py) assigns seqs under each
+            # run row's lock, chains the hashes, updates each run row once and
+            # inserts the events in one statement. $1 run ids, $2 event names,
+            # $3 data texts, $4 terminal flags, $5 statuses; seq comes back
+            # NULL where the run already had its terminal event.
             append_events=f"""
                 SELECT ord, seq, created_ms
                 FROM {s}.pgbridge_append_batch($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[])

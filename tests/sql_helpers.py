@@ -40,7 +40,7 @@ async def append_without_notify(dsn: str, run_id: str, event: str, data_json: st
 
     async with connected(dsn) as conn:
         row = await conn.fetchrow(
-            Queries.for_schema().append_event, run_id, event, data_json, False, "active"
+            Queries.for_schema().append_events, [run_id], [event], [data_json], [False], ["active"]
         )
     return f"{row['created_ms']}-{row['seq']}"
 
