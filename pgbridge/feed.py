@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 
 from pgbridge.errors import DatabaseUnavailableError, StreamBridgeError
-from pgbridge.store import EventStore, LoggedEvent, Page, RunState
+from pgbridge.store import MAX_BIGINT, EventStore, LoggedEvent, Page, RunState
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +149,8 @@ class RunFeed:
 
     async def _read_until_current(self) -> None:
         try:
+            if not self.synced:
+                await self._skip_to_tail()
             while True:
                 self._dirty = False
                 assert self.high_seq is not None
@@ -167,6 +169,18 @@ class RunFeed:
             logger.warning("pgbridge feed for run %r could not read: %s", self.run_id, exc)
         finally:
             self._task = None
+
+    async def _skip_to_tail(self) -> None:
+        """Start the shared buffer near the run's end, not at the first subscriber's cursor.
+
+        Catching up is each subscriber's own paged read; replaying a long
+        history into a buffer that keeps only its last ``buffer_size`` events
+        would read everything twice.
+        """
+        head = await self._store.read_after(self.run_id, MAX_BIGINT, 1)
+        self.reads += 1
+        if head.state.exists and self.high_seq is not None:
+            self.high_seq = max(self.high_seq, head.state.last_seq - self._buffer_size)
 
     def _integrate(self, page: Page) -> None:
         self.state = page.state

@@ -11,14 +11,27 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
-from pgbridge.contract import StreamEvent
+from pgbridge.contract import JSONValue, StreamEvent
 from pgbridge.database import Database
 from pgbridge.ids import RetainedRange, format_event_id
 from pgbridge.payload import decode_data
 
 #: Largest value of a PostgreSQL bigint; cursors beyond it name no event.
 MAX_BIGINT = 2**63 - 1
+
+
+def _decode(data_text: str) -> JSONValue:
+    """Stored JSON text to the published value: orjson, several times faster than
+    the standard library on the replay path (once per event), with
+    :func:`~pgbridge.payload.decode_data` for what orjson refuses but publish
+    accepts (integers beyond 64 bits)."""
+    try:
+        value: JSONValue = orjson.loads(data_text)
+    except orjson.JSONDecodeError:
+        value = decode_data(data_text)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +48,7 @@ class LoggedEvent:
         return cls(
             seq=seq,
             ms=ms,
-            event=StreamEvent(id=format_event_id(ms, seq), event=name, data=decode_data(data_text)),
+            event=StreamEvent(id=format_event_id(ms, seq), event=name, data=_decode(data_text)),
             terminal=terminal,
         )
 

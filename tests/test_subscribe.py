@@ -312,3 +312,23 @@ async def test_fully_evicted_run_reports_gap_with_nothing_available(
         "latest_available_event_id": None,
     }
     await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_catching_up_a_long_run_leaves_the_shared_reader_at_its_tail(
+    bridge: PostgresStreamBridge,
+) -> None:
+    # Catch-up is the subscriber's own paged read; the shared feed starts near
+    # the end instead of replaying history into a buffer that keeps 256 events.
+    for _ in range(5):
+        await bridge.publish_many("run", [("token", i) for i in range(1000)])
+    stream = bridge.subscribe("run")
+    assert len(await take(stream, 5000)) == 5000
+    feed = bridge._feeds.get("run")
+    assert feed is not None and feed.reads <= 3
+    await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_integers_beyond_64_bits_come_back_intact(bridge: PostgresStreamBridge) -> None:
+    await bridge.publish("run", "token", {"big": 2**70, "negative": -(2**65)})
+    (event,) = await take(bridge.subscribe("run"), 1)
+    assert event.data == {"big": 2**70, "negative": -(2**65)}
