@@ -27,26 +27,46 @@ logger = logging.getLogger(__name__)
 
 
 class Waiter:
-    """A subscriber's wake flag. Clear it before reading, wait on it after."""
+    """A subscriber's wake flag. Clear it before reading, wait on it after.
 
-    __slots__ = ("_event",)
+    A future and a timer handle, not ``asyncio.wait_for`` (which starts a
+    task per wait): a run with a thousand subscribers wakes a thousand
+    waiters per event, so this is the fan-out's hot loop.
+    """
+
+    __slots__ = ("_future", "_is_set")
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._is_set = False
+        self._future: asyncio.Future[bool] | None = None
 
     def set(self) -> None:
-        self._event.set()
+        self._is_set = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(True)
 
     def clear(self) -> None:
-        self._event.clear()
+        self._is_set = False
 
     async def wait(self, timeout: float) -> bool:
         """Wait until set or *timeout* seconds pass; True when woken."""
+        if self._is_set:
+            return True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._future = future
+        timer = loop.call_later(timeout, _expire, future)
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+            return await future
+        finally:
+            timer.cancel()
+            self._future = None
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
 
 
 class RunFeed:
