@@ -186,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run", metavar="RUN")
     export.add_argument("--format", choices=["jsonl"], default="jsonl")
     export.add_argument("--output", "-o", type=Path, help="file to write (default: standard output)")
+    bench = commands.add_parser(
+        "bench", help="benchmark pgbridge against Redis Streams, an in-process bridge and raw PostgreSQL"
+    )
+    bench.add_argument("--dsn", help="a server where databases can be created (default: an embedded one)")
+    bench.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every workload")
+    bench.add_argument(
+        "--out", type=Path, default=Path("bench-results"), help="folder for results.md/.json/.png"
+    )
     serve = commands.add_parser("serve", help="serve runs over HTTP: SSE streams, status, a live viewer")
     _add_connection_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
@@ -234,6 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pgbridge.audit_cli import run_export
 
             return run_export(args, resolve_dsn)
+        if args.command == "bench":
+            from pgbridge.bench.run import run_benchmark
+            from pgbridge.embedded import dsn_from_environment
+
+            server: str | None = args.dsn or dsn_from_environment()
+            return asyncio.run(run_benchmark(server, quick=args.quick, out_dir=args.out))
         if args.command == "serve":
             from pgbridge.server import run_server
             from pgbridge.sse import StreamSettings
