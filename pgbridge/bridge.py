@@ -489,12 +489,13 @@ class PostgresStreamBridge(StreamBridge):
     # -- background -----------------------------------------------------------
 
     async def _poll_forever(self) -> None:
-        """The safety net for lost NOTIFYs: re-read runs not read for a poll interval."""
+        """The safety net for lost NOTIFYs: every half poll interval, one statement
+        checks the runs not read for that long, and only the ones that moved are read."""
         loop = asyncio.get_running_loop()
         half = self.options.poll_interval / 2
         while True:
             await asyncio.sleep(half)
-            self._feeds.wake_stale(older_than=loop.time() - half)
+            await self._feeds.poll(older_than=loop.time() - half)
 
     @property
     def statements_run(self) -> int:

@@ -51,6 +51,7 @@ class Queries:
     notify_runs: str
     schema_revision: str
     run_summary: str
+    run_heads: str
     chain_head: str
     chain_rows: str
     run_ids: str
@@ -116,6 +117,12 @@ class Queries:
             # (counts and IDs derive from the seqs and their times).
             run_summary=f"""
                 SELECT {_RUN_SUMMARY_COLUMNS} FROM {s}.run_streams WHERE run_id = $1
+            """,
+            # The poll: where many followed runs stand, in one statement
+            # (a feed is re-read only if its run moved). $1 run ids.
+            run_heads=f"""
+                SELECT run_id, first_seq, last_seq, terminal_seq
+                FROM {s}.run_streams WHERE run_id = ANY($1::text[])
             """,
             # The hash chain of one run, for verify and export: where it
             # starts (the last deleted event's hash, if retention deleted

@@ -166,6 +166,19 @@ class EventStore:
         rows = await self.db.fetch(self.queries.run_summary, run_id)
         return RunInfo.from_row(rows[0]) if rows else None
 
+    async def run_heads(self, run_ids: list[str]) -> dict[str, RunState]:
+        """Where each of *run_ids* stands (runs that do not exist are left out)."""
+        rows = await self.db.fetch(self.queries.run_heads, run_ids)
+        return {
+            row["run_id"]: RunState(
+                exists=True,
+                first_seq=row["first_seq"],
+                last_seq=row["last_seq"],
+                terminal_seq=row["terminal_seq"],
+            )
+            for row in rows
+        }
+
     async def recent_runs(self, status: str | None, limit: int) -> list[RunInfo]:
         """The *limit* most recently active runs (of *status*, if given), newest first."""
         runs: list[RunInfo] = []

@@ -332,3 +332,19 @@ async def test_integers_beyond_64_bits_come_back_intact(bridge: PostgresStreamBr
     await bridge.publish("run", "token", {"big": 2**70, "negative": -(2**65)})
     (event,) = await take(bridge.subscribe("run"), 1)
     assert event.data == {"big": 2**70, "negative": -(2**65)}
+
+
+async def test_the_poll_checks_every_idle_run_in_one_statement(make_bridge: BridgeFactory) -> None:
+    writer = await make_bridge()
+    reader = await make_bridge(poll_interval=0.2)
+    runs = [f"run-{i}" for i in range(50)]
+    for run in runs:
+        await writer.publish(run, "token", 0)
+    streams = [reader.subscribe(run, heartbeat_interval=60) for run in runs]
+    for stream in streams:
+        await take(stream, 1)
+    before = reader.statements_run
+    await asyncio.sleep(1.0)  # about ten poll ticks, 50 idle runs
+    assert reader.statements_run - before <= 12  # one statement per tick, not one per run
+    for stream in streams:
+        await stream.aclose()  # type: ignore[attr-defined]
