@@ -19,7 +19,6 @@ and not the rest of the table.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,14 +109,23 @@ class RetentionPass:
                 try:
                     return await self._run_locked(conn, policy)
                 finally:
-                    with contextlib.suppress(Exception):
-                        await conn.fetchval(self._sql.unlock, self._schema)
+                    await self._unlock(conn)
         except StreamBridgeError:
             raise
         except Exception as exc:
             if is_connection_error(exc):
                 raise DatabaseUnavailableError(f"retention pass lost its connection: {exc}") from exc
             raise StreamBridgeError(f"retention pass failed: {exc}") from exc
+
+    async def _unlock(self, conn: asyncpg.Connection) -> None:
+        """Release the pass lock; a connection that cannot is closed, which releases it too
+        (pooled connections are not reset on release, see pgbridge.database)."""
+        try:
+            if await conn.fetchval(self._sql.unlock, self._schema):
+                return
+        except Exception:
+            pass
+        conn.terminate()
 
     async def _acquire_lock(self, conn: asyncpg.Connection, *, wait: bool) -> bool:
         while not await conn.fetchval(self._sql.try_lock, self._schema):
