@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import asyncpg
 
 from pgbridge.batch_ddl import append_batch_body, create_append_batch_function_sql
+from pgbridge.bench.servers import embedded_server, scratch_database
 from pgbridge.embedded import dsn_from_environment
 from pgbridge.queries import Queries
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from retention import create_scratch_database, drop_scratch_database
 
 GENESIS_SQL = "'\\x" + "00" * 32 + "'::bytea"
 
@@ -75,51 +72,45 @@ async def round_of(pool: asyncpg.Pool, sql: str, appends: int, runs: int, concur
 
 
 async def benchmark(args: argparse.Namespace) -> None:
-    admin_dsn = args.dsn or dsn_from_environment()
-    temporary = None
-    if admin_dsn is None:
-        from pgbridge.embedded import start_embedded
+    with contextlib.ExitStack() as servers:
+        admin_dsn = args.dsn or dsn_from_environment() or servers.enter_context(embedded_server())
+        async with scratch_database(admin_dsn) as dsn:
+            await measure(dsn, args)
 
-        temporary = tempfile.TemporaryDirectory(prefix="pgbridge-bench-")
-        admin_dsn = start_embedded(Path(temporary.name) / "pgdata")
-    dsn = await create_scratch_database(admin_dsn)
-    try:
-        chained_sql = Queries.for_schema().append_events
-        unchained_sql = chained_sql.replace("pgbridge_append_batch(", "pgbridge_append_batch_unchained(")
-        variants = {"chained": chained_sql, "unchained": unchained_sql}
-        pool = await asyncpg.create_pool(dsn, min_size=args.concurrency, max_size=args.concurrency)
-        (create,) = create_append_batch_function_sql("public")
-        body = append_batch_body("public")
-        assert "pgbridge_link_hash" not in unchained(body)
-        await pool.execute(
-            create.replace(body, unchained(body)).replace(
-                "pgbridge_append_batch(", "pgbridge_append_batch_unchained("
-            )
+
+async def measure(dsn: str, args: argparse.Namespace) -> None:
+    chained_sql = Queries.for_schema().append_events
+    unchained_sql = chained_sql.replace("pgbridge_append_batch(", "pgbridge_append_batch_unchained(")
+    variants = {"chained": chained_sql, "unchained": unchained_sql}
+    pool = await asyncpg.create_pool(dsn, min_size=args.concurrency, max_size=args.concurrency)
+    (create,) = create_append_batch_function_sql("public")
+    body = append_batch_body("public")
+    assert "pgbridge_link_hash" not in unchained(body)
+    await pool.execute(
+        create.replace(body, unchained(body)).replace(
+            "pgbridge_append_batch(", "pgbridge_append_batch_unchained("
         )
-        server = f"PostgreSQL {await pool.fetchval('SHOW server_version')}"
-        rates: dict[str, list[float]] = {name: [] for name in variants}
-        await round_of(pool, chained_sql, 2000, args.runs, args.concurrency)  # warm up
-        for _ in range(args.rounds):
-            for name, sql in variants.items():
-                rates[name].append(await round_of(pool, sql, args.appends, args.runs, args.concurrency))
-        hash_bytes = await pool.fetchval("SELECT avg(pg_column_size(hash)) FROM run_events")
-        await pool.close()
-        chained, plain = statistics.median(rates["chained"]), statistics.median(rates["unchained"])
-        print(f"\n## The hash chain's cost on {server}\n")
-        print(
-            f"{args.rounds} alternating rounds of {args.appends:,} appends, "
-            f"{args.concurrency} publishers, {args.runs:,} runs\n"
-        )
-        print("| append statement | appends/s (median) | µs per append |")
-        print("|---|---:|---:|")
-        for name, rate in (("unchained", plain), ("chained", chained)):
-            print(f"| {name} | {rate:,.0f} | {1e6 / rate:.0f} |")
-        print(f"\nchained / unchained throughput: {chained / plain:.3f}")
-        print(f"hash column: {hash_bytes:.0f} bytes per stored event (plus 32 in run_streams per run)")
-    finally:
-        await drop_scratch_database(admin_dsn, dsn)
-        if temporary is not None:
-            temporary.cleanup()
+    )
+    server = f"PostgreSQL {await pool.fetchval('SHOW server_version')}"
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    await round_of(pool, chained_sql, 2000, args.runs, args.concurrency)  # warm up
+    for _ in range(args.rounds):
+        for name, sql in variants.items():
+            rates[name].append(await round_of(pool, sql, args.appends, args.runs, args.concurrency))
+    hash_bytes = await pool.fetchval("SELECT avg(pg_column_size(hash)) FROM run_events")
+    await pool.close()
+    chained, plain = statistics.median(rates["chained"]), statistics.median(rates["unchained"])
+    print(f"\n## The hash chain's cost on {server}\n")
+    print(
+        f"{args.rounds} alternating rounds of {args.appends:,} appends, "
+        f"{args.concurrency} publishers, {args.runs:,} runs\n"
+    )
+    print("| append statement | appends/s (median) | µs per append |")
+    print("|---|---:|---:|")
+    for name, rate in (("unchained", plain), ("chained", chained)):
+        print(f"| {name} | {rate:,.0f} | {1e6 / rate:.0f} |")
+    print(f"\nchained / unchained throughput: {chained / plain:.3f}")
+    print(f"hash column: {hash_bytes:.0f} bytes per stored event (plus 32 in run_streams per run)")
 
 
 def main() -> int:

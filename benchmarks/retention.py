@@ -30,17 +30,15 @@ import json
 import random
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from pgbridge import PostgresStreamBridge, RetentionPolicy, migrate
+from pgbridge import PostgresStreamBridge, RetentionPolicy
+from pgbridge.bench.servers import embedded_server, scratch_database
 from pgbridge.chain import GENESIS, link_hash
 from pgbridge.embedded import dsn_from_environment
 
@@ -67,35 +65,6 @@ class SizeFigure:
     runs_total_bytes: int
     autovacuums: int
     vacuums: int
-
-
-def with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
-
-
-# -- the scratch database ----------------------------------------------------------
-
-
-async def create_scratch_database(admin_dsn: str) -> str:
-    name = f"pgbridge_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = with_database(admin_dsn, name)
-    await migrate(dsn)
-    return dsn
-
-
-async def drop_scratch_database(admin_dsn: str, dsn: str) -> None:
-    name = urlsplit(dsn).path.lstrip("/")
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def _run_rows(run: int, per_run: int, now_ms: int) -> tuple[tuple[object, ...], list[tuple[object, ...]]]:
@@ -295,50 +264,40 @@ def print_report(
 
 
 async def benchmark(args: argparse.Namespace) -> int:
-    admin_dsn = args.dsn or dsn_from_environment()
-    temporary: tempfile.TemporaryDirectory[str] | None = None
-    if admin_dsn is None:
-        from pgbridge.embedded import start_embedded
-
-        temporary = tempfile.TemporaryDirectory(prefix="pgbridge-bench-")
-        admin_dsn = start_embedded(Path(temporary.name) / "pgdata")
-    dsn = await create_scratch_database(admin_dsn)
-    try:
-        conn = await asyncpg.connect(dsn)
-        server = f"PostgreSQL {conn.get_server_version().major}"
-        per_run = args.events // args.runs
-        print(f"filling {per_run * args.runs:,} events across {args.runs:,} runs on {server}", flush=True)
-        before = time.perf_counter()
-        await fill(dsn, args.events, args.runs)
-        print(f"  filled in {time.perf_counter() - before:.1f} s", flush=True)
-        async with PostgresStreamBridge(dsn) as bridge:
-            print("cost: passes deleting more and more from the full table", flush=True)
-            cost = await cost_phase(bridge, conn, per_run)
-            keep = max(1, per_run * 3 // 5)
-            print(f"churn: publishing for {args.seconds:g} s, keeping {keep} events per run", flush=True)
-            churn, size_series, published = await churn_phase(bridge, conn, dsn, args, keep)
-        await conn.close()
-        print_report(server, args, cost, churn, size_series, published)
-        if args.json:
-            Path(args.json).write_text(  # noqa: ASYNC240 - once, at the end
-                json.dumps(
-                    {
-                        "server": server,
-                        "events": args.events,
-                        "runs": args.runs,
-                        "cost": [asdict(p) for p in cost],
-                        "churn": [asdict(p) for p in churn],
-                        "sizes": [asdict(s) for s in size_series],
-                        "publisher": published,
-                    },
-                    indent=1,
-                )
-            )
-    finally:
-        await drop_scratch_database(admin_dsn, dsn)
-        if temporary is not None:
-            temporary.cleanup()
+    with contextlib.ExitStack() as servers:
+        admin_dsn = args.dsn or dsn_from_environment() or servers.enter_context(embedded_server())
+        async with scratch_database(admin_dsn) as dsn:
+            await measure(dsn, args)
     return 0
+
+
+async def measure(dsn: str, args: argparse.Namespace) -> None:
+    conn = await asyncpg.connect(dsn)
+    server = f"PostgreSQL {conn.get_server_version().major}"
+    per_run = args.events // args.runs
+    print(f"filling {per_run * args.runs:,} events across {args.runs:,} runs on {server}", flush=True)
+    before = time.perf_counter()
+    await fill(dsn, args.events, args.runs)
+    print(f"  filled in {time.perf_counter() - before:.1f} s", flush=True)
+    async with PostgresStreamBridge(dsn) as bridge:
+        print("cost: passes deleting more and more from the full table", flush=True)
+        cost = await cost_phase(bridge, conn, per_run)
+        keep = max(1, per_run * 3 // 5)
+        print(f"churn: publishing for {args.seconds:g} s, keeping {keep} events per run", flush=True)
+        churn, size_series, published = await churn_phase(bridge, conn, dsn, args, keep)
+    await conn.close()
+    print_report(server, args, cost, churn, size_series, published)
+    if args.json:
+        figures = {
+            "server": server,
+            "events": args.events,
+            "runs": args.runs,
+            "cost": [asdict(p) for p in cost],
+            "churn": [asdict(p) for p in churn],
+            "sizes": [asdict(s) for s in size_series],
+            "publisher": published,
+        }
+        Path(args.json).write_text(json.dumps(figures, indent=1))  # noqa: ASYNC240 - once, at the end
 
 
 def main() -> int:

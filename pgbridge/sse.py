@@ -173,14 +173,8 @@ class _Handlers:
     # -- status -------------------------------------------------------------------
 
     async def run_status(self, request: Request) -> Response:
-        run_id = request.path_params["run_id"]
-        try:
-            info = await self._bridge().run_info(run_id)
-        except InvalidEventError as exc:
-            return _error(400, str(exc))
-        if info is None:
-            return _error(404, f"no run {run_id!r}")
-        return JSONResponse(self._run_json(info))
+        found = await self._find_run(request.path_params["run_id"])
+        return found if isinstance(found, Response) else JSONResponse(self._run_json(found))
 
     async def list_runs(self, request: Request) -> Response:
         status = request.query_params.get("status") or None
@@ -193,12 +187,9 @@ class _Handlers:
 
     async def langgraph_run(self, request: Request) -> Response:
         run_id, thread_id = request.path_params["run_id"], request.path_params["thread_id"]
-        try:
-            info = await self._bridge().run_info(run_id)
-        except InvalidEventError as exc:
-            return _error(400, str(exc))
-        if info is None:
-            return _error(404, f"no run {run_id!r}")
+        info = await self._find_run(run_id)
+        if isinstance(info, Response):
+            return info
         return JSONResponse(
             {
                 "run_id": run_id,
@@ -209,6 +200,14 @@ class _Handlers:
                 "pgbridge": self._run_json(info),
             }
         )
+
+    async def _find_run(self, run_id: str) -> RunInfo | Response:
+        """The run, or the error response: 400 for a bad run id, 404 for a missing run."""
+        try:
+            info = await self._bridge().run_info(run_id)
+        except InvalidEventError as exc:
+            return _error(400, str(exc))
+        return info if info is not None else _error(404, f"no run {run_id!r}")
 
     async def health(self, request: Request) -> Response:
         await self._bridge().list_runs(limit=1)  # the database answers
