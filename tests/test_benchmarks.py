@@ -57,3 +57,18 @@ async def test_chain_cost_benchmark_runs_end_to_end(admin_dsn: str) -> None:
     out, _ = await asyncio.wait_for(process.communicate(), 100)
     assert process.returncode == 0, out.decode()
     assert "chained / unchained throughput" in out.decode()
+
+
+async def test_soak_script_runs_a_short_soak_and_accounts_for_every_event() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCHMARKS / "soak.py"),
+        "--minutes", "0.15",
+        "--runs", "1",
+        "--seed", "7",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 110)
+    assert process.returncode == 0, out.decode()[-3000:]
+    assert '"ok": true' in out.decode()
