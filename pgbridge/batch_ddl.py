@@ -22,11 +22,9 @@ row does not pile up k dead versions.
 
 from __future__ import annotations
 
-from pgbridge.queries import quote_identifier
+from pgbridge.queries import GENESIS_SQL, NOW_MS_SQL, quote_identifier
 
 ARGUMENT_TYPES = "text[], text[], text[], boolean[], text[]"
-_GENESIS = "'\\x" + "00" * 32 + "'::bytea"
-_NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 
 def append_batch_body(schema: str) -> str:
@@ -81,14 +79,14 @@ BEGIN
                 FROM {s}.run_streams AS r WHERE r.run_id = current_run FOR UPDATE;
             END IF;
             next_seq := run_row.last_seq;
-            chain := coalesce(run_row.last_hash, {_GENESIS});
+            chain := coalesce(run_row.last_hash, {GENESIS_SQL});
             ended := run_row.terminal_seq IS NOT NULL;
             appended := 0;
             first_new_ms := NULL;
         END IF;
         CONTINUE WHEN ended;
         next_seq := next_seq + 1;
-        stamp := {_NOW_MS};
+        stamp := {NOW_MS_SQL};
         chain := {s}.pgbridge_link_hash(chain, current_run, next_seq, stamp, events[item.i], datas[item.i]);
         first_new_ms := coalesce(first_new_ms, stamp);
         run_status := statuses[item.i];

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pgbridge.chain import GENESIS
 from pgbridge.schema import DEFAULT_SCHEMA
 
 #: Server-clock Unix milliseconds: one clock for every process.
-_NOW_MS = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+NOW_MS_SQL = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
 
 #: The hash a run's first event chains from (pgbridge.chain.GENESIS).
-_GENESIS = "'\\x" + "00" * 32 + "'::bytea"
+GENESIS_SQL = f"'\\x{GENESIS.hex()}'::bytea"
 
 _RUN_SUMMARY_COLUMNS = """
     run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq,
@@ -194,7 +195,7 @@ class RetentionQueries:
             # dead-letter never both win. The terminal is appended like any
             # other: last_seq bumped under the lock, the event inserted.
             dead_letter_stale_runs=f"""
-                WITH stamp AS (SELECT {_NOW_MS} AS ms),
+                WITH stamp AS (SELECT {NOW_MS_SQL} AS ms),
                 stale AS (
                     SELECT run_id, status, updated_at FROM {s}.run_streams
                     WHERE terminal_seq IS NULL
@@ -227,7 +228,7 @@ class RetentionQueries:
                         awaiting_input_since = NULL,
                         updated_at = now(),
                         last_hash = {s}.pgbridge_link_hash(
-                            coalesce(r.last_hash, {_GENESIS}), r.run_id, r.last_seq + 1, stamp.ms,
+                            coalesce(r.last_hash, {GENESIS_SQL}), r.run_id, r.last_seq + 1, stamp.ms,
                             'dead_letter', letter.data)
                     FROM letter, stamp
                     WHERE r.run_id = letter.run_id
@@ -250,7 +251,7 @@ class RetentionQueries:
             # forward from its first retained event to the first one that is
             # young enough, so the cost is what it deletes, plus one row.
             runs_with_events_older_than=f"""
-                WITH cutoff AS (SELECT {_NOW_MS} - ($2::float8 * 1000)::bigint AS ms)
+                WITH cutoff AS (SELECT {NOW_MS_SQL} - ($2::float8 * 1000)::bigint AS ms)
                 SELECT r.run_id, coalesce(
                     (SELECT e.seq - 1 FROM {s}.run_events AS e
                      WHERE e.run_id = r.run_id AND e.seq >= r.first_seq

@@ -176,37 +176,26 @@ class RetentionPass:
     # -- deleting a prefix of runs' events ----------------------------------------
 
     async def _trim(self, conn: asyncpg.Connection, candidates_sql: str, *rule: object) -> int:
-        """Delete what *candidates_sql* names, batch by batch, until it names nothing more."""
+        """Delete what *candidates_sql* names, batch by batch, until it names nothing more.
+
+        Each candidate query names at most ``batch_runs`` runs: one transaction's worth.
+        """
         total = 0
         while True:
             rows = await conn.fetch(candidates_sql, self._batch_runs, *rule)
-            targets = [
-                TrimTarget(row["run_id"], 0, row["through"]) for row in rows if row["through"] is not None
-            ]
-            deleted, cut_short = await self._trim_targets(conn, targets)
+            wanted = {row["run_id"]: row["through"] for row in rows if row["through"] is not None}
+            deleted, cut_short = await self._trim_in_one_transaction(conn, wanted) if wanted else (0, False)
             total += deleted
             if len(rows) < self._batch_runs and not cut_short:
                 return total
             if deleted == 0 and not cut_short:
                 return total  # candidates that no longer need anything: done
 
-    async def _trim_targets(self, conn: asyncpg.Connection, targets: list[TrimTarget]) -> tuple[int, bool]:
-        """Trim *targets* in transactions of bounded size; True if some were cut short."""
-        deleted, cut_short = 0, False
-        pending = sorted(targets, key=lambda t: t.run_id)
-        while pending:
-            chunk, pending = pending[: self._batch_runs], pending[self._batch_runs :]
-            done, left_over = await self._trim_in_one_transaction(conn, chunk)
-            deleted += done
-            if left_over:
-                cut_short = True
-        return deleted, cut_short
-
     async def _trim_in_one_transaction(
-        self, conn: asyncpg.Connection, chunk: list[TrimTarget]
+        self, conn: asyncpg.Connection, wanted: dict[str, int]
     ) -> tuple[int, bool]:
-        """Lock the chunk's runs, delete up to ``batch_events`` events among them, commit."""
-        wanted = {t.run_id: t.through for t in chunk}
+        """Lock the runs of *wanted* (run id -> delete through this seq), delete up to
+        ``batch_events`` events among them, commit; True if some run got less than it wanted."""
         async with conn.transaction():
             locked = await conn.fetch(self._sql.lock_runs, list(wanted))
             plan, left_over = plan_trims(

@@ -31,7 +31,7 @@ from pgbridge.audit_ddl import (
     drop_audit_objects_sql,
 )
 from pgbridge.migration_support import schema_from_context
-from pgbridge.queries import quote_identifier
+from pgbridge.queries import GENESIS_SQL, quote_identifier
 
 revision = "0003"
 down_revision = "0002"
@@ -58,7 +58,7 @@ def upgrade() -> None:
             prev bytea;
         BEGIN
             FOR run IN SELECT run_id FROM {s}.run_streams LOOP
-                prev := '\\x{"00" * 32}'::bytea;
+                prev := {GENESIS_SQL};
                 FOR ev IN
                     SELECT seq, created_ms, event, data::text AS data
                     FROM {s}.run_events WHERE run_id = run.run_id ORDER BY seq

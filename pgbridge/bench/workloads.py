@@ -39,7 +39,7 @@ import pgbridge
 from pgbridge.bench.contenders import Contender
 from pgbridge.bench.payload import token_payload
 from pgbridge.bench.stats import CpuMeter, Summary, summarize
-from pgbridge.bench.subscriber import HELLO, TARGET_ENV, Received, follow, run_ids
+from pgbridge.bench.subscriber import HELLO, TARGET_ENV, IdleFigures, Received, follow, run_ids
 
 
 class BenchError(Exception):
@@ -504,17 +504,7 @@ async def replay(contender: Contender, sizes: Sizes, run_prefix: str) -> ReplayR
 # -- (e) idle subscribers ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class IdleResult:
-    subscriptions: int
-    rss_before: int
-    rss_after: int
-    bytes_per_subscription: float
-    window_seconds: float
-    store_calls_per_second: float | None
-
-
-async def idle(contender: Contender, sizes: Sizes, run_prefix: str) -> IdleResult:
+async def idle(contender: Contender, sizes: Sizes, run_prefix: str) -> IdleFigures:
     """Always in a process of its own, even in-process: its RSS is the figure."""
     host = ProcessHost(
         contender, mode="idle", extra=["--window", str(sizes.idle_window), "--timeout", str(READY_TIMEOUT)]
@@ -522,7 +512,7 @@ async def idle(contender: Contender, sizes: Sizes, run_prefix: str) -> IdleResul
     async with host:
         await host.start(run_ids(run_prefix, sizes.idle_subscribers), run_prefix, per_run=1)
         figures = await host.result(READY_TIMEOUT + sizes.idle_window + 30)
-    return IdleResult(**figures)
+    return IdleFigures(**figures)
 
 
 #: Every workload, by its key in the results, in the order they run.
