@@ -209,10 +209,29 @@ async def runtime_role(dsn: str) -> AsyncIterator[str]:
         ["ALTER TABLE run_events DISABLE TRIGGER run_events_append_only"],
         ["DROP TRIGGER run_events_append_only ON run_events"],
         ["SET session_replication_role = replica"],
+        ["TRUNCATE run_events"],
+        ["ALTER TABLE run_events ADD COLUMN note text"],
+        ["DROP TABLE run_events"],
+        ["CREATE INDEX ON run_events (event)"],
+        ["CREATE TABLE public.shadow (a int)"],
+        ["UPDATE alembic_version SET version_num = '0001'"],
     ],
-    ids=["update", "delete", "delete with the setting", "disable trigger", "drop trigger", "replica mode"],
+    ids=[
+        "update",
+        "delete",
+        "delete with the setting",
+        "disable trigger",
+        "drop trigger",
+        "replica mode",
+        "truncate",
+        "alter table",
+        "drop table",
+        "create index",
+        "create table",
+        "rewrite the schema revision",
+    ],
 )
-async def test_the_runtime_role_can_neither_rewrite_history_nor_lift_the_guard(
+async def test_the_runtime_role_can_neither_rewrite_history_nor_change_the_schema(
     runtime_role: str, statements: list[str]
 ) -> None:
     async with PostgresStreamBridge(runtime_role) as bridge:
