@@ -9,6 +9,9 @@ seconds one fault, at random:
 * ``crash``: PostgreSQL stopped with ``pg_ctl stop -m immediate`` and started
   again a second later;
 * ``terminate``: ``pg_terminate_backend`` of every client connection;
+* ``cut``: every client connection aborted by the TCP fault proxy the
+  publishers and subscribers connect through (``tests/fault_proxy.py``);
+* ``stall``: the proxy stops forwarding bytes for 0.5 to 3 seconds;
 * ``kill-publisher``: a publisher SIGKILLed and a new one started on its run;
 * ``kill-subscriber``: a subscriber SIGKILLed and restarted from the last ID
   it printed (``Last-Event-ID``, as a browser would).
@@ -37,9 +40,10 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pgbridge import PostgresStreamBridge, migrate
-from tests.postgres_server import restartable_server
+from tests.fault_proxy import FaultProxy
+from tests.postgres_server import RestartableServer, restartable_server
 
-FAULTS = ("crash", "terminate", "kill-publisher", "kill-subscriber")
+FAULTS = ("crash", "terminate", "cut", "stall", "kill-publisher", "kill-subscriber")
 
 
 @dataclass
@@ -136,42 +140,58 @@ async def soak(args: argparse.Namespace) -> dict[str, object]:
     with restartable_server() as server:
         dsn = server.dsn
         await migrate(dsn)
-        runs = [f"soak-{i}" for i in range(args.runs)]
-        subscribers = [Subscriber(run, dsn) for run in runs for _ in range(2)]
-        for subscriber in subscribers:
-            await subscriber.start()
-        publishers: dict[str, list[Publisher]] = {
-            run: [await start_publisher(dsn, run, f"{run}-0")] for run in runs
-        }
-        faults: dict[str, int] = dict.fromkeys(FAULTS, 0)
-        deadline = time.monotonic() + args.minutes * 60
-        while time.monotonic() < deadline:
-            await asyncio.sleep(rng.uniform(2, 6))
-            fault = rng.choice(FAULTS)
-            faults[fault] += 1
-            print(f"{time.strftime('%H:%M:%S')} fault: {fault}", flush=True)
-            if fault == "crash":
-                server.stop_immediately()
-                await asyncio.sleep(1.0)
-                server.start()
-            elif fault == "terminate":
-                await terminate_clients(dsn)
-            elif fault == "kill-publisher":
-                run = rng.choice(runs)
-                await publishers[run][-1].child.kill()
-                publishers[run].append(await start_publisher(dsn, run, f"{run}-{len(publishers[run])}"))
-            else:
-                subscriber = rng.choice(subscribers)
-                await subscriber.lives[-1].kill()
-                await subscriber.start()
-        for run in runs:
+        async with FaultProxy.in_front_of(dsn) as proxy:
+            return await soak_through(proxy, server, args, rng)
+
+
+async def soak_through(
+    proxy: FaultProxy, server: RestartableServer, args: argparse.Namespace, rng: random.Random
+) -> dict[str, object]:
+    """The load and the faults; the children connect through *proxy*, the accounting directly."""
+    dsn, client_dsn = server.dsn, proxy.dsn(server.dsn)
+    runs = [f"soak-{i}" for i in range(args.runs)]
+    subscribers = [Subscriber(run, client_dsn) for run in runs for _ in range(2)]
+    for subscriber in subscribers:
+        await subscriber.start()
+    publishers: dict[str, list[Publisher]] = {
+        run: [await start_publisher(client_dsn, run, f"{run}-0")] for run in runs
+    }
+    faults: dict[str, int] = dict.fromkeys(FAULTS, 0)
+    deadline = time.monotonic() + args.minutes * 60
+    while time.monotonic() < deadline:
+        await asyncio.sleep(rng.uniform(2, 6))
+        fault = rng.choice(FAULTS)
+        faults[fault] += 1
+        print(f"{time.strftime('%H:%M:%S')} fault: {fault}", flush=True)
+        if fault == "crash":
+            server.stop_immediately()
+            await asyncio.sleep(1.0)
+            server.start()
+        elif fault == "terminate":
+            await terminate_clients(dsn)
+        elif fault == "cut":
+            proxy.cut()
+        elif fault == "stall":
+            proxy.stall()
+            await asyncio.sleep(rng.uniform(0.5, 3.0))
+            proxy.resume()
+        elif fault == "kill-publisher":
+            run = rng.choice(runs)
             await publishers[run][-1].child.kill()
-        async with PostgresStreamBridge(dsn) as bridge:
-            for run in runs:
-                await bridge.publish_end(run)
-        for subscriber in subscribers:
-            await asyncio.wait_for(subscriber.lives[-1].finished(), 300)
-        return await account(dsn, runs, publishers, subscribers, faults, args)
+            tag = f"{run}-{len(publishers[run])}"
+            publishers[run].append(await start_publisher(client_dsn, run, tag))
+        else:
+            subscriber = rng.choice(subscribers)
+            await subscriber.lives[-1].kill()
+            await subscriber.start()
+    for run in runs:
+        await publishers[run][-1].child.kill()
+    async with PostgresStreamBridge(dsn) as bridge:
+        for run in runs:
+            await bridge.publish_end(run)
+    for subscriber in subscribers:
+        await asyncio.wait_for(subscriber.lives[-1].finished(), 300)
+    return await account(dsn, runs, publishers, subscribers, faults, args)
 
 
 async def account(
