@@ -30,10 +30,11 @@ from pgbridge.contract import (
     StreamEvent,
     StreamStatus,
 )
-from pgbridge.database import Backoff, Database
+from pgbridge.database import Backoff, Database, is_connection_error
 from pgbridge.errors import (
     BridgeClosedError,
     BridgeNotStartedError,
+    DatabaseUnavailableError,
     InvalidEventError,
     StreamTerminatedError,
 )
@@ -206,16 +207,39 @@ class PostgresStreamBridge(StreamBridge):
                 return
             if self._state is _Lifecycle.CLOSED:
                 raise BridgeClosedError("this bridge was closed; create a new PostgresStreamBridge")
-            await self._db.open()
-            try:
-                await self._listener.start()
-            except BaseException:
-                await self._db.close()
-                raise
+            await self._connect_riding_through_blips()
             self._poll_task = asyncio.create_task(self._poll_forever(), name="pgbridge-poll")
             if self._retention_job is not None:
                 self._retention_job.start()
             self._state = _Lifecycle.RUNNING
+
+    async def _connect_riding_through_blips(self) -> None:
+        """Open the pool and the listener.
+
+        A server that is briefly away (restarting, or cutting a connection in
+        the middle of the handshake) is tried again for up to
+        ``connect_timeout``: a process started during a failover should not
+        die of it. A missing database, a refused login or an unmigrated
+        schema fails at once, since waiting cannot fix them.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.connect_timeout
+        backoff = Backoff(initial=0.05, maximum=1.0)
+        attempt = 0
+        while True:
+            try:
+                await self._db.open()
+                try:
+                    await self._listener.start()
+                except BaseException:
+                    await self._db.close()
+                    raise
+                return
+            except DatabaseUnavailableError as exc:
+                if not is_connection_error(exc.__cause__) or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(min(backoff.delay(attempt), max(0.0, deadline - loop.time())))
+            attempt += 1
 
     async def close(self) -> None:
         """Shut the bridge down: subscribers yield CANCELLED_SENTINEL; no run changes."""

@@ -160,3 +160,19 @@ async def test_a_publisher_killed_mid_run_leaves_a_run_the_reaper_ends(
         for position, event_id in enumerate(stored_ids):
             resume = await bridge.resolve(RUN, event_id)
             assert (resume.status, resume.next_offset) == ("resumed", position + 2)
+
+
+async def test_a_bridge_started_while_postgres_is_down_comes_up_when_it_is_back(
+    crashable: RestartableServer, crashable_dsn: str
+) -> None:
+    crashable.stop_immediately()
+    bridge = PostgresStreamBridge(crashable_dsn, connect_timeout=60)
+    starting = asyncio.create_task(bridge.start())
+    await asyncio.sleep(1.0)  # start() is retrying meanwhile
+    assert not starting.done()
+    await asyncio.to_thread(crashable.start)
+    await asyncio.wait_for(starting, 60)
+    try:
+        assert await bridge.publish(RUN, "token", 1)
+    finally:
+        await bridge.close()

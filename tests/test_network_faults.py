@@ -212,3 +212,18 @@ async def test_with_the_listener_cut_alone_the_poll_delivers_every_event(
         await assert_accounting(dsn, outcomes, received)
     finally:
         await reader.close()
+
+
+async def test_start_rides_through_connections_cut_in_the_handshake(proxy: FaultProxy, dsn: str) -> None:
+    """A process started while the network or the server blips comes up once it is back."""
+    proxy.refuse_listeners = True  # the listener's connection is cut as it sends LISTEN
+    bridge = PostgresStreamBridge(proxy.dsn(dsn), connect_timeout=30)
+    starting = asyncio.create_task(bridge.start())
+    await wait_until(lambda: proxy.cuts >= 2, timeout=30)
+    assert not starting.done()
+    proxy.refuse_listeners = False
+    await asyncio.wait_for(starting, 30)
+    try:
+        assert await bridge.publish(RUN, "token", 1)
+    finally:
+        await bridge.close()
