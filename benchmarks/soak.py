@@ -226,7 +226,11 @@ async def account(
                     lost += 1
                 if kind == "failed" and json.dumps({"from": publisher.tag, "i": index}) in datas:
                     wrongly_stored += 1
-    mismatched = [s.run_id for s in subscribers if s.received() != [row["id"] for row in stored[s.run_id]]]
+    mismatched = [
+        mismatch(s, [row["id"] for row in stored[s.run_id]])
+        for s in subscribers
+        if s.received() != [row["id"] for row in stored[s.run_id]]
+    ]
     delivered = sum(len(s.received()) for s in subscribers)
     return {
         "minutes": args.minutes,
@@ -240,6 +244,22 @@ async def account(
         "reported_failed_but_stored": wrongly_stored,
         "subscribers_with_lost_or_duplicated_events": mismatched,
         "ok": lost == 0 and wrongly_stored == 0 and not mismatched,
+    }
+
+
+def mismatch(subscriber: Subscriber, expected: list[str]) -> dict[str, object]:
+    """What a subscriber lineage got wrong, and how each of its lives ended, to diagnose it."""
+    got = subscriber.received()
+    diverged = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), None)
+    return {
+        "run": subscriber.run_id,
+        "received": len(got),
+        "expected": len(expected),
+        "duplicates": len(got) - len(set(got)),
+        "first_divergence": diverged,
+        "lives": [
+            {"exit": life.process.returncode, "last_lines": life.lines[-8:]} for life in subscriber.lives
+        ],
     }
 
 
