@@ -236,7 +236,8 @@ class PostgresStreamBridge(StreamBridge):
                     raise
                 return
             except DatabaseUnavailableError as exc:
-                if not is_connection_error(exc.__cause__) or loop.time() >= deadline:
+                transient = exc.__cause__ is not None and is_connection_error(exc.__cause__)
+                if not transient or loop.time() >= deadline:
                     raise
             await asyncio.sleep(min(backoff.delay(attempt), max(0.0, deadline - loop.time())))
             attempt += 1
