@@ -21,6 +21,7 @@ never reported as written when it was not.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -32,7 +33,10 @@ from pgbridge.errors import (
     PublishOutcomeUnknownError,
     StreamBridgeError,
 )
+from pgbridge.ids import format_event_id
 from pgbridge.store import Appended
+
+logger = logging.getLogger(__name__)
 
 CommitCallback = Callable[[str, Appended, str, str, bool], None]
 
@@ -132,12 +136,14 @@ class Publisher:
                 retryable=lambda exc: isinstance(exc, DatabaseUnavailableError),
             )
         except Exception as exc:
+            self._report_failure(requests, exc)
             for waiting in batch:
                 if not waiting.answer.done():
                     waiting.answer.set_exception(exc)
             return
         self.batches += 1
         self.events += len(requests)
+        self._report_commit(requests, results)
         position = 0
         for waiting in batch:
             answered = results[position : position + len(waiting.requests)]
@@ -149,6 +155,36 @@ class Publisher:
                     )
             if not waiting.answer.done():  # a caller that was cancelled no longer waits
                 waiting.answer.set_result(answered)
+
+    def _report_commit(self, requests: list[AppendRequest], results: list[Appended | None]) -> None:
+        """A log record for each terminal event of a committed batch (one per run)."""
+        for request, appended in zip(requests, results, strict=True):
+            if request.terminal and appended is not None:
+                event_id = format_event_id(appended.ms, appended.seq)
+                logger.info(
+                    "pgbridge run %r is %s: terminal event %r %s committed",
+                    request.run_id,
+                    request.status,
+                    request.event,
+                    event_id,
+                    extra={"run_id": request.run_id, "event_id": event_id, "status": request.status},
+                )
+
+    def _report_failure(self, requests: list[AppendRequest], exc: Exception) -> None:
+        """A log record per run of a batch that could not be published."""
+        reason = _failure_reason(exc)
+        per_run: dict[str, int] = {}
+        for request in requests:
+            per_run[request.run_id] = per_run.get(request.run_id, 0) + 1
+        for run_id, count in per_run.items():
+            logger.warning(
+                "pgbridge could not publish %d event(s) to run %r (%s): %s",
+                count,
+                run_id,
+                reason,
+                exc,
+                extra={"run_id": run_id, "reason": reason, "events": count},
+            )
 
     async def _append_once(self, requests: list[AppendRequest]) -> list[Appended | None]:
         async with self._db.connection() as conn:
@@ -201,6 +237,15 @@ def _classify_append_failure(exc: Exception, requests: list[AppendRequest]) -> S
     if is_connection_error(exc):
         return DatabaseUnavailableError(f"PostgreSQL refused the append: {exc}")
     return StreamBridgeError(f"publishing {what} failed: {exc}")
+
+
+def _failure_reason(exc: Exception) -> str:
+    """The ``reason`` label of a failed batch: what the callers were told."""
+    if isinstance(exc, PublishOutcomeUnknownError):
+        return "outcome_unknown"
+    if isinstance(exc, DatabaseUnavailableError):
+        return "unavailable"
+    return "error"
 
 
 def _describe(requests: list[AppendRequest]) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -106,10 +107,13 @@ class RetentionPass:
             async with self._db.connection() as conn:
                 if not await self._acquire_lock(conn, wait=wait):
                     return None
+                started = time.perf_counter()
                 try:
-                    return await self._run_locked(conn, policy)
+                    report = await self._run_locked(conn, policy)
                 finally:
                     await self._unlock(conn)
+                _log_report(report, time.perf_counter() - started)
+                return report
         except StreamBridgeError:
             raise
         except Exception as exc:
@@ -168,6 +172,14 @@ class RetentionPass:
                 self._batch_runs,
             )
             for row in rows:
+                logger.warning(
+                    "pgbridge retention dead-lettered run %r: no publish or mark_awaiting_input for "
+                    "%ss (%ss while awaiting input); its worker is presumed gone",
+                    row["run_id"],
+                    policy.active_timeout,
+                    policy.awaiting_input_timeout,
+                    extra={"run_id": row["run_id"], "seq": row["seq"]},
+                )
                 self._on_dead_lettered(row["run_id"], row["seq"])
             total += len(rows)
             if len(rows) < self._batch_runs:
@@ -245,3 +257,23 @@ class RetentionPass:
             total += len(rows)
             if len(rows) < self._batch_runs:
                 return total
+
+
+def _log_report(report: RetentionReport, seconds: float) -> None:
+    """The pass's summary: INFO when it did something, DEBUG when there was nothing to do."""
+    did_something = report.events_deleted or report.runs_deleted or report.runs_dead_lettered
+    logger.log(
+        logging.INFO if did_something else logging.DEBUG,
+        "pgbridge retention pass: %d events deleted, %d runs deleted, %d runs dead-lettered (%.3f s)",
+        report.events_deleted,
+        report.runs_deleted,
+        report.runs_dead_lettered,
+        seconds,
+        extra={
+            "events_deleted": report.events_deleted,
+            "runs_deleted": report.runs_deleted,
+            "runs_dead_lettered": report.runs_dead_lettered,
+            "tables_vacuumed": report.tables_vacuumed,
+            "duration_seconds": seconds,
+        },
+    )
