@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ from pgbridge.errors import (
     StreamBridgeError,
 )
 from pgbridge.ids import format_event_id
+from pgbridge.metrics import NO_METRICS, BridgeMetrics
 from pgbridge.store import Appended
 
 logger = logging.getLogger(__name__)
@@ -74,8 +76,10 @@ class Publisher:
         max_batches_in_flight: int,
         max_batch_size: int = 1000,
         backoff: Backoff | None = None,
+        metrics: BridgeMetrics = NO_METRICS,
     ) -> None:
         self._db = db
+        self._metrics = metrics
         self._on_commit = on_commit
         self._retry_timeout = retry_timeout
         self._max_in_flight = max_batches_in_flight
@@ -94,10 +98,13 @@ class Publisher:
 
     async def append_together(self, requests: Sequence[AppendRequest]) -> list[Appended | None]:
         """Append *requests* in one transaction, in order; None for each refused (terminal run)."""
+        started = time.perf_counter()
         waiting = _Waiting(requests)
         self._queue.append(waiting)
         self._start_flushes()
-        return await waiting.answer
+        answered = await waiting.answer
+        self._metrics.publish_latency(time.perf_counter() - started)
+        return answered
 
     async def close(self) -> None:
         """Wait for the batches in flight (and what is queued behind them)."""
@@ -157,9 +164,11 @@ class Publisher:
                 waiting.answer.set_result(answered)
 
     def _report_commit(self, requests: list[AppendRequest], results: list[Appended | None]) -> None:
-        """A log record for each terminal event of a committed batch (one per run)."""
+        """Metrics for a committed batch; a log record for each terminal event (one per run)."""
+        terminals = 0
         for request, appended in zip(requests, results, strict=True):
             if request.terminal and appended is not None:
+                terminals += 1
                 event_id = format_event_id(appended.ms, appended.seq)
                 logger.info(
                     "pgbridge run %r is %s: terminal event %r %s committed",
@@ -169,10 +178,12 @@ class Publisher:
                     event_id,
                     extra={"run_id": request.run_id, "event_id": event_id, "status": request.status},
                 )
+        self._metrics.events_published(len(results) - results.count(None), terminals)
 
     def _report_failure(self, requests: list[AppendRequest], exc: Exception) -> None:
-        """A log record per run of a batch that could not be published."""
+        """A log record per run of a batch that could not be published, and the metric."""
         reason = _failure_reason(exc)
+        self._metrics.publish_failed(reason, len(requests))
         per_run: dict[str, int] = {}
         for request in requests:
             per_run[request.run_id] = per_run.get(request.run_id, 0) + 1

@@ -28,6 +28,7 @@ import asyncpg
 
 from pgbridge.database import Database, is_connection_error
 from pgbridge.errors import DatabaseUnavailableError, StreamBridgeError
+from pgbridge.metrics import NO_METRICS, BridgeMetrics
 from pgbridge.retention import RetentionPolicy, RetentionReport
 
 #: Called after each commit for every run a batch changed: ``(run_id, seq)``
@@ -92,8 +93,10 @@ class RetentionPass:
         on_trimmed: RunTrimmed,
         batch_events: int = 2000,
         batch_runs: int = 200,
+        metrics: BridgeMetrics = NO_METRICS,
     ) -> None:
         self._db = db
+        self._metrics = metrics
         self._sql = db.queries.retention
         self._schema = db.queries.schema
         self._on_dead_lettered = on_dead_lettered
@@ -171,6 +174,7 @@ class RetentionPass:
                 float(policy.awaiting_input_timeout),
                 self._batch_runs,
             )
+            self._metrics.retention_deleted(dead_lettered=len(rows))
             for row in rows:
                 logger.warning(
                     "pgbridge retention dead-lettered run %r: no publish or mark_awaiting_input for "
@@ -223,6 +227,7 @@ class RetentionPass:
                     [t.first_seq for t in plan],
                     [t.through for t in plan],
                 )
+        self._metrics.retention_deleted(events=deleted)
         for target in plan:
             self._on_trimmed(target.run_id, target.through + 1)
         return deleted, left_over
@@ -254,6 +259,7 @@ class RetentionPass:
         total = 0
         while True:
             rows = await conn.fetch(self._sql.delete_tombstones, float(after_end_seconds), self._batch_runs)
+            self._metrics.retention_deleted(runs=len(rows))
             total += len(rows)
             if len(rows) < self._batch_runs:
                 return total

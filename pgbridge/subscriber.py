@@ -26,6 +26,7 @@ from pgbridge.contract import (
 from pgbridge.database import Backoff
 from pgbridge.errors import DatabaseUnavailableError
 from pgbridge.feed import FeedRegistry
+from pgbridge.metrics import NO_METRICS, BridgeMetrics
 from pgbridge.store import Page, RunState
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class SubscriptionContext:
     resolve: Callable[[str, str | None], Awaitable[ResumeResult]]
     is_closed: Callable[[], bool]
     backoff: Backoff
+    metrics: BridgeMetrics = NO_METRICS
 
 
 def gap_marker(requested_event_id: str | None, gap_count: int, state: RunState) -> StreamEvent:
@@ -73,6 +75,7 @@ async def subscription(
     """The events of *run_id* after *last_event_id*, then live ones, until terminal."""
     loop = asyncio.get_running_loop()
     feed, waiter = ctx.feeds.attach(run_id)
+    ctx.metrics.subscriber_started()
     logger.debug(
         "pgbridge subscriber of run %r started after %r",
         run_id,
@@ -135,6 +138,7 @@ async def subscription(
             await waiter.wait(remaining)
     finally:
         ctx.feeds.detach(feed, waiter)
+        ctx.metrics.subscriber_ended()
         logger.debug(
             "pgbridge subscriber of run %r ended after %r",
             run_id,
