@@ -10,14 +10,17 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import prometheus_client
 import pytest
 from prometheus_client import CollectorRegistry
 
 from pgbridge import InvalidEventError, PostgresStreamBridge, PublishOutcomeUnknownError, RetentionPolicy
 from pgbridge.metrics import NO_METRICS, bridge_metrics
+from pgbridge.sse import create_app
 from tests.conftest import BridgeFactory
 from tests.helpers import collect, take, wait_until
+from tests.http_server import ServerProcess
 from tests.sql_helpers import backdate_run, connected, terminate_backends
 
 DAY = 86400.0
@@ -186,3 +189,32 @@ def test_metrics_without_prometheus_client_say_what_to_install(monkeypatch: pyte
 def test_metrics_off_need_no_prometheus_client(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     assert bridge_metrics(False, "public") is NO_METRICS
+
+
+# -- HTTP -----------------------------------------------------------------------------------
+
+
+async def test_serve_with_metrics_exposes_them_at_slash_metrics(dsn: str) -> None:
+    server = ServerProcess(dsn, extra_args=("--metrics",))
+    await server.start()
+    try:
+        async with server.client() as client:
+            await client.get("/runs")
+            response = await client.get("/metrics")
+    finally:
+        await server.stop()
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "pgbridge_events_published_total" in response.text
+
+
+async def test_an_app_without_metrics_has_no_metrics_endpoint(dsn: str) -> None:
+    app = create_app(PostgresStreamBridge(dsn), manage_bridge=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        assert (await client.get("/metrics")).status_code == 404
+
+
+def test_exposing_metrics_of_a_bridge_without_them_is_refused(dsn: str) -> None:
+    with pytest.raises(InvalidEventError, match="metrics=True"):
+        create_app(PostgresStreamBridge(dsn), expose_metrics=True)
