@@ -171,11 +171,11 @@ class Publisher:
                 terminals += 1
                 event_id = format_event_id(appended.ms, appended.seq)
                 logger.info(
-                    "pgbridge run %r is %s: terminal event %r %s committed",
+                    "pgbridge run %r is over: terminal event %r %s committed, status %s",
                     request.run_id,
-                    request.status,
                     request.event,
                     event_id,
+                    request.status,
                     extra={"run_id": request.run_id, "event_id": event_id, "status": request.status},
                 )
         self._metrics.events_published(len(results) - results.count(None), terminals)
