@@ -18,7 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from pgbridge import audit
 from pgbridge.chain import ChainReport
@@ -41,6 +41,7 @@ from pgbridge.errors import (
 from pgbridge.feed import FeedRegistry
 from pgbridge.ids import format_event_id, parse_event_id, resolve_cursor, validate_run_id
 from pgbridge.listener import Listener
+from pgbridge.metrics import bridge_metrics
 from pgbridge.notifier import Notifier
 from pgbridge.payload import DEFAULT_MAX_PAYLOAD_BYTES, encode_data, validate_event_name
 from pgbridge.publisher import AppendRequest, Publisher
@@ -51,6 +52,9 @@ from pgbridge.retention_pass import RetentionPass
 from pgbridge.schema import DEFAULT_SCHEMA, RUN_STATUSES
 from pgbridge.store import Appended, EventStore, LoggedEvent, RunInfo
 from pgbridge.subscriber import OnGap, SubscriptionContext, subscription
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +107,9 @@ class BridgeOptions:
     retention: RetentionPolicy | None = None
     #: Seconds between the job's passes.
     retention_interval: float = 30.0
+    #: Prometheus metrics (the ``metrics`` extra): False (the default) for none,
+    #: True for prometheus-client's default registry, or a CollectorRegistry.
+    metrics: bool | CollectorRegistry = False
 
     def __post_init__(self) -> None:
         positive = {
@@ -146,6 +153,7 @@ class PostgresStreamBridge(StreamBridge):
             accepted = ", ".join(sorted(known))
             raise InvalidEventError(f"unknown option(s) {', '.join(unknown)}; accepted: {accepted}")
         self.options = BridgeOptions(**options)  # type: ignore[arg-type]
+        self._metrics = bridge_metrics(self.options.metrics, self.options.schema)
         self._state = _Lifecycle.NEW
         self._start_lock = asyncio.Lock()
         queries = Queries.for_schema(self.options.schema)
@@ -173,18 +181,22 @@ class PostgresStreamBridge(StreamBridge):
             on_commit=self._after_commit,
             retry_timeout=self.options.publish_retry_timeout,
             max_batches_in_flight=min(self.options.publish_batches_in_flight, self.options.pool_max_size),
+            metrics=self._metrics,
         )
         self._listener = Listener(
             dsn,
             channel,
             on_wake=self._feeds.wake,
-            on_reconnect=self._feeds.wake_all,
+            on_reconnect=self._after_listener_reconnect,
             ping_interval=self.options.listener_ping_interval,
             connect_timeout=self.options.connect_timeout,
         )
         self._poll_task: asyncio.Task[None] | None = None
         self._retention_pass = RetentionPass(
-            self._db, on_dead_lettered=self._after_dead_letter, on_trimmed=self._after_trim
+            self._db,
+            on_dead_lettered=self._after_dead_letter,
+            on_trimmed=self._after_trim,
+            metrics=self._metrics,
         )
         self._retention_job = (
             RetentionJob(self._retention_pass, self.options.retention, self.options.retention_interval)
@@ -196,6 +208,7 @@ class PostgresStreamBridge(StreamBridge):
             resolve=self.resolve,
             is_closed=lambda: self._state is _Lifecycle.CLOSED,
             backoff=Backoff(initial=0.05, maximum=1.0),
+            metrics=self._metrics,
         )
 
     # -- lifecycle ------------------------------------------------------------
@@ -510,6 +523,11 @@ class PostgresStreamBridge(StreamBridge):
         """
         self._feeds.forget_before(run_id, first_seq)
         self._notifier.notify(run_id, None)
+
+    def _after_listener_reconnect(self) -> None:
+        """Anything could have been published while the listener was away: re-read every feed."""
+        self._metrics.listener_reconnected()
+        self._feeds.wake_all()
 
     # -- background -----------------------------------------------------------
 

@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--retry-ms", type=int, default=2000, help="the SSE retry hint, in ms (default: %(default)s)"
     )
+    serve.add_argument(
+        "--metrics", action="store_true", help="serve Prometheus metrics at /metrics (the metrics extra)"
+    )
     return parser
 
 
@@ -260,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 token=args.token or None,
                 cors_origins=args.cors_origin,
                 settings=StreamSettings(heartbeat_interval=args.heartbeat, retry_ms=args.retry_ms),
+                metrics=args.metrics,
             )
             return 0
         if args.command == "retention":

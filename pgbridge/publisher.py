@@ -21,6 +21,8 @@ never reported as written when it was not.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -32,7 +34,11 @@ from pgbridge.errors import (
     PublishOutcomeUnknownError,
     StreamBridgeError,
 )
+from pgbridge.ids import format_event_id
+from pgbridge.metrics import NO_METRICS, BridgeMetrics
 from pgbridge.store import Appended
+
+logger = logging.getLogger(__name__)
 
 CommitCallback = Callable[[str, Appended, str, str, bool], None]
 
@@ -70,8 +76,10 @@ class Publisher:
         max_batches_in_flight: int,
         max_batch_size: int = 1000,
         backoff: Backoff | None = None,
+        metrics: BridgeMetrics = NO_METRICS,
     ) -> None:
         self._db = db
+        self._metrics = metrics
         self._on_commit = on_commit
         self._retry_timeout = retry_timeout
         self._max_in_flight = max_batches_in_flight
@@ -90,10 +98,13 @@ class Publisher:
 
     async def append_together(self, requests: Sequence[AppendRequest]) -> list[Appended | None]:
         """Append *requests* in one transaction, in order; None for each refused (terminal run)."""
+        started = time.perf_counter()
         waiting = _Waiting(requests)
         self._queue.append(waiting)
         self._start_flushes()
-        return await waiting.answer
+        answered = await waiting.answer
+        self._metrics.publish_latency(time.perf_counter() - started)
+        return answered
 
     async def close(self) -> None:
         """Wait for the batches in flight (and what is queued behind them)."""
@@ -132,12 +143,14 @@ class Publisher:
                 retryable=lambda exc: isinstance(exc, DatabaseUnavailableError),
             )
         except Exception as exc:
+            self._report_failure(requests, exc)
             for waiting in batch:
                 if not waiting.answer.done():
                     waiting.answer.set_exception(exc)
             return
         self.batches += 1
         self.events += len(requests)
+        self._report_commit(requests, results)
         position = 0
         for waiting in batch:
             answered = results[position : position + len(waiting.requests)]
@@ -149,6 +162,40 @@ class Publisher:
                     )
             if not waiting.answer.done():  # a caller that was cancelled no longer waits
                 waiting.answer.set_result(answered)
+
+    def _report_commit(self, requests: list[AppendRequest], results: list[Appended | None]) -> None:
+        """Metrics for a committed batch; a log record for each terminal event (one per run)."""
+        terminals = 0
+        for request, appended in zip(requests, results, strict=True):
+            if request.terminal and appended is not None:
+                terminals += 1
+                event_id = format_event_id(appended.ms, appended.seq)
+                logger.info(
+                    "pgbridge run %r is over: terminal event %r %s committed, status %s",
+                    request.run_id,
+                    request.event,
+                    event_id,
+                    request.status,
+                    extra={"run_id": request.run_id, "event_id": event_id, "status": request.status},
+                )
+        self._metrics.events_published(len(results) - results.count(None), terminals)
+
+    def _report_failure(self, requests: list[AppendRequest], exc: Exception) -> None:
+        """A log record per run of a batch that could not be published, and the metric."""
+        reason = _failure_reason(exc)
+        self._metrics.publish_failed(reason, len(requests))
+        per_run: dict[str, int] = {}
+        for request in requests:
+            per_run[request.run_id] = per_run.get(request.run_id, 0) + 1
+        for run_id, count in per_run.items():
+            logger.warning(
+                "pgbridge could not publish %d event(s) to run %r (%s): %s",
+                count,
+                run_id,
+                reason,
+                exc,
+                extra={"run_id": run_id, "reason": reason, "events": count},
+            )
 
     async def _append_once(self, requests: list[AppendRequest]) -> list[Appended | None]:
         async with self._db.connection() as conn:
@@ -201,6 +248,15 @@ def _classify_append_failure(exc: Exception, requests: list[AppendRequest]) -> S
     if is_connection_error(exc):
         return DatabaseUnavailableError(f"PostgreSQL refused the append: {exc}")
     return StreamBridgeError(f"publishing {what} failed: {exc}")
+
+
+def _failure_reason(exc: Exception) -> str:
+    """The ``reason`` label of a failed batch: what the callers were told."""
+    if isinstance(exc, PublishOutcomeUnknownError):
+        return "outcome_unknown"
+    if isinstance(exc, DatabaseUnavailableError):
+        return "unavailable"
+    return "error"
 
 
 def _describe(requests: list[AppendRequest]) -> str:

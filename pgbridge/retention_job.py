@@ -60,11 +60,4 @@ class RetentionJob:
             self.skipped += 1
             return
         self.passes += 1
-        self.last_report = report
-        if report.events_deleted or report.runs_deleted or report.runs_dead_lettered:
-            logger.info(
-                "pgbridge retention: %d events deleted, %d runs deleted, %d runs dead-lettered",
-                report.events_deleted,
-                report.runs_deleted,
-                report.runs_dead_lettered,
-            )
+        self.last_report = report  # the pass logged its own summary

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ import asyncpg
 
 from pgbridge.database import Database, is_connection_error
 from pgbridge.errors import DatabaseUnavailableError, StreamBridgeError
+from pgbridge.metrics import NO_METRICS, BridgeMetrics
 from pgbridge.retention import RetentionPolicy, RetentionReport
 
 #: Called after each commit for every run a batch changed: ``(run_id, seq)``
@@ -91,8 +93,10 @@ class RetentionPass:
         on_trimmed: RunTrimmed,
         batch_events: int = 2000,
         batch_runs: int = 200,
+        metrics: BridgeMetrics = NO_METRICS,
     ) -> None:
         self._db = db
+        self._metrics = metrics
         self._sql = db.queries.retention
         self._schema = db.queries.schema
         self._on_dead_lettered = on_dead_lettered
@@ -106,10 +110,13 @@ class RetentionPass:
             async with self._db.connection() as conn:
                 if not await self._acquire_lock(conn, wait=wait):
                     return None
+                started = time.perf_counter()
                 try:
-                    return await self._run_locked(conn, policy)
+                    report = await self._run_locked(conn, policy)
                 finally:
                     await self._unlock(conn)
+                _log_report(report, time.perf_counter() - started)
+                return report
         except StreamBridgeError:
             raise
         except Exception as exc:
@@ -167,7 +174,16 @@ class RetentionPass:
                 float(policy.awaiting_input_timeout),
                 self._batch_runs,
             )
+            self._metrics.retention_deleted(dead_lettered=len(rows))
             for row in rows:
+                logger.warning(
+                    "pgbridge retention dead-lettered run %r: no publish or mark_awaiting_input for "
+                    "%ss (%ss while awaiting input); its worker is presumed gone",
+                    row["run_id"],
+                    policy.active_timeout,
+                    policy.awaiting_input_timeout,
+                    extra={"run_id": row["run_id"], "seq": row["seq"]},
+                )
                 self._on_dead_lettered(row["run_id"], row["seq"])
             total += len(rows)
             if len(rows) < self._batch_runs:
@@ -211,6 +227,7 @@ class RetentionPass:
                     [t.first_seq for t in plan],
                     [t.through for t in plan],
                 )
+        self._metrics.retention_deleted(events=deleted)
         for target in plan:
             self._on_trimmed(target.run_id, target.through + 1)
         return deleted, left_over
@@ -242,6 +259,27 @@ class RetentionPass:
         total = 0
         while True:
             rows = await conn.fetch(self._sql.delete_tombstones, float(after_end_seconds), self._batch_runs)
+            self._metrics.retention_deleted(runs=len(rows))
             total += len(rows)
             if len(rows) < self._batch_runs:
                 return total
+
+
+def _log_report(report: RetentionReport, seconds: float) -> None:
+    """The pass's summary: INFO when it did something, DEBUG when there was nothing to do."""
+    did_something = report.events_deleted or report.runs_deleted or report.runs_dead_lettered
+    logger.log(
+        logging.INFO if did_something else logging.DEBUG,
+        "pgbridge retention pass: %d events deleted, %d runs deleted, %d runs dead-lettered (%.3f s)",
+        report.events_deleted,
+        report.runs_deleted,
+        report.runs_dead_lettered,
+        seconds,
+        extra={
+            "events_deleted": report.events_deleted,
+            "runs_deleted": report.runs_deleted,
+            "runs_dead_lettered": report.runs_dead_lettered,
+            "tables_vacuumed": report.tables_vacuumed,
+            "duration_seconds": seconds,
+        },
+    )

@@ -23,12 +23,15 @@ def run_server(
     cors_origins: Sequence[str] = (),
     settings: StreamSettings | None = None,
     log_level: str = "info",
+    metrics: bool = False,
 ) -> None:
-    """Serve a bridge on *dsn* until interrupted."""
+    """Serve a bridge on *dsn* until interrupted; with *metrics*, also ``GET /metrics``."""
     import uvicorn
 
-    bridge = PostgresStreamBridge(dsn, schema=schema)
-    app = create_app(bridge, token=token, cors_origins=cors_origins, settings=settings)
+    bridge = PostgresStreamBridge(dsn, schema=schema, metrics=metrics)
+    app = create_app(
+        bridge, token=token, cors_origins=cors_origins, settings=settings, expose_metrics=metrics
+    )
     uvicorn.run(
         app,
         host=host,

@@ -14,6 +14,8 @@ Mount :func:`sse_routes` in an existing Starlette or FastAPI app, or serve
   which that SDK asks after a dropped stream to decide whether to reconnect.
 * ``GET /runs`` (``?status=``, ``?limit=``) and ``GET /runs/{run_id}``: JSON.
 * ``GET /runs/{run_id}/view``: an HTML page following the run live.
+* ``GET /metrics`` (``create_app(..., expose_metrics=True)``): the bridge's
+  Prometheus metrics (see :mod:`pgbridge.metrics`).
 
 Every stream ends after the run's terminal event. A client that resumes
 after the terminal event gets ``204 No Content``, which tells a browser's
@@ -42,6 +44,7 @@ from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.contract import CANCELLED_SENTINEL, END_SENTINEL, GAP_EVENT, HEARTBEAT_SENTINEL
 from pgbridge.errors import InvalidEventError
 from pgbridge.http_auth import BearerTokenAuth
+from pgbridge.metrics import exposition, registry_for
 from pgbridge.sse_frames import event_frame, gap_frame, heartbeat_frame, retry_line
 from pgbridge.store import RunInfo
 
@@ -100,14 +103,20 @@ def create_app(
     cors_origins: Sequence[str] = (),
     settings: StreamSettings | None = None,
     manage_bridge: bool = True,
+    expose_metrics: bool = False,
 ) -> Starlette:
     """An ASGI app serving *bridge*; starts and closes it with the app when *manage_bridge*.
 
     With *token*, every endpoint answers 401 unless the request carries
     ``Authorization: Bearer <token>`` (or ``?access_token=<token>``, for
     ``EventSource``, which cannot set headers). *cors_origins* lists the
-    origins browsers may call it from (``["*"]`` for any).
+    origins browsers may call it from (``["*"]`` for any). With
+    *expose_metrics*, ``GET /metrics`` serves the registry the bridge reports
+    into (behind the token too: give Prometheus the bearer token).
     """
+    routes = sse_routes(bridge, settings)
+    if expose_metrics:
+        routes.append(metrics_route(bridge))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -129,7 +138,20 @@ def create_app(
         )
     if token:
         middleware.append(Middleware(BearerTokenAuth, token=token))
-    return Starlette(routes=sse_routes(bridge, settings), middleware=middleware, lifespan=lifespan)
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def metrics_route(bridge: PostgresStreamBridge) -> Route:
+    """``GET /metrics``: the Prometheus registry *bridge* reports into (it needs ``metrics=``)."""
+    registry = registry_for(bridge.options.metrics)
+    if registry is None:
+        raise InvalidEventError("the bridge has no metrics to expose: create it with metrics=True")
+
+    async def metrics(request: Request) -> Response:
+        body, content_type = exposition(registry)
+        return Response(body, headers={"Content-Type": content_type})
+
+    return Route("/metrics", metrics, methods=["GET"])
 
 
 class _Handlers:

@@ -10,6 +10,7 @@ cursor once PostgreSQL is back, yielding nothing twice.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -25,7 +26,10 @@ from pgbridge.contract import (
 from pgbridge.database import Backoff
 from pgbridge.errors import DatabaseUnavailableError
 from pgbridge.feed import FeedRegistry
+from pgbridge.metrics import NO_METRICS, BridgeMetrics
 from pgbridge.store import Page, RunState
+
+logger = logging.getLogger(__name__)
 
 OnGap = Literal["continue", "stop"]
 
@@ -38,6 +42,7 @@ class SubscriptionContext:
     resolve: Callable[[str, str | None], Awaitable[ResumeResult]]
     is_closed: Callable[[], bool]
     backoff: Backoff
+    metrics: BridgeMetrics = NO_METRICS
 
 
 def gap_marker(requested_event_id: str | None, gap_count: int, state: RunState) -> StreamEvent:
@@ -70,9 +75,16 @@ async def subscription(
     """The events of *run_id* after *last_event_id*, then live ones, until terminal."""
     loop = asyncio.get_running_loop()
     feed, waiter = ctx.feeds.attach(run_id)
+    ctx.metrics.subscriber_started()
+    logger.debug(
+        "pgbridge subscriber of run %r started after %r",
+        run_id,
+        last_event_id,
+        extra={"run_id": run_id, "last_event_id": last_event_id},
+    )
+    position = last_event_id  # what a gap marker reports as requested
     try:
         cursor: int | None = None
-        position = last_event_id  # what a gap marker reports as requested
         heartbeat_due = loop.time() + heartbeat_interval
         failures = 0
         while True:
@@ -93,7 +105,9 @@ async def subscription(
                 return
             if page is not None and cursor is not None:
                 if page.state.exists and cursor < page.state.first_seq - 1:
-                    yield gap_marker(position, page.state.first_seq - 1 - cursor, page.state)
+                    marker = gap_marker(position, page.state.first_seq - 1 - cursor, page.state)
+                    _log_gap(run_id, marker)
+                    yield marker
                     heartbeat_due = loop.time() + heartbeat_interval
                     if on_gap == "stop":
                         return
@@ -124,3 +138,30 @@ async def subscription(
             await waiter.wait(remaining)
     finally:
         ctx.feeds.detach(feed, waiter)
+        ctx.metrics.subscriber_ended()
+        logger.debug(
+            "pgbridge subscriber of run %r ended after %r",
+            run_id,
+            position,
+            extra={"run_id": run_id, "last_event_id": position},
+        )
+
+
+def _log_gap(run_id: str, marker: StreamEvent) -> None:
+    """A subscriber is told it missed events: say so, with the marker's figures."""
+    data = marker.data
+    assert isinstance(data, dict)
+    logger.info(
+        "pgbridge subscriber of run %r got a gap marker: %s event(s) after %r were deleted "
+        "by retention (earliest retained: %r)",
+        run_id,
+        data["gap_count"],
+        data["requested_event_id"],
+        data["earliest_available_event_id"],
+        extra={
+            "run_id": run_id,
+            "gap_count": data["gap_count"],
+            "requested_event_id": data["requested_event_id"],
+            "earliest_available_event_id": data["earliest_available_event_id"],
+        },
+    )

@@ -1,0 +1,1 @@
+"""A FastAPI agent app that streams its runs through pgbridge: ``python -m examples.agent_app``."""
