@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from collections.abc import Sequence
 
 from pgbridge.bridge import PostgresStreamBridge
@@ -11,6 +13,16 @@ from pgbridge.sse import StreamSettings, create_app
 #: Seconds uvicorn lets open streams run on shutdown before closing them; an
 #: EventSource or SDK client reconnects (to this or another process) and resumes.
 SHUTDOWN_GRACE_SECONDS = 2
+
+
+def exit_normally_on_sigterm() -> None:
+    """Make SIGTERM end the process through ``sys.exit``.
+
+    After its graceful shutdown uvicorn re-raises SIGTERM; with the default
+    handler the process would die without running ``atexit`` hooks, and the
+    embedded PostgreSQL it started would be left running.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def run_server(
@@ -28,6 +40,7 @@ def run_server(
     """Serve a bridge on *dsn* until interrupted; with *metrics*, also ``GET /metrics``."""
     import uvicorn
 
+    exit_normally_on_sigterm()
     bridge = PostgresStreamBridge(dsn, schema=schema, metrics=metrics)
     app = create_app(
         bridge, token=token, cors_origins=cors_origins, settings=settings, expose_metrics=metrics

