@@ -56,9 +56,8 @@ def find_pg_bindir() -> Path:
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
-            candidates.append(
-                subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
-            )
+            found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True)
+            candidates.append(found.stdout.strip())
     candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
     for folder in candidates:
         if all((Path(folder) / tool).exists() for tool in ("initdb", "pg_ctl", "pg_basebackup", "postgres")):
@@ -70,7 +69,9 @@ def find_pg_bindir() -> Path:
 
 
 def find_pgbouncer() -> str:
-    found = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
+    found = shutil.which("pgbouncer")
+    if found is None and Path("/usr/sbin/pgbouncer").exists():
+        found = "/usr/sbin/pgbouncer"
     if found is None:
         raise TopologyUnavailable("pgbouncer not found: apt-get install pgbouncer")
     return found
@@ -83,7 +84,7 @@ def _server_user_kwargs() -> dict[str, Any]:
     try:
         pwd.getpwnam(SERVER_USER)
     except KeyError as exc:
-        raise TopologyUnavailable(f"running as root and there is no {SERVER_USER!r} user to run servers as") from exc
+        raise TopologyUnavailable(f"running as root, and no {SERVER_USER!r} user to run servers as") from exc
     return {"user": SERVER_USER, "group": SERVER_USER, "extra_groups": []}
 
 
@@ -146,12 +147,14 @@ log_min_messages = warning
             "-D", standby, "-R", "-X", "stream", "-c", "fast", "--no-sync",
         )  # fmt: skip
         with open(standby / "postgresql.conf", "a") as conf:
-            conf.write(f"\nport = {self.standby_port}\nhot_standby_feedback = on\nwal_receiver_status_interval = 1s\n")
+            conf.write(f"\nport = {self.standby_port}\nhot_standby_feedback = on\n")
+            conf.write("wal_receiver_status_interval = 1s\n")
         self._pg_ctl(standby, "standby.log", "start")
         self._start_bouncer()
 
     def _pg_ctl(self, data: Path, log: str, action: str, *extra: str) -> None:
-        self._run(self.bindir / "pg_ctl", "-D", data, "-l", self.folder / log, "-w", "-t", "60", action, *extra)
+        log_file = self.folder / log
+        self._run(self.bindir / "pg_ctl", "-D", data, "-l", log_file, "-w", "-t", "60", action, *extra)
 
     def _start_bouncer(self) -> None:
         (self.folder / "userlist.txt").write_text('"postgres" ""\n')
