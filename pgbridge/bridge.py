@@ -120,6 +120,10 @@ class BridgeOptions:
     #: Reads go there only when it has replayed what the reader knows of
     #: (see pgbridge.replica); everything else stays on the primary.
     replica_dsn: str | None = None
+    #: Group commit keeps each batch to one run, so every append transaction
+    #: stays on one shard when the tables are distributed by run_id
+    #: (docs/scaling.md). Off: a batch carries whatever runs piled up.
+    batch_per_run: bool = False
 
     def __post_init__(self) -> None:
         positive = {
@@ -211,6 +215,7 @@ class PostgresStreamBridge(StreamBridge):
             retry_timeout=self.options.publish_retry_timeout,
             max_batches_in_flight=min(self.options.publish_batches_in_flight, self.options.pool_max_size),
             metrics=self._metrics,
+            batch_per_run=self.options.batch_per_run,
         )
         self._listener = Listener(
             self.options.listen_dsn or dsn,
