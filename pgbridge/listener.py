@@ -149,6 +149,14 @@ class Listener:
             try:
                 await asyncio.wait_for(arrived.wait(), timeout=self._connect_timeout)
             except TimeoutError:
+                # A connection that stalled is trouble, not a misconfiguration:
+                # only a listener that still answers yet hears nothing is refused.
+                try:
+                    await conn.fetchval("SELECT 1", timeout=self._connect_timeout)
+                except Exception as exc:
+                    raise DatabaseUnavailableError(
+                        f"the listener connection stopped answering during its start check: {exc}"
+                    ) from exc
                 raise TopologyConfigurationError(
                     f"the listener connection ({_redact(self._dsn)}) did not receive a NOTIFY sent from "
                     f"another session within {self._connect_timeout:g} s, so it would miss every wake-up. "
