@@ -82,7 +82,9 @@ class BridgeOptions:
     """Tuning knobs of :class:`PostgresStreamBridge`; the defaults suit most uses.
 
     With the defaults a bridge holds at most ``pool_max_size + 1`` (11)
-    connections: the pool and the one listener.
+    connections: the pool and the one listener. With ``replica_dsn`` it also
+    holds up to ``pool_max_size`` on the standby; with ``listen_dsn`` a
+    retention pass opens one direct connection for its length.
     """
 
     schema: str = DEFAULT_SCHEMA

@@ -39,6 +39,10 @@ from pgbridge.store import EventStore, Page, RunState
 
 logger = logging.getLogger(__name__)
 
+#: After a failed standby read, seconds during which reads go straight to the
+#: primary (a standby that is down would otherwise cost each read a timeout).
+REPLICA_RETRY_AFTER = 5.0
+
 
 @dataclass(slots=True)
 class Known:
@@ -92,6 +96,7 @@ class ReadRouter:
         #: The standby's replay position as last seen (it only moves forward while connected).
         self.replayed_lsn = 0
         self._position_check: asyncio.Task[None] | None = None
+        self._replica_down_until = float("-inf")
         #: Range reads answered by the primary and by the standby.
         self.primary_reads = 0
         self.replica_reads = 0
@@ -135,7 +140,13 @@ class ReadRouter:
         *known* (updated here with what the read saw) is the reader's
         knowledge; None, or *primary*, reads the primary.
         """
-        if known is not None and not primary and self._replica is not None and known.trusted:
+        if (
+            known is not None
+            and not primary
+            and self._replica is not None
+            and known.trusted
+            and asyncio.get_running_loop().time() >= self._replica_down_until
+        ):
             page = await self._try_replica(run_id, cursor, limit, known)
             if page is not None:
                 return page
@@ -157,8 +168,11 @@ class ReadRouter:
             page = await self._replica.read_after(run_id, cursor, limit)
         except StreamBridgeError as exc:
             # Down, or a query cancelled by a recovery conflict: the primary answers instead.
-            logger.warning("pgbridge replica read failed, reading the primary: %s", exc)
+            logger.warning(
+                "pgbridge replica read failed; reading the primary for %g s: %s", REPLICA_RETRY_AFTER, exc
+            )
             self.replayed_lsn = 0
+            self._replica_down_until = asyncio.get_running_loop().time() + REPLICA_RETRY_AFTER
             return None
         if not known.satisfied_by(page.state):
             self.replica_short_reads += 1
