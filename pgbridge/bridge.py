@@ -46,6 +46,7 @@ from pgbridge.notifier import Notifier
 from pgbridge.payload import DEFAULT_MAX_PAYLOAD_BYTES, encode_data, validate_event_name
 from pgbridge.publisher import AppendRequest, Publisher
 from pgbridge.queries import Queries, notify_channel
+from pgbridge.replica import ReadRouter
 from pgbridge.retention import RetentionPolicy, RetentionReport
 from pgbridge.retention_job import RetentionJob
 from pgbridge.retention_pass import RetentionPass
@@ -81,7 +82,9 @@ class BridgeOptions:
     """Tuning knobs of :class:`PostgresStreamBridge`; the defaults suit most uses.
 
     With the defaults a bridge holds at most ``pool_max_size + 1`` (11)
-    connections: the pool and the one listener.
+    connections: the pool and the one listener. With ``replica_dsn`` it also
+    holds up to ``pool_max_size`` on the standby; with ``listen_dsn`` a
+    retention pass opens one direct connection for its length.
     """
 
     schema: str = DEFAULT_SCHEMA
@@ -110,6 +113,19 @@ class BridgeOptions:
     #: Prometheus metrics (the ``metrics`` extra): False (the default) for none,
     #: True for prometheus-client's default registry, or a CollectorRegistry.
     metrics: bool | CollectorRegistry = False
+    #: Where the listener (and the retention pass) connect, directly to PostgreSQL,
+    #: when ``dsn`` goes through a transaction-mode pooler such as PgBouncer
+    #: (LISTEN does nothing there). None: ``dsn``. start() checks that a NOTIFY
+    #: sent through the pool reaches the listener, and refuses to start if not.
+    listen_dsn: str | None = None
+    #: A hot standby of the primary for catch-up and replay reads; None: none.
+    #: Reads go there only when it has replayed what the reader knows of
+    #: (see pgbridge.replica); everything else stays on the primary.
+    replica_dsn: str | None = None
+    #: Group commit keeps each batch to one run, so every append transaction
+    #: stays on one shard when the tables are distributed by run_id
+    #: (docs/scaling.md). Off: a batch carries whatever runs piled up.
+    batch_per_run: bool = False
 
     def __post_init__(self) -> None:
         positive = {
@@ -130,6 +146,10 @@ class BridgeOptions:
             raise InvalidEventError("pool_min_size must be between 0 and pool_max_size")
         if self.publish_retry_timeout < 0:
             raise InvalidEventError("publish_retry_timeout must not be negative")
+        for name in ("listen_dsn", "replica_dsn"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidEventError(f"{name} must be a postgresql:// URI or None, not {value!r}")
         if self.retention is not None and not isinstance(self.retention, RetentionPolicy):
             raise InvalidEventError(
                 f"retention must be a RetentionPolicy or None, not {type(self.retention).__name__}"
@@ -167,12 +187,27 @@ class PostgresStreamBridge(StreamBridge):
             statement_cache_size=self.options.statement_cache_size,
         )
         self._store = EventStore(self._db)
+        self._replica_db = (
+            Database(
+                self.options.replica_dsn,
+                queries,
+                min_size=self.options.pool_min_size,
+                max_size=self.options.pool_max_size,
+                connect_timeout=self.options.connect_timeout,
+                command_timeout=self.options.command_timeout,
+                statement_cache_size=self.options.statement_cache_size,
+            )
+            if self.options.replica_dsn is not None
+            else None
+        )
+        self._reads = ReadRouter(self._store, self._replica_db)
         loop_time = lambda: asyncio.get_running_loop().time()  # noqa: E731
         self._feeds = FeedRegistry(
             self._store,
             buffer_size=self.options.feed_buffer_size,
             page_size=self.options.page_size,
             clock=loop_time,
+            reads=self._reads,
         )
         channel = notify_channel(self.options.schema)
         self._notifier = Notifier(self._db, channel)
@@ -182,14 +217,16 @@ class PostgresStreamBridge(StreamBridge):
             retry_timeout=self.options.publish_retry_timeout,
             max_batches_in_flight=min(self.options.publish_batches_in_flight, self.options.pool_max_size),
             metrics=self._metrics,
+            batch_per_run=self.options.batch_per_run,
         )
         self._listener = Listener(
-            dsn,
+            self.options.listen_dsn or dsn,
             channel,
             on_wake=self._feeds.wake,
             on_reconnect=self._after_listener_reconnect,
             ping_interval=self.options.listener_ping_interval,
             connect_timeout=self.options.connect_timeout,
+            probe=self._send_listener_check,
         )
         self._poll_task: asyncio.Task[None] | None = None
         self._retention_pass = RetentionPass(
@@ -197,6 +234,7 @@ class PostgresStreamBridge(StreamBridge):
             on_dead_lettered=self._after_dead_letter,
             on_trimmed=self._after_trim,
             metrics=self._metrics,
+            direct_dsn=self.options.listen_dsn,
         )
         self._retention_job = (
             RetentionJob(self._retention_pass, self.options.retention, self.options.retention_interval)
@@ -243,8 +281,13 @@ class PostgresStreamBridge(StreamBridge):
             try:
                 await self._db.open()
                 try:
+                    if self._replica_db is not None:
+                        await self._replica_db.open()
+                        await self._reads.check_replica()
                     await self._listener.start()
                 except BaseException:
+                    if self._replica_db is not None:
+                        await self._replica_db.close()
                     await self._db.close()
                     raise
                 return
@@ -274,6 +317,8 @@ class PostgresStreamBridge(StreamBridge):
             await self._publisher.close()
             await self._listener.close()
             await self._notifier.close()
+            if self._replica_db is not None:
+                await self._replica_db.close()
             await self._db.close()
 
     async def __aenter__(self) -> PostgresStreamBridge:
@@ -529,6 +574,10 @@ class PostgresStreamBridge(StreamBridge):
         self._metrics.listener_reconnected()
         self._feeds.wake_all()
 
+    async def _send_listener_check(self, channel: str) -> None:
+        """start(): a NOTIFY from a pooled session, which the new listener must receive."""
+        await self._db.fetch(self._db.queries.notify_listener_check, channel)
+
     # -- background -----------------------------------------------------------
 
     async def _poll_forever(self) -> None:
@@ -543,7 +592,17 @@ class PostgresStreamBridge(StreamBridge):
     @property
     def statements_run(self) -> int:
         """SQL statements this bridge has sent: appends (one per batch), NOTIFYs, reads."""
-        return self._db.statements
+        return self._db.statements + (self._replica_db.statements if self._replica_db is not None else 0)
+
+    @property
+    def reads_from_primary(self) -> int:
+        """Range reads of run events the primary answered."""
+        return self._reads.primary_reads
+
+    @property
+    def reads_from_replica(self) -> int:
+        """Range reads of run events the standby (``replica_dsn``) answered."""
+        return self._reads.replica_reads
 
     @property
     def listener_reconnects(self) -> int:

@@ -219,7 +219,39 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics", action="store_true", help="serve Prometheus metrics at /metrics (the metrics extra)"
     )
+    scale = serve.add_argument_group("past one machine (docs/scaling.md)")
+    scale.add_argument(
+        "--listen-dsn",
+        default=os.environ.get("PGBRIDGE_LISTEN_DSN"),
+        help="a direct connection for LISTEN when --dsn is a transaction-mode pooler "
+        "(default: $PGBRIDGE_LISTEN_DSN)",
+    )
+    scale.add_argument(
+        "--replica-dsn",
+        default=os.environ.get("PGBRIDGE_REPLICA_DSN"),
+        help="a hot standby for catch-up and replay reads (default: $PGBRIDGE_REPLICA_DSN)",
+    )
+    scale.add_argument(
+        "--statement-cache-size",
+        type=int,
+        default=None,
+        help="asyncpg's prepared statement cache per connection; 0 behind PgBouncer in transaction mode",
+    )
+    scale.add_argument("--pool-max-size", type=int, default=None, help="connections in the pool (default 10)")
     return parser
+
+
+def serve_bridge_options(args: argparse.Namespace) -> dict[str, object]:
+    """The bridge options `pgbridge serve` was given (unset ones keep the bridge's defaults)."""
+    options: dict[str, object] = {
+        "listen_dsn": args.listen_dsn or None,
+        "replica_dsn": args.replica_dsn or None,
+        "statement_cache_size": args.statement_cache_size,
+        "pool_max_size": args.pool_max_size,
+    }
+    if args.pool_max_size is not None:
+        options["pool_min_size"] = min(1, args.pool_max_size)
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cors_origins=args.cors_origin,
                 settings=StreamSettings(heartbeat_interval=args.heartbeat, retry_ms=args.retry_ms),
                 metrics=args.metrics,
+                bridge_options=serve_bridge_options(args),
             )
             return 0
         if args.command == "retention":

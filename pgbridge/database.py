@@ -140,6 +140,33 @@ class Database:
         finally:
             await self.pool.release(conn)
 
+    @asynccontextmanager
+    async def direct_connection(self, dsn: str) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of its own to *dsn*, outside the pool, closed afterwards.
+
+        For work that needs one server session across several transactions
+        (the retention pass's advisory lock) when the pool goes through a
+        transaction-mode pooler.
+        """
+        try:
+            conn = await asyncpg.connect(
+                dsn,
+                timeout=self._connect_timeout,
+                command_timeout=self._pool_options["command_timeout"],
+                statement_cache_size=self._pool_options["statement_cache_size"],
+            )
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise DatabaseUnavailableError(f"no connection to PostgreSQL: {exc}") from exc
+            raise
+        try:
+            yield conn
+        finally:
+            try:
+                await asyncio.wait_for(conn.close(), timeout=self._connect_timeout)
+            except Exception:
+                conn.terminate()
+
     async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
         """Run a read; connection failures surface as DatabaseUnavailableError."""
         async with self.connection() as conn:
@@ -179,7 +206,9 @@ async def _no_session_reset(conn: asyncpg.Connection) -> None:
     session state on pooled connections: it never SETs, LISTENs only on its
     own connection, closes cursors with their transactions, and the one
     session lock (the retention pass's) is released by the pass, which
-    terminates the connection if it cannot. asyncpg still rolls back an open
+    terminates the connection if it cannot (and which takes a direct
+    connection of its own, not a pooled one, when ``listen_dsn`` says the
+    pool may go through a transaction-mode pooler). asyncpg still rolls back an open
     transaction before this runs.
     """
 

@@ -53,3 +53,11 @@ class PublishOutcomeUnknownError(StreamBridgeError):
     authority. Read the run (``subscribe`` or ``resolve``) to find out before
     publishing it again, or the run may hold it twice.
     """
+
+
+class TopologyConfigurationError(StreamBridgeError):
+    """A connection option points somewhere that would silently break a promise.
+
+    Raised by ``start()``: a listener that cannot receive NOTIFYs (behind a
+    transaction-mode pooler), or a ``replica_dsn`` that is not a hot standby.
+    """

@@ -11,6 +11,11 @@ Subscribers that are behind the buffer (catching up from an old cursor, or
 too slow to keep up) read their own pages directly: catch-up is individual,
 the live tail is shared. The buffer never holds events retention has
 deleted, so a gap is reported, not papered over.
+
+Every range read goes through a :class:`~pgbridge.replica.ReadRouter` with
+what the feed knows of the run from the primary (:class:`~pgbridge.replica.Known`),
+so with a ``replica_dsn`` a read goes to the standby only when it is
+certain to be current enough.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 
 from pgbridge.errors import DatabaseUnavailableError, StreamBridgeError
+from pgbridge.replica import Known, ReadRouter
 from pgbridge.store import MAX_BIGINT, EventStore, LoggedEvent, Page, RunState
 
 logger = logging.getLogger(__name__)
@@ -73,15 +79,17 @@ class RunFeed:
     """The shared tail of one run: a contiguous buffer of its newest events."""
 
     def __init__(
-        self, run_id: str, store: EventStore, *, buffer_size: int, page_size: int, clock: Callable[[], float]
+        self, run_id: str, reads: ReadRouter, *, buffer_size: int, page_size: int, clock: Callable[[], float]
     ) -> None:
         self.run_id = run_id
-        self._store = store
+        self._reads = reads
         self._buffer_size = buffer_size
         self._page_size = page_size
         self._clock = clock
         self.waiters: set[Waiter] = set()
         self.state = RunState()
+        #: What the primary has told of the run (routes reads to a replica safely).
+        self.known = Known()
         self._buffer: deque[LoggedEvent] = deque()
         #: Newest seq the feed has read; None until a subscriber sets where to start.
         self.high_seq: int | None = None
@@ -95,8 +103,9 @@ class RunFeed:
 
     # -- wake-ups ---------------------------------------------------------
 
-    def wake(self, seq: int | None = None) -> None:
-        """Something may have been committed (up to *seq*, when known): read it."""
+    def wake(self, seq: int | None = None, lsn: int | None = None) -> None:
+        """Something may have been committed (up to *seq*, at WAL position *lsn*, when known): read it."""
+        self.known.learn_wake(seq, lsn)
         if self.high_seq is None:
             return  # nobody has started following yet; the first read syncs
         if seq is not None and self.synced and seq <= self.high_seq:
@@ -108,6 +117,7 @@ class RunFeed:
 
     def offer(self, logged: LoggedEvent) -> None:
         """A local publish committed *logged*: take it without a query if it is next."""
+        self.known.learn_wake(logged.seq, None)
         if self.synced and self.high_seq is not None and logged.seq == self.high_seq + 1:
             self._append([logged])
             self.state.exists = True
@@ -139,6 +149,7 @@ class RunFeed:
         A subscriber that had not read them yet now reads its own page,
         which reports the gap, instead of being served from memory.
         """
+        self.known.first_seq = max(self.known.first_seq, first_seq)
         if first_seq > self.state.first_seq:
             self.state.first_seq = first_seq
             self.state.first_ms = None  # unknown until the re-read below
@@ -156,7 +167,7 @@ class RunFeed:
         first_buffered = self._buffer[0].seq if self._buffer else self.high_seq + 1
         if cursor < first_buffered - 1 or cursor < self.state.first_seq - 1:
             # Behind the shared tail (or behind retention): read our own page.
-            return await self._store.read_after(self.run_id, cursor, self._page_size)
+            return await self._reads.read_after(self.run_id, cursor, self._page_size, self.known)
         if cursor > self.high_seq:
             # The subscriber knows of events the feed has not read yet.
             self.wake(cursor)
@@ -187,7 +198,7 @@ class RunFeed:
                 self._dirty = False
                 assert self.high_seq is not None
                 self.last_read_at = self._clock()
-                page = await self._store.read_after(self.run_id, self.high_seq, self._page_size)
+                page = await self._reads.read_after(self.run_id, self.high_seq, self._page_size, self.known)
                 self.reads += 1
                 self._integrate(page)
                 self.synced = True
@@ -207,9 +218,10 @@ class RunFeed:
 
         Catching up is each subscriber's own paged read; replaying a long
         history into a buffer that keeps only its last ``buffer_size`` events
-        would read everything twice.
+        would read everything twice. Read on the primary: it is the committed
+        tail the feed's later reads (perhaps on a replica) must reach.
         """
-        head = await self._store.read_after(self.run_id, MAX_BIGINT, 1)
+        head = await self._reads.read_after(self.run_id, MAX_BIGINT, 1, self.known, primary=True)
         self.reads += 1
         if head.state.exists and self.high_seq is not None:
             self.high_seq = max(self.high_seq, head.state.last_seq - self._buffer_size)
@@ -245,9 +257,16 @@ class FeedRegistry:
     """The feeds of one bridge, by run id; a feed lives while it has subscribers."""
 
     def __init__(
-        self, store: EventStore, *, buffer_size: int, page_size: int, clock: Callable[[], float]
+        self,
+        store: EventStore,
+        *,
+        buffer_size: int,
+        page_size: int,
+        clock: Callable[[], float],
+        reads: ReadRouter | None = None,
     ) -> None:
         self._store = store
+        self.reads = reads or ReadRouter(store)
         self._buffer_size = buffer_size
         self._page_size = page_size
         self._clock = clock
@@ -265,7 +284,7 @@ class FeedRegistry:
         if feed is None:
             feed = RunFeed(
                 run_id,
-                self._store,
+                self.reads,
                 buffer_size=self._buffer_size,
                 page_size=self._page_size,
                 clock=self._clock,
@@ -286,10 +305,10 @@ class FeedRegistry:
         if feed is not None and not feed.waiters:
             del self._feeds[run_id]
 
-    def wake(self, run_id: str, seq: int | None = None) -> None:
+    def wake(self, run_id: str, seq: int | None = None, lsn: int | None = None) -> None:
         feed = self._feeds.get(run_id)
         if feed is not None:
-            feed.wake(seq)
+            feed.wake(seq, lsn)
 
     def offer(self, run_id: str, make_event: Callable[[], LoggedEvent]) -> None:
         """Hand a committed local event to its feed; decoded only if someone listens."""
@@ -303,7 +322,9 @@ class FeedRegistry:
             feed.forget_before(first_seq)
 
     def wake_all(self) -> None:
-        """Re-read every feed now (the listener reconnected: anything may have happened)."""
+        """Re-read every feed now, on the primary (the listener reconnected: anything may have happened)."""
+        for feed in self._feeds.values():
+            feed.known.distrust()
         self.wake_stale(older_than=float("inf"))
 
     def wake_stale(self, older_than: float) -> None:
@@ -332,7 +353,12 @@ class FeedRegistry:
         woken = 0
         for feed in feeds:
             feed.last_read_at = self._clock()
-            if heads is None or feed.moved(heads.get(feed.run_id)):
+            head = heads.get(feed.run_id) if heads is not None else None
+            if head is not None:
+                feed.known.learn(head)  # the poll reads the primary
+            elif heads is None or feed.state.exists:
+                feed.known.distrust()  # cannot tell, or the run row is gone
+            if heads is None or feed.moved(head):
                 feed.wake(None)
                 feed.wake_waiters()
                 woken += 1

@@ -6,6 +6,16 @@ bridge covers lost ones. This connection lives outside the pool (a pool
 reset runs ``UNLISTEN *``), stays idle in autocommit, and is watched: a
 termination callback and a periodic ping detect its death, then it
 reconnects with backoff, LISTENs again and wakes every reader.
+
+LISTEN through a transaction-mode pooler (PgBouncer with
+``pool_mode=transaction``) fails silently: the LISTEN runs on whichever
+server connection the pooler lends for that one statement, and
+notifications never come back. So at start, before it LISTENs for wake-ups,
+the listener checks the one thing it is for: it LISTENs on a fresh probe
+channel and has *another* session (the bridge's pool) send a NOTIFY there;
+if that does not arrive, start() is refused. A self-NOTIFY from the
+listener's own connection would prove nothing: a pooler tends to lend the
+same idle server connection again, which then notifies itself.
 """
 
 from __future__ import annotations
@@ -13,16 +23,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from pgbridge.database import Backoff, is_connection_error
-from pgbridge.errors import DatabaseUnavailableError
+from pgbridge.errors import DatabaseUnavailableError, StreamBridgeError, TopologyConfigurationError
+from pgbridge.lsn import format_lsn, parse_lsn
 
 logger = logging.getLogger(__name__)
 
-WakeCallback = Callable[[str, int | None], None]
+#: ``(run_id, seq or None, WAL position or None)`` of a wake-up.
+WakeCallback = Callable[[str, int | None, int | None], None]
+#: Sends a NOTIFY on the given channel from a session other than the listener's.
+ProbeSender = Callable[[str], Awaitable[None]]
 
 
 #: Stands for "no seq" in a wake payload: the run changed in another way
@@ -30,17 +46,24 @@ WakeCallback = Callable[[str, int | None], None]
 ANY_SEQ = "*"
 
 
-def encode_wake(run_id: str, seq: int | None) -> str:
-    """NOTIFY payload: the newest seq (or ``*``), a space, the run id (which may hold spaces)."""
-    return f"{ANY_SEQ if seq is None else seq} {run_id}"
+def encode_wake(run_id: str, seq: int | None, lsn: int | None = None) -> str:
+    """NOTIFY payload: the newest seq (or ``*``), ``@`` and the primary's WAL
+    position after the commit (when known), a space, the run id (which may
+    hold spaces). The notifier builds the same text in SQL (queries.notify_runs)."""
+    head = ANY_SEQ if seq is None else str(seq)
+    if lsn is not None:
+        head += "@" + format_lsn(lsn)
+    return f"{head} {run_id}"
 
 
-def decode_wake(payload: str) -> tuple[str, int | None]:
-    """Inverse of :func:`encode_wake`."""
+def decode_wake(payload: str) -> tuple[str, int | None, int | None]:
+    """Inverse of :func:`encode_wake`: ``(run_id, seq, lsn)``; ValueError if malformed."""
     head, _, run_id = payload.partition(" ")
-    if head == ANY_SEQ:
-        return run_id, None
-    return run_id, int(head)
+    seq_text, at, lsn_text = head.partition("@")
+    lsn = parse_lsn(lsn_text) if at else None
+    if seq_text == ANY_SEQ:
+        return run_id, None, lsn
+    return run_id, int(seq_text), lsn
 
 
 class Listener:
@@ -55,9 +78,11 @@ class Listener:
         on_reconnect: Callable[[], None],
         ping_interval: float,
         connect_timeout: float,
+        probe: ProbeSender | None = None,
         backoff: Backoff | None = None,
     ) -> None:
         self._dsn = dsn
+        self._probe = probe
         self._channel = channel
         self._on_wake = on_wake
         self._on_reconnect = on_reconnect
@@ -71,9 +96,11 @@ class Listener:
         self.reconnects = 0
 
     async def start(self) -> None:
-        """Connect and LISTEN; failing here fails the bridge's start()."""
+        """Connect, check notifications arrive, and LISTEN; failing here fails the bridge's start()."""
         try:
-            await self._connect()
+            await self._connect(check=self._probe is not None)
+        except StreamBridgeError:
+            raise
         except Exception as exc:
             if is_connection_error(exc):
                 raise DatabaseUnavailableError(f"the listener cannot connect: {exc}") from exc
@@ -88,16 +115,58 @@ class Listener:
                 await task
         await self._disconnect()
 
-    async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+    async def _connect(self, *, check: bool = False) -> None:
+        # No statement cache: the listener runs LISTEN and a ping, nothing worth
+        # preparing, and so it also works through a session-mode pooler.
+        conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout, statement_cache_size=0)
         try:
             conn.add_termination_listener(self._on_termination)
+            if check:
+                await self._check_notifications_arrive(conn)
             await conn.add_listener(self._channel, self._on_notification)
         except BaseException:
             conn.terminate()
             raise
         self._lost.clear()
         self._conn = conn
+
+    async def _check_notifications_arrive(self, conn: asyncpg.Connection) -> None:
+        """LISTEN on a fresh channel, have another session NOTIFY it, and wait for it.
+
+        Before the real LISTEN, so a pooler that swallowed it never keeps the
+        bridge's channel subscribed on one of its server connections.
+        """
+        assert self._probe is not None
+        channel = f"pgbridge_check_{uuid.uuid4().hex}"
+        arrived = asyncio.Event()
+
+        def on_probe(*_: object) -> None:
+            arrived.set()
+
+        await conn.add_listener(channel, on_probe)
+        try:
+            await self._probe(channel)
+            try:
+                await asyncio.wait_for(arrived.wait(), timeout=self._connect_timeout)
+            except TimeoutError:
+                # A connection that stalled is trouble, not a misconfiguration:
+                # only a listener that still answers yet hears nothing is refused.
+                try:
+                    await conn.fetchval("SELECT 1", timeout=self._connect_timeout)
+                except Exception as exc:
+                    raise DatabaseUnavailableError(
+                        f"the listener connection stopped answering during its start check: {exc}"
+                    ) from exc
+                raise TopologyConfigurationError(
+                    f"the listener connection ({_redact(self._dsn)}) did not receive a NOTIFY sent from "
+                    f"another session within {self._connect_timeout:g} s, so it would miss every wake-up. "
+                    "This is what happens when it goes through a transaction-mode pooler such as PgBouncer "
+                    "(LISTEN does nothing there): give the bridge listen_dsn=<a direct connection to the "
+                    "same PostgreSQL database> (or a session-mode pool), and keep dsn for the pooler"
+                ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(channel, on_probe)
 
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
@@ -114,11 +183,11 @@ class Listener:
 
     def _on_notification(self, conn: asyncpg.Connection, pid: int, channel: str, payload: str) -> None:
         try:
-            run_id, seq = decode_wake(payload)
+            run_id, seq, lsn = decode_wake(payload)
         except ValueError:
             logger.warning("pgbridge listener ignored a malformed wake-up %r", payload[:100])
             return
-        self._on_wake(run_id, seq)
+        self._on_wake(run_id, seq, lsn)
 
     async def _supervise(self) -> None:
         while True:
@@ -155,3 +224,15 @@ class Listener:
         logger.info("pgbridge listener reconnected after %d attempt(s)", attempt + 1)
         # Anything could have been published while we were away.
         self._on_reconnect()
+
+
+def _redact(dsn: str) -> str:
+    """*dsn* without its password, for error messages."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "the configured DSN"
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

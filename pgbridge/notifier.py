@@ -7,6 +7,10 @@ notifier; one task per bridge sends everything that piled up while the
 previous NOTIFY was in flight, in one statement. An idle notifier costs
 nothing and adds no delay. A lost NOTIFY (crash between commit and send,
 queue trouble) only delays readers until their next poll.
+
+Each payload also carries the primary's WAL insert position, read by the
+NOTIFY statement itself, after the commits it reports: a reader with a
+``replica_dsn`` reads from the standby only once it has replayed that far.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import asyncio
 import logging
 
 from pgbridge.database import Database
-from pgbridge.listener import encode_wake
+from pgbridge.listener import ANY_SEQ
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +57,9 @@ class Notifier:
         try:
             while self._pending:
                 batch, self._pending = self._pending, {}
-                payloads = [encode_wake(run_id, seq) for run_id, seq in batch.items()]
+                heads = [ANY_SEQ if seq is None else str(seq) for seq in batch.values()]
                 try:
-                    await self._db.fetch(self._db.queries.notify_runs, self._channel, payloads)
+                    await self._db.fetch(self._db.queries.notify_runs, self._channel, heads, list(batch))
                     self.statements_sent += 1
                 except Exception as exc:
                     # Readers elsewhere still find these events at their next poll.

@@ -75,6 +75,7 @@ class Publisher:
         retry_timeout: float,
         max_batches_in_flight: int,
         max_batch_size: int = 1000,
+        batch_per_run: bool = False,
         backoff: Backoff | None = None,
         metrics: BridgeMetrics = NO_METRICS,
     ) -> None:
@@ -84,6 +85,8 @@ class Publisher:
         self._retry_timeout = retry_timeout
         self._max_in_flight = max_batches_in_flight
         self._max_batch_size = max_batch_size
+        #: Each batch holds one run's events (a sharded deployment: one shard per transaction).
+        self._batch_per_run = batch_per_run
         self._backoff = backoff or Backoff()
         self._queue: list[_Waiting] = []
         self._flushes: set[asyncio.Task[None]] = set()
@@ -119,13 +122,36 @@ class Publisher:
             task.add_done_callback(self._flush_done)
 
     def _take_batch(self) -> list[_Waiting]:
-        """The oldest waiting groups, up to the batch size (a group is never split)."""
+        """The oldest waiting groups, up to the batch size (a group is never split).
+
+        With ``batch_per_run``, only groups of the oldest group's run (each
+        group is one run's), in queue order; the others keep their places.
+        """
+        if self._batch_per_run:
+            return self._take_run_batch()
         batch: list[_Waiting] = []
         size = 0
         while self._queue and (not batch or size + len(self._queue[0].requests) <= self._max_batch_size):
             waiting = self._queue.pop(0)
             batch.append(waiting)
             size += len(waiting.requests)
+        return batch
+
+    def _take_run_batch(self) -> list[_Waiting]:
+        run_id = self._queue[0].requests[0].run_id
+        batch: list[_Waiting] = []
+        rest: list[_Waiting] = []
+        size = 0
+        full = False  # once a group of the run is left out, later ones wait too (order)
+        for waiting in self._queue:
+            if waiting.requests[0].run_id == run_id and not full:
+                if not batch or size + len(waiting.requests) <= self._max_batch_size:
+                    batch.append(waiting)
+                    size += len(waiting.requests)
+                    continue
+                full = True
+            rest.append(waiting)
+        self._queue = rest
         return batch
 
     def _flush_done(self, task: asyncio.Task[None]) -> None:

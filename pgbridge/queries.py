@@ -50,6 +50,10 @@ class Queries:
     read_events_after: str
     mark_awaiting_input: str
     notify_runs: str
+    notify_listener_check: str
+    replica_replay_position: str
+    server_in_recovery: str
+    server_system_identifier: str
     schema_revision: str
     run_summary: str
     run_heads: str
@@ -110,9 +114,24 @@ class Queries:
                 SET status = 'awaiting_input', awaiting_input_since = now(), updated_at = now()
                 WHERE run_id = $1 AND status IN ('active', 'awaiting_input')
             """,
-            # $1 channel, $2 payloads: one statement (one transaction) for every
-            # wake-up that piled up; distinct payloads are never merged.
-            notify_runs="SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload",
+            # $1 channel, $2 newest seqs (or '*'), $3 run ids: one statement
+            # (one transaction) for every wake-up that piled up; distinct
+            # payloads are never merged. Each payload is listener.encode_wake's
+            # "<seq>@<lsn> <run_id>": the WAL insert position, read after the
+            # commits being reported, tells a replica reader how far the
+            # standby must have replayed to hold them.
+            notify_runs="""
+                SELECT pg_notify($1, w.head || '@' || l.lsn || ' ' || w.run_id)
+                FROM (SELECT pg_current_wal_insert_lsn()::text AS lsn) AS l,
+                     unnest($2::text[], $3::text[]) AS w(head, run_id)
+            """,
+            # $1 a fresh channel only the starting listener follows (listener.py).
+            notify_listener_check="SELECT pg_notify($1, 'pgbridge listener check')",
+            # Where a hot standby's replay stands (NULL on a server not in recovery).
+            replica_replay_position="SELECT pg_last_wal_replay_lsn()::text",
+            # start(): is replica_dsn a hot standby, and of the same cluster as dsn?
+            server_in_recovery="SELECT pg_is_in_recovery()",
+            server_system_identifier="SELECT system_identifier::text FROM pg_control_system()",
             schema_revision=f"SELECT version_num FROM {s}.alembic_version",
             # What dashboards and health checks show of a run: its row alone
             # (counts and IDs derive from the seqs and their times).

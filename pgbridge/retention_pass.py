@@ -1,7 +1,12 @@
 """One retention pass: dead-letter stale runs, delete old events, drop tombstones.
 
 A pass holds a PostgreSQL advisory lock (one per schema) for its whole
-length, so across every process at most one pass runs at a time; the
+length, so across every process at most one pass runs at a time. It is a
+session lock held across many short transactions, so it needs one server
+session for the whole pass: behind a transaction-mode pooler (PgBouncer)
+the pass takes a direct connection of its own (``direct_dsn``, the bridge's
+``listen_dsn``) instead of a pooled one, whose session could be lent to
+another client between statements and keep the lock forever; the
 periodic job skips its turn when the lock is taken, an explicit pass waits
 for it. Correctness does not rest on the lock, though: every statement
 re-checks what it acts on under row locks, so two passes that did overlap
@@ -94,8 +99,10 @@ class RetentionPass:
         batch_events: int = 2000,
         batch_runs: int = 200,
         metrics: BridgeMetrics = NO_METRICS,
+        direct_dsn: str | None = None,
     ) -> None:
         self._db = db
+        self._direct_dsn = direct_dsn
         self._metrics = metrics
         self._sql = db.queries.retention
         self._schema = db.queries.schema
@@ -106,8 +113,9 @@ class RetentionPass:
 
     async def run(self, policy: RetentionPolicy, *, wait: bool) -> RetentionReport | None:
         """One pass under the lock; None when *wait* is False and another pass holds it."""
+        session = self._db.direct_connection(self._direct_dsn) if self._direct_dsn else self._db.connection()
         try:
-            async with self._db.connection() as conn:
+            async with session as conn:
                 if not await self._acquire_lock(conn, wait=wait):
                     return None
                 started = time.perf_counter()

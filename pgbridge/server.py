@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.schema import DEFAULT_SCHEMA
@@ -36,12 +36,14 @@ def run_server(
     settings: StreamSettings | None = None,
     log_level: str = "info",
     metrics: bool = False,
+    bridge_options: Mapping[str, object] | None = None,
 ) -> None:
-    """Serve a bridge on *dsn* until interrupted; with *metrics*, also ``GET /metrics``."""
+    """Serve a bridge on *dsn* (with *bridge_options*, see BridgeOptions) until interrupted;
+    with *metrics*, also ``GET /metrics``."""
     import uvicorn
 
     exit_normally_on_sigterm()
-    bridge = PostgresStreamBridge(dsn, schema=schema, metrics=metrics)
+    bridge = PostgresStreamBridge(dsn, schema=schema, metrics=metrics, **(bridge_options or {}))
     app = create_app(
         bridge, token=token, cors_origins=cors_origins, settings=settings, expose_metrics=metrics
     )
