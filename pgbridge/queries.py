@@ -179,6 +179,7 @@ class RetentionQueries:
     tables_due_for_vacuum: str
     vacuum_run_events: str
     vacuum_run_streams: str
+    record_pass: str
 
     @classmethod
     def for_schema(cls, schema: str) -> RetentionQueries:
@@ -320,4 +321,20 @@ class RetentionQueries:
             """,
             vacuum_run_events=f"VACUUM {s}.run_events",
             vacuum_run_streams=f"VACUUM {s}.run_streams",
+            # The pass's report replaces the last one (one row per schema).
+            # $1 seconds the pass took, $2 events deleted, $3 runs deleted,
+            # $4 runs dead-lettered, $5 tables vacuumed, $6 the policy (JSON).
+            record_pass=f"""
+                INSERT INTO {s}.retention_last_pass AS p (
+                    id, started_at, finished_at, events_deleted, runs_deleted,
+                    runs_dead_lettered, tables_vacuumed, policy, passes)
+                SELECT 1, c.t - make_interval(secs => $1::float8), c.t, $2, $3, $4, $5, $6::json, 1
+                FROM (SELECT clock_timestamp() AS t) AS c
+                ON CONFLICT (id) DO UPDATE SET
+                    started_at = excluded.started_at, finished_at = excluded.finished_at,
+                    events_deleted = excluded.events_deleted, runs_deleted = excluded.runs_deleted,
+                    runs_dead_lettered = excluded.runs_dead_lettered,
+                    tables_vacuumed = excluded.tables_vacuumed, policy = excluded.policy,
+                    passes = p.passes + 1
+            """,
         )
