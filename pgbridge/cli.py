@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from pgbridge import inspect_cli
 from pgbridge.errors import InvalidEventError, StreamBridgeError
 from pgbridge.retention import RetentionPolicy, RetentionReport
 from pgbridge.schema import DEFAULT_SCHEMA
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run", metavar="RUN")
     export.add_argument("--format", choices=["jsonl"], default="jsonl")
     export.add_argument("--output", "-o", type=Path, help="file to write (default: standard output)")
+    inspect_cli.add_parsers(commands, connection_options=_add_connection_options, duration=parse_duration)
     bench = commands.add_parser(
         "bench", help="benchmark pgbridge against Redis Streams, an in-process bridge and raw PostgreSQL"
     )
@@ -242,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pgbridge.audit_cli import run_export
 
             return run_export(args, resolve_dsn)
+        if args.command in inspect_cli.COMMANDS:
+            return inspect_cli.run_command(args, resolve_dsn)
         if args.command == "bench":
             from pgbridge.bench.run import run_benchmark
             from pgbridge.embedded import dsn_from_environment
