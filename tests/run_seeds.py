@@ -112,7 +112,7 @@ async def seed_agent_runs(bridge: PostgresStreamBridge, dsn: str) -> Seeded:
     run-waiting               awaiting   asked a question 30 min ago
     run-waiting-2             awaiting   asked for approval 5 min ago
     run-live                  active     streaming tokens right now
-    run-stuck                 active     silent for 20 min (the reaper has not passed yet)
+    run-stuck                 active     called a tool 20 min ago, silent since (no reaper pass yet)
     run-cancelled             cancelled  cancelled by its user 69 min ago
     run-slow                  ended      ran for an hour, ended 4 h ago
     run-fast                  ended      2 s, 30 min ago
@@ -185,7 +185,7 @@ async def seed_agent_runs(bridge: PostgresStreamBridge, dsn: str) -> Seeded:
     await set_run_times(dsn, "run-live", started_ago=2 * MINUTE, until_ago=0, ended=False)
 
     await _publish(bridge, seeded, "run-stuck", ("tool_call", {"tool": "search", "query": "flights"}))
-    await set_run_times(dsn, "run-stuck", started_ago=30 * MINUTE, until_ago=20 * MINUTE, ended=False)
+    await set_run_times(dsn, "run-stuck", started_ago=20 * MINUTE, until_ago=20 * MINUTE, ended=False)
 
     await _publish(bridge, seeded, "run-cancelled", ("token", {"text": "Sure"}))
     await _terminal(bridge, seeded, "run-cancelled", StreamStatus.CANCELLED, {"by": "user"})
