@@ -49,7 +49,7 @@ from pgbridge.queries import Queries, notify_channel
 from pgbridge.replica import ReadRouter
 from pgbridge.retention import RetentionPolicy, RetentionReport
 from pgbridge.retention_job import RetentionJob
-from pgbridge.retention_pass import RetentionPass
+from pgbridge.retention_pass import RetentionPass, RetentionProgress
 from pgbridge.schema import DEFAULT_SCHEMA, RUN_STATUSES
 from pgbridge.store import Appended, EventStore, LoggedEvent, RunInfo
 from pgbridge.subscriber import OnGap, SubscriptionContext, subscription
@@ -535,18 +535,21 @@ class PostgresStreamBridge(StreamBridge):
 
     # -- retention ------------------------------------------------------------
 
-    async def run_retention(self, policy: RetentionPolicy | None = None) -> RetentionReport:
+    async def run_retention(
+        self, policy: RetentionPolicy | None = None, *, progress: RetentionProgress | None = None
+    ) -> RetentionReport:
         """Run one retention pass now and report what it did (SPEC section 8).
 
         Uses *policy*, else the bridge's ``retention`` option, else the
         defaults of :class:`RetentionPolicy`. If a pass is running anywhere
         (this bridge's job, another process), waits for it, then does its own.
+        *progress*, if given, is told the running totals after each batch.
         """
         self._require_running()
         if policy is not None and not isinstance(policy, RetentionPolicy):
             raise InvalidEventError(f"policy must be a RetentionPolicy or None, not {type(policy).__name__}")
         chosen = policy or self.options.retention or RetentionPolicy()
-        report = await self._retention_pass.run(chosen, wait=True)
+        report = await self._retention_pass.run(chosen, wait=True, progress=progress)
         assert report is not None  # a waiting pass always runs
         return report
 

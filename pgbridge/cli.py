@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from pgbridge import inspect_cli
 from pgbridge.errors import InvalidEventError, StreamBridgeError
 from pgbridge.retention import RetentionPolicy, RetentionReport
 from pgbridge.schema import DEFAULT_SCHEMA
@@ -140,19 +141,37 @@ def format_report(report: RetentionReport, seconds: float) -> str:
     return f"retention pass: {fields} ({seconds:.3f} s)"
 
 
+def _pass_progress(report: RetentionReport) -> str:
+    return (
+        f"{report.events_deleted:,} events deleted, {report.runs_deleted:,} runs deleted, "
+        f"{report.runs_dead_lettered:,} dead-lettered"
+    )
+
+
 async def run_retention_passes(dsn: str, schema: str, policy: RetentionPolicy, every: float | None) -> int:
-    """One pass (or one every *every* seconds, until interrupted), printing each report."""
+    """One pass (or one every *every* seconds, until interrupted), printing each report.
+
+    On a terminal, a bar shows what the running pass has deleted so far (a
+    pass does not know its total before it ends).
+    """
     from pgbridge.bridge import PostgresStreamBridge
+    from pgbridge.progress import progress_bars
 
     async with PostgresStreamBridge(dsn, schema=schema, pool_min_size=1, pool_max_size=2) as bridge:
         print(f"policy: {policy}", flush=True)
-        while True:
-            started = time.perf_counter()
-            report = await bridge.run_retention(policy)
-            print(format_report(report, time.perf_counter() - started), flush=True)
-            if every is None:
-                return 0
-            await asyncio.sleep(every)
+        with progress_bars() as bars:
+            bar = bars.add("retention pass")
+            while True:
+                started = time.perf_counter()
+                bar.update(detail="")
+                report = await bridge.run_retention(
+                    policy, progress=lambda r: bar.update(detail=_pass_progress(r))
+                )
+                bar.update(detail=_pass_progress(report))
+                print(format_report(report, time.perf_counter() - started), flush=True)
+                if every is None:
+                    return 0
+                await asyncio.sleep(every)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run", metavar="RUN")
     export.add_argument("--format", choices=["jsonl"], default="jsonl")
     export.add_argument("--output", "-o", type=Path, help="file to write (default: standard output)")
+    inspect_cli.add_parsers(commands, connection_options=_add_connection_options, duration=parse_duration)
     bench = commands.add_parser(
         "bench", help="benchmark pgbridge against Redis Streams, an in-process bridge and raw PostgreSQL"
     )
@@ -277,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pgbridge.audit_cli import run_export
 
             return run_export(args, resolve_dsn)
+        if args.command in inspect_cli.COMMANDS:
+            return inspect_cli.run_command(args, resolve_dsn)
         if args.command == "bench":
             from pgbridge.bench.run import run_benchmark
             from pgbridge.embedded import dsn_from_environment

@@ -11,29 +11,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
 import uuid
+from collections.abc import Iterator
 
 import asyncpg
 
 from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.contract import HEARTBEAT_SENTINEL
 from pgbridge.migrate import migrate
+from pgbridge.progress import ProgressBar, progress_bars
 from pgbridge.queries import quote_identifier
 
 KILL_AFTER_FRACTION = 0.4
-
-
-def _progress(label: str, done: int, total: int) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    line = f"\r  {label:<10} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-    if sys.stdout.isatty():
-        print(line, end="", flush=True)
-    elif done == total or done % max(total // 4, 1) == 0:
-        print(line.strip("\r"), flush=True)
 
 
 async def _start_reader(dsn: str, schema: str, run_id: str, cursor: str | None) -> asyncio.subprocess.Process:
@@ -57,37 +50,45 @@ async def run_demo(dsn: str, *, schema: str = "public", events: int = 300) -> in
     print(f"run {run_id}: publishing {events} token events plus an end event", flush=True)
     published: list[str] = []
     received: list[str] = []
-    async with PostgresStreamBridge(dsn, schema=schema) as bridge:
-        first_reader = await _start_reader(dsn, schema, run_id, None)
-        kill_at = int(events * KILL_AFTER_FRACTION)
+    with _bars(events) as (publishing, receiving):
+        async with PostgresStreamBridge(dsn, schema=schema) as bridge:
+            first_reader = await _start_reader(dsn, schema, run_id, None)
+            kill_at = int(events * KILL_AFTER_FRACTION)
 
-        async def publish_all() -> None:
-            for index in range(events):
-                published.append(await bridge.publish(run_id, "token", {"i": index, "text": f"tok{index} "}))
-                _progress("published", index + 1, events)
-                await asyncio.sleep(0.005)
-            published.append(await bridge.publish_end(run_id))
+            async def publish_all() -> None:
+                for index in range(events):
+                    published.append(
+                        await bridge.publish(run_id, "token", {"i": index, "text": f"tok{index} "})
+                    )
+                    publishing.update(completed=len(published))
+                    await asyncio.sleep(0.005)
+                published.append(await bridge.publish_end(run_id))
+                publishing.update(completed=len(published))
 
-        publisher = asyncio.create_task(publish_all())
-        while len(received) < kill_at:
-            line = await _read_line(first_reader)
-            if line is None:
-                break
-            if not line.startswith("resume "):
+            def receive(line: str) -> None:
                 received.append(line.split(" ", 1)[0])
-        first_reader.send_signal(signal.SIGKILL)
-        await first_reader.wait()
-        last_seen = received[-1] if received else None
-        print(f"\n  killed the first reader after {len(received)} events; last ID it printed: {last_seen}")
+                receiving.update(completed=len(received))
 
-        second_reader = await _start_reader(dsn, schema, run_id, last_seen)
-        resume_line = await _read_line(second_reader)
-        print(f"  a new reader process resumes from {last_seen}: {resume_line}")
-        while (line := await _read_line(second_reader)) is not None:
-            received.append(line.split(" ", 1)[0])
-        await second_reader.wait()
-        await publisher
-        print()
+            publisher = asyncio.create_task(publish_all())
+            while len(received) < kill_at:
+                line = await _read_line(first_reader)
+                if line is None:
+                    break
+                if not line.startswith("resume "):
+                    receive(line)
+            first_reader.send_signal(signal.SIGKILL)
+            await first_reader.wait()
+            last_seen = received[-1] if received else None
+            print(f"  killed the first reader after {len(received)} events; last ID it printed: {last_seen}")
+            receiving.update(description="received (a new reader)")
+
+            second_reader = await _start_reader(dsn, schema, run_id, last_seen)
+            resume_line = await _read_line(second_reader)
+            print(f"  a new reader process resumes from {last_seen}: {resume_line}")
+            while (line := await _read_line(second_reader)) is not None:
+                receive(line)
+            await second_reader.wait()
+            await publisher
 
     duplicates = len(received) - len(set(received))
     missing = len(set(published) - set(received))
@@ -97,6 +98,13 @@ async def run_demo(dsn: str, *, schema: str = "public", events: int = 300) -> in
     ok = duplicates == 0 and missing == 0 and received == published
     print("OK: every event arrived exactly once, in order" if ok else "FAILED: see the counts above")
     return 0 if ok else 1
+
+
+@contextlib.contextmanager
+def _bars(events: int) -> Iterator[tuple[ProgressBar, ProgressBar]]:
+    """Events published, and received by the readers, out of all (the end event included)."""
+    with progress_bars() as bars:
+        yield bars.add("published", total=events + 1), bars.add("received", total=events + 1)
 
 
 async def _show_sql(dsn: str, schema: str, run_id: str) -> None:

@@ -198,6 +198,7 @@ class RetentionQueries:
     tables_due_for_vacuum: str
     vacuum_run_events: str
     vacuum_run_streams: str
+    record_pass: str
 
     @classmethod
     def for_schema(cls, schema: str) -> RetentionQueries:
@@ -339,4 +340,116 @@ class RetentionQueries:
             """,
             vacuum_run_events=f"VACUUM {s}.run_events",
             vacuum_run_streams=f"VACUUM {s}.run_streams",
+            # The pass's report replaces the last one (one row per schema).
+            # $1 seconds the pass took, $2 events deleted, $3 runs deleted,
+            # $4 runs dead-lettered, $5 tables vacuumed, $6 the policy (JSON).
+            record_pass=f"""
+                INSERT INTO {s}.retention_last_pass AS p (
+                    id, started_at, finished_at, events_deleted, runs_deleted,
+                    runs_dead_lettered, tables_vacuumed, policy, passes)
+                SELECT 1, c.t - make_interval(secs => $1::float8), c.t, $2, $3, $4, $5, $6::json, 1
+                FROM (SELECT clock_timestamp() AS t) AS c
+                ON CONFLICT (id) DO UPDATE SET
+                    started_at = excluded.started_at, finished_at = excluded.finished_at,
+                    events_deleted = excluded.events_deleted, runs_deleted = excluded.runs_deleted,
+                    runs_dead_lettered = excluded.runs_dead_lettered,
+                    tables_vacuumed = excluded.tables_vacuumed, policy = excluded.policy,
+                    passes = p.passes + 1
+            """,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InspectQueries:
+    """The read-only SQL of ``pgbridge runs``, ``events`` and ``stats`` (:mod:`pgbridge.inspection`).
+
+    Runs and events are read through the views of revision 0005
+    (:mod:`pgbridge.views_ddl`), so the commands show exactly what the
+    documented views show; each filter reaches a table index through them.
+    """
+
+    runs: str
+    run: str
+    events_after: str
+    table_sizes: str
+    runs_by_status: str
+    oldest_retained_event: str
+    last_retention_pass: str
+    server_now: str
+
+    @classmethod
+    def for_schema(cls, schema: str = DEFAULT_SCHEMA) -> InspectQueries:
+        s = quote_identifier(schema)
+        runs_view, events_view = f"{s}.pgbridge_runs", f"{s}.pgbridge_events"
+        # $1 status or NULL, $2 seconds or NULL. Open runs by last activity,
+        # ended runs by end time, each read backwards along its partial index.
+        open_runs = """
+            terminal_seq IS NULL AND ($1::text IS NULL OR status = $1)
+            AND ($2::float8 IS NULL OR last_activity_at >= now() - make_interval(secs => $2::float8))
+        """
+        ended_runs = """
+            ended_at IS NOT NULL AND ($1::text IS NULL OR status = $1)
+            AND ($2::float8 IS NULL OR ended_at >= now() - make_interval(secs => $2::float8))
+        """
+        return cls(
+            # $1 status or NULL, $2 active within this many seconds or NULL,
+            # $3 limit: the most recently active runs first (open runs by
+            # their last activity, ended runs by their end).
+            runs=f"""
+                SELECT * FROM (
+                    (SELECT *, last_activity_at AS active_at FROM {runs_view}
+                     WHERE {open_runs} ORDER BY last_activity_at DESC LIMIT $3)
+                    UNION ALL
+                    (SELECT *, ended_at AS active_at FROM {runs_view}
+                     WHERE {ended_runs} ORDER BY ended_at DESC LIMIT $3)
+                ) AS recent
+                ORDER BY active_at DESC, run_id
+                LIMIT $3
+            """,
+            run=f"SELECT * FROM {runs_view} WHERE run_id = $1",
+            # $1 run_id, $2 after this seq, $3 limit or NULL for all.
+            events_after=f"""
+                SELECT run_id, seq, event_id, event, data::text AS data, terminal, created_ms, created_at
+                FROM {events_view}
+                WHERE run_id = $1 AND seq > $2
+                ORDER BY seq
+                LIMIT $3
+            """,
+            # $1 schema name, $2 table names. Row counts are the statistics
+            # collector's live-row estimates (exact counts would scan).
+            table_sizes="""
+                SELECT c.relname::text AS name,
+                       pg_total_relation_size(c.oid) AS total_bytes,
+                       pg_relation_size(c.oid) AS table_bytes,
+                       pg_indexes_size(c.oid) AS index_bytes,
+                       s.n_live_tup AS rows_estimate
+                FROM pg_class AS c
+                JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+                WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND c.relkind = 'r'
+                ORDER BY total_bytes DESC, name
+            """,
+            # Exact event counts from each run's seqs, with no scan of run_events.
+            runs_by_status=f"""
+                SELECT status, count(*) AS runs,
+                       sum(last_seq - first_seq + 1)::bigint AS events_retained,
+                       sum(last_seq)::bigint AS events_published
+                FROM {s}.run_streams
+                GROUP BY status
+            """,
+            # Along run_streams_first_ms_idx: one index entry read.
+            oldest_retained_event=f"""
+                SELECT run_id, first_ms || '-' || first_seq AS event_id,
+                       to_timestamp(first_ms / 1000.0) AS created_at
+                FROM {s}.run_streams
+                WHERE first_seq <= last_seq
+                ORDER BY first_ms
+                LIMIT 1
+            """,
+            last_retention_pass=f"""
+                SELECT started_at, finished_at, events_deleted, runs_deleted, runs_dead_lettered,
+                       tables_vacuumed, policy::text AS policy, passes
+                FROM {s}.retention_last_pass
+            """,
+            server_now="SELECT now()",
         )

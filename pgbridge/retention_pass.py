@@ -19,15 +19,20 @@ row lock, and each batch moves the run's ``first_seq`` in the same
 transaction as its deletes. The scans behind the batches each match a
 partial index (see :mod:`pgbridge.schema`), so a pass reads what it acts on
 and not the rest of the table.
+
+A finished pass replaces the row of ``retention_last_pass`` with its report,
+so ``pgbridge stats`` can tell when retention last ran, whichever process
+ran it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import asyncpg
 
@@ -42,6 +47,8 @@ from pgbridge.retention import RetentionPolicy, RetentionReport
 #: re-read, and report the gap if they had not read those events).
 RunDeadLettered = Callable[[str, int], None]
 RunTrimmed = Callable[[str, int], None]
+#: Told a pass's running totals after each batch it commits (for progress displays).
+RetentionProgress = Callable[[RetentionReport], None]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +94,31 @@ def plan_trims(
     return plan, False
 
 
+class _Tally:
+    """A pass's running totals, reported to its progress callback after each batch."""
+
+    def __init__(self, progress: RetentionProgress | None) -> None:
+        self._progress = progress
+        self.events_deleted = 0
+        self.runs_deleted = 0
+        self.runs_dead_lettered = 0
+
+    def add(self, *, events_deleted: int = 0, runs_deleted: int = 0, runs_dead_lettered: int = 0) -> None:
+        self.events_deleted += events_deleted
+        self.runs_deleted += runs_deleted
+        self.runs_dead_lettered += runs_dead_lettered
+        if self._progress is not None:
+            self._progress(self.report())
+
+    def report(self, tables_vacuumed: int = 0) -> RetentionReport:
+        return RetentionReport(
+            events_deleted=self.events_deleted,
+            runs_deleted=self.runs_deleted,
+            runs_dead_lettered=self.runs_dead_lettered,
+            tables_vacuumed=tables_vacuumed,
+        )
+
+
 class RetentionPass:
     """Runs retention passes on a bridge's database."""
 
@@ -111,8 +143,13 @@ class RetentionPass:
         self._batch_events = batch_events
         self._batch_runs = batch_runs
 
-    async def run(self, policy: RetentionPolicy, *, wait: bool) -> RetentionReport | None:
-        """One pass under the lock; None when *wait* is False and another pass holds it."""
+    async def run(
+        self, policy: RetentionPolicy, *, wait: bool, progress: RetentionProgress | None = None
+    ) -> RetentionReport | None:
+        """One pass under the lock; None when *wait* is False and another pass holds it.
+
+        *progress*, if given, is told the running totals after each committed batch.
+        """
         session = self._db.direct_connection(self._direct_dsn) if self._direct_dsn else self._db.connection()
         try:
             async with session as conn:
@@ -120,7 +157,7 @@ class RetentionPass:
                     return None
                 started = time.perf_counter()
                 try:
-                    report = await self._run_locked(conn, policy)
+                    report = await self._run_locked(conn, policy, _Tally(progress))
                 finally:
                     await self._unlock(conn)
                 _log_report(report, time.perf_counter() - started)
@@ -149,32 +186,51 @@ class RetentionPass:
             await asyncio.sleep(LOCK_RETRY_SECONDS)
         return True
 
-    async def _run_locked(self, conn: asyncpg.Connection, policy: RetentionPolicy) -> RetentionReport:
-        dead_lettered = await self._dead_letter_stale_runs(conn, policy)
-        deleted = 0
+    async def _run_locked(
+        self, conn: asyncpg.Connection, policy: RetentionPolicy, tally: _Tally
+    ) -> RetentionReport:
+        started = time.perf_counter()
+        await self._dead_letter_stale_runs(conn, policy, tally)
         if policy.max_events_per_run is not None:
-            deleted += await self._trim(conn, self._sql.runs_over_max_events, policy.max_events_per_run)
+            await self._trim(conn, tally, self._sql.runs_over_max_events, policy.max_events_per_run)
         if policy.max_event_age is not None:
-            deleted += await self._trim(
-                conn, self._sql.runs_with_events_older_than, policy.max_event_age, self._batch_events
+            await self._trim(
+                conn, tally, self._sql.runs_with_events_older_than, policy.max_event_age, self._batch_events
             )
         if policy.ended_run_ttl is not None:
-            deleted += await self._trim(conn, self._sql.ended_runs_with_events, policy.ended_run_ttl)
-        runs_deleted = 0
+            await self._trim(conn, tally, self._sql.ended_runs_with_events, policy.ended_run_ttl)
         if policy.ended_run_ttl is not None and policy.tombstone_ttl is not None:
-            runs_deleted = await self._delete_tombstones(conn, policy.ended_run_ttl + policy.tombstone_ttl)
-        vacuumed = await self._vacuum_if_autovacuum_is_off(conn)
-        return RetentionReport(
-            events_deleted=deleted,
-            runs_deleted=runs_deleted,
-            runs_dead_lettered=dead_lettered,
-            tables_vacuumed=vacuumed,
-        )
+            await self._delete_tombstones(conn, tally, policy.ended_run_ttl + policy.tombstone_ttl)
+        report = tally.report(tables_vacuumed=await self._vacuum_if_autovacuum_is_off(conn))
+        await self._record(conn, policy, report, time.perf_counter() - started)
+        return report
+
+    async def _record(
+        self, conn: asyncpg.Connection, policy: RetentionPolicy, report: RetentionReport, seconds: float
+    ) -> None:
+        """Replace the row of ``retention_last_pass`` with this pass's report.
+
+        A role without the grant (docs/audit.md) gets a warning: the pass's
+        work is done and committed either way.
+        """
+        try:
+            await conn.execute(
+                self._sql.record_pass,
+                seconds,
+                report.events_deleted,
+                report.runs_deleted,
+                report.runs_dead_lettered,
+                report.tables_vacuumed,
+                json.dumps(asdict(policy)),
+            )
+        except asyncpg.InsufficientPrivilegeError as exc:
+            logger.warning("pgbridge retention cannot record its pass in retention_last_pass: %s", exc)
 
     # -- the stale-run reaper ---------------------------------------------------
 
-    async def _dead_letter_stale_runs(self, conn: asyncpg.Connection, policy: RetentionPolicy) -> int:
-        total = 0
+    async def _dead_letter_stale_runs(
+        self, conn: asyncpg.Connection, policy: RetentionPolicy, tally: _Tally
+    ) -> None:
         while True:
             rows = await conn.fetch(
                 self._sql.dead_letter_stale_runs,
@@ -193,27 +249,28 @@ class RetentionPass:
                     extra={"run_id": row["run_id"], "seq": row["seq"]},
                 )
                 self._on_dead_lettered(row["run_id"], row["seq"])
-            total += len(rows)
+            tally.add(runs_dead_lettered=len(rows))
             if len(rows) < self._batch_runs:
-                return total
+                return
 
     # -- deleting a prefix of runs' events ----------------------------------------
 
-    async def _trim(self, conn: asyncpg.Connection, candidates_sql: str, *rule: object) -> int:
+    async def _trim(
+        self, conn: asyncpg.Connection, tally: _Tally, candidates_sql: str, *rule: object
+    ) -> None:
         """Delete what *candidates_sql* names, batch by batch, until it names nothing more.
 
         Each candidate query names at most ``batch_runs`` runs: one transaction's worth.
         """
-        total = 0
         while True:
             rows = await conn.fetch(candidates_sql, self._batch_runs, *rule)
             wanted = {row["run_id"]: row["through"] for row in rows if row["through"] is not None}
             deleted, cut_short = await self._trim_in_one_transaction(conn, wanted) if wanted else (0, False)
-            total += deleted
+            tally.add(events_deleted=deleted)
             if len(rows) < self._batch_runs and not cut_short:
-                return total
+                return
             if deleted == 0 and not cut_short:
-                return total  # candidates that no longer need anything: done
+                return  # candidates that no longer need anything: done
 
     async def _trim_in_one_transaction(
         self, conn: asyncpg.Connection, wanted: dict[str, int]
@@ -263,14 +320,15 @@ class RetentionPass:
 
     # -- tombstones -------------------------------------------------------------
 
-    async def _delete_tombstones(self, conn: asyncpg.Connection, after_end_seconds: float) -> int:
-        total = 0
+    async def _delete_tombstones(
+        self, conn: asyncpg.Connection, tally: _Tally, after_end_seconds: float
+    ) -> None:
         while True:
             rows = await conn.fetch(self._sql.delete_tombstones, float(after_end_seconds), self._batch_runs)
             self._metrics.retention_deleted(runs=len(rows))
-            total += len(rows)
+            tally.add(runs_deleted=len(rows))
             if len(rows) < self._batch_runs:
-                return total
+                return
 
 
 def _log_report(report: RetentionReport, seconds: float) -> None:

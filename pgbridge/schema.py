@@ -3,7 +3,8 @@
 Alembic revisions in ``migrations/`` create and change these tables; a test
 compares a migrated database with this metadata so the two never drift. The
 hot path does not use SQLAlchemy: :mod:`pgbridge.queries` holds the SQL the
-bridge runs through asyncpg.
+bridge runs through asyncpg. The views over these tables (revision 0005) are
+in :mod:`pgbridge.views_ddl`.
 
 Every table is keyed by ``run_id`` first and there is no global sequence, so
 the tables can be distributed by ``run_id`` (Citus, or several clusters).
@@ -19,7 +20,9 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     Index,
+    Integer,
     MetaData,
+    SmallInteger,
     Table,
     Text,
     false,
@@ -28,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import BYTEA, JSON, TIMESTAMP
 
 #: The alembic revision this code expects; ``start()`` refuses any other.
-SCHEMA_REVISION: Final = "0004"
+SCHEMA_REVISION: Final = "0005"
 DEFAULT_SCHEMA: Final = "public"
 
 #: Status values stored in ``run_streams.status``.
@@ -90,6 +93,26 @@ run_events = Table(
     # This event's link in its run's hash chain. The table is append-only:
     # a trigger refuses UPDATE and TRUNCATE, and DELETE outside retention.
     Column("hash", BYTEA, nullable=False),
+)
+
+# The last retention pass of this schema, whichever process ran it: one row,
+# replaced by every pass (``pgbridge stats`` shows it). Written under the
+# pass's advisory lock, so passes never race for it.
+retention_last_pass = Table(
+    "retention_last_pass",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, server_default=text("1")),
+    Column("started_at", TIMESTAMP(timezone=True), nullable=False),
+    Column("finished_at", TIMESTAMP(timezone=True), nullable=False),
+    Column("events_deleted", BigInteger, nullable=False),
+    Column("runs_deleted", BigInteger, nullable=False),
+    Column("runs_dead_lettered", BigInteger, nullable=False),
+    Column("tables_vacuumed", Integer, nullable=False),
+    # The RetentionPolicy the pass applied, field by field.
+    Column("policy", JSON(none_as_null=False), nullable=False),
+    # Passes recorded since the table was created.
+    Column("passes", BigInteger, nullable=False, server_default=text("1")),
+    CheckConstraint("id = 1", name="retention_last_pass_one_row_check"),
 )
 
 # Every retention scan has an index that finds exactly the rows it acts on,

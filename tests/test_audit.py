@@ -191,6 +191,8 @@ async def runtime_role(dsn: str) -> AsyncIterator[str]:
             GRANT SELECT, INSERT, UPDATE, DELETE ON run_streams TO {role};
             GRANT SELECT, INSERT ON run_events TO {role};
             GRANT EXECUTE ON FUNCTION pgbridge_trim_run_prefixes(text[], bigint[], bigint[]) TO {role};
+            GRANT SELECT, INSERT, UPDATE ON retention_last_pass TO {role};
+            GRANT SELECT ON pgbridge_runs, pgbridge_events TO {role};
             """
         )
     yield as_role(dsn, role)
@@ -255,6 +257,20 @@ async def test_the_runtime_role_publishes_reads_and_runs_retention(runtime_role:
         assert report.events_deleted == 5
         assert len(await collect(bridge.subscribe(RUN, last_event_id="0-0"))) == 1 + 2  # gap + kept
         assert await verdict(bridge) == (True, None, None)
+
+
+async def test_a_runtime_role_that_may_not_record_the_pass_still_runs_retention(
+    runtime_role: str, dsn: str
+) -> None:
+    async with connected(dsn) as conn:
+        role = urlsplit(runtime_role).username
+        await conn.execute(f"REVOKE INSERT, UPDATE ON retention_last_pass FROM {role}")
+    async with PostgresStreamBridge(runtime_role) as bridge:
+        await publish_run(bridge, 3)
+        report = await bridge.run_retention(RetentionPolicy(max_events_per_run=1))
+    assert report.events_deleted == 2
+    async with connected(dsn) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM retention_last_pass") == 0
 
 
 # -- export, offline -----------------------------------------------------------------------

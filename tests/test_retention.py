@@ -575,8 +575,10 @@ async def test_a_bridge_with_a_policy_runs_the_job_between_start_and_close(
     job = bridge.retention_job
     assert job is not None
     await publish_many(bridge, "run", 6)
-    passes_before = job.passes  # passes so far may have run before the publishes committed
-    await wait_until(lambda: job.passes >= passes_before + 2)
+    # Passes may finish while the events are being published; the second
+    # pass to finish from now on began after the last publish.
+    published_at = job.passes
+    await wait_until(lambda: job.passes >= published_at + 2)
     assert seqs(await event_rows(dsn, "run")) == [5, 6]
     await bridge.close()
     passes = job.passes
@@ -595,6 +597,60 @@ async def test_run_retention_uses_the_bridges_policy_when_given_none(
     await publish_many(bridge, "run", 4)
     await bridge.run_retention()
     assert seqs(await event_rows(dsn, "run")) == [4]
+
+
+# -- the record of the last pass, and progress ---------------------------------------------------
+
+
+async def last_pass(dsn: str) -> list[dict[str, object]]:
+    async with connected(dsn) as conn:
+        rows = await conn.fetch("SELECT *, policy::text AS policy FROM retention_last_pass")
+    return [dict(row) for row in rows]
+
+
+async def test_a_pass_records_its_report_and_policy_as_the_last_pass(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await publish_many(bridge, "run", 4)
+    result = await bridge.run_retention(only(max_events_per_run=1))
+    (row,) = await last_pass(dsn)
+    assert (row["events_deleted"], row["runs_deleted"], row["runs_dead_lettered"]) == counts(result)
+    assert row["tables_vacuumed"] == result.tables_vacuumed
+    assert row["started_at"] <= row["finished_at"]
+    assert '"max_events_per_run": 1' in str(row["policy"]) and '"ended_run_ttl": null' in str(row["policy"])
+
+
+async def test_each_pass_replaces_the_last_pass_and_counts_the_passes(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await publish_many(bridge, "run", 4)
+    await bridge.run_retention(only(max_events_per_run=1))
+    await bridge.run_retention(only(max_events_per_run=1))
+    (row,) = await last_pass(dsn)
+    assert (row["events_deleted"], row["passes"]) == (0, 2)
+
+
+async def test_a_pass_tells_its_progress_the_running_totals_after_each_batch(
+    bridge: PostgresStreamBridge,
+) -> None:
+    await publish_many(bridge, "big", 12)
+    seen: list[RetentionReport] = []
+    small_batches = RetentionPass(
+        bridge._db,
+        on_dead_lettered=lambda run_id, seq: None,
+        on_trimmed=lambda run_id, seq: None,
+        batch_events=5,
+    )
+    result = await small_batches.run(only(max_events_per_run=0), wait=True, progress=seen.append)
+    assert [r.events_deleted for r in seen if r.events_deleted] == [5, 10, 12]
+    assert counts(seen[-1]) == counts(result)
+
+
+async def test_run_retention_passes_its_progress_callback_to_the_pass(bridge: PostgresStreamBridge) -> None:
+    await publish_many(bridge, "run", 3)
+    seen: list[RetentionReport] = []
+    await bridge.run_retention(only(max_events_per_run=0), progress=seen.append)
+    assert seen and seen[-1].events_deleted == 3
 
 
 # -- bad input ------------------------------------------------------------------------------

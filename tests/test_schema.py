@@ -16,13 +16,23 @@ from sqlalchemy import CheckConstraint, Connection
 
 from pgbridge import PostgresStreamBridge, SchemaNotMigratedError, migrate
 from pgbridge.chain import GENESIS, link_hash
-from pgbridge.migrate import head_revision
+from pgbridge.migrate import alembic_config, head_revision
 from pgbridge.migration_support import async_engine_for_dsn, include_object
+from pgbridge.queries import quote_identifier
 from pgbridge.schema import SCHEMA_REVISION, metadata
+from pgbridge.views_ddl import (
+    EVENTS_VIEW,
+    EVENTS_VIEW_COLUMNS,
+    RUNS_VIEW,
+    RUNS_VIEW_COLUMNS,
+    events_view_sql,
+    runs_view_sql,
+)
 from tests.helpers import collect
 from tests.postgres_server import DatabaseFactory
 
-RUN_TABLES = {"run_streams", "run_events"}
+RUN_TABLES = {"run_streams", "run_events", "retention_last_pass"}
+VIEWS = {RUNS_VIEW: RUNS_VIEW_COLUMNS, EVENTS_VIEW: EVENTS_VIEW_COLUMNS}
 
 
 @pytest_asyncio.fixture
@@ -285,3 +295,129 @@ async def test_the_append_function_in_the_database_is_the_one_in_the_code(dsn: s
     finally:
         await conn.close()
     assert body == append_batch_body("public")
+
+
+# -- the views (revision 0005) ----------------------------------------------------
+
+
+async def view_drift(dsn: str, schema: str = "public") -> list[str]:
+    """The views whose definition in the database is not the one in pgbridge/views_ddl.py.
+
+    Alembic does not compare views, and PostgreSQL stores a view's query in
+    its own normal form: so each view is re-created from the code inside a
+    transaction that is rolled back, and PostgreSQL's rendering of the two
+    compared. A missing view, or one the code cannot replace (a column
+    renamed, retyped or removed), is drift too.
+    """
+    drifted = []
+    conn = await asyncpg.connect(dsn)
+    try:
+        for name, ddl in ((RUNS_VIEW, runs_view_sql(schema)), (EVENTS_VIEW, events_view_sql(schema))):
+            qualified = f"{quote_identifier(schema)}.{name}"
+            stored = await conn.fetchval("SELECT pg_get_viewdef(to_regclass($1))", qualified)
+            recreated = None
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                await conn.execute(ddl)
+                recreated = await conn.fetchval("SELECT pg_get_viewdef(to_regclass($1))", qualified)
+            except asyncpg.PostgresError:
+                pass
+            finally:
+                await transaction.rollback()
+            if stored is None or stored != recreated:
+                drifted.append(name)
+    finally:
+        await conn.close()
+    return drifted
+
+
+async def view_columns(dsn: str, view: str, schema: str = "public") -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            schema,
+            view,
+        )
+    finally:
+        await conn.close()
+    return [row["column_name"] for row in rows]
+
+
+async def test_the_views_in_the_database_are_the_ones_in_the_code(dsn: str) -> None:
+    # A change to pgbridge/views_ddl.py needs a revision that re-creates the views.
+    assert await view_drift(dsn) == []
+
+
+#: A compatible change to each view (same columns, another expression).
+TAMPERED = {
+    RUNS_VIEW: lambda: runs_view_sql("public").replace("r.run_id,", "lower(r.run_id) AS run_id,", 1),
+    EVENTS_VIEW: lambda: events_view_sql("public").replace("e.seq,", "e.seq + 0 AS seq,", 1),
+}
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS))
+async def test_view_comparison_notices_a_changed_view(dsn: str, view: str) -> None:
+    # Guards the test above against comparing nothing.
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(TAMPERED[view]())
+    finally:
+        await conn.close()
+    assert await view_drift(dsn) == [view]
+
+
+async def test_view_comparison_notices_a_missing_view(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"DROP VIEW {EVENTS_VIEW}")
+    finally:
+        await conn.close()
+    assert await view_drift(dsn) == [EVENTS_VIEW]
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS))
+async def test_view_columns_are_the_documented_ones_in_order(dsn: str, view: str) -> None:
+    assert await view_columns(dsn, view) == list(VIEWS[view])
+
+
+async def test_migrate_into_a_custom_schema_puts_the_views_over_that_schemas_tables(empty_dsn: str) -> None:
+    await migrate(empty_dsn, schema="custom")
+    async with PostgresStreamBridge(empty_dsn, schema="custom") as bridge:
+        sent = await bridge.publish("run", "token", 1)
+    assert await view_drift(empty_dsn, "custom") == []
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        assert await conn.fetchval("SELECT event_id FROM custom.pgbridge_events") == sent
+        assert await conn.fetchval("SELECT last_event_id FROM custom.pgbridge_runs") == sent
+    finally:
+        await conn.close()
+    assert not set(VIEWS) & await tables_in(empty_dsn, "public")
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
+    config = alembic_config("public")
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
+async def downgrade(dsn: str, revision: str) -> None:
+    engine = async_engine_for_dsn(dsn)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, revision)
+    finally:
+        await engine.dispose()
+
+
+async def test_downgrading_0005_drops_the_views_and_the_retention_record(dsn: str) -> None:
+    await downgrade(dsn, "0004")
+    relations = await tables_in(dsn, "public")
+    assert not (set(VIEWS) | {"retention_last_pass"}) & relations
+    assert {"run_streams", "run_events"} <= relations
+    await migrate(dsn)
+    assert await view_drift(dsn) == [] and await schema_diff(dsn) == []

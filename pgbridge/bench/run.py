@@ -46,6 +46,7 @@ from pgbridge.bench.servers import (
     scratch_database,
 )
 from pgbridge.bench.workloads import WORKLOADS, Sizes, Workload
+from pgbridge.progress import progress_bars
 
 DEFAULT_OUT = Path("bench-results")
 ContenderFactory = Callable[[], Contender]
@@ -99,20 +100,30 @@ async def measure(admin_dsn: str, sizes: Sizes, *, mode: str, server: str) -> di
             if not isinstance(factory, str):
                 meta["contenders"][name] = _describe(factory)
         try:
-            _say("ceilings: batched INSERT, COPY, single-row commit, NOTIFY round trip ...")
-            results["ceilings"] = await _guarded(
-                results["errors"],
-                "ceilings",
-                lambda: measure_ceilings(dsn, seconds=sizes.ceiling_seconds, round_trips=sizes.round_trips),
-            )
-            for key, workload in WORKLOADS.items():
-                entries: dict[str, Any] = results["workloads"].setdefault(key, {})
-                for name, factory in factories.items():
-                    entries[name] = (
-                        {"skipped": factory}
-                        if isinstance(factory, str)
-                        else await _measure_one(results["errors"], key, name, workload, factory, sizes, tag)
-                    )
+            # A bar on a terminal: the ceilings, then each workload for each contender.
+            with progress_bars() as bars:
+                bar = bars.add("benchmark", total=1 + len(WORKLOADS) * len(factories), detail="ceilings")
+                _say("ceilings: batched INSERT, COPY, single-row commit, NOTIFY round trip ...")
+                results["ceilings"] = await _guarded(
+                    results["errors"],
+                    "ceilings",
+                    lambda: measure_ceilings(
+                        dsn, seconds=sizes.ceiling_seconds, round_trips=sizes.round_trips
+                    ),
+                )
+                bar.advance()
+                for key, workload in WORKLOADS.items():
+                    entries: dict[str, Any] = results["workloads"].setdefault(key, {})
+                    for name, factory in factories.items():
+                        bar.update(detail=f"{key}: {name}")
+                        entries[name] = (
+                            {"skipped": factory}
+                            if isinstance(factory, str)
+                            else await _measure_one(
+                                results["errors"], key, name, workload, factory, sizes, tag
+                            )
+                        )
+                        bar.advance()
         finally:
             if redis is not None:
                 await _delete_redis_streams(redis, redis_prefix)

@@ -1,0 +1,256 @@
+"""How ``pgbridge runs``, ``events``, ``tail`` and ``stats`` look: text, colour, JSON.
+
+Pure: values in, text (or rich renderables) out, no database and no I/O, so
+the look is tested without either. Colour is decided by the caller (a
+terminal gets rich's styles, anything else the same text plain).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.filesize import decimal
+from rich.highlighter import JSONHighlighter
+from rich.table import Table
+from rich.text import Text
+
+from pgbridge.contract import JSONValue
+from pgbridge.inspection import EventRow, RunSummary, Stats
+
+STATUS_STYLES = {
+    "active": "green",
+    "awaiting_input": "bold yellow",
+    "ended": "blue",
+    "cancelled": "magenta",
+    "errored": "bold red",
+}
+#: Wide enough that no plain table is ever wrapped or cut.
+PLAIN_WIDTH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class EventLine:
+    """One event as the commands print it; ``terminal`` is None when not known (``tail``)."""
+
+    run_id: str
+    event_id: str
+    event: str
+    data: JSONValue
+    created_at: datetime | None
+    terminal: bool | None = None
+
+    @classmethod
+    def from_row(cls, row: EventRow) -> EventLine:
+        return cls(row.run_id, row.event_id, row.event, row.data, row.created_at, row.terminal)
+
+    @classmethod
+    def from_id(cls, run_id: str, event_id: str, event: str, data: JSONValue) -> EventLine:
+        """An event known by its ID alone: its creation time is the ID's ms."""
+        ms = int(event_id.split("-", 1)[0])
+        return cls(run_id, event_id, event, data, datetime.fromtimestamp(ms / 1000, UTC))
+
+
+def timestamp(moment: datetime | None) -> str:
+    """ISO 8601 in UTC, to the millisecond: ``2026-11-27T10:00:00.123Z``."""
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def local_time(moment: datetime | None) -> str:
+    """Local time to the second, for tables read by people."""
+    return "-" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def human_duration(span: timedelta) -> str:
+    """``950ms``, ``42s``, ``3m 05s``, ``2h 03m``, ``3d 04h``."""
+    seconds = span.total_seconds()
+    if seconds < 1:
+        return f"{max(seconds, 0) * 1000:.0f}ms"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+
+
+def data_text(data: JSONValue) -> str:
+    return json.dumps(data, ensure_ascii=False)
+
+
+# -- events --------------------------------------------------------------------------
+
+
+def event_line(line: EventLine) -> str:
+    """``<time>  <id>  <event>  <data as JSON>``: one line, the same with or without colour."""
+    return f"{timestamp(line.created_at)}  {line.event_id}  {line.event}  {data_text(line.data)}"
+
+
+def event_text(line: EventLine) -> Text:
+    """:func:`event_line` with colour: terminal events stand out, data is highlighted."""
+    text = Text()
+    text.append(timestamp(line.created_at), style="dim")
+    text.append("  ")
+    text.append(line.event_id, style="cyan")
+    text.append("  ")
+    text.append(line.event, style=_event_style(line))
+    text.append("  ")
+    text.append_text(JSONHighlighter()(Text(data_text(line.data))))
+    return text
+
+
+def _event_style(line: EventLine) -> str:
+    if not line.terminal:
+        return "bold"
+    return {"end": "bold green", "cancel": "bold magenta"}.get(line.event, "bold red")
+
+
+def event_json(line: EventLine) -> str:
+    """One JSON object with the columns of pgbridge_events, but ``terminal`` (not known
+    while following a run: ``tail`` ends after the terminal event)."""
+    ms, seq = (int(part) for part in line.event_id.split("-", 1))
+    out: dict[str, Any] = {
+        "run_id": line.run_id,
+        "seq": seq,
+        "event_id": line.event_id,
+        "event": line.event,
+        "data": line.data,
+        "created_ms": ms,
+        "created_at": line.created_at.isoformat() if line.created_at else None,
+    }
+    return json.dumps(out)
+
+
+def gap_line(data: JSONValue) -> str:
+    """The ``__gap__`` marker of a subscription, as a line."""
+    info = data if isinstance(data, dict) else {}
+    return (
+        f"-- gap: {info.get('gap_count')} event(s) deleted by retention after "
+        f"{info.get('requested_event_id')}; going on from {info.get('earliest_available_event_id')} --"
+    )
+
+
+def gap_json(run_id: str, data: JSONValue) -> str:
+    return json.dumps({"run_id": run_id, "event_id": "", "event": "__gap__", "data": data})
+
+
+# -- runs ------------------------------------------------------------------------------
+
+
+def status_label(run: RunSummary) -> str:
+    return f"{run.status} (dead letter)" if run.terminal_event == "dead_letter" else run.status
+
+
+def events_label(run: RunSummary) -> str:
+    if run.events_deleted:
+        return f"{run.events_retained} (+{run.events_deleted} deleted)"
+    return str(run.events_retained)
+
+
+def runs_table(runs: Iterable[RunSummary], *, colour: bool) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold" if colour else "")
+    for name, justify in (
+        ("RUN", "left"),
+        ("STATUS", "left"),
+        ("EVENTS", "right"),
+        ("FIRST ID", "left"),
+        ("LAST ID", "left"),
+        ("STARTED", "left"),
+        ("ENDED", "left"),
+        ("DURATION", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for run in runs:
+        table.add_row(
+            run.run_id,
+            Text(status_label(run), style=STATUS_STYLES.get(run.status, "") if colour else ""),
+            events_label(run),
+            run.first_event_id or "-",
+            run.last_event_id or "-",
+            local_time(run.started_at),
+            local_time(run.ended_at),
+            human_duration(run.duration),
+        )
+    return table
+
+
+# -- stats -------------------------------------------------------------------------------
+
+
+def stats_view(stats: Stats, *, colour: bool) -> RenderableType:
+    heading = "bold" if colour else ""
+    tables = Table(box=None, pad_edge=False, header_style=heading)
+    for name in ("TABLE", "ROWS (EST.)", "TOTAL", "DATA", "INDEXES"):
+        tables.add_column(name, justify="left" if name == "TABLE" else "right", no_wrap=True)
+    for size in stats.tables:
+        rows = "-" if size.rows_estimate is None else f"{size.rows_estimate:,}"
+        tables.add_row(
+            size.name, rows, decimal(size.total_bytes), decimal(size.table_bytes), decimal(size.index_bytes)
+        )
+    statuses = Table(box=None, pad_edge=False, header_style=heading)
+    for name in ("STATUS", "RUNS", "EVENTS RETAINED", "EVENTS PUBLISHED"):
+        statuses.add_column(name, justify="left" if name == "STATUS" else "right", no_wrap=True)
+    for count in stats.by_status:
+        statuses.add_row(
+            Text(count.status, style=STATUS_STYLES.get(count.status, "") if colour else ""),
+            f"{count.runs:,}",
+            f"{count.events_retained:,}",
+            f"{count.events_published:,}",
+        )
+    return Group(
+        Text(f"schema {stats.schema!r}, as of {local_time(stats.checked_at)}", style=heading),
+        Text(""),
+        tables,
+        Text(""),
+        statuses,
+        Text(""),
+        Text(_oldest_line(stats)),
+        Text(_retention_line(stats)),
+    )
+
+
+def _oldest_line(stats: Stats) -> str:
+    oldest = stats.oldest_event
+    if oldest is None:
+        return "oldest retained event: none (no events are stored)"
+    age = human_duration(stats.checked_at - oldest.created_at)
+    return (
+        f"oldest retained event: {oldest.event_id} of run {oldest.run_id!r}, "
+        f"{local_time(oldest.created_at)} ({age} ago)"
+    )
+
+
+def _retention_line(stats: Stats) -> str:
+    last = stats.last_retention_pass
+    if last is None:
+        return (
+            "last retention pass: none recorded "
+            "(run `pgbridge retention`, or give a bridge retention=RetentionPolicy(...))"
+        )
+    ago = human_duration(stats.checked_at - last.finished_at)
+    took = human_duration(last.finished_at - last.started_at)
+    policy = " ".join(f"{name}={value}" for name, value in last.policy.items())
+    return (
+        f"last retention pass: {local_time(last.finished_at)} ({ago} ago, took {took}, pass #{last.passes}): "
+        f"events deleted {last.events_deleted:,}, runs deleted {last.runs_deleted:,}, "
+        f"runs dead-lettered {last.runs_dead_lettered:,}\n  policy: {policy}"
+    )
+
+
+def plain(renderable: RenderableType) -> str:
+    """*renderable* as plain text (no colour, never wrapped), trailing spaces trimmed."""
+    buffer = StringIO()
+    Console(file=buffer, width=PLAIN_WIDTH, color_system=None, force_terminal=False).print(renderable)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())

@@ -1,0 +1,359 @@
+"""Looking at runs, read-only: what ``pgbridge runs``, ``events`` and ``stats`` show.
+
+Callable from Python as well as from the command line::
+
+    async with Inspector(dsn) as inspector:
+        for run in await inspector.runs(status="errored", since=86400):
+            print(run.run_id, run.last_event_id, run.duration)
+        async with inspector.read_events("run-42", after="1764000000123-5") as listing:
+            async for event in listing.events:
+                print(event.event_id, event.event, event.data)
+        print((await inspector.stats()).to_json())
+
+Runs and events are read through the views of revision 0005
+(``pgbridge_runs``, ``pgbridge_events``, documented in ``docs/sql.md``), so
+a :class:`RunSummary` and an :class:`EventRow` have exactly the views'
+columns. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+
+from pgbridge.contract import JSONValue, ResumeResult
+from pgbridge.database import Database
+from pgbridge.errors import InvalidEventError, StreamNotFoundError
+from pgbridge.ids import RetainedRange, parse_event_id, resolve_cursor, validate_run_id
+from pgbridge.payload import decode_data
+from pgbridge.queries import InspectQueries, Queries
+from pgbridge.schema import DEFAULT_SCHEMA, RUN_STATUSES
+from pgbridge.store import MAX_BIGINT
+
+#: The tables ``stats`` measures.
+TABLES = ("run_events", "run_streams", "retention_last_pass")
+#: Rows fetched per round trip while listing a run's events.
+CURSOR_PREFETCH = 1000
+
+
+def _json_value(value: object) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A row of the ``pgbridge_runs`` view (docs/sql.md says what each column means)."""
+
+    run_id: str
+    status: str
+    terminal_event: str | None
+    awaiting_input: bool
+    events_published: int
+    events_retained: int
+    events_deleted: int
+    first_seq: int
+    last_seq: int
+    terminal_seq: int | None
+    first_event_id: str | None
+    last_event_id: str | None
+    terminal_event_id: str | None
+    started_at: datetime
+    last_event_at: datetime | None
+    last_activity_at: datetime
+    awaiting_input_since: datetime | None
+    ended_at: datetime | None
+    duration: timedelta
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> RunSummary:
+        return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object: times in ISO 8601, ``duration`` in seconds."""
+        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A row of the ``pgbridge_events`` view, its ``data`` decoded."""
+
+    run_id: str
+    seq: int
+    event_id: str
+    event: str
+    data: JSONValue
+    terminal: bool
+    created_ms: int
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> EventRow:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        values["data"] = decode_data(row["data"])
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object: ``created_at`` in ISO 8601."""
+        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class EventListing:
+    """A run's events after a cursor, read in one snapshot.
+
+    ``resume`` says how the cursor resolved (``fresh``, ``resumed``, or
+    ``evicted`` with ``gap_count`` events deleted by retention before the
+    first one listed); ``events`` is valid inside ``read_events``'s block.
+    """
+
+    run: RunSummary
+    resume: ResumeResult
+    events: AsyncIterator[EventRow]
+
+
+@dataclass(frozen=True, slots=True)
+class TableSize:
+    name: str
+    total_bytes: int
+    table_bytes: int
+    index_bytes: int
+    #: The statistics collector's estimate of live rows (None before it has one).
+    rows_estimate: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCount:
+    """Runs of one status, and their events (exact: counted from each run's seqs)."""
+
+    status: str
+    runs: int
+    events_retained: int
+    events_published: int
+
+
+@dataclass(frozen=True, slots=True)
+class OldestEvent:
+    run_id: str
+    event_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPassRecord:
+    """The last retention pass of the schema (the row of ``retention_last_pass``)."""
+
+    started_at: datetime
+    finished_at: datetime
+    events_deleted: int
+    runs_deleted: int
+    runs_dead_lettered: int
+    tables_vacuumed: int
+    #: The RetentionPolicy it applied, field by field.
+    policy: dict[str, Any]
+    #: Passes recorded in this schema so far.
+    passes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """What ``pgbridge stats`` shows."""
+
+    schema: str
+    #: The database server's clock when the stats were read.
+    checked_at: datetime
+    tables: list[TableSize]
+    #: One entry per run status, in the order of RUN_STATUSES (zeros included).
+    by_status: list[StatusCount]
+    oldest_event: OldestEvent | None
+    last_retention_pass: RetentionPassRecord | None
+
+    def to_json(self) -> dict[str, Any]:
+        def plain(item: Any) -> Any:
+            return {f.name: _json_value(getattr(item, f.name)) for f in fields(item)}
+
+        return {
+            "schema": self.schema,
+            "checked_at": self.checked_at.isoformat(),
+            "tables": [plain(t) for t in self.tables],
+            "by_status": [plain(c) for c in self.by_status],
+            "oldest_event": plain(self.oldest_event) if self.oldest_event else None,
+            "last_retention_pass": plain(self.last_retention_pass) if self.last_retention_pass else None,
+        }
+
+
+class Inspector:
+    """Read-only access to a schema's runs and events (one small pool, at most two connections)."""
+
+    def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, connect_timeout: float = 10.0) -> None:
+        self.schema = schema
+        self._sql = InspectQueries.for_schema(schema)
+        self._queries = Queries.for_schema(schema)
+        self._db = Database(
+            dsn,
+            self._queries,
+            min_size=1,
+            max_size=2,
+            connect_timeout=connect_timeout,
+            command_timeout=None,
+            statement_cache_size=100,
+        )
+
+    async def start(self) -> None:
+        """Connect; fails with the command to run if the schema is not migrated."""
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def __aenter__(self) -> Inspector:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- runs -------------------------------------------------------------------
+
+    async def runs(
+        self, *, status: str | None = None, since: float | None = None, limit: int = 50
+    ) -> list[RunSummary]:
+        """The *limit* most recently active runs, newest first.
+
+        *status* keeps runs of that status; *since* (seconds) keeps runs
+        active in that window: open runs that published (or were marked
+        awaiting input) since then, ended runs that ended since then.
+        """
+        if status is not None and status not in RUN_STATUSES:
+            raise InvalidEventError(f"status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
+        if since is not None and not (
+            isinstance(since, int | float)
+            and not isinstance(since, bool)
+            and math.isfinite(since)
+            and since >= 0
+        ):
+            raise InvalidEventError(f"since must be a number of seconds >= 0, not {since!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidEventError(f"limit must be a whole number >= 1, not {limit!r}")
+        rows = await self._db.fetch(self._sql.runs, status, None if since is None else float(since), limit)
+        return [RunSummary.from_row(row) for row in rows]
+
+    async def run(self, run_id: str) -> RunSummary | None:
+        """One run, or None if there is no such run."""
+        validate_run_id(run_id)
+        rows = await self._db.fetch(self._sql.run, run_id)
+        return RunSummary.from_row(rows[0]) if rows else None
+
+    # -- events -----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def read_events(
+        self, run_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[EventListing]:
+        """*run_id*'s retained events after the event ID *after* (all, if None), in seq order.
+
+        One read-only snapshot: retention running meanwhile cannot cut the
+        listing short, and events stream through a cursor in constant memory.
+        Raises :class:`StreamNotFoundError` for a run that does not exist and
+        :class:`InvalidEventError` for an *after* that is malformed or is not
+        an event ID of this run (a later one, or another run's).
+        """
+        validate_run_id(run_id)
+        if after is not None and not isinstance(after, str):
+            raise InvalidEventError(f"after must be an event ID (a str) or None, not {type(after).__name__}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise InvalidEventError(f"limit must be a whole number >= 0 or None, not {limit!r}")
+        parsed = parse_event_id(after) if after is not None else None
+        if after is not None and parsed is None:
+            raise InvalidEventError(
+                f"not an event ID: {after!r} (an event ID is <ms>-<seq>, e.g. 1764000000123-5)"
+            )
+        async with (
+            self._db.connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            rows = await conn.fetch(self._sql.run, run_id)
+            if not rows:
+                raise StreamNotFoundError(f"no run {run_id!r} in schema {self.schema!r}")
+            run = RunSummary.from_row(rows[0])
+            resume = await self._resolve(conn, run_id, after, parsed.seq if parsed else 0)
+            if resume.status == "unknown":
+                raise InvalidEventError(_unknown_cursor_message(run, after))
+            events = (
+                EventRow.from_row(row)
+                async for row in conn.cursor(
+                    self._sql.events_after, run_id, resume.next_offset - 1, limit, prefetch=CURSOR_PREFETCH
+                )
+            )
+            yield EventListing(run=run, resume=resume, events=events)
+
+    async def _resolve(
+        self, conn: asyncpg.Connection, run_id: str, cursor: str | None, seq: int
+    ) -> ResumeResult:
+        lookup = seq if 0 <= seq <= MAX_BIGINT else 0
+        row = await conn.fetchrow(self._queries.resolve_cursor, run_id, lookup)
+        assert row is not None  # the run row was read in this snapshot
+        retained = RetainedRange(first=row["first_seq"], last=row["last_seq"], stored_ms=row["stored_ms"])
+        return resolve_cursor(cursor, retained)
+
+    # -- stats ------------------------------------------------------------------
+
+    async def stats(self) -> Stats:
+        """Table sizes, runs and events by status, the oldest retained event, the last retention pass."""
+        async with (
+            self._db.connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            checked_at = await conn.fetchval(self._sql.server_now)
+            tables = [
+                TableSize(**dict(row))
+                for row in await conn.fetch(self._sql.table_sizes, self.schema, list(TABLES))
+            ]
+            counted = {row["status"]: row for row in await conn.fetch(self._sql.runs_by_status)}
+            oldest = await conn.fetchrow(self._sql.oldest_retained_event)
+            last_pass = await conn.fetchrow(self._sql.last_retention_pass)
+        by_status = [
+            StatusCount(
+                status=status,
+                runs=counted[status]["runs"] if status in counted else 0,
+                events_retained=counted[status]["events_retained"] if status in counted else 0,
+                events_published=counted[status]["events_published"] if status in counted else 0,
+            )
+            for status in RUN_STATUSES
+        ]
+        return Stats(
+            schema=self.schema,
+            checked_at=checked_at,
+            tables=tables,
+            by_status=by_status,
+            oldest_event=OldestEvent(**dict(oldest)) if oldest else None,
+            last_retention_pass=(
+                RetentionPassRecord(**{**dict(last_pass), "policy": json.loads(last_pass["policy"])})
+                if last_pass
+                else None
+            ),
+        )
+
+
+def _unknown_cursor_message(run: RunSummary, cursor: str | None) -> str:
+    if run.first_event_id is None:
+        held = "it holds no events now"
+    else:
+        held = f"its retained events are {run.first_event_id} to {run.last_event_id}"
+    return f"{cursor!r} is not an event ID of run {run.run_id!r} ({held})"
