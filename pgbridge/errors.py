@@ -53,3 +53,11 @@ class PublishOutcomeUnknownError(StreamBridgeError):
     authority. Read the run (``subscribe`` or ``resolve``) to find out before
     publishing it again, or the run may hold it twice.
     """
+
+
+class ProducerFencedError(StreamBridgeError):
+    """An idempotent producer published with an epoch older than one the run has seen."""
+
+
+class ProducerSequenceError(StreamBridgeError):
+    """An idempotent producer skipped a sequence number, or began a new epoch past seq 0."""

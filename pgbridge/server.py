@@ -1,10 +1,11 @@
-"""``pgbridge serve``: the HTTP app of :mod:`pgbridge.sse` on uvicorn."""
+"""``pgbridge serve``: the HTTP app of :mod:`pgbridge.sse` (with Durable Streams) on uvicorn."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from pgbridge.bridge import PostgresStreamBridge
+from pgbridge.durable_streams_http import DurableStreamSettings
 from pgbridge.schema import DEFAULT_SCHEMA
 from pgbridge.sse import StreamSettings, create_app
 
@@ -22,13 +23,16 @@ def run_server(
     token: str | None = None,
     cors_origins: Sequence[str] = (),
     settings: StreamSettings | None = None,
+    stream_settings: DurableStreamSettings | None = None,
     log_level: str = "info",
 ) -> None:
     """Serve a bridge on *dsn* until interrupted."""
     import uvicorn
 
     bridge = PostgresStreamBridge(dsn, schema=schema)
-    app = create_app(bridge, token=token, cors_origins=cors_origins, settings=settings)
+    app = create_app(
+        bridge, token=token, cors_origins=cors_origins, settings=settings, stream_settings=stream_settings
+    )
     uvicorn.run(
         app,
         host=host,

@@ -40,6 +40,7 @@ from starlette.routing import BaseRoute, Route
 
 from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.contract import CANCELLED_SENTINEL, END_SENTINEL, GAP_EVENT, HEARTBEAT_SENTINEL
+from pgbridge.durable_streams_http import DurableStreamSettings, durable_stream_routes
 from pgbridge.errors import InvalidEventError
 from pgbridge.http_auth import BearerTokenAuth
 from pgbridge.sse_frames import event_frame, gap_frame, heartbeat_frame, retry_line
@@ -100,13 +101,15 @@ def create_app(
     cors_origins: Sequence[str] = (),
     settings: StreamSettings | None = None,
     manage_bridge: bool = True,
+    stream_settings: DurableStreamSettings | None = None,
 ) -> Starlette:
     """An ASGI app serving *bridge*; starts and closes it with the app when *manage_bridge*.
 
     With *token*, every endpoint answers 401 unless the request carries
     ``Authorization: Bearer <token>`` (or ``?access_token=<token>``, for
     ``EventSource``, which cannot set headers). *cors_origins* lists the
-    origins browsers may call it from (``["*"]`` for any).
+    origins browsers may call it from (``["*"]`` for any). Every run is also
+    a Durable Stream under ``/v1/stream/`` (:mod:`pgbridge.durable_streams_http`).
     """
 
     @contextlib.asynccontextmanager
@@ -129,7 +132,8 @@ def create_app(
         )
     if token:
         middleware.append(Middleware(BearerTokenAuth, token=token))
-    return Starlette(routes=sse_routes(bridge, settings), middleware=middleware, lifespan=lifespan)
+    routes = [*sse_routes(bridge, settings), *durable_stream_routes(bridge, stream_settings)]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
 class _Handlers:
