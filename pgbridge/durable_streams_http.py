@@ -149,7 +149,9 @@ def _response(
     status: int, body: bytes | str = b"", headers: dict[str, str] | None = None, media_type: str | None = None
 ) -> Response:
     out = {**_SECURITY_HEADERS, **(headers or {})}
-    return Response(body, status_code=status, headers=out, media_type=media_type)
+    if media_type is not None:
+        out["Content-Type"] = media_type  # as stored: Starlette would add a charset to text/*
+    return Response(body, status_code=status, headers=out)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -394,12 +396,15 @@ class _Handler:
 
     def _sse(self, run_id: str, after: int, first: StreamChunk, cursor: str | None) -> Response:
         head = first.head
-        out = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_SECURITY_HEADERS}
+        out = {
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "Content-Type": "text/event-stream",
+            **_SECURITY_HEADERS,
+        }
         if not is_text(head.stored_content_type):
             out["Stream-SSE-Data-Encoding"] = "base64"
-        return StreamingResponse(
-            self._sse_frames(run_id, after, first, cursor), media_type="text/event-stream", headers=out
-        )
+        return StreamingResponse(self._sse_frames(run_id, after, first, cursor), headers=out)
 
     async def _sse_frames(
         self, run_id: str, after: int, first: StreamChunk, cursor: str | None
@@ -428,7 +433,7 @@ class _Handler:
                         control["streamCursor"] = response_cursor(cursor)
                     if up_to_date:
                         control["upToDate"] = True
-                    yield "event: control\ndata: " + orjson.dumps(control).decode() + "\n\n"
+                    yield "event: control\ndata:" + orjson.dumps(control).decode() + "\n\n"
                     sent_control = True
                     if closed:
                         return
@@ -455,7 +460,13 @@ def _sse_data(body: bytes, head: StreamHead) -> str:
     else:
         encoded = base64.b64encode(body).decode("ascii")
         lines = [encoded[i : i + 4096] for i in range(0, len(encoded), 4096)] or [""]
-    return "event: data\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+    # "data:" then the line; a line that starts with a space gets one more
+    # (a reader drops one space after the colon).
+    return (
+        "event: data\n"
+        + "".join(f"data: {line}\n" if line[:1] == " " else f"data:{line}\n" for line in lines)
+        + "\n"
+    )
 
 
 def _append_response(outcome: AppendOutcome, producer: Producer | None) -> Response:
