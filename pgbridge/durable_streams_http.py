@@ -409,48 +409,63 @@ class _Handler:
     async def _sse_frames(
         self, run_id: str, after: int, first: StreamChunk, cursor: str | None
     ) -> AsyncIterator[str]:
+        """Data and control events from *after*: the first read's at once, then as the stream moves.
+
+        The first frames go out before the shared feed is joined, so a reader
+        sees history without waiting for anything else.
+        """
         streams = self._streams()
         loop = asyncio.get_running_loop()
         ends_at = loop.time() + self._settings.sse_max_seconds
-        position = after
-        chunk: StreamChunk | None = first
-        sent_control = False
+        frames, position, up_to_date, closed = self._sse_step(first, after, cursor, first_control=True)
+        for frame in frames:
+            yield frame
+        if closed:
+            return
         async with streams.watch(run_id, position) as waiter:
             while True:
-                if chunk is None:
-                    return  # deleted
-                head = chunk.head
-                body, next_seq, complete = self._render(head, chunk, position)
-                up_to_date = complete and next_seq >= head.last_seq
-                if next_seq > position:
-                    yield _sse_data(body, head)
-                if next_seq > position or not sent_control or (up_to_date and head.closed):
-                    control: dict[str, object] = {"streamNextOffset": format_offset(next_seq)}
-                    closed = up_to_date and head.closed
-                    if closed:
-                        control["streamClosed"] = True
-                    else:
-                        control["streamCursor"] = response_cursor(cursor)
-                    if up_to_date:
-                        control["upToDate"] = True
-                    yield "event: control\ndata:" + orjson.dumps(control).decode() + "\n\n"
-                    sent_control = True
-                    if closed:
-                        return
-                position = next_seq
-                if not up_to_date:
-                    chunk = await streams.read(run_id, position, limit=None)
-                    continue
-                while True:  # caught up: wait for an append, a close, or the end of this response
+                if up_to_date:  # wait for an append, a close, or the end of this response
                     remaining = ends_at - loop.time()
                     if remaining <= 0:
                         return
                     waiter.clear()
                     chunk = await streams.read(run_id, position, limit=None)
-                    if chunk is None or chunk.messages or chunk.head.closed:
-                        break
-                    if not await waiter.wait(min(remaining, 15.0)):
-                        yield ": keep-alive\n\n"
+                    if chunk is not None and not chunk.messages and not chunk.head.closed:
+                        if not await waiter.wait(min(remaining, 15.0)):
+                            yield ": keep-alive\n\n"
+                        continue
+                else:
+                    chunk = await streams.read(run_id, position, limit=None)
+                if chunk is None:
+                    return  # the stream was deleted
+                frames, position, up_to_date, closed = self._sse_step(chunk, position, cursor)
+                for frame in frames:
+                    yield frame
+                if closed:
+                    return
+
+    def _sse_step(
+        self, chunk: StreamChunk, position: int, cursor: str | None, *, first_control: bool = False
+    ) -> tuple[list[str], int, bool, bool]:
+        """The frames for *chunk* read after *position*: a data event (when there is data)
+        paired with its control event; returns them, the new position, up-to-date and closed."""
+        head = chunk.head
+        body, next_seq, complete = self._render(head, chunk, position)
+        up_to_date = complete and next_seq >= head.last_seq
+        closed = up_to_date and head.closed
+        frames = []
+        if next_seq > position:
+            frames.append(_sse_data(body, head))
+        if next_seq > position or first_control or closed:
+            control: dict[str, object] = {"streamNextOffset": format_offset(next_seq)}
+            if closed:
+                control["streamClosed"] = True
+            else:
+                control["streamCursor"] = response_cursor(cursor)
+            if up_to_date:
+                control["upToDate"] = True
+            frames.append("event: control\ndata:" + orjson.dumps(control).decode() + "\n\n")
+        return frames, next_seq, up_to_date, closed
 
 
 def _sse_data(body: bytes, head: StreamHead) -> str:

@@ -12,6 +12,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,6 +43,12 @@ class SuiteResult:
     skipped: list[str] = field(default_factory=list)
 
 
+def _read_report(out_file: Path, stderr: bytes) -> dict[str, Any]:
+    assert out_file.exists(), f"vitest wrote no report: {stderr.decode(errors='replace')[-2000:]}"
+    report: dict[str, Any] = json.loads(out_file.read_text())
+    return report
+
+
 async def run_suite(base_url: str, out_file: Path, *, timeout: float = 900) -> SuiteResult:
     """Run every test of the suite against *base_url*; per-test results from vitest's JSON report."""
     npx = require_suite()
@@ -63,8 +70,7 @@ async def run_suite(base_url: str, out_file: Path, *, timeout: float = 900) -> S
         process.kill()
         await process.wait()
         raise
-    assert out_file.exists(), f"vitest wrote no report: {stderr.decode(errors='replace')[-2000:]}"
-    report = json.loads(out_file.read_text())
+    report = await asyncio.to_thread(_read_report, out_file, stderr)
     result = SuiteResult()
     for suite in report["testResults"]:
         for test in suite["assertionResults"]:

@@ -22,7 +22,8 @@ async def open_server(databases: DatabaseFactory) -> AsyncIterator[ServerProcess
     """``pgbridge serve`` without a token (the suite sends none), on a database of its own."""
     require_suite()
     url = await databases.create()
-    process = ServerProcess(url, token="")
+    # The suite's shortest long-poll test gives up after vitest's default 5 s.
+    process = ServerProcess(url, token="", extra_args=("--long-poll-timeout", "3"))
     await process.start()
     yield process
     await process.stop()
