@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,14 +50,24 @@ def _read_report(out_file: Path, stderr: bytes) -> dict[str, Any]:
     return report
 
 
-async def run_suite(base_url: str, out_file: Path, *, timeout: float = 900) -> SuiteResult:
-    """Run every test of the suite against *base_url*; per-test results from vitest's JSON report."""
+def name_pattern(names: list[str]) -> str:
+    """A vitest ``-t`` pattern (a JavaScript regex) matching exactly *names*."""
+    escaped = [re.sub(r"([.*+?^${}()|\[\]\\/])", r"\\\1", name) for name in names]
+    return "^(" + "|".join(escaped) + ")$"
+
+
+async def run_suite(
+    base_url: str, out_file: Path, *, only: list[str] | None = None, timeout: float = 900
+) -> SuiteResult:
+    """Run the suite (or *only* these tests) against *base_url*; results from vitest's JSON report."""
     npx = require_suite()
+    selection = ["-t", name_pattern(only)] if only else []
     process = await asyncio.create_subprocess_exec(
         npx,
         "vitest",
         "run",
         "conformance.test.mjs",
+        *selection,
         "--reporter=json",
         f"--outputFile={out_file}",
         cwd=CONFORMANCE_DIR,
@@ -79,6 +90,6 @@ async def run_suite(base_url: str, out_file: Path, *, timeout: float = 900) -> S
                 result.passed.append(name)
             elif status == "failed":
                 result.failed[name] = "\n".join(test.get("failureMessages") or [])[:500]
-            else:
+            elif not only:  # a selection reports the rest as skipped
                 result.skipped.append(name)
     return result
