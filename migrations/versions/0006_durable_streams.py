@@ -95,7 +95,8 @@ def downgrade() -> None:
         op.execute(statement)
     op.drop_index("run_streams_open_updated_idx", table_name="run_streams", schema=schema)
     op.execute(
-        f"CREATE INDEX run_streams_open_updated_idx ON {s}.run_streams (updated_at) WHERE terminal_seq IS NULL"
+        f"CREATE INDEX run_streams_open_updated_idx ON {s}.run_streams (updated_at) "
+        "WHERE terminal_seq IS NULL"
     )
     op.drop_table("run_stream_producers", schema=schema)
     for name in (
