@@ -19,11 +19,14 @@ from pgbridge.contract import (
     StreamEvent,
     StreamStatus,
 )
+from pgbridge.durable_streams import Producer
 from pgbridge.errors import (
     BridgeClosedError,
     BridgeNotStartedError,
     DatabaseUnavailableError,
     InvalidEventError,
+    ProducerFencedError,
+    ProducerSequenceError,
     PublishOutcomeUnknownError,
     SchemaNotMigratedError,
     StreamBridgeError,
@@ -48,6 +51,9 @@ __all__ = [
     "InvalidEventError",
     "JSONValue",
     "PostgresStreamBridge",
+    "Producer",
+    "ProducerFencedError",
+    "ProducerSequenceError",
     "PublishOutcomeUnknownError",
     "ResumeResult",
     "RetentionPolicy",

@@ -31,11 +31,14 @@ from pgbridge.contract import (
     StreamStatus,
 )
 from pgbridge.database import Backoff, Database, is_connection_error
+from pgbridge.durable_streams import DurableStreams, Producer
 from pgbridge.errors import (
     BridgeClosedError,
     BridgeNotStartedError,
     DatabaseUnavailableError,
     InvalidEventError,
+    ProducerFencedError,
+    ProducerSequenceError,
     StreamTerminatedError,
 )
 from pgbridge.feed import FeedRegistry
@@ -241,6 +244,14 @@ class PostgresStreamBridge(StreamBridge):
             if self.options.retention is not None
             else None
         )
+        #: Durable Streams on this bridge's tables (pgbridge.durable_streams_http serves them).
+        self.streams = DurableStreams(
+            self._db,
+            self._feeds,
+            self._notifier,
+            require_running=self._require_running,
+            page_size=self.options.page_size,
+        )
         self._subscription_ctx = SubscriptionContext(
             feeds=self._feeds,
             resolve=self.resolve,
@@ -345,16 +356,63 @@ class PostgresStreamBridge(StreamBridge):
 
     # -- publishing -----------------------------------------------------------
 
-    async def publish(self, run_id: str, event: str, data: JSONValue) -> str:
-        """Append an event; returns its ID once it is committed."""
+    async def publish(
+        self, run_id: str, event: str, data: JSONValue, *, producer: Producer | None = None
+    ) -> str:
+        """Append an event; returns its ID once it is committed.
+
+        With *producer* (an idempotent producer's id, epoch and seq), a retry
+        of a publish that was stored (say, after a lost answer, from any
+        process) stores nothing and returns the stored event's ID; a stale
+        epoch raises :class:`ProducerFencedError`, a skipped seq
+        :class:`ProducerSequenceError`. The check and the write are one
+        transaction, under the run row's lock.
+        """
         self._require_running()
         request = self._request(run_id, event, data)
+        if producer is not None:
+            return await self._publish_as_producer(request, producer)
         appended = await self._publisher.append(request)
         if appended is None:
             raise StreamTerminatedError(
                 f"run {run_id!r} already has its terminal event; nothing more can be published to it"
             )
         return format_event_id(appended.ms, appended.seq)
+
+    async def _publish_as_producer(self, request: AppendRequest, producer: Producer) -> str:
+        if not isinstance(producer, Producer):
+            raise InvalidEventError(f"producer must be a pgbridge.Producer, not {type(producer).__name__}")
+        _validate_producer(producer)
+        outcome = await self.streams.append(
+            request.run_id,
+            None,
+            [(request.event, request.data_text)],
+            producer=producer,
+            create_run=True,
+        )
+        if outcome.kind == "appended" or (outcome.kind == "duplicate" and outcome.event_seq is not None):
+            assert outcome.event_seq is not None and outcome.event_ms is not None
+            if outcome.kind == "duplicate" and outcome.producer_seq != producer.seq:
+                raise ProducerSequenceError(
+                    f"producer {producer.id!r} seq {producer.seq} was stored before its last one "
+                    f"({outcome.producer_seq}); only the last publish's ID is kept"
+                )
+            return format_event_id(outcome.event_ms, outcome.event_seq)
+        if outcome.kind == "stale_epoch":
+            raise ProducerFencedError(
+                f"producer {producer.id!r} epoch {producer.epoch} is stale: run {request.run_id!r} "
+                f"has seen epoch {outcome.producer_epoch}"
+            )
+        if outcome.kind in ("gap", "bad_epoch_seq"):
+            raise ProducerSequenceError(
+                f"producer {producer.id!r} sent seq {producer.seq} in epoch {producer.epoch}; "
+                f"expected {outcome.producer_epoch if outcome.kind == 'gap' else 0}"
+            )
+        if outcome.kind in ("closed", "already_closed", "duplicate"):
+            raise StreamTerminatedError(
+                f"run {request.run_id!r} already has its terminal event; nothing more can be published to it"
+            )
+        raise StreamTerminatedError(f"run {request.run_id!r} cannot be published to ({outcome.kind})")
 
     async def publish_many(self, run_id: str, events: Sequence[tuple[str, JSONValue]]) -> list[str]:
         """Append several events to one run, in order, in one transaction; returns their IDs.
@@ -619,6 +677,17 @@ def _terminal_status(kind: object) -> StreamStatus:
         allowed = ", ".join(sorted(s.value for s in TERMINAL_STATES))
         raise InvalidEventError(f"kind must be one of the terminal states ({allowed}), not {kind!r}")
     return status
+
+
+def _validate_producer(producer: Producer) -> None:
+    if not isinstance(producer.id, str) or not producer.id or "\x00" in producer.id:
+        raise InvalidEventError("producer.id must be a non-empty string without NUL")
+    for name in ("epoch", "seq"):
+        value = getattr(producer, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**53 - 1:
+            raise InvalidEventError(
+                f"producer.{name} must be a whole number from 0 to 2**53-1, not {value!r}"
+            )
 
 
 def _validate_cursor_type(last_event_id: object) -> None:

@@ -214,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--out", type=Path, default=Path("bench-results"), help="folder for results.md/.json/.png"
     )
-    serve = commands.add_parser("serve", help="serve runs over HTTP: SSE streams, status, a live viewer")
+    serve = commands.add_parser(
+        "serve", help="serve runs over HTTP: SSE streams, status, a live viewer, Durable Streams"
+    )
     _add_connection_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
@@ -258,6 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="asyncpg's prepared statement cache per connection; 0 behind PgBouncer in transaction mode",
     )
     scale.add_argument("--pool-max-size", type=int, default=None, help="connections in the pool (default 10)")
+    serve.add_argument(
+        "--long-poll-timeout",
+        type=parse_duration,
+        default=10.0,
+        metavar="SECONDS",
+        help="Durable Streams: how long a long-poll waits for data (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-append-bytes",
+        type=int,
+        default=8 * 1024 * 1024,
+        metavar="BYTES",
+        help="Durable Streams: the largest append body; 413 beyond (default: %(default)s)",
+    )
     return parser
 
 
@@ -306,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server: str | None = args.dsn or dsn_from_environment()
             return asyncio.run(run_benchmark(server, quick=args.quick, out_dir=args.out))
         if args.command == "serve":
+            from pgbridge.durable_streams_http import DurableStreamSettings
             from pgbridge.server import run_server
             from pgbridge.sse import StreamSettings
 
@@ -319,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings=StreamSettings(heartbeat_interval=args.heartbeat, retry_ms=args.retry_ms),
                 metrics=args.metrics,
                 bridge_options=serve_bridge_options(args),
+                stream_settings=DurableStreamSettings(
+                    long_poll_timeout=args.long_poll_timeout, max_append_bytes=args.max_append_bytes
+                ),
             )
             return 0
         if args.command == "retention":

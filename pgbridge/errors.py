@@ -61,3 +61,11 @@ class TopologyConfigurationError(StreamBridgeError):
     Raised by ``start()``: a listener that cannot receive NOTIFYs (behind a
     transaction-mode pooler), or a ``replica_dsn`` that is not a hot standby.
     """
+
+
+class ProducerFencedError(StreamBridgeError):
+    """An idempotent producer published with an epoch older than one the run has seen."""
+
+
+class ProducerSequenceError(StreamBridgeError):
+    """An idempotent producer skipped a sequence number, or began a new epoch past seq 0."""

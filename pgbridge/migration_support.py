@@ -44,5 +44,5 @@ def async_engine_for_dsn(dsn: str) -> AsyncEngine:
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     """Autogenerate filter: look only at pgbridge's own tables."""
     if type_ == "table":
-        return name in {"run_streams", "run_events", "retention_last_pass"}
+        return name in {"run_streams", "run_events", "retention_last_pass", "run_stream_producers"}
     return True

@@ -21,6 +21,13 @@ NOW_MS_SQL = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 #: The hash a run's first event chains from (pgbridge.chain.GENESIS).
 GENESIS_SQL = f"'\\x{GENESIS.hex()}'::bytea"
 
+#: A stream past its Expires-At, or idle for longer than its TTL, is gone.
+EXPIRED_SQL = """(
+    (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+    OR (r.stream_ttl_seconds IS NOT NULL
+        AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+)"""
+
 _RUN_SUMMARY_COLUMNS = """
     run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq,
     created_at, updated_at, ended_at, awaiting_input_since
@@ -63,6 +70,7 @@ class Queries:
     recent_open_runs: str
     recent_ended_runs: str
     retention: RetentionQueries
+    streams: StreamQueries
 
     @classmethod
     def for_schema(cls, schema: str = DEFAULT_SCHEMA) -> Queries:
@@ -80,8 +88,9 @@ class Queries:
                 FROM {s}.pgbridge_append_batch($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[])
             """,
             # The terminal event is always a run's last: its ID is last_ms-last_seq.
+            # (A Durable Stream closed before any event has terminal_seq 0, no ms.)
             terminal_event_of_run=f"""
-                SELECT terminal_seq, last_ms FROM {s}.run_streams
+                SELECT terminal_seq, coalesce(last_ms, 0) AS last_ms FROM {s}.run_streams
                 WHERE run_id = $1 AND terminal_seq IS NOT NULL
             """,
             # $1 run_id, $2 the cursor's seq: the retained range and the
@@ -172,6 +181,7 @@ class Queries:
                 LIMIT $2
             """,
             retention=RetentionQueries.for_schema(schema),
+            streams=StreamQueries.for_schema(schema),
         )
 
 
@@ -218,7 +228,7 @@ class RetentionQueries:
                 WITH stamp AS (SELECT {NOW_MS_SQL} AS ms),
                 stale AS (
                     SELECT run_id, status, updated_at FROM {s}.run_streams
-                    WHERE terminal_seq IS NULL
+                    WHERE terminal_seq IS NULL AND content_type IS NULL
                       AND updated_at < now() - make_interval(secs => least($1::float8, $2::float8))
                       AND updated_at < now() - make_interval(
                           secs => CASE WHEN status = 'awaiting_input' THEN $2::float8 ELSE $1::float8 END)
@@ -452,4 +462,84 @@ class InspectQueries:
                 FROM {s}.retention_last_pass
             """,
             server_now="SELECT now()",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamQueries:
+    """The SQL of Durable Streams (:mod:`pgbridge.durable_streams`): a stream is a run.
+
+    Every statement filters on one ``run_id``. ``expired`` is computed by
+    the server's clock, like every other time in pgbridge.
+    """
+
+    stream_head: str
+    read_stream: str
+    touch_stream: str
+    create_stream: str
+    lock_stream: str
+    delete_stream_row: str
+    ensure_run: str
+    stream_append: str
+
+    @classmethod
+    def for_schema(cls, schema: str) -> StreamQueries:
+        s = quote_identifier(schema)
+        head_columns = f"""
+            r.run_id, r.content_type, r.first_seq, r.last_seq, r.terminal_seq,
+            r.stream_ttl_seconds, r.stream_expires_at,
+            (extract(epoch FROM r.created_at) * 1000000)::bigint AS created_us,
+            {EXPIRED_SQL} AS expired
+        """
+        return cls(
+            # $1 run_id: where the stream stands (HEAD, PUT's comparison).
+            stream_head=f"SELECT {head_columns} FROM {s}.run_streams AS r WHERE r.run_id = $1",
+            # $1 run_id, $2 read after this seq, $3 most events. One snapshot:
+            # the stream's state and the events after the offset. No row: no stream.
+            read_stream=f"""
+                SELECT {head_columns}, e.seq, e.created_ms, e.event, e.data::text AS data
+                FROM {s}.run_streams AS r
+                LEFT JOIN LATERAL (
+                    SELECT seq, created_ms, event, data
+                    FROM {s}.run_events
+                    WHERE run_id = $1 AND seq > $2
+                    ORDER BY seq
+                    LIMIT $3
+                ) AS e ON true
+                WHERE r.run_id = $1
+                ORDER BY e.seq
+            """,
+            # $1 run_id: a read resets a sliding TTL (streams without one are not written).
+            touch_stream=f"""
+                UPDATE {s}.run_streams SET stream_touched_at = now()
+                WHERE run_id = $1 AND stream_ttl_seconds IS NOT NULL
+            """,
+            # $1 run_id, $2 content type, $3 TTL seconds, $4 expires at.
+            create_stream=f"""
+                INSERT INTO {s}.run_streams AS r (
+                    run_id, status, content_type, stream_ttl_seconds, stream_expires_at, stream_touched_at)
+                VALUES ($1, 'active', $2, $3, $4, now())
+                ON CONFLICT (run_id) DO NOTHING
+                RETURNING r.run_id
+            """,
+            # $1 run_id: the row, locked for a create-or-compare or a delete.
+            lock_stream=f"SELECT {head_columns} FROM {s}.run_streams AS r WHERE r.run_id = $1 FOR UPDATE",
+            # $1 run_id; its events are gone already (the trim function).
+            delete_stream_row=f"DELETE FROM {s}.run_streams WHERE run_id = $1",
+            # $1 run_id: a run born from publish (no content type), if it is new.
+            ensure_run=f"""
+                INSERT INTO {s}.run_streams (run_id, status) VALUES ($1, 'active')
+                ON CONFLICT (run_id) DO NOTHING
+            """,
+            # Revision 0006's function (pgbridge/stream_ddl.py): checks and
+            # appends under the run row's lock; one row says what happened.
+            # $1 run_id, $2 request content type (NULL: no check), $3 event
+            # names, $4 data texts, $5 close, $6 Stream-Seq, $7 producer id,
+            # $8 epoch, $9 producer seq.
+            stream_append=f"""
+                SELECT outcome, last_seq, last_ms, closed, producer_epoch, producer_seq, event_seq, event_ms
+                FROM {s}.pgbridge_stream_append(
+                    $1::text, $2::text, $3::text[], $4::text[], $5::boolean, $6::text, $7::text,
+                    $8::bigint, $9::bigint)
+            """,
         )

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -31,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import BYTEA, JSON, TIMESTAMP
 
 #: The alembic revision this code expects; ``start()`` refuses any other.
-SCHEMA_REVISION: Final = "0005"
+SCHEMA_REVISION: Final = "0006"
 DEFAULT_SCHEMA: Final = "public"
 
 #: Status values stored in ``run_streams.status``.
@@ -65,6 +66,19 @@ run_streams = Table(
     # Last publish or mark_awaiting_input: what the stale-run reaper looks at.
     Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=text("now()")),
     Column("ended_at", TIMESTAMP(timezone=True)),
+    # Durable Streams (revision 0006, pgbridge/durable_streams.py). A run born
+    # from publish has no content type: it is a JSON stream of event envelopes.
+    Column("content_type", Text),
+    # Sliding TTL (reset by reads and writes) and absolute expiry.
+    Column("stream_ttl_seconds", BigInteger),
+    Column("stream_expires_at", TIMESTAMP(timezone=True)),
+    Column("stream_touched_at", TIMESTAMP(timezone=True)),
+    # The last Stream-Seq accepted (compared byte-wise).
+    Column("stream_writer_seq", Text),
+    # The producer request that closed the stream: its retry is a duplicate.
+    Column("closed_by_producer_id", Text),
+    Column("closed_by_epoch", BigInteger),
+    Column("closed_by_seq", BigInteger),
     CheckConstraint(
         "status IN ('active', 'awaiting_input', 'ended', 'cancelled', 'errored')",
         name="run_streams_status_check",
@@ -115,6 +129,21 @@ retention_last_pass = Table(
     CheckConstraint("id = 1", name="retention_last_pass_one_row_check"),
 )
 
+# Idempotent producers' state per run (Producer-Id, Producer-Epoch,
+# Producer-Seq, and the event their last accepted request stored). Checked
+# and written under the run row's lock by pgbridge_stream_append.
+run_stream_producers = Table(
+    "run_stream_producers",
+    metadata,
+    Column("run_id", Text, ForeignKey("run_streams.run_id", ondelete="CASCADE"), primary_key=True),
+    Column("producer_id", Text, primary_key=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("event_seq", BigInteger),
+    Column("event_ms", BigInteger),
+    Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=text("now()")),
+)
+
 # Every retention scan has an index that finds exactly the rows it acts on,
 # so a pass costs in proportion to what it deletes, not to the table's size:
 # the reaper looks for open runs by last activity; tombstone removal for ended
@@ -124,7 +153,8 @@ retention_last_pass = Table(
 Index(
     "run_streams_open_updated_idx",
     run_streams.c.updated_at,
-    postgresql_where=run_streams.c.terminal_seq.is_(None),
+    # The reaper's scan: bridge-born runs only (a Durable Stream stays open until closed).
+    postgresql_where=text("terminal_seq IS NULL AND content_type IS NULL"),
 )
 Index(
     "run_streams_ended_idx",

@@ -1,4 +1,4 @@
-"""``pgbridge serve``: the HTTP app of :mod:`pgbridge.sse` on uvicorn."""
+"""``pgbridge serve``: the HTTP app of :mod:`pgbridge.sse` (with Durable Streams) on uvicorn."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from pgbridge.bridge import PostgresStreamBridge
+from pgbridge.durable_streams_http import DurableStreamSettings
 from pgbridge.schema import DEFAULT_SCHEMA
 from pgbridge.sse import StreamSettings, create_app
 
@@ -34,6 +35,7 @@ def run_server(
     token: str | None = None,
     cors_origins: Sequence[str] = (),
     settings: StreamSettings | None = None,
+    stream_settings: DurableStreamSettings | None = None,
     log_level: str = "info",
     metrics: bool = False,
     bridge_options: Mapping[str, object] | None = None,
@@ -45,7 +47,12 @@ def run_server(
     exit_normally_on_sigterm()
     bridge = PostgresStreamBridge(dsn, schema=schema, metrics=metrics, **(bridge_options or {}))
     app = create_app(
-        bridge, token=token, cors_origins=cors_origins, settings=settings, expose_metrics=metrics
+        bridge,
+        token=token,
+        cors_origins=cors_origins,
+        settings=settings,
+        expose_metrics=metrics,
+        stream_settings=stream_settings,
     )
     uvicorn.run(
         app,

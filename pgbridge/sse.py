@@ -42,6 +42,7 @@ from starlette.routing import BaseRoute, Route
 
 from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.contract import CANCELLED_SENTINEL, END_SENTINEL, GAP_EVENT, HEARTBEAT_SENTINEL
+from pgbridge.durable_streams_http import DurableStreamSettings, durable_stream_routes
 from pgbridge.errors import InvalidEventError
 from pgbridge.http_auth import BearerTokenAuth
 from pgbridge.metrics import exposition, registry_for
@@ -104,6 +105,7 @@ def create_app(
     settings: StreamSettings | None = None,
     manage_bridge: bool = True,
     expose_metrics: bool = False,
+    stream_settings: DurableStreamSettings | None = None,
 ) -> Starlette:
     """An ASGI app serving *bridge*; starts and closes it with the app when *manage_bridge*.
 
@@ -112,7 +114,8 @@ def create_app(
     ``EventSource``, which cannot set headers). *cors_origins* lists the
     origins browsers may call it from (``["*"]`` for any). With
     *expose_metrics*, ``GET /metrics`` serves the registry the bridge reports
-    into (behind the token too: give Prometheus the bearer token).
+    into (behind the token too: give Prometheus the bearer token). Every run
+    is also a Durable Stream under ``/v1/stream/`` (:mod:`pgbridge.durable_streams_http`).
     """
     routes = sse_routes(bridge, settings)
     if expose_metrics:
@@ -138,6 +141,7 @@ def create_app(
         )
     if token:
         middleware.append(Middleware(BearerTokenAuth, token=token))
+    routes += durable_stream_routes(bridge, stream_settings)
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 

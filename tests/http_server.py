@@ -35,7 +35,7 @@ class ServerProcess:
 
     @property
     def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def client(self, **kwargs: object) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, headers=self.auth, timeout=20, **kwargs)  # type: ignore[arg-type]

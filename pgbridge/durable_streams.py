@@ -1,0 +1,376 @@
+"""Durable Streams on the bridge's tables: create, append, close, delete, read, wait.
+
+A Durable Stream *is* a run: the stream at path ``p`` is the run ``p`` in
+run_streams/run_events, so it is visible to the same SQL, the same CLI, the
+same retention and the same audit chain as any run. Each message is one
+event (:mod:`pgbridge.stream_messages`); an offset is the seq of the last
+event read (:mod:`pgbridge.stream_offsets`). Closing a stream ends its run
+without writing an event (status ``ended``, ``terminal_seq = last_seq``).
+
+This is protocol-independent engine code: the HTTP surface
+(:mod:`pgbridge.durable_streams_http`) translates its results into status
+codes and headers. Appends and closes go through ``pgbridge_stream_append``
+(revision 0006), which checks producers, closure, content type and
+``Stream-Seq`` under the run row's lock and appends through the one append
+function. After a commit, readers here and in every other process are
+woken through the bridge's feeds and its NOTIFY path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+
+from pgbridge.database import Database, is_connection_error
+from pgbridge.errors import DatabaseUnavailableError, StreamBridgeError
+from pgbridge.feed import FeedRegistry, Waiter
+from pgbridge.ids import format_event_id
+from pgbridge.notifier import Notifier
+
+AppendOutcomeKind = Literal[
+    "appended",
+    "closed_now",
+    "duplicate",
+    "already_closed",
+    "closed",
+    "not_found",
+    "stale_epoch",
+    "gap",
+    "bad_epoch_seq",
+    "content_type",
+    "stream_seq",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Producer:
+    """An idempotent producer's identity and the sequence number of one request.
+
+    A producer bumps ``epoch`` when it restarts (and starts ``seq`` at 0
+    again); within an epoch, ``seq`` goes up by one per request. A request
+    whose ``(id, epoch, seq)`` was already stored is stored once.
+    """
+
+    id: str
+    epoch: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """What a create asks for; compared with an existing stream for idempotent PUTs."""
+
+    content_type: str
+    ttl_seconds: int | None = None
+    expires_at: datetime | None = None
+    closed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    """Where a stream stands."""
+
+    run_id: str
+    #: The stored content type; None for a run born from publish (a JSON stream of envelopes).
+    stored_content_type: str | None
+    first_seq: int
+    last_seq: int
+    closed: bool
+    ttl_seconds: int | None
+    expires_at: datetime | None
+    #: Creation time in microseconds: tells this life of the path from earlier ones (ETags).
+    created_us: int
+
+    @property
+    def content_type(self) -> str:
+        return self.stored_content_type or "application/json"
+
+    @property
+    def envelopes(self) -> bool:
+        """Whether messages are the events' envelopes (a run born from publish)."""
+        return self.stored_content_type is None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> StreamHead:
+        return cls(
+            run_id=row["run_id"],
+            stored_content_type=row["content_type"],
+            first_seq=row["first_seq"],
+            last_seq=row["last_seq"],
+            closed=row["terminal_seq"] is not None,
+            ttl_seconds=row["stream_ttl_seconds"],
+            expires_at=row["stream_expires_at"],
+            created_us=row["created_us"],
+        )
+
+    def matches(self, config: StreamConfig) -> bool:
+        return (
+            self.content_type == config.content_type
+            and self.ttl_seconds == config.ttl_seconds
+            and self.expires_at == config.expires_at
+            and self.closed == config.closed
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One event of a stream, as stored."""
+
+    seq: int
+    ms: int
+    event: str
+    data_text: str
+
+    @property
+    def event_id(self) -> str:
+        return format_event_id(self.ms, self.seq)
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    """A read: the stream's state and the events after the offset, in order."""
+
+    head: StreamHead
+    messages: list[StoredMessage] = field(default_factory=list)
+    #: More events follow the last one returned.
+    truncated: bool = False
+
+    @property
+    def next_seq(self) -> int:
+        return self.messages[-1].seq if self.messages else -1
+
+
+@dataclass(frozen=True, slots=True)
+class AppendOutcome:
+    """What ``pgbridge_stream_append`` decided, and where the stream stands after it."""
+
+    kind: AppendOutcomeKind
+    last_seq: int | None = None
+    last_ms: int | None = None
+    closed: bool = False
+    producer_epoch: int | None = None
+    producer_seq: int | None = None
+    #: The event a producer request stored (for a duplicate: its first delivery's).
+    event_seq: int | None = None
+    event_ms: int | None = None
+
+
+class StreamExistsError(StreamBridgeError):
+    """A create named an existing stream with another configuration."""
+
+
+class DurableStreams:
+    """The store operations of Durable Streams, on one bridge's pool, feeds and notifier."""
+
+    def __init__(
+        self,
+        db: Database,
+        feeds: FeedRegistry,
+        notifier: Notifier,
+        *,
+        require_running: Callable[[], None],
+        page_size: int,
+    ) -> None:
+        self._db = db
+        self._q = db.queries.streams
+        self._trim = db.queries.retention.trim_run_prefixes
+        self._feeds = feeds
+        self._notifier = notifier
+        self._require_running = require_running
+        self._page_size = page_size
+
+    # -- writes ---------------------------------------------------------------
+
+    async def create(
+        self, run_id: str, config: StreamConfig, events: Sequence[tuple[str, str]] = ()
+    ) -> tuple[bool, StreamHead]:
+        """Create the stream, or confirm an existing one with the same configuration.
+
+        Returns ``(created, head)``. An existing stream configured otherwise
+        raises :class:`StreamExistsError`; an expired one is deleted and
+        created anew. *events* (name, data text) are its initial content.
+        """
+        self._require_running()
+        async with self._transaction() as conn:
+            while True:
+                inserted = await conn.fetchval(
+                    self._q.create_stream, run_id, config.content_type, config.ttl_seconds, config.expires_at
+                )
+                if inserted is not None:
+                    break
+                row = await conn.fetchrow(self._q.lock_stream, run_id)
+                if row is None:
+                    continue  # deleted meanwhile: insert again
+                head = StreamHead.from_row(row)
+                if row["expired"]:
+                    await self._delete_locked(conn, head)
+                    continue
+                if not head.matches(config):
+                    raise StreamExistsError(f"stream {run_id!r} exists with another configuration")
+                return False, head
+            if events or config.closed:
+                await self._append_in(conn, run_id, None, events, close=config.closed)
+            row = await conn.fetchrow(self._q.stream_head, run_id)
+        head = StreamHead.from_row(row)
+        self._wake(run_id, head.last_seq if events else None)
+        return True, head
+
+    async def append(
+        self,
+        run_id: str,
+        content_type: str | None,
+        events: Sequence[tuple[str, str]],
+        *,
+        close: bool = False,
+        stream_seq: str | None = None,
+        producer: Producer | None = None,
+        create_run: bool = False,
+    ) -> AppendOutcome:
+        """Append *events* (name, data text) atomically, and close the stream if *close*.
+
+        *content_type* (None: no check) must be the stream's when events are
+        given. *create_run* makes a missing run first (a Python publish).
+        Nothing is written unless the outcome is ``appended`` or ``closed_now``.
+        """
+        self._require_running()
+        async with self._transaction() as conn:
+            if create_run:
+                await conn.execute(self._q.ensure_run, run_id)
+            outcome = await self._append_in(
+                conn, run_id, content_type, events, close=close, stream_seq=stream_seq, producer=producer
+            )
+        if outcome.kind == "appended":
+            self._wake(run_id, None if close else outcome.last_seq)
+        elif outcome.kind == "closed_now":
+            self._wake(run_id, None)
+        return outcome
+
+    async def delete(self, run_id: str) -> bool:
+        """Delete the stream and its events (through the retention trim); False if there is none."""
+        self._require_running()
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(self._q.lock_stream, run_id)
+            if row is None:
+                return False
+            head = StreamHead.from_row(row)
+            await self._delete_locked(conn, head)
+            found = not row["expired"]
+        self._wake(run_id, None)
+        return found
+
+    async def _delete_locked(self, conn: asyncpg.Connection, head: StreamHead) -> None:
+        if head.first_seq <= head.last_seq:
+            await conn.fetchval(self._trim, [head.run_id], [head.first_seq], [head.last_seq])
+        await conn.execute(self._q.delete_stream_row, head.run_id)
+
+    async def _append_in(
+        self,
+        conn: asyncpg.Connection,
+        run_id: str,
+        content_type: str | None,
+        events: Sequence[tuple[str, str]],
+        *,
+        close: bool,
+        stream_seq: str | None = None,
+        producer: Producer | None = None,
+    ) -> AppendOutcome:
+        row = await conn.fetchrow(
+            self._q.stream_append,
+            run_id,
+            content_type,
+            [name for name, _ in events],
+            [text for _, text in events],
+            close,
+            stream_seq,
+            producer.id if producer else None,
+            producer.epoch if producer else None,
+            producer.seq if producer else None,
+        )
+        assert row is not None
+        return AppendOutcome(
+            kind=row["outcome"],
+            last_seq=row["last_seq"],
+            last_ms=row["last_ms"],
+            closed=row["closed"],
+            producer_epoch=row["producer_epoch"],
+            producer_seq=row["producer_seq"],
+            event_seq=row["event_seq"],
+            event_ms=row["event_ms"],
+        )
+
+    # -- reads ----------------------------------------------------------------
+
+    async def head(self, run_id: str) -> StreamHead | None:
+        """The stream's state; None when there is none (or it expired)."""
+        self._require_running()
+        rows = await self._db.fetch(self._q.stream_head, run_id)
+        if not rows or rows[0]["expired"]:
+            return None
+        return StreamHead.from_row(rows[0])
+
+    async def read(self, run_id: str, after_seq: int, *, limit: int | None = None) -> StreamChunk | None:
+        """The events after *after_seq* (at most *limit*); None when there is no stream.
+
+        A read resets the stream's sliding TTL.
+        """
+        self._require_running()
+        limit = limit or self._page_size
+        rows = await self._db.fetch(self._q.read_stream, run_id, after_seq, limit)
+        if not rows or rows[0]["expired"]:
+            return None
+        head = StreamHead.from_row(rows[0])
+        messages = [
+            StoredMessage(row["seq"], row["created_ms"], row["event"], row["data"])
+            for row in rows
+            if row["seq"] is not None
+        ]
+        if head.ttl_seconds is not None:
+            await self._db.fetch(self._q.touch_stream, run_id)
+        return StreamChunk(head=head, messages=messages, truncated=len(messages) >= limit)
+
+    async def touch(self, run_id: str) -> None:
+        """Reset the stream's sliding TTL (a read that returned no data)."""
+        self._require_running()
+        await self._db.fetch(self._q.touch_stream, run_id)
+
+    @contextlib.asynccontextmanager
+    async def watch(self, run_id: str, after_seq: int) -> AsyncIterator[Waiter]:
+        """A waiter set whenever the stream may have moved past *after_seq* (any process).
+
+        Clear it before each read and wait on it after, as subscribers do:
+        the run's shared feed is followed from here on, so bridge publishes,
+        protocol appends and closes, here or elsewhere, all set it.
+        """
+        self._require_running()
+        feed, waiter = self._feeds.attach(run_id)
+        try:
+            await feed.read_after(after_seq)
+            yield waiter
+        finally:
+            self._feeds.detach(feed, waiter)
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _wake(self, run_id: str, seq: int | None) -> None:
+        """After commit: readers in this process now, in others by NOTIFY."""
+        self._feeds.wake(run_id, seq)
+        self._notifier.notify(run_id, seq)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._db.connection() as conn:
+            self._db.statements += 1
+            try:
+                async with conn.transaction():
+                    yield conn
+            except StreamBridgeError:
+                raise
+            except Exception as exc:
+                if is_connection_error(exc) or isinstance(exc, OSError):
+                    raise DatabaseUnavailableError(f"lost the connection to PostgreSQL: {exc}") from exc
+                raise StreamBridgeError(f"a Durable Streams operation failed: {exc}") from exc
