@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -59,6 +61,7 @@ async def test_chain_cost_benchmark_runs_end_to_end(admin_dsn: str) -> None:
     assert "chained / unchained throughput" in out.decode()
 
 
+@pytest.mark.own_server
 async def test_soak_script_runs_a_short_soak_and_accounts_for_every_event() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,

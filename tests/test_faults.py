@@ -23,6 +23,9 @@ from pgbridge import PostgresStreamBridge, RetentionPolicy, migrate
 from tests.postgres_server import RestartableServer, restartable_server
 from tests.sql_helpers import backdate_run
 
+#: These tests start PostgreSQL servers of their own (.ci/run skips them in its second pass).
+pytestmark = pytest.mark.own_server
+
 RUN = "run"
 
 

@@ -20,11 +20,15 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from httpx_sse import aconnect_sse
 
 from tests.helpers import seq_of
 from tests.http_server import ServerProcess
 from tests.topology import ScaleDatabase, Topology
+
+#: These tests start PostgreSQL servers of their own (.ci/run skips them in its second pass).
+pytestmark = pytest.mark.own_server
 
 RUNS = [f"run-{i:03d}" for i in range(100)]
 EVENTS = 20  # per run, then its terminal

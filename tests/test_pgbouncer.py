@@ -17,6 +17,9 @@ from pgbridge.errors import TopologyConfigurationError
 from tests.helpers import collect, seq_of
 from tests.topology import ScaleDatabase, Topology
 
+#: These tests start PostgreSQL servers of their own (.ci/run skips them in its second pass).
+pytestmark = pytest.mark.own_server
+
 RUNS = 6
 EVENTS = 40
 

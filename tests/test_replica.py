@@ -12,11 +12,15 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
+import pytest
 import pytest_asyncio
 
 from pgbridge import PostgresStreamBridge, StreamEvent, StreamStatus
 from tests.helpers import collect, seq_of, take
 from tests.topology import ScaleDatabase, Topology, wait_for_standby
+
+#: These tests start PostgreSQL servers of their own (.ci/run skips them in its second pass).
+pytestmark = pytest.mark.own_server
 
 RUN = "replicated"
 PART = 30

@@ -24,11 +24,15 @@ from dataclasses import fields
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from pgbridge import PostgresStreamBridge, StreamStatus
 from pgbridge.queries import Queries, RetentionQueries
 from tests.helpers import collect, take
 from tests.topology import ScaleDatabase
+
+#: These tests start PostgreSQL servers of their own (.ci/run skips them in its second pass).
+pytestmark = pytest.mark.own_server
 
 TABLES = re.compile(r"\b(run_streams|run_events)\b")
 #: A predicate (or inserted value) naming one run: a parameter, or the batch function's loop variable.
