@@ -110,4 +110,10 @@ async def test_retention_every_keeps_running_passes_until_interrupted(dsn: str) 
         assert line, "the command stopped by itself"
         passes += line.startswith("retention pass:")
     process.send_signal(signal.SIGINT)
-    assert await asyncio.wait_for(process.wait(), 30) in (0, 130)
+    try:
+        code = await asyncio.wait_for(process.wait(), 30)
+    except TimeoutError:
+        process.kill()
+        rest = (await process.stdout.read()).decode()
+        raise AssertionError(f"still running 30 s after SIGINT; its output since:\n{rest[-3000:]}") from None
+    assert code in (0, 130)
