@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from pgbridge import PostgresStreamBridge, StreamStatus
-from pgbridge.queries import Queries, RetentionQueries
+from pgbridge.queries import InspectQueries, Queries
 from tests.helpers import collect, take
 from tests.topology import ScaleDatabase
 
@@ -36,7 +36,12 @@ pytestmark = pytest.mark.own_server
 
 TABLES = re.compile(r"\b(run_streams|run_events)\b")
 #: A predicate (or inserted value) naming one run: a parameter, or the batch function's loop variable.
-ONE_RUN = re.compile(r"\brun_id\s*=\s*(\$\d+|current_run)\b|VALUES\s*\(\s*current_run\b")
+ONE_RUN = re.compile(
+    r"\brun_id\s*=\s*(\$\d+|current_run)\b"
+    r"|VALUES\s*\(\s*current_run\b"
+    r"|\(\s*run_id\b[^)]*\)\s*VALUES\s*\(\s*\$1\b"  # INSERT of one row whose run_id is $1
+    r"|pgbridge_stream_append\(\s*\$1::text\b"  # the Durable Streams append: its run is $1
+)
 #: The group-commit call: arrays of run ids, one per event; the INSERT inside it writes them all.
 APPEND_CALL = re.compile(r"pgbridge_append_batch\(")
 APPEND_INSERT = re.compile(r"INSERT INTO \S*run_events.*unnest\(new_ord", re.S)
@@ -110,9 +115,15 @@ async def test_every_statement_of_publish_subscribe_and_replay_routes_to_one_run
 
 def test_every_cross_run_statement_of_the_sql_registry_is_named_in_the_sharding_plan() -> None:
     queries = Queries.for_schema("public")
-    skip = ("schema", "retention")
-    registry = {f.name: getattr(queries, f.name) for f in fields(Queries) if f.name not in skip}
-    registry |= {f"retention.{f.name}": getattr(queries.retention, f.name) for f in fields(RetentionQueries)}
+    registry: dict[str, str] = {}
+    for field in fields(Queries):
+        value = getattr(queries, field.name)
+        if is_dataclass(value):  # a group of statements: retention, inspection, streams
+            registry |= {f"{field.name}.{f.name}": getattr(value, f.name) for f in fields(value)}
+        elif field.name != "schema":
+            registry[field.name] = value
+    inspect = InspectQueries.for_schema("public")  # pgbridge runs / events / stats
+    registry |= {f"inspect.{f.name}": getattr(inspect, f.name) for f in fields(inspect) if f.name != "schema"}
     cross_run = sorted(
         name
         for name, sql in registry.items()
