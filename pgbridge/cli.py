@@ -10,10 +10,11 @@ import argparse
 import asyncio
 import os
 import re
+import signal
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -172,6 +173,38 @@ async def run_retention_passes(dsn: str, schema: str, policy: RetentionPolicy, e
                 if every is None:
                     return 0
                 await asyncio.sleep(every)
+
+
+#: Exit status after SIGINT (Ctrl-C) or SIGTERM, as a shell reports a process those signals ended.
+SIGNALLED_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+async def until_signalled(work: Coroutine[object, object, int]) -> int:
+    """Run *work* until it returns, or until SIGINT or SIGTERM stop it cleanly.
+
+    The handlers are installed explicitly, so ``retention --every`` under
+    systemd (SIGTERM) or started from a script that ignores SIGINT still
+    leaves through its ``finally`` blocks and closes its connections.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    for signum in SIGNALLED_EXIT:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        return SIGNALLED_EXIT[signal.Signals(received[0])]
+    finally:
+        for signum in SIGNALLED_EXIT:
+            loop.remove_signal_handler(signum)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "retention":
             policy = policy_from_args(args)
-            return asyncio.run(run_retention_passes(resolve_dsn(args), args.schema, policy, args.every))
+            passes = run_retention_passes(resolve_dsn(args), args.schema, policy, args.every)
+            return asyncio.run(until_signalled(passes))
     except InvalidEventError as exc:
         print(f"pgbridge: {exc}", file=sys.stderr)
         return 2
