@@ -35,7 +35,7 @@ async def dsn(databases: DatabaseFactory) -> AsyncIterator[str]:
     """A freshly migrated database of its own for this test."""
     url = await databases.create()
     yield url
-    await databases.drop(url)
+    databases.drop_soon(url)
 
 
 BridgeFactory = Callable[..., Awaitable[PostgresStreamBridge]]
