@@ -35,6 +35,15 @@ async def proxy(dsn: str) -> AsyncIterator[FaultProxy]:
         yield running
 
 
+@pytest_asyncio.fixture
+async def proxied(proxy: FaultProxy, dsn: str) -> AsyncIterator[PostgresStreamBridge]:
+    """A started bridge that reaches PostgreSQL only through the proxy."""
+    bridge = PostgresStreamBridge(proxy.dsn(dsn), poll_interval=0.2)
+    await bridge.start()
+    yield bridge
+    await bridge.close()
+
+
 @dataclass
 class Outcomes:
     """What each publish was told, by the number it carried as data."""
@@ -143,75 +152,60 @@ async def test_connections_stalled_mid_publish_deliver_every_publish_once_flowin
 
 
 async def test_a_subscriber_whose_connections_are_cut_gets_every_event_once(
-    make_bridge: BridgeFactory, proxy: FaultProxy, dsn: str
+    make_bridge: BridgeFactory, proxy: FaultProxy, proxied: PostgresStreamBridge, dsn: str
 ) -> None:
     writer = await make_bridge()
-    reader = PostgresStreamBridge(proxy.dsn(dsn), poll_interval=0.2)
-    await reader.start()
-    try:
-        stream = reader.subscribe(RUN, heartbeat_interval=0.5)
-        outcomes = Outcomes()
-        publishing = asyncio.create_task(publish_range(writer, outcomes, range(300)))
-        first = await take(stream, 20, timeout=30)
-        await cut_repeatedly(proxy, 5)
-        await publishing
-        await writer.publish_end(RUN)
-        received = first + await collect(stream, timeout=60)
-        assert proxy.cuts >= 5
-        await assert_accounting(dsn, outcomes, received)
-    finally:
-        await reader.close()
+    stream = proxied.subscribe(RUN, heartbeat_interval=0.5)
+    outcomes = Outcomes()
+    publishing = asyncio.create_task(publish_range(writer, outcomes, range(300)))
+    first = await take(stream, 20, timeout=30)
+    await cut_repeatedly(proxy, 5)
+    await publishing
+    await writer.publish_end(RUN)
+    received = first + await collect(stream, timeout=60)
+    assert proxy.cuts >= 5
+    await assert_accounting(dsn, outcomes, received)
 
 
 async def test_a_subscriber_whose_connections_stall_resumes_with_every_event_once(
-    make_bridge: BridgeFactory, proxy: FaultProxy, dsn: str
+    make_bridge: BridgeFactory, proxy: FaultProxy, proxied: PostgresStreamBridge, dsn: str
 ) -> None:
     writer = await make_bridge()
-    reader = PostgresStreamBridge(proxy.dsn(dsn), poll_interval=0.2)
-    await reader.start()
-    try:
-        stream = reader.subscribe(RUN, heartbeat_interval=0.2)
-        outcomes = Outcomes()
-        await outcomes.publish(writer, 0)
-        first = await take(stream, 1)
-        proxy.stall()
-        await publish_range(writer, outcomes, range(1, 100))
-        await asyncio.sleep(1.0)
-        proxy.resume()
-        await publish_range(writer, outcomes, range(100, 200))
-        await writer.publish_end(RUN)
-        received = first + await collect(stream, timeout=60)
-        await assert_accounting(dsn, outcomes, received)
-    finally:
-        await reader.close()
+    stream = proxied.subscribe(RUN, heartbeat_interval=0.2)
+    outcomes = Outcomes()
+    await outcomes.publish(writer, 0)
+    first = await take(stream, 1)
+    proxy.stall()
+    await publish_range(writer, outcomes, range(1, 100))
+    await asyncio.sleep(1.0)
+    proxy.resume()
+    await publish_range(writer, outcomes, range(100, 200))
+    await writer.publish_end(RUN)
+    received = first + await collect(stream, timeout=60)
+    await assert_accounting(dsn, outcomes, received)
 
 
 async def test_with_the_listener_cut_alone_the_poll_delivers_every_event(
-    make_bridge: BridgeFactory, proxy: FaultProxy, dsn: str
+    make_bridge: BridgeFactory, proxy: FaultProxy, proxied: PostgresStreamBridge, dsn: str
 ) -> None:
     writer = await make_bridge()
-    reader = PostgresStreamBridge(proxy.dsn(dsn), poll_interval=0.3)
-    await reader.start()
-    try:
-        stream = reader.subscribe(RUN, heartbeat_interval=0.2)
-        outcomes = Outcomes()
-        await outcomes.publish(writer, 0)
-        first = await take(stream, 1)
-        assert proxy.count(listeners) == 1
-        pool_connections = proxy.count(not_listeners)
-        proxy.refuse_listeners = True  # every reconnect is cut as soon as it sends LISTEN
-        assert proxy.cut(listeners) == 1
-        await publish_range(writer, outcomes, range(1, 40))
-        during_outage = first + await take(stream, 39, timeout=30)
-        assert proxy.count(listeners) == 0  # so only the poll can have delivered them
-        assert proxy.count(not_listeners) == pool_connections  # the pool was never touched
-        proxy.refuse_listeners = False
-        await wait_until(lambda: reader.listener_reconnects >= 1, timeout=30)
-        await writer.publish_end(RUN)
-        received = during_outage + await collect(stream, timeout=30)
-        await assert_accounting(dsn, outcomes, received)
-    finally:
-        await reader.close()
+    stream = proxied.subscribe(RUN, heartbeat_interval=0.2)
+    outcomes = Outcomes()
+    await outcomes.publish(writer, 0)
+    first = await take(stream, 1)
+    assert proxy.count(listeners) == 1
+    pool_connections = proxy.count(not_listeners)
+    proxy.refuse_listeners = True  # every reconnect is cut as soon as it sends LISTEN
+    assert proxy.cut(listeners) == 1
+    await publish_range(writer, outcomes, range(1, 40))
+    during_outage = first + await take(stream, 39, timeout=30)
+    assert proxy.count(listeners) == 0  # so only the poll can have delivered them
+    assert proxy.count(not_listeners) == pool_connections  # the pool was never touched
+    proxy.refuse_listeners = False
+    await wait_until(lambda: proxied.listener_reconnects >= 1, timeout=30)
+    await writer.publish_end(RUN)
+    received = during_outage + await collect(stream, timeout=30)
+    await assert_accounting(dsn, outcomes, received)
 
 
 async def test_start_rides_through_connections_cut_in_the_handshake(proxy: FaultProxy, dsn: str) -> None:
