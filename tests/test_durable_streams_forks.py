@@ -9,6 +9,7 @@ the fork's own hash chain, and a fork read after a server restart.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -239,6 +240,29 @@ async def test_deleting_a_source_with_forks_soft_deletes_it_until_its_last_fork_
     for gone in (source, middle, leaf):  # the cascade went up the chain
         assert (await client.head(gone)).status_code == 404
         assert await run_row(fork_dsn, run_of(gone)) is None
+
+
+async def test_forks_racing_the_deletion_of_their_source_each_read_it_or_were_refused(
+    client: httpx.AsyncClient, fork_dsn: str
+) -> None:
+    source, _ = await make(client, b"raced")
+    paths = [new_path("race") for _ in range(8)]
+    puts = [client.put(path, headers={"Stream-Forked-From": source}) for path in paths]
+    *created, deleted = await asyncio.gather(*puts, client.delete(source))
+    assert deleted.status_code == 204
+    forks = [path for path, response in zip(paths, created, strict=True) if response.status_code == 201]
+    # A fork created before the delete keeps the source (soft-deleted); one after it
+    # finds the source soft-deleted (409) or, if no fork came first, gone (404).
+    statuses = sorted(response.status_code for response in created)
+    assert set(statuses) <= {201, 404, 409}, statuses
+    assert not ({404, 409} <= set(statuses)), statuses
+    row = await run_row(fork_dsn, run_of(source))
+    assert (row["fork_refs"] if row else 0) == len(forks)
+    for path in forks:
+        assert await body(client, path) == b"raced"
+    for path in forks:
+        assert (await client.delete(path)).status_code == 204
+    assert await run_row(fork_dsn, run_of(source)) is None
 
 
 async def test_retention_leaves_a_forked_source_alone_and_the_fork_chain_verifies(
