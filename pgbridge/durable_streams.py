@@ -133,17 +133,6 @@ class StreamHead:
             soft_deleted=row["soft_deleted"],
         )
 
-    @property
-    def oldest_seq(self) -> int:
-        """The oldest offset a read may start from: before it, retention deleted events.
-
-        A fork whose own events are all retained reads from the start (its
-        sources keep their events while it lives).
-        """
-        if self.fork_seq is not None and self.first_seq == self.fork_seq + 1:
-            return 0
-        return self.first_seq - 1
-
     def matches(self, config: StreamConfig, fork: tuple[str, int, int] | None = None) -> bool:
         """Whether a create of *config* (a fork's: source run, offset seq, sub-offset) is this stream's."""
         mine = None
@@ -180,6 +169,9 @@ class StreamChunk:
     messages: list[StoredMessage] = field(default_factory=list)
     #: More events follow the last one returned.
     truncated: bool = False
+    #: The oldest offset a read may start from: retention deleted the events
+    #: before it (for a fork: of its own, or of a source before the fork).
+    oldest_seq: int = 0
 
     @property
     def next_seq(self) -> int:
@@ -297,13 +289,12 @@ class DurableStreams:
             if config.content_type != source.content_type:
                 raise ForkConflictError(f"the source stream's Content-Type is {source.content_type}")
             anchor = source.last_seq if fork.offset_seq is None else fork.offset_seq
-            if anchor < source.oldest_seq:
+            rows = await conn.fetch(self._q.read_stream, source_id, min(anchor, source.last_seq), 1)
+            if anchor < rows[0]["oldest_seq"]:
                 raise ForkPositionError("the data at Stream-Fork-Offset was deleted by retention")
             next_message = None
-            if fork.sub_offset and not is_json(source.stored_content_type) and anchor < source.last_seq:
-                rows = await conn.fetch(self._q.read_stream, source_id, anchor, 1)
-                if rows and rows[0]["seq"] is not None:
-                    next_message = rows[0]["data"]
+            if fork.sub_offset and not is_json(source.stored_content_type) and rows[0]["seq"] is not None:
+                next_message = rows[0]["data"]
             try:
                 point = fork_point(
                     anchor, fork.sub_offset, source.last_seq, source.stored_content_type, next_message
@@ -498,7 +489,9 @@ class DurableStreams:
         ]
         if head.ttl_seconds is not None:
             await self._db.fetch(self._q.touch_stream, run_id)
-        return StreamChunk(head=head, messages=messages, truncated=len(messages) >= limit)
+        return StreamChunk(
+            head=head, messages=messages, truncated=len(messages) >= limit, oldest_seq=rows[0]["oldest_seq"]
+        )
 
     async def touch(self, run_id: str) -> None:
         """Reset the stream's sliding TTL (a read that returned no data)."""

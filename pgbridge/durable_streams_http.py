@@ -381,7 +381,7 @@ class _Handler:
             return _error(404, f"no stream {run_id!r}")
         if after > chunk.head.last_seq:
             raise _BadRequest(400, "the offset is past the stream's tail")
-        if after < chunk.head.oldest_seq:
+        if after < chunk.oldest_seq:
             return _error(410, "the data at this offset was deleted by retention; read from -1")
         cursor = params.get("cursor")
         if live == "sse":

@@ -508,14 +508,24 @@ class StreamQueries:
             # run of the chain gives its events in (lo, hi], lo its own fork
             # point (0 for a run that is no fork), hi the lowest fork point
             # below it (none for the stream read), so every seq comes from
-            # exactly one run.
+            # exactly one run. oldest_seq is the oldest offset a read may
+            # start from: the highest point up to which retention deleted a
+            # run's part of the chain (0: none did). A run that forks read is
+            # never trimmed, so only what went before a fork counts.
             read_stream=f"""
-                WITH RECURSIVE chain (run_id, source, lo, hi) AS (
-                    SELECT c.run_id, c.fork_source_run_id, coalesce(c.fork_seq, 0), NULL::bigint
+                WITH RECURSIVE chain (run_id, source, lo, hi, first_seq) AS (
+                    SELECT c.run_id, c.fork_source_run_id, coalesce(c.fork_seq, 0), NULL::bigint, c.first_seq
                     FROM {s}.run_streams AS c WHERE c.run_id = $1
                     UNION ALL
-                    SELECT p.run_id, p.fork_source_run_id, coalesce(p.fork_seq, 0), least(chain.lo, chain.hi)
+                    SELECT p.run_id, p.fork_source_run_id, coalesce(p.fork_seq, 0), least(chain.lo, chain.hi),
+                        p.first_seq
                     FROM chain JOIN {s}.run_streams AS p ON p.run_id = chain.source
+                ),
+                oldest AS (
+                    SELECT coalesce(
+                        max(least(ch.first_seq - 1, ch.hi)) FILTER (WHERE ch.first_seq - 1 > ch.lo), 0
+                    ) AS oldest_seq
+                    FROM chain AS ch
                 ),
                 stitched AS (
                     SELECT x.seq, x.created_ms, x.event, x.data
@@ -530,8 +540,9 @@ class StreamQueries:
                     ORDER BY x.seq
                     LIMIT $3
                 )
-                SELECT {head_columns}, e.seq, e.created_ms, e.event, e.data::text AS data
+                SELECT {head_columns}, oldest.oldest_seq, e.seq, e.created_ms, e.event, e.data::text AS data
                 FROM {s}.run_streams AS r
+                CROSS JOIN oldest
                 LEFT JOIN stitched AS e ON true
                 WHERE r.run_id = $1
                 ORDER BY e.seq

@@ -283,6 +283,19 @@ async def test_retention_leaves_a_forked_source_alone_and_the_fork_chain_verifie
     assert (await client.get(path, params={"offset": "-1"})).status_code == 410
 
 
+async def test_a_fork_of_a_source_retention_trimmed_before_it_answers_410_for_what_is_gone(
+    client: httpx.AsyncClient, fork_dsn: str
+) -> None:
+    source, offsets = await make(client, b"1", b"2", b"3")
+    async with PostgresStreamBridge(fork_dsn) as bridge:
+        await bridge.run_retention(RetentionPolicy(max_events_per_run=1))
+    assert (await fork(client, source, offsets[0]))[1].status_code == 400  # deleted data
+    path, created = await fork(client, source)
+    assert created.status_code == 201
+    assert (await client.get(path, params={"offset": "-1"})).status_code == 410
+    assert await body(client, path, offsets[1]) == b"3"
+
+
 async def test_a_fork_reads_the_same_after_a_server_restart(fork_dsn: str, server: ServerProcess) -> None:
     async with server.client() as http:
         source, offsets = await make(http, b"before", b"-after")
