@@ -7,6 +7,11 @@ event (:mod:`pgbridge.stream_messages`); an offset is the seq of the last
 event read (:mod:`pgbridge.stream_offsets`). Closing a stream ends its run
 without writing an event (status ``ended``, ``terminal_seq = last_seq``).
 
+A fork (revision 0007, :mod:`pgbridge.stream_forks`) is a run that reads
+its source's events up to its fork point and then its own; none is copied.
+A run that forks read is never trimmed by retention, and deleting it only
+soft-deletes it until its last fork goes.
+
 This is protocol-independent engine code: the HTTP surface
 (:mod:`pgbridge.durable_streams_http`) translates its results into status
 codes and headers. Appends and closes go through ``pgbridge_stream_append``
@@ -31,6 +36,8 @@ from pgbridge.errors import DatabaseUnavailableError, StreamBridgeError
 from pgbridge.feed import FeedRegistry, Waiter
 from pgbridge.ids import format_event_id
 from pgbridge.notifier import Notifier
+from pgbridge.stream_forks import ForkOffsetError, ForkRequest, fork_point, inherited_expiry
+from pgbridge.stream_messages import MESSAGE_EVENT, is_json
 
 AppendOutcomeKind = Literal[
     "appended",
@@ -44,7 +51,9 @@ AppendOutcomeKind = Literal[
     "bad_epoch_seq",
     "content_type",
     "stream_seq",
+    "gone",
 ]
+DeleteOutcome = Literal["deleted", "not_found", "gone"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,16 @@ class StreamHead:
     expires_at: datetime | None
     #: Creation time in microseconds: tells this life of the path from earlier ones (ETags).
     created_us: int
+    #: A fork's source run, the offset seq and sub-offset its PUT asked for, and its
+    #: fork point (the source's events up to it are the fork's); all None for no fork.
+    fork_source_run_id: str | None = None
+    fork_offset_seq: int | None = None
+    fork_sub_offset: int | None = None
+    fork_seq: int | None = None
+    #: Live forks reading this stream's events.
+    fork_refs: int = 0
+    #: Deleted while forks still read it: its URL answers 410.
+    soft_deleted: bool = False
 
     @property
     def content_type(self) -> str:
@@ -106,14 +125,25 @@ class StreamHead:
             ttl_seconds=row["stream_ttl_seconds"],
             expires_at=row["stream_expires_at"],
             created_us=row["created_us"],
+            fork_source_run_id=row["fork_source_run_id"],
+            fork_offset_seq=row["fork_offset_seq"],
+            fork_sub_offset=row["fork_sub_offset"],
+            fork_seq=row["fork_seq"],
+            fork_refs=row["fork_refs"],
+            soft_deleted=row["soft_deleted"],
         )
 
-    def matches(self, config: StreamConfig) -> bool:
+    def matches(self, config: StreamConfig, fork: tuple[str, int, int] | None = None) -> bool:
+        """Whether a create of *config* (a fork's: source run, offset seq, sub-offset) is this stream's."""
+        mine = None
+        if self.fork_source_run_id is not None:
+            mine = (self.fork_source_run_id, self.fork_offset_seq, self.fork_sub_offset)
         return (
             self.content_type == config.content_type
             and self.ttl_seconds == config.ttl_seconds
             and self.expires_at == config.expires_at
             and self.closed == config.closed
+            and mine == fork
         )
 
 
@@ -139,6 +169,9 @@ class StreamChunk:
     messages: list[StoredMessage] = field(default_factory=list)
     #: More events follow the last one returned.
     truncated: bool = False
+    #: The oldest offset a read may start from: retention deleted the events
+    #: before it (for a fork: of its own, or of a source before the fork).
+    oldest_seq: int = 0
 
     @property
     def next_seq(self) -> int:
@@ -161,7 +194,19 @@ class AppendOutcome:
 
 
 class StreamExistsError(StreamBridgeError):
-    """A create named an existing stream with another configuration."""
+    """A create named an existing stream with another configuration (or a soft-deleted one)."""
+
+
+class ForkSourceNotFoundError(StreamBridgeError):
+    """A fork named a source stream that does not exist (or expired)."""
+
+
+class ForkConflictError(StreamBridgeError):
+    """A fork's source is soft-deleted, or has another content type."""
+
+
+class ForkPositionError(StreamBridgeError):
+    """A fork's offset or sub-offset names no position of its source."""
 
 
 class DurableStreams:
@@ -206,9 +251,8 @@ class DurableStreams:
                 row = await conn.fetchrow(self._q.lock_stream, run_id)
                 if row is None:
                     continue  # deleted meanwhile: insert again
-                head = StreamHead.from_row(row)
-                if row["expired"]:
-                    await self._delete_locked(conn, head)
+                head = await self._existing(conn, row)
+                if head is None:
                     continue
                 if not head.matches(config):
                     raise StreamExistsError(f"stream {run_id!r} exists with another configuration")
@@ -219,6 +263,97 @@ class DurableStreams:
         head = StreamHead.from_row(row)
         self._wake(run_id, head.last_seq if events else None)
         return True, head
+
+    async def create_fork(
+        self, run_id: str, config: StreamConfig, fork: ForkRequest, events: Sequence[tuple[str, str]] = ()
+    ) -> tuple[bool, StreamHead]:
+        """Create the fork *run_id* of ``fork.source_run_id``, or confirm the same fork.
+
+        *config* carries the fork's content type (its source's, checked here
+        under the source's lock) and the TTL or expiry it asked for (none:
+        the source's). Returns ``(created, head)``. Raises
+        :class:`ForkSourceNotFoundError`, :class:`ForkConflictError`,
+        :class:`ForkPositionError` or :class:`StreamExistsError`; nothing is
+        stored then. *events* follow the inherited data (and a binary
+        sub-offset's part of a message, the fork's first own event).
+        """
+        self._require_running()
+        source_id = fork.source_run_id
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(self._q.lock_stream, source_id)
+            if row is None or row["expired"]:
+                raise ForkSourceNotFoundError(f"no stream {source_id!r} to fork")
+            source = StreamHead.from_row(row)
+            if source.soft_deleted:
+                raise ForkConflictError(f"stream {source_id!r} was deleted (its forks still read it)")
+            if config.content_type != source.content_type:
+                raise ForkConflictError(f"the source stream's Content-Type is {source.content_type}")
+            anchor = source.last_seq if fork.offset_seq is None else fork.offset_seq
+            rows = await conn.fetch(self._q.read_stream, source_id, min(anchor, source.last_seq), 1)
+            if anchor < rows[0]["oldest_seq"]:
+                raise ForkPositionError("the data at Stream-Fork-Offset was deleted by retention")
+            next_message = None
+            if fork.sub_offset and not is_json(source.stored_content_type) and rows[0]["seq"] is not None:
+                next_message = rows[0]["data"]
+            try:
+                point = fork_point(
+                    anchor, fork.sub_offset, source.last_seq, source.stored_content_type, next_message
+                )
+            except ForkOffsetError as exc:
+                raise ForkPositionError(str(exc)) from None
+            ttl, expires_at = inherited_expiry(
+                config.ttl_seconds, config.expires_at, source.ttl_seconds, source.expires_at
+            )
+            wanted = StreamConfig(source.content_type, ttl, expires_at, config.closed)
+            identity = (source_id, anchor, fork.sub_offset)
+            while True:
+                inserted = await conn.fetchval(
+                    self._q.create_fork,
+                    run_id,
+                    source.stored_content_type,
+                    ttl,
+                    expires_at,
+                    source_id,
+                    anchor,
+                    fork.sub_offset,
+                    point.fork_seq,
+                )
+                if inserted is not None:
+                    break
+                row = await conn.fetchrow(self._q.lock_stream, run_id)
+                if row is None:
+                    continue
+                head = await self._existing(conn, row)
+                if head is None:
+                    continue
+                if not head.matches(wanted, identity):
+                    raise StreamExistsError(f"stream {run_id!r} exists with another configuration")
+                return False, head
+            await conn.execute(self._q.add_fork_ref, source_id)
+            if point.prefix is not None:
+                await self._append_in(conn, run_id, None, [(MESSAGE_EVENT, point.prefix)], close=False)
+            if events or config.closed:
+                await self._append_in(conn, run_id, None, events, close=config.closed)
+            row = await conn.fetchrow(self._q.stream_head, run_id)
+        head = StreamHead.from_row(row)
+        self._wake(run_id, head.last_seq if events or point.prefix else None)
+        return True, head
+
+    async def _existing(self, conn: asyncpg.Connection, row: asyncpg.Record) -> StreamHead | None:
+        """The stream a create found at its path (locked); None once an expired one is deleted.
+
+        A soft-deleted stream, or an expired one that forks still read
+        (soft-deleted now), keeps its path: :class:`StreamExistsError`.
+        """
+        head = StreamHead.from_row(row)
+        if row["expired"] and not head.soft_deleted and head.fork_refs == 0:
+            await self._delete_locked(conn, head)
+            return None
+        if row["expired"] and not head.soft_deleted:
+            await conn.execute(self._q.soft_delete_stream, head.run_id)
+        if head.soft_deleted or row["expired"]:
+            raise StreamExistsError(f"stream {head.run_id!r} was deleted and its forks still read it")
+        return head
 
     async def append(
         self,
@@ -250,23 +385,44 @@ class DurableStreams:
             self._wake(run_id, None)
         return outcome
 
-    async def delete(self, run_id: str) -> bool:
-        """Delete the stream and its events (through the retention trim); False if there is none."""
+    async def delete(self, run_id: str) -> DeleteOutcome:
+        """Delete the stream and its events (through the retention trim).
+
+        A stream that forks still read is soft-deleted instead: its events
+        stay for them, and its path answers ``gone`` until its last fork
+        goes. ``not_found`` when there is no stream (or it expired).
+        """
         self._require_running()
         async with self._transaction() as conn:
             row = await conn.fetchrow(self._q.lock_stream, run_id)
             if row is None:
-                return False
+                return "not_found"
             head = StreamHead.from_row(row)
-            await self._delete_locked(conn, head)
-            found = not row["expired"]
+            if head.soft_deleted:
+                return "gone"
+            if head.fork_refs > 0:
+                await conn.execute(self._q.soft_delete_stream, run_id)
+            else:
+                await self._delete_locked(conn, head)
+            outcome: DeleteOutcome = "not_found" if row["expired"] else "deleted"
         self._wake(run_id, None)
-        return found
+        return outcome
 
     async def _delete_locked(self, conn: asyncpg.Connection, head: StreamHead) -> None:
-        if head.first_seq <= head.last_seq:
-            await conn.fetchval(self._trim, [head.run_id], [head.first_seq], [head.last_seq])
-        await conn.execute(self._q.delete_stream_row, head.run_id)
+        """Delete a stream no fork reads; then, if it was a fork, release its source,
+        which goes too when it was soft-deleted and this was its last fork (up the chain)."""
+        while True:
+            if head.first_seq <= head.last_seq:
+                await conn.fetchval(self._trim, [head.run_id], [head.first_seq], [head.last_seq])
+            await conn.execute(self._q.delete_stream_row, head.run_id)
+            if head.fork_source_run_id is None:
+                return
+            row = await conn.fetchrow(self._q.release_fork_ref, head.fork_source_run_id)
+            if row is None:
+                return
+            head = StreamHead.from_row(row)
+            if head.fork_refs > 0 or not head.soft_deleted:
+                return
 
     async def _append_in(
         self,
@@ -309,19 +465,21 @@ class DurableStreams:
         """The stream's state; None when there is none (or it expired)."""
         self._require_running()
         rows = await self._db.fetch(self._q.stream_head, run_id)
-        if not rows or rows[0]["expired"]:
+        if not rows or (rows[0]["expired"] and not rows[0]["soft_deleted"]):
             return None
         return StreamHead.from_row(rows[0])
 
     async def read(self, run_id: str, after_seq: int, *, limit: int | None = None) -> StreamChunk | None:
-        """The events after *after_seq* (at most *limit*); None when there is no stream.
+        """The events after *after_seq* (at most *limit*); None when there is no stream
+        (or it expired, or was soft-deleted: :meth:`head` tells those apart).
 
-        A read resets the stream's sliding TTL.
+        A fork's read gives its sources' events up to its fork point, then
+        its own. A read resets the stream's sliding TTL.
         """
         self._require_running()
         limit = limit or self._page_size
         rows = await self._db.fetch(self._q.read_stream, run_id, after_seq, limit)
-        if not rows or rows[0]["expired"]:
+        if not rows or rows[0]["expired"] or rows[0]["soft_deleted"]:
             return None
         head = StreamHead.from_row(rows[0])
         messages = [
@@ -331,7 +489,9 @@ class DurableStreams:
         ]
         if head.ttl_seconds is not None:
             await self._db.fetch(self._q.touch_stream, run_id)
-        return StreamChunk(head=head, messages=messages, truncated=len(messages) >= limit)
+        return StreamChunk(
+            head=head, messages=messages, truncated=len(messages) >= limit, oldest_seq=rows[0]["oldest_seq"]
+        )
 
     async def touch(self, run_id: str) -> None:
         """Reset the stream's sliding TTL (a read that returned no data)."""

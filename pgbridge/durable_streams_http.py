@@ -30,6 +30,9 @@ from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.durable_streams import (
     AppendOutcome,
     DurableStreams,
+    ForkConflictError,
+    ForkPositionError,
+    ForkSourceNotFoundError,
     Producer,
     StoredMessage,
     StreamChunk,
@@ -39,6 +42,7 @@ from pgbridge.durable_streams import (
 )
 from pgbridge.errors import InvalidEventError
 from pgbridge.ids import validate_run_id
+from pgbridge.stream_forks import ForkRequest
 from pgbridge.stream_messages import (
     DEFAULT_TYPE,
     MESSAGE_EVENT,
@@ -51,7 +55,7 @@ from pgbridge.stream_messages import (
     normalize_content_type,
     stored_bytes,
 )
-from pgbridge.stream_offsets import format_offset, parse_offset, response_cursor
+from pgbridge.stream_offsets import format_offset, parse_fork_offset, parse_offset, response_cursor
 
 #: Headers every response carries (section 12.7) and CORS for browsers.
 _SECURITY_HEADERS = {
@@ -158,6 +162,10 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return _response(status, orjson.dumps({"error": message}), headers, "application/json")
 
 
+def _gone(run_id: str) -> Response:
+    return _error(410, f"stream {run_id!r} was deleted (its forks still read it)")
+
+
 class _Handler:
     def __init__(self, get_bridge: BridgeGetter, settings: DurableStreamSettings, prefix: str) -> None:
         self._bridge = get_bridge
@@ -189,10 +197,11 @@ class _Handler:
 
     async def put(self, request: Request, run_id: str) -> Response:
         headers = request.headers
-        if headers.get("stream-forked-from") is not None or headers.get("stream-fork-offset") is not None:
-            return _error(501, "forks are not supported by this server yet")
-        if headers.get("stream-fork-sub-offset") is not None:
-            return _error(400, "Stream-Fork-Sub-Offset needs Stream-Forked-From")
+        if headers.get("stream-forked-from") is not None:
+            return await self.put_fork(request, run_id)
+        for name in ("Stream-Fork-Offset", "Stream-Fork-Sub-Offset"):
+            if headers.get(name) is not None:
+                return _error(400, f"{name} needs Stream-Forked-From")
         content_type = normalize_content_type(headers.get("content-type")) or DEFAULT_TYPE
         ttl, expires_at = _expiry(headers.get("stream-ttl"), headers.get("stream-expires-at"))
         closed = _flag(headers.get("stream-closed"))
@@ -209,6 +218,62 @@ class _Handler:
         if created:
             out["Location"] = str(request.url.replace(query=""))
         return _response(201 if created else 200, headers=out, media_type=head.content_type)
+
+    async def put_fork(self, request: Request, run_id: str) -> Response:
+        """Create a fork (section 4.2): a stream reading its source up to the fork point."""
+        headers = request.headers
+        fork = self._fork_request(
+            headers["stream-forked-from"],
+            headers.get("stream-fork-offset"),
+            headers.get("stream-fork-sub-offset"),
+        )
+        ttl, expires_at = _expiry(headers.get("stream-ttl"), headers.get("stream-expires-at"))
+        closed = _flag(headers.get("stream-closed"))
+        streams = self._streams()
+        content_type = normalize_content_type(headers.get("content-type"))
+        if content_type is None:  # the source's, checked again under its lock
+            source = await streams.head(fork.source_run_id)
+            if source is None:
+                return _error(404, f"no stream {fork.source_run_id!r} to fork")
+            content_type = source.content_type
+        body = await self._body(request)
+        events = self._events(content_type, body, creating=True)
+        config = StreamConfig(content_type, ttl_seconds=ttl, expires_at=expires_at, closed=closed)
+        try:
+            created, head = await streams.create_fork(run_id, config, fork, events)
+        except ForkSourceNotFoundError as exc:
+            return _error(404, str(exc))
+        except ForkPositionError as exc:
+            return _error(400, str(exc))
+        except (ForkConflictError, StreamExistsError) as exc:
+            return _error(409, str(exc))
+        out = {"Stream-Next-Offset": format_offset(head.last_seq), **_expiry_headers(head)}
+        if head.closed:
+            out["Stream-Closed"] = "true"
+        if created:
+            out["Location"] = str(request.url.replace(query=""))
+        return _response(201 if created else 200, headers=out, media_type=head.content_type)
+
+    def _fork_request(self, forked_from: str, offset: str | None, sub_offset: str | None) -> ForkRequest:
+        """The fork a PUT asks for: the source's path (under this prefix, or the run id itself)."""
+        source = forked_from.strip()
+        prefix = self._prefix.rstrip("/") + "/"
+        if source.startswith(prefix):
+            source = source[len(prefix) :]
+        try:
+            source_id = validate_run_id(source)
+        except InvalidEventError as exc:
+            raise _BadRequest(400, f"Stream-Forked-From: {exc}") from None
+        try:
+            offset_seq = parse_fork_offset(offset)
+        except ValueError as exc:
+            raise _BadRequest(400, f"Stream-Fork-Offset: {exc}") from None
+        sub = 0
+        if sub_offset is not None:
+            if not _DECIMAL.fullmatch(sub_offset) or int(sub_offset) > _MAX_SAFE_INTEGER:
+                raise _BadRequest(400, "Stream-Fork-Sub-Offset must be a whole number from 0 to 2^53-1")
+            sub = int(sub_offset)
+        return ForkRequest(source_id, offset_seq, sub)
 
     async def post(self, request: Request, run_id: str) -> Response:
         headers = request.headers
@@ -234,7 +299,10 @@ class _Handler:
         return _append_response(outcome, producer)
 
     async def delete(self, run_id: str) -> Response:
-        if not await self._streams().delete(run_id):
+        outcome = await self._streams().delete(run_id)
+        if outcome == "gone":
+            return _gone(run_id)
+        if outcome == "not_found":
             return _error(404, f"no stream {run_id!r}")
         return _response(204)
 
@@ -270,6 +338,8 @@ class _Handler:
         head = await self._streams().head(run_id)
         if head is None:
             return _response(404, headers={"Cache-Control": "no-store"})
+        if head.soft_deleted:
+            return _response(410, headers={"Cache-Control": "no-store"})
         out = {
             "Stream-Next-Offset": format_offset(head.last_seq),
             "Cache-Control": "no-store",
@@ -300,13 +370,18 @@ class _Handler:
             head = await streams.head(run_id)
             if head is None:
                 return _error(404, f"no stream {run_id!r}")
+            if head.soft_deleted:
+                return _gone(run_id)
             after = head.last_seq
         chunk = await streams.read(run_id, after, limit=None)
         if chunk is None:
+            head = await streams.head(run_id)
+            if head is not None and head.soft_deleted:
+                return _gone(run_id)
             return _error(404, f"no stream {run_id!r}")
         if after > chunk.head.last_seq:
             raise _BadRequest(400, "the offset is past the stream's tail")
-        if after < chunk.head.first_seq - 1:
+        if after < chunk.oldest_seq:
             return _error(410, "the data at this offset was deleted by retention; read from -1")
         cursor = params.get("cursor")
         if live == "sse":
@@ -503,6 +578,8 @@ def _append_response(outcome: AppendOutcome, producer: Producer | None) -> Respo
         return _error(409, "the stream is closed", out)
     if kind == "not_found":
         return _error(404, "no such stream")
+    if kind == "gone":
+        return _error(410, "the stream was deleted (its forks still read it)")
     if kind == "stale_epoch":
         return _error(403, "stale producer epoch", {"Producer-Epoch": str(outcome.producer_epoch)})
     if kind == "gap":

@@ -274,7 +274,7 @@ class RetentionQueries:
             # $2 keep at most this many events per run.
             runs_over_max_events=f"""
                 SELECT run_id, last_seq - $2 AS through FROM {s}.run_streams
-                WHERE first_seq <= last_seq AND (last_seq - first_seq) >= $2
+                WHERE first_seq <= last_seq AND (last_seq - first_seq) >= $2 AND fork_refs = 0
                 LIMIT $1
             """,
             # $2 age (s), $3 most events to look at per run. Walks each run
@@ -289,22 +289,24 @@ class RetentionQueries:
                      ORDER BY e.seq LIMIT 1),
                     least(r.last_seq, r.first_seq + $3 - 1)) AS through
                 FROM {s}.run_streams AS r, cutoff
-                WHERE r.first_seq <= r.last_seq AND r.first_ms < cutoff.ms
+                WHERE r.first_seq <= r.last_seq AND r.first_ms < cutoff.ms AND r.fork_refs = 0
                 ORDER BY r.first_ms
                 LIMIT $1
             """,
             # $2 seconds since the run ended.
             ended_runs_with_events=f"""
                 SELECT run_id, last_seq AS through FROM {s}.run_streams
-                WHERE ended_at IS NOT NULL AND first_seq <= last_seq
+                WHERE ended_at IS NOT NULL AND first_seq <= last_seq AND fork_refs = 0
                   AND ended_at < now() - make_interval(secs => $2::float8)
                 ORDER BY ended_at
                 LIMIT $1
             """,
             # $1 run ids. In run_id order, so two lockers never deadlock.
+            # A run that forks read (fork_refs > 0, re-checked under the
+            # lock: a fork's creation updates it) keeps its events.
             lock_runs=f"""
                 SELECT run_id, first_seq, last_seq FROM {s}.run_streams
-                WHERE run_id = ANY($1::text[])
+                WHERE run_id = ANY($1::text[]) AND fork_refs = 0
                 ORDER BY run_id
                 FOR UPDATE
             """,
@@ -322,7 +324,7 @@ class RetentionQueries:
                 DELETE FROM {s}.run_streams
                 WHERE run_id IN (
                     SELECT run_id FROM {s}.run_streams
-                    WHERE ended_at IS NOT NULL AND first_seq > last_seq
+                    WHERE ended_at IS NOT NULL AND first_seq > last_seq AND fork_refs = 0
                       AND ended_at < now() - make_interval(secs => $1::float8)
                     ORDER BY ended_at
                     LIMIT $2
@@ -481,6 +483,10 @@ class StreamQueries:
     delete_stream_row: str
     ensure_run: str
     stream_append: str
+    create_fork: str
+    add_fork_ref: str
+    release_fork_ref: str
+    soft_delete_stream: str
 
     @classmethod
     def for_schema(cls, schema: str) -> StreamQueries:
@@ -489,6 +495,8 @@ class StreamQueries:
             r.run_id, r.content_type, r.first_seq, r.last_seq, r.terminal_seq,
             r.stream_ttl_seconds, r.stream_expires_at,
             (extract(epoch FROM r.created_at) * 1000000)::bigint AS created_us,
+            r.fork_source_run_id, r.fork_offset_seq, r.fork_sub_offset, r.fork_seq, r.fork_refs,
+            r.stream_deleted_at IS NOT NULL AS soft_deleted,
             {EXPIRED_SQL} AS expired
         """
         return cls(
@@ -496,16 +504,46 @@ class StreamQueries:
             stream_head=f"SELECT {head_columns} FROM {s}.run_streams AS r WHERE r.run_id = $1",
             # $1 run_id, $2 read after this seq, $3 most events. One snapshot:
             # the stream's state and the events after the offset. No row: no stream.
+            # A fork's events are stitched along its chain of sources: each
+            # run of the chain gives its events in (lo, hi], lo its own fork
+            # point (0 for a run that is no fork), hi the lowest fork point
+            # below it (none for the stream read), so every seq comes from
+            # exactly one run. oldest_seq is the oldest offset a read may
+            # start from: the highest point up to which retention deleted a
+            # run's part of the chain (0: none did). A run that forks read is
+            # never trimmed, so only what went before a fork counts.
             read_stream=f"""
-                SELECT {head_columns}, e.seq, e.created_ms, e.event, e.data::text AS data
-                FROM {s}.run_streams AS r
-                LEFT JOIN LATERAL (
-                    SELECT seq, created_ms, event, data
-                    FROM {s}.run_events
-                    WHERE run_id = $1 AND seq > $2
-                    ORDER BY seq
+                WITH RECURSIVE chain (run_id, source, lo, hi, first_seq) AS (
+                    SELECT c.run_id, c.fork_source_run_id, coalesce(c.fork_seq, 0), NULL::bigint, c.first_seq
+                    FROM {s}.run_streams AS c WHERE c.run_id = $1
+                    UNION ALL
+                    SELECT p.run_id, p.fork_source_run_id, coalesce(p.fork_seq, 0), least(chain.lo, chain.hi),
+                        p.first_seq
+                    FROM chain JOIN {s}.run_streams AS p ON p.run_id = chain.source
+                ),
+                oldest AS (
+                    SELECT coalesce(
+                        max(least(ch.first_seq - 1, ch.hi)) FILTER (WHERE ch.first_seq - 1 > ch.lo), 0
+                    ) AS oldest_seq
+                    FROM chain AS ch
+                ),
+                stitched AS (
+                    SELECT x.seq, x.created_ms, x.event, x.data
+                    FROM chain CROSS JOIN LATERAL (
+                        SELECT ev.seq, ev.created_ms, ev.event, ev.data
+                        FROM {s}.run_events AS ev
+                        WHERE ev.run_id = chain.run_id AND ev.seq > greatest($2, chain.lo)
+                          AND (chain.hi IS NULL OR ev.seq <= chain.hi)
+                        ORDER BY ev.seq
+                        LIMIT $3
+                    ) AS x
+                    ORDER BY x.seq
                     LIMIT $3
-                ) AS e ON true
+                )
+                SELECT {head_columns}, oldest.oldest_seq, e.seq, e.created_ms, e.event, e.data::text AS data
+                FROM {s}.run_streams AS r
+                CROSS JOIN oldest
+                LEFT JOIN stitched AS e ON true
                 WHERE r.run_id = $1
                 ORDER BY e.seq
             """,
@@ -541,5 +579,29 @@ class StreamQueries:
                 FROM {s}.pgbridge_stream_append(
                     $1::text, $2::text, $3::text[], $4::text[], $5::boolean, $6::text, $7::text,
                     $8::bigint, $9::bigint)
+            """,
+            # $1 run_id, $2 content type, $3 TTL seconds, $4 expires at,
+            # $5 source run_id, $6 requested offset seq, $7 sub-offset,
+            # $8 fork_seq. Its own events start after fork_seq (none yet).
+            create_fork=f"""
+                INSERT INTO {s}.run_streams AS r (
+                    run_id, status, content_type, stream_ttl_seconds, stream_expires_at, stream_touched_at,
+                    fork_source_run_id, fork_offset_seq, fork_sub_offset, fork_seq, last_seq, first_seq)
+                VALUES ($1, 'active', $2, $3, $4, now(), $5, $6, $7, $8::bigint, $8::bigint, $8::bigint + 1)
+                ON CONFLICT (run_id) DO NOTHING
+                RETURNING r.run_id
+            """,
+            # $1 source run_id (locked): one more fork reads its events.
+            add_fork_ref=f"UPDATE {s}.run_streams SET fork_refs = fork_refs + 1 WHERE run_id = $1",
+            # $1 source run_id: a fork of it is gone; the source's state after.
+            release_fork_ref=f"""
+                UPDATE {s}.run_streams AS r SET fork_refs = greatest(r.fork_refs - 1, 0)
+                WHERE r.run_id = $1
+                RETURNING {head_columns}
+            """,
+            # $1 run_id (locked): deleted while forks read it; its events stay.
+            soft_delete_stream=f"""
+                UPDATE {s}.run_streams SET stream_deleted_at = now()
+                WHERE run_id = $1 AND stream_deleted_at IS NULL
             """,
         )

@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import BYTEA, JSON, TIMESTAMP
 
 #: The alembic revision this code expects; ``start()`` refuses any other.
-SCHEMA_REVISION: Final = "0006"
+SCHEMA_REVISION: Final = "0007"
 DEFAULT_SCHEMA: Final = "public"
 
 #: Status values stored in ``run_streams.status``.
@@ -79,6 +79,23 @@ run_streams = Table(
     Column("closed_by_producer_id", Text),
     Column("closed_by_epoch", BigInteger),
     Column("closed_by_seq", BigInteger),
+    # Forks (revision 0007, PROTOCOL.md 4.2): the source's events with
+    # seq <= fork_seq are this run's too (none is copied); its own events
+    # continue from fork_seq + 1. fork_offset_seq and fork_sub_offset are
+    # what the creating PUT asked for, compared when it is repeated.
+    Column("fork_source_run_id", Text),
+    Column("fork_offset_seq", BigInteger),
+    Column("fork_sub_offset", BigInteger),
+    Column("fork_seq", BigInteger),
+    # Live forks reading this run's events: while above 0, retention leaves
+    # the run alone and a delete only soft-deletes it.
+    Column("fork_refs", BigInteger, nullable=False, server_default=text("0")),
+    # Set by a delete while forks remain: the URL answers 410, the events stay.
+    Column("stream_deleted_at", TIMESTAMP(timezone=True)),
+    CheckConstraint(
+        "(fork_source_run_id IS NULL) = (fork_seq IS NULL) AND fork_refs >= 0",
+        name="run_streams_fork_check",
+    ),
     CheckConstraint(
         "status IN ('active', 'awaiting_input', 'ended', 'cancelled', 'errored')",
         name="run_streams_status_check",

@@ -30,10 +30,23 @@ from pgbridge.queries import EXPIRED_SQL, quote_identifier
 ARGUMENT_TYPES = "text, text, text[], text[], boolean, text, text, bigint, bigint"
 
 
-def stream_append_body(schema: str) -> str:
-    """The PL/pgSQL body of ``pgbridge_stream_append`` for *schema*."""
+def stream_append_body(schema: str, *, soft_delete: bool = True) -> str:
+    """The PL/pgSQL body of ``pgbridge_stream_append`` for *schema*.
+
+    *soft_delete* (revision 0007 on): a soft-deleted stream (a deleted
+    source that forks still read) answers ``gone``; revision 0006 had none.
+    """
     s = quote_identifier(schema)
     expired = EXPIRED_SQL
+    gone = (
+        """
+    IF FOUND AND r.stream_deleted_at IS NOT NULL THEN
+        RETURN QUERY SELECT 'gone'::text, nil, nil, false, nil, nil, nil, nil;
+        RETURN;
+    END IF;"""
+        if soft_delete
+        else ""
+    )
     return f"""
 #variable_conflict use_column
 DECLARE
@@ -43,7 +56,7 @@ DECLARE
     has_producer boolean := p_producer_id IS NOT NULL;
     nil bigint;  -- stays NULL: the columns an outcome leaves empty
 BEGIN
-    SELECT * INTO r FROM {s}.run_streams AS r WHERE r.run_id = p_run_id FOR UPDATE;
+    SELECT * INTO r FROM {s}.run_streams AS r WHERE r.run_id = p_run_id FOR UPDATE;{gone}
     IF NOT FOUND OR {expired} THEN
         RETURN QUERY SELECT 'not_found'::text, nil, nil, false, nil, nil, nil, nil;
         RETURN;
@@ -130,7 +143,7 @@ END
 """
 
 
-def create_stream_append_function_sql(schema: str) -> list[str]:
+def create_stream_append_function_sql(schema: str, *, soft_delete: bool = True) -> list[str]:
     s = quote_identifier(schema)
     return [
         f"""
@@ -142,7 +155,7 @@ def create_stream_append_function_sql(schema: str) -> list[str]:
             producer_epoch bigint, producer_seq bigint, event_seq bigint, event_ms bigint
         )
         LANGUAGE plpgsql
-        AS $body${stream_append_body(schema)}$body$
+        AS $body${stream_append_body(schema, soft_delete=soft_delete)}$body$
         """
     ]
 

@@ -51,6 +51,25 @@ def parse_offset(text: str | None) -> Offset:
     return Offset("seq", int(text))
 
 
+#: The start of a stream as the reference server writes it; the suite forks at it.
+_REFERENCE_START: Final = "0000000000000000_0000000000000000"
+
+
+def parse_fork_offset(text: str | None) -> int | None:
+    """A ``Stream-Fork-Offset``: the seq to fork after, or None (the source's tail).
+
+    Besides this server's offsets, ``-1`` and the reference server's
+    spelling of the start name the start. ``ValueError`` for anything else.
+    """
+    if text is None:
+        return None
+    text = text.strip()
+    if text == _REFERENCE_START:
+        return 0
+    offset = parse_offset(text)
+    return None if offset.kind == "now" else offset.seq
+
+
 def response_cursor(client_cursor: str | None, *, now: float | None = None) -> str:
     """The ``Stream-Cursor`` of a live response: the current interval, always past the client's."""
     current = int(((time.time() if now is None else now) - CURSOR_EPOCH) // CURSOR_INTERVAL_SECONDS)

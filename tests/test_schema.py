@@ -421,3 +421,40 @@ async def test_downgrading_0005_drops_the_views_and_the_retention_record(dsn: st
     assert {"run_streams", "run_events"} <= relations
     await migrate(dsn)
     assert await view_drift(dsn) == [] and await schema_diff(dsn) == []
+
+
+# -- forks (revision 0007) -----------------------------------------------------------
+
+
+async def stream_append_source(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        body: str = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'pgbridge_stream_append'")
+    finally:
+        await conn.close()
+    return body
+
+
+async def test_the_stream_append_function_in_the_database_is_the_one_in_the_code(dsn: str) -> None:
+    from pgbridge.stream_ddl import stream_append_body
+
+    assert await stream_append_source(dsn) == stream_append_body("public")
+
+
+async def test_downgrading_0007_drops_the_fork_columns_and_restores_the_0006_append(dsn: str) -> None:
+    from pgbridge.stream_ddl import stream_append_body
+
+    await downgrade(dsn, "0006")
+    conn = await asyncpg.connect(dsn)
+    try:
+        columns = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name = 'run_streams' AND column_name LIKE '%fork%'"
+        )
+    finally:
+        await conn.close()
+    assert columns == []
+    assert await stream_append_source(dsn) == stream_append_body("public", soft_delete=False)
+    await migrate(dsn)
+    assert await schema_diff(dsn) == []
+    assert await stream_append_source(dsn) == stream_append_body("public")

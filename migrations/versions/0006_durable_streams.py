@@ -84,7 +84,7 @@ def upgrade() -> None:
         f"CREATE INDEX run_streams_open_updated_idx ON {s}.run_streams (updated_at) "
         "WHERE terminal_seq IS NULL AND content_type IS NULL"
     )
-    for statement in create_stream_append_function_sql(schema):
+    for statement in create_stream_append_function_sql(schema, soft_delete=False):
         op.execute(statement)
 
 
