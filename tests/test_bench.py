@@ -7,6 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
+#: Drives whole processes from outside; .ci/run runs it in its first pass only (see pyproject.toml).
+pytestmark = pytest.mark.once
+
 WORKLOADS = {"a_latency", "b_concurrent", "c_fanout", "d_replay", "e_idle"}
 CONTENDERS = {"pgbridge", "inprocess", "redis"}
 

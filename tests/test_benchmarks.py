@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+#: Drives whole processes from outside; .ci/run runs it in its first pass only (see pyproject.toml).
+pytestmark = pytest.mark.once
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 

@@ -12,6 +12,9 @@ from tests.durable_streams_conformance import require_suite, run_suite
 from tests.http_server import ServerProcess
 from tests.postgres_server import DatabaseFactory
 
+#: Drives whole processes from outside; .ci/run runs it in its first pass only (see pyproject.toml).
+pytestmark = pytest.mark.once
+
 #: Suite groups this server does not implement yet (none since forks, PROTOCOL.md
 #: 4.2, were built); any failure outside them fails this test.
 NOT_YET_IMPLEMENTED: tuple[str, ...] = ()

@@ -26,6 +26,9 @@ from tests.http_server import free_port
 from tests.postgres_server import DatabaseFactory
 from tests.sql_helpers import connected
 
+#: Drives whole processes from outside; .ci/run runs it in its first pass only (see pyproject.toml).
+pytestmark = pytest.mark.once
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 

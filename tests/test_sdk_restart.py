@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import pytest
 import pytest_asyncio
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.schema import StreamPart
@@ -19,6 +20,9 @@ from langgraph_sdk.schema import StreamPart
 from pgbridge import PostgresStreamBridge
 from tests.helpers import wait_until
 from tests.http_server import ServerProcess
+
+#: Drives whole processes from outside; .ci/run runs it in its first pass only (see pyproject.toml).
+pytestmark = pytest.mark.once
 
 
 @pytest_asyncio.fixture

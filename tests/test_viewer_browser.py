@@ -20,6 +20,9 @@ from playwright.async_api import Browser, Page, async_playwright
 from pgbridge import PostgresStreamBridge
 from tests.http_server import ServerProcess
 
+#: Drives whole processes from outside; .ci/run runs it in its first pass only (see pyproject.toml).
+pytestmark = pytest.mark.once
+
 #: What the machine's closed network and a root user need (see /work/.library/env).
 CHROMIUM_FLAGS = [
     "--headless",
