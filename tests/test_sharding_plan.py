@@ -26,7 +26,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from pgbridge import PostgresStreamBridge, StreamStatus
+from pgbridge import HEARTBEAT_SENTINEL, PostgresStreamBridge, StreamStatus
 from pgbridge.queries import InspectQueries, Queries
 from tests.helpers import collect, take
 from tests.topology import ScaleDatabase
@@ -74,6 +74,10 @@ async def _workload(scale_db: ScaleDatabase) -> None:
         await reader.resolve(runs[1], received[1][3].id)
         await reader.run_info(runs[2])
         await take(writer.subscribe(runs[3]), 3)
+        # A subscriber left idle for a while: the poll (the safety net) must check it.
+        idle = reader.subscribe("shard-idle", heartbeat_interval=1.0)
+        assert await anext(idle) is HEARTBEAT_SENTINEL  # a second of polls every 0.2 s
+        await idle.aclose()
     assert all(len(events) == 21 for events in received)
     assert len(replay) == 11
 
