@@ -78,6 +78,8 @@ class DsSizes:
     sse_interval: float
     catch_up_messages: int
     catch_up_batch: int
+    #: Rounds of the throughput and catch-up workloads per server (the median is reported).
+    rounds: int
 
     @classmethod
     def full(cls) -> DsSizes:
@@ -89,6 +91,7 @@ class DsSizes:
             sse_interval=0.005,
             catch_up_messages=100_000,
             catch_up_batch=1000,
+            rounds=3,
         )
 
     @classmethod
@@ -101,6 +104,7 @@ class DsSizes:
             sse_interval=0.005,
             catch_up_messages=2000,
             catch_up_batch=500,
+            rounds=1,
         )
 
 
@@ -436,33 +440,67 @@ DS_WORKLOADS: dict[str, DsWorkload] = {
 }
 
 
-async def _measure_server(
-    name: str, served: Served, sizes: DsSizes, errors: list[str], say: Callable[[str], None]
-) -> dict[str, Any]:
+#: The figure that picks a round's median, for workloads measured in several rounds.
+ROUND_FIGURE = {"throughput": "appends_per_s", "catch_up": "messages_per_s"}
+
+
+def _session(sizes: DsSizes) -> Any:
     import aiohttp
 
-    figures: dict[str, Any] = {"server": served.description}
-    tag = uuid.uuid4().hex[:6]
     # Idle connections go before uvicorn drops them (5 s), so no request lands on a closed one.
     connector = aiohttp.TCPConnector(limit=sizes.streams + 16, keepalive_timeout=2)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=120)
-    ) as session:
-        client = _Client(session, served.url)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
+
+
+async def _measure(
+    servers: dict[str, Served], sizes: DsSizes, errors: list[str], say: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
+    """Every workload on every server, the servers taking turns: round after round, in
+    alternating order, so noise from the rest of a shared machine falls on both alike.
+    Throughput and catch-up keep the median round (every round's figure is kept too)."""
+    figures: dict[str, dict[str, Any]] = {name: {"server": s.description} for name, s in servers.items()}
+    tag = uuid.uuid4().hex[:6]
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {
+            name: _Client(await stack.enter_async_context(_session(sizes)), served.url)
+            for name, served in servers.items()
+        }
         for key, workload in DS_WORKLOADS.items():
-            say(f"durable streams {key}: {name} ...")
-            try:
-                result = await workload(client, served, sizes, f"bench-{tag}/{key}/")
-                figures[key] = asdict(result)
-            except Exception as exc:
-                message = f"{type(exc).__name__}: {exc}"
-                errors.append(f"durable_streams/{key}/{name}: {message}")
-                figures[key] = {"error": message}
+            rounds = sizes.rounds if key in ROUND_FIGURE else 1
+            results: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+            for number in range(rounds):
+                order = list(servers) if number % 2 == 0 else list(reversed(servers))
+                for name in order:
+                    if results[name] and "error" in results[name][-1]:
+                        continue
+                    say(f"durable streams {key} (round {number + 1}/{rounds}): {name} ...")
+                    try:
+                        result = await workload(
+                            clients[name], servers[name], sizes, f"b-{tag}/{key}{number}/"
+                        )
+                        results[name].append(asdict(result))
+                    except Exception as exc:
+                        message = f"{type(exc).__name__}: {exc}"
+                        errors.append(f"durable_streams/{key}/{name}: {message}")
+                        results[name].append({"error": message})
+            for name, measured in results.items():
+                figures[name][key] = _median_round(key, measured)
     return figures
 
 
+def _median_round(key: str, measured: list[dict[str, Any]]) -> dict[str, Any]:
+    failed = [m for m in measured if "error" in m]
+    if failed:
+        return failed[0]
+    if key not in ROUND_FIGURE or len(measured) == 1:
+        return measured[0]
+    name = ROUND_FIGURE[key]
+    ordered = sorted(measured, key=lambda m: float(m[name]))
+    return {**ordered[(len(ordered) - 1) // 2], "rounds": [m[name] for m in measured]}
+
+
 async def measure_durable_streams(dsn: str, sizes: DsSizes, say: Callable[[str], None]) -> dict[str, Any]:
-    """Every Durable Streams workload against pgbridge serve on *dsn*, then the reference server."""
+    """Every Durable Streams workload against pgbridge serve on *dsn* and the reference server."""
     results: dict[str, Any] = {
         "sizes": asdict(sizes),
         "payload_bytes": payload_bytes(),
@@ -472,23 +510,22 @@ async def measure_durable_streams(dsn: str, sizes: DsSizes, say: Callable[[str],
         "errors": [],
     }
     errors: list[str] = results["errors"]
-    try:
-        async with pgbridge_server(dsn) as served:
-            results["contenders"]["pgbridge"] = await _measure_server("pgbridge", served, sizes, errors, say)
-    except Exception as exc:
-        errors.append(f"durable_streams/pgbridge: {type(exc).__name__}: {exc}")
-        results["contenders"]["pgbridge"] = {"error": str(exc)}
     reason = reference_unavailable_reason()
-    if reason is not None:
-        say(f"the reference server is skipped: {reason}")
-        results["contenders"]["reference"] = {"skipped": reason}
-        return results
-    try:
-        async with reference_server() as served:
-            results["contenders"]["reference"] = await _measure_server(
-                "reference", served, sizes, errors, say
-            )
-    except Exception as exc:
-        errors.append(f"durable_streams/reference: {type(exc).__name__}: {exc}")
-        results["contenders"]["reference"] = {"error": str(exc)}
+    async with contextlib.AsyncExitStack() as stack:
+        servers: dict[str, Served] = {}
+        try:
+            servers["pgbridge"] = await stack.enter_async_context(pgbridge_server(dsn))
+        except Exception as exc:
+            errors.append(f"durable_streams/pgbridge: {type(exc).__name__}: {exc}")
+            results["contenders"]["pgbridge"] = {"error": str(exc)}
+        if reason is not None:
+            say(f"the reference server is skipped: {reason}")
+            results["contenders"]["reference"] = {"skipped": reason}
+        else:
+            try:
+                servers["reference"] = await stack.enter_async_context(reference_server())
+            except Exception as exc:
+                errors.append(f"durable_streams/reference: {type(exc).__name__}: {exc}")
+                results["contenders"]["reference"] = {"error": str(exc)}
+        results["contenders"].update(await _measure(servers, sizes, errors, say))
     return results

@@ -110,6 +110,11 @@ def markdown(results: Results) -> str:
         f"~{results.get('payload_bytes')}-byte JSON messages, JSON-mode streams."
     )
     lines.append(
+        "- Both servers run side by side and take turns, workload by workload, in alternating order; "
+        f"throughput and catch-up are the median of {sizes.get('rounds')} round(s) each "
+        "(every round's figure is in the JSON)."
+    )
+    lines.append(
         f"- Throughput: {sizes.get('streams')} producers, one per stream, each POSTing one message after "
         f"the last was answered, for {sizes.get('throughput_seconds')} s."
     )
