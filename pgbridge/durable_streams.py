@@ -224,6 +224,7 @@ class _AppendBatcher:
         self._max_batch_size = max_batch_size
         self._queue: collections.deque[_Waiting] = collections.deque()
         self._flushes: set[asyncio.Task[None]] = set()
+        self._scheduled = False
         #: Batches sent and requests they carried (for tests).
         self.batches = 0
         self.requests = 0
@@ -231,12 +232,23 @@ class _AppendBatcher:
     async def append(self, request: _AppendRequest) -> AppendOutcome:
         waiting = _Waiting(request)
         self._queue.append(waiting)
-        self._start_flushes()
+        if not self._scheduled:
+            # Send on the loop's next turn, not now: every append that arrives in
+            # this turn (all the callers a finished batch just woke, all the requests
+            # read from the sockets together) joins one batch instead of each taking
+            # a free slot alone.
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_flushes)
         return await waiting.answer
 
     def _start_flushes(self) -> None:
+        self._scheduled = False
         while self._queue and len(self._flushes) < self._max_in_flight:
-            batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch_size))]
+            # What is queued, shared out over the free slots: the batches run side
+            # by side on as many connections (and server cores) as there are slots.
+            free = self._max_in_flight - len(self._flushes)
+            size = min(-(-len(self._queue) // free), self._max_batch_size)
+            batch = [self._queue.popleft() for _ in range(size)]
             task = asyncio.create_task(self._flush(batch), name="pgbridge-stream-append-batch")
             self._flushes.add(task)
             task.add_done_callback(self._flush_done)
@@ -250,15 +262,15 @@ class _AppendBatcher:
         self.batches += 1
         self.requests += len(batch)
         try:
-            if len(batch) == 1:
-                outcomes = [await self._send_alone(batch[0].request)]
-            else:
-                outcomes = await self._send_many([waiting.request for waiting in batch])
+            # One statement, committed on its own: one round trip, even for a lone append.
+            outcomes = await self._send_many([waiting.request for waiting in batch])
         except Exception as exc:
             if len(batch) == 1 or is_connection_error(exc) or isinstance(exc, DatabaseUnavailableError):
-                failure = exc
+                failure: Exception = exc
                 if is_connection_error(exc):
                     failure = DatabaseUnavailableError(f"lost the connection to PostgreSQL: {exc}")
+                elif not isinstance(exc, StreamBridgeError):
+                    failure = StreamBridgeError(f"a Durable Streams operation failed: {exc}")
                 for waiting in batch:
                     if not waiting.answer.done():
                         waiting.answer.set_exception(failure)

@@ -175,9 +175,20 @@ async def pgbridge_server(dsn: str) -> AsyncIterator[Served]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("pgbridge serve did not answer within 60 s")
                 await asyncio.sleep(0.1)
-        yield Served(url, process.pid, {"processes": 1, "command": "pgbridge serve --log-level warning"})
+        yield Served(url, process.pid, {"processes": 1, **_http_stack()})
     finally:
         await _stop(process)
+
+
+def _http_stack() -> dict[str, Any]:
+    """What uvicorn runs on: it picks uvloop and httptools when they are installed."""
+    from importlib.util import find_spec
+
+    return {
+        "command": "pgbridge serve --log-level warning",
+        "event_loop": "uvloop" if find_spec("uvloop") else "asyncio",
+        "http_parser": "httptools" if find_spec("httptools") else "h11",
+    }
 
 
 @contextlib.asynccontextmanager
@@ -273,6 +284,8 @@ class ThroughputResult:
     appends_per_s: float
     latency: Summary
     server_cpu_percent: float
+    #: The load client's own CPU (this process), % of one core: near 100 means it was the limit.
+    client_cpu_percent: float
 
 
 async def throughput(client: _Client, served: Served, sizes: DsSizes, prefix: str) -> ThroughputResult:
@@ -290,12 +303,13 @@ async def throughput(client: _Client, served: Served, sizes: DsSizes, prefix: st
             count += 1
         return count
 
-    cpu_before = _cpu_seconds(served.pid)
+    cpu_before, client_before = _cpu_seconds(served.pid), time.process_time()
     started = time.perf_counter()
     deadline = loop.time() + sizes.throughput_seconds
     counts = await asyncio.gather(*(produce(path, deadline) for path in paths))
     seconds = time.perf_counter() - started
     cpu = _cpu_seconds(served.pid) - cpu_before
+    client_cpu = time.process_time() - client_before
     appends = sum(counts)
     return ThroughputResult(
         streams=len(paths),
@@ -305,6 +319,7 @@ async def throughput(client: _Client, served: Served, sizes: DsSizes, prefix: st
         appends_per_s=round(appends / seconds, 1),
         latency=summarize(took),
         server_cpu_percent=round(100 * cpu / seconds, 1),
+        client_cpu_percent=round(100 * client_cpu / seconds, 1),
     )
 
 
