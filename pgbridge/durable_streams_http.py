@@ -342,7 +342,11 @@ class _Handler:
         budget = self._settings.read_chunk_bytes
         size = sum(len(m.data_text) for m in chunk.messages)
         while chunk.truncated and chunk.messages and size < budget:
-            more = await self._streams().read(run_id, chunk.messages[-1].seq, limit=None)
+            # As many rows as the rest of the budget holds at the average size so far
+            # (at most ten pages): one more query, not one per page.
+            average = max(1, size // len(chunk.messages))
+            limit = max(1, min(10 * len(chunk.messages), (budget - size) // average + 1))
+            more = await self._streams().read(run_id, chunk.messages[-1].seq, limit=limit)
             if more is None:
                 break
             chunk.messages.extend(more.messages)
