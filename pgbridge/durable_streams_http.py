@@ -346,12 +346,9 @@ class _Handler:
             # (at most ten pages): one more query, not one per page.
             average = max(1, size // len(chunk.messages))
             limit = max(1, min(10 * len(chunk.messages), (budget - size) // average + 1))
-            more = await self._streams().read(run_id, chunk.messages[-1].seq, limit=limit)
-            if more is None:
-                break
-            chunk.messages.extend(more.messages)
-            chunk.head, chunk.truncated = more.head, more.truncated
-            size += sum(len(m.data_text) for m in more.messages)
+            count = len(chunk.messages)
+            await self._streams().read_more(chunk, limit=limit)
+            size += sum(len(m.data_text) for m in chunk.messages[count:])
         return chunk
 
     def _catch_up(
