@@ -506,20 +506,6 @@ class DurableStreams:
             await self._db.fetch(self._q.touch_stream, run_id)
         return StreamChunk(head=head, messages=messages, truncated=len(messages) >= limit)
 
-    async def read_more(self, chunk: StreamChunk, *, limit: int) -> None:
-        """Extend *chunk* (from :meth:`read`) with up to *limit* more events, none past its head.
-
-        Only the events are read, not the stream's row again: the chunk stays
-        consistent with the head its first page came with.
-        """
-        self._require_running()
-        after = chunk.messages[-1].seq if chunk.messages else chunk.head.first_seq - 1
-        rows = await self._db.fetch(
-            self._q.read_stream_more, chunk.head.run_id, after, chunk.head.last_seq, limit
-        )
-        chunk.messages.extend(StoredMessage(row[0], row[1], row[2], row[3]) for row in rows)
-        chunk.truncated = len(rows) >= limit
-
     async def touch(self, run_id: str) -> None:
         """Reset the stream's sliding TTL (a read that returned no data)."""
         self._require_running()

@@ -346,9 +346,15 @@ class _Handler:
             # (at most ten pages): one more query, not one per page.
             average = max(1, size // len(chunk.messages))
             limit = max(1, min(10 * len(chunk.messages), (budget - size) // average + 1))
-            count = len(chunk.messages)
-            await self._streams().read_more(chunk, limit=limit)
-            size += sum(len(m.data_text) for m in chunk.messages[count:])
+            # Through read (not a narrower query), so a stream is read one way only;
+            # nothing past the head the first page came with, so they agree.
+            more = await self._streams().read(run_id, chunk.messages[-1].seq, limit=limit)
+            if more is None:
+                break
+            taken = [m for m in more.messages if m.seq <= chunk.head.last_seq]
+            chunk.messages.extend(taken)
+            chunk.truncated = more.truncated and len(taken) == len(more.messages)
+            size += sum(len(m.data_text) for m in taken)
         return chunk
 
     def _catch_up(

@@ -482,7 +482,6 @@ class StreamQueries:
     ensure_run: str
     stream_append: str
     stream_append_many: str
-    read_stream_more: str
 
     @classmethod
     def for_schema(cls, schema: str) -> StreamQueries:
@@ -510,15 +509,6 @@ class StreamQueries:
                 ) AS e ON true
                 WHERE r.run_id = $1
                 ORDER BY e.seq
-            """,
-            # $1 run_id, $2 after seq, $3 up to seq, $4 limit: more events of a read
-            # whose head (and TTL touch) came with its first page.
-            read_stream_more=f"""
-                SELECT seq, created_ms, event, data::text AS data
-                FROM {s}.run_events
-                WHERE run_id = $1 AND seq > $2 AND seq <= $3
-                ORDER BY seq
-                LIMIT $4
             """,
             # $1 run_id: a read resets a sliding TTL (streams without one are not written).
             touch_stream=f"""
