@@ -251,6 +251,7 @@ class PostgresStreamBridge(StreamBridge):
             self._notifier,
             require_running=self._require_running,
             page_size=self.options.page_size,
+            appends_in_flight=min(self.options.publish_batches_in_flight, self.options.pool_max_size),
         )
         self._subscription_ctx = SubscriptionContext(
             feeds=self._feeds,

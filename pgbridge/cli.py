@@ -247,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--out", type=Path, default=Path("bench-results"), help="folder for results.md/.json/.png"
     )
+    bench.add_argument(
+        "--durable-streams",
+        action="store_true",
+        help="instead: the Durable Streams endpoint (pgbridge serve) against the reference server",
+    )
     serve = commands.add_parser(
         "serve", help="serve runs over HTTP: SSE streams, status, a live viewer, Durable Streams"
     )
@@ -293,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="asyncpg's prepared statement cache per connection; 0 behind PgBouncer in transaction mode",
     )
     scale.add_argument("--pool-max-size", type=int, default=None, help="connections in the pool (default 10)")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level; below info there is no access log line per request (default: %(default)s)",
+    )
     serve.add_argument(
         "--long-poll-timeout",
         type=parse_duration,
@@ -353,7 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pgbridge.embedded import dsn_from_environment
 
             server: str | None = args.dsn or dsn_from_environment()
-            return asyncio.run(run_benchmark(server, quick=args.quick, out_dir=args.out))
+            return asyncio.run(
+                run_benchmark(
+                    server, quick=args.quick, out_dir=args.out, durable_streams=args.durable_streams
+                )
+            )
         if args.command == "serve":
             from pgbridge.durable_streams_http import DurableStreamSettings
             from pgbridge.server import run_server
@@ -368,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cors_origins=args.cors_origin,
                 settings=StreamSettings(heartbeat_interval=args.heartbeat, retry_ms=args.retry_ms),
                 metrics=args.metrics,
+                log_level=args.log_level,
                 bridge_options=serve_bridge_options(args),
                 stream_settings=DurableStreamSettings(
                     long_poll_timeout=args.long_poll_timeout, max_append_bytes=args.max_append_bytes

@@ -23,8 +23,10 @@ woken through the bridge's feeds and its NOTIFY path.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -193,6 +195,139 @@ class AppendOutcome:
     event_ms: int | None = None
 
 
+def _outcome(row: asyncpg.Record) -> AppendOutcome:
+    return AppendOutcome(
+        kind=row["outcome"],
+        last_seq=row["last_seq"],
+        last_ms=row["last_ms"],
+        closed=row["closed"],
+        producer_epoch=row["producer_epoch"],
+        producer_seq=row["producer_seq"],
+        event_seq=row["event_seq"],
+        event_ms=row["event_ms"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _AppendRequest:
+    """One protocol append (or close), as the caller asked for it."""
+
+    run_id: str
+    content_type: str | None
+    events: Sequence[tuple[str, str]]
+    close: bool
+    stream_seq: str | None
+    producer: Producer | None
+
+
+@dataclass(slots=True)
+class _Waiting:
+    request: _AppendRequest
+    answer: asyncio.Future[AppendOutcome] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class _AppendBatcher:
+    """Group commit for protocol appends, as :mod:`pgbridge.publisher` does for publishes.
+
+    An append that finds no batch in flight is sent at once, alone; appends
+    that arrive while ``max_in_flight`` batches are running wait for the next
+    batch, which is one statement and one commit for all of them. Each
+    request is still checked on its own (producer, closure, content type,
+    Stream-Seq) by ``pgbridge_stream_append`` under its run row's lock, in
+    arrival order within a run (runs are taken in a fixed order, so two
+    batches never wait on each other's row locks), and gets its own outcome.
+    A batch the server refuses (not a lost connection) is sent again one
+    request per transaction, so one bad request fails alone. Callers are
+    answered after the commit.
+    """
+
+    def __init__(
+        self,
+        send_many: Callable[[Sequence[_AppendRequest]], Awaitable[list[AppendOutcome]]],
+        send_alone: Callable[[_AppendRequest], Awaitable[AppendOutcome]],
+        *,
+        max_in_flight: int,
+        max_batch_size: int = 500,
+    ) -> None:
+        self._send_many = send_many
+        self._send_alone = send_alone
+        self._max_in_flight = max(1, max_in_flight)
+        self._max_batch_size = max_batch_size
+        self._queue: collections.deque[_Waiting] = collections.deque()
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._scheduled = False
+        #: Batches sent and requests they carried (for tests).
+        self.batches = 0
+        self.requests = 0
+
+    async def append(self, request: _AppendRequest) -> AppendOutcome:
+        waiting = _Waiting(request)
+        self._queue.append(waiting)
+        if not self._scheduled:
+            # Send on the loop's next turn, not now: every append that arrives in
+            # this turn (all the callers a finished batch just woke, all the requests
+            # read from the sockets together) joins one batch instead of each taking
+            # a free slot alone.
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_flushes)
+        return await waiting.answer
+
+    def _start_flushes(self) -> None:
+        self._scheduled = False
+        while self._queue and len(self._flushes) < self._max_in_flight:
+            # What is queued, shared out over the free slots: the batches run side
+            # by side on as many connections (and server cores) as there are slots.
+            free = self._max_in_flight - len(self._flushes)
+            size = min(-(-len(self._queue) // free), self._max_batch_size)
+            batch = [self._queue.popleft() for _ in range(size)]
+            task = asyncio.create_task(self._flush(batch), name="pgbridge-stream-append-batch")
+            self._flushes.add(task)
+            task.add_done_callback(self._flush_done)
+
+    def _flush_done(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        self._start_flushes()
+
+    async def _flush(self, batch: list[_Waiting]) -> None:
+        batch.sort(key=lambda waiting: waiting.request.run_id)  # stable: arrival order within a run
+        self.batches += 1
+        self.requests += len(batch)
+        try:
+            # One statement, committed on its own: one round trip, even for a lone append.
+            outcomes = await self._send_many([waiting.request for waiting in batch])
+        except Exception as exc:
+            if len(batch) == 1 or is_connection_error(exc) or isinstance(exc, DatabaseUnavailableError):
+                failure: Exception = exc
+                if is_connection_error(exc):
+                    failure = DatabaseUnavailableError(f"lost the connection to PostgreSQL: {exc}")
+                elif not isinstance(exc, StreamBridgeError):
+                    failure = StreamBridgeError(f"a Durable Streams operation failed: {exc}")
+                for waiting in batch:
+                    if not waiting.answer.done():
+                        waiting.answer.set_exception(failure)
+                return
+            # Nothing was committed: each request again, alone, for its own answer.
+            for waiting in batch:
+                try:
+                    outcome = await self._send_alone(waiting.request)
+                except Exception as alone:
+                    if not waiting.answer.done():
+                        waiting.answer.set_exception(alone)
+                else:
+                    if not waiting.answer.done():
+                        waiting.answer.set_result(outcome)
+            return
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            if not waiting.answer.done():  # a caller that went away no longer waits
+                waiting.answer.set_result(outcome)
+
+    async def close(self) -> None:
+        while self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+
 class StreamExistsError(StreamBridgeError):
     """A create named an existing stream with another configuration (or a soft-deleted one)."""
 
@@ -220,6 +355,7 @@ class DurableStreams:
         *,
         require_running: Callable[[], None],
         page_size: int,
+        appends_in_flight: int = 4,
     ) -> None:
         self._db = db
         self._q = db.queries.streams
@@ -228,6 +364,7 @@ class DurableStreams:
         self._notifier = notifier
         self._require_running = require_running
         self._page_size = page_size
+        self._batcher = _AppendBatcher(self._append_many, self._append_alone, max_in_flight=appends_in_flight)
 
     # -- writes ---------------------------------------------------------------
 
@@ -373,17 +510,62 @@ class DurableStreams:
         Nothing is written unless the outcome is ``appended`` or ``closed_now``.
         """
         self._require_running()
-        async with self._transaction() as conn:
-            if create_run:
-                await conn.execute(self._q.ensure_run, run_id)
-            outcome = await self._append_in(
-                conn, run_id, content_type, events, close=close, stream_seq=stream_seq, producer=producer
-            )
+        request = _AppendRequest(run_id, content_type, events, close, stream_seq, producer)
+        if create_run:
+            outcome = await self._append_alone(request, create_run=True)
+        else:
+            outcome = await self._batcher.append(request)
         if outcome.kind == "appended":
             self._wake(run_id, None if close else outcome.last_seq)
         elif outcome.kind == "closed_now":
             self._wake(run_id, None)
         return outcome
+
+    async def _append_alone(self, request: _AppendRequest, *, create_run: bool = False) -> AppendOutcome:
+        """One append in a transaction of its own."""
+        async with self._transaction() as conn:
+            if create_run:
+                await conn.execute(self._q.ensure_run, request.run_id)
+            return await self._append_in(
+                conn,
+                request.run_id,
+                request.content_type,
+                request.events,
+                close=request.close,
+                stream_seq=request.stream_seq,
+                producer=request.producer,
+            )
+
+    async def _append_many(self, requests: Sequence[_AppendRequest]) -> list[AppendOutcome]:
+        """*requests* in one statement (one transaction), in order; an outcome for each."""
+        first: list[int] = []
+        last: list[int] = []
+        names: list[str] = []
+        texts: list[str] = []
+        for request in requests:
+            first.append(len(names) + 1)
+            names.extend(name for name, _ in request.events)
+            texts.extend(text for _, text in request.events)
+            last.append(len(names))
+        async with self._db.connection() as conn:
+            self._db.statements += 1
+            rows = await conn.fetch(
+                self._q.stream_append_many,
+                [r.run_id for r in requests],
+                [r.content_type for r in requests],
+                first,
+                last,
+                [r.close for r in requests],
+                [r.stream_seq for r in requests],
+                [r.producer.id if r.producer else None for r in requests],
+                [r.producer.epoch if r.producer else None for r in requests],
+                [r.producer.seq if r.producer else None for r in requests],
+                names,
+                texts,
+            )
+        if len(rows) != len(requests):
+            raise StreamBridgeError(f"a batch of {len(requests)} appends answered {len(rows)} rows")
+        return [_outcome(row) for row in rows]
 
     async def delete(self, run_id: str) -> DeleteOutcome:
         """Delete the stream and its events (through the retention trim).
@@ -448,16 +630,7 @@ class DurableStreams:
             producer.seq if producer else None,
         )
         assert row is not None
-        return AppendOutcome(
-            kind=row["outcome"],
-            last_seq=row["last_seq"],
-            last_ms=row["last_ms"],
-            closed=row["closed"],
-            producer_epoch=row["producer_epoch"],
-            producer_seq=row["producer_seq"],
-            event_seq=row["event_seq"],
-            event_ms=row["event_ms"],
-        )
+        return _outcome(row)
 
     # -- reads ----------------------------------------------------------------
 

@@ -388,6 +388,8 @@ class _Handler:
             return self._sse(run_id, after, chunk, cursor)
         if now:
             chunk.messages = []
+        else:
+            chunk = await self._fill(run_id, chunk)
         if live == "long-poll" and not chunk.messages and not chunk.head.closed:
             waited = await self._long_poll(run_id, after)
             if waited is None:
@@ -405,6 +407,30 @@ class _Handler:
                 out["Stream-Cursor"] = response_cursor(cursor)
             return _response(204, headers=out)
         return self._catch_up(request, after, chunk, live=live is not None, now=now, cursor=cursor)
+
+    async def _fill(self, run_id: str, chunk: StreamChunk) -> StreamChunk:
+        """*chunk* with further pages of the stream, up to one response's byte budget.
+
+        A read is one page of rows; small messages would otherwise make a
+        catch-up take many more requests than the budget calls for.
+        """
+        budget = self._settings.read_chunk_bytes
+        size = sum(len(m.data_text) for m in chunk.messages)
+        while chunk.truncated and chunk.messages and size < budget:
+            # As many rows as the rest of the budget holds at the average size so far
+            # (at most ten pages): one more query, not one per page.
+            average = max(1, size // len(chunk.messages))
+            limit = max(1, min(10 * len(chunk.messages), (budget - size) // average + 1))
+            # Through read (not a narrower query), so a stream is read one way only;
+            # nothing past the head the first page came with, so they agree.
+            more = await self._streams().read(run_id, chunk.messages[-1].seq, limit=limit)
+            if more is None:
+                break
+            taken = [m for m in more.messages if m.seq <= chunk.head.last_seq]
+            chunk.messages.extend(taken)
+            chunk.truncated = more.truncated and len(taken) == len(more.messages)
+            size += sum(len(m.data_text) for m in taken)
+        return chunk
 
     def _catch_up(
         self, request: Request, after: int, chunk: StreamChunk, *, live: bool, now: bool, cursor: str | None

@@ -487,6 +487,7 @@ class StreamQueries:
     add_fork_ref: str
     release_fork_ref: str
     soft_delete_stream: str
+    stream_append_many: str
 
     @classmethod
     def for_schema(cls, schema: str) -> StreamQueries:
@@ -603,5 +604,24 @@ class StreamQueries:
             soft_delete_stream=f"""
                 UPDATE {s}.run_streams SET stream_deleted_at = now()
                 WHERE run_id = $1 AND stream_deleted_at IS NULL
+            """,
+            # Group commit of protocol appends: many requests, one statement (one
+            # transaction, one WAL flush), each checked and appended by the same
+            # function in array order, so every request keeps its own outcome.
+            # Per request ($1..$9, one element each): run_id, content type, the
+            # first and last index of its events in $10/$11 (empty when last <
+            # first), close, Stream-Seq, producer id, epoch, producer seq.
+            stream_append_many=f"""
+                SELECT b.ord, a.outcome, a.last_seq, a.last_ms, a.closed, a.producer_epoch,
+                    a.producer_seq, a.event_seq, a.event_ms
+                FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::boolean[], $6::text[],
+                    $7::text[], $8::bigint[], $9::bigint[])
+                    WITH ORDINALITY AS b(run_id, content_type, first_event, last_event, close, stream_seq,
+                        producer_id, epoch, producer_seq, ord)
+                CROSS JOIN LATERAL {s}.pgbridge_stream_append(
+                    b.run_id, b.content_type, ($10::text[])[b.first_event:b.last_event],
+                    ($11::text[])[b.first_event:b.last_event], b.close, b.stream_seq, b.producer_id,
+                    b.epoch, b.producer_seq) AS a
+                ORDER BY b.ord
             """,
         )

@@ -23,7 +23,7 @@ from typing import Final
 import orjson
 
 from pgbridge.errors import InvalidEventError
-from pgbridge.payload import encode_data
+from pgbridge.payload import MAX_NESTING_DEPTH, encode_data
 
 JSON_TYPE: Final = "application/json"
 DEFAULT_TYPE: Final = "application/octet-stream"
@@ -65,7 +65,28 @@ def json_messages(body: bytes, *, max_bytes: int, allow_empty: bool) -> list[str
     values = value if isinstance(value, list) else [value]
     if not values and not allow_empty:
         raise InvalidEventError("an empty JSON array appends nothing; send at least one message")
-    return [encode_data(item, max_bytes=max_bytes) for item in values]
+    return [_encoded(item, max_bytes) for item in values]
+
+
+def _encoded(item: object, max_bytes: int) -> str:
+    """*item*'s JSON text, as :func:`encode_data` checks it, quickly for the usual message.
+
+    A value orjson parsed is already JSON (str keys, no NaN or Infinity); what
+    is left to check is NUL characters, lone surrogates (orjson will not encode
+    them), nesting and size, and a message that might fail any of these goes
+    through :func:`encode_data`, which names the problem.
+    """
+    try:
+        text = orjson.dumps(item).decode()
+    except orjson.JSONEncodeError:
+        return encode_data(item, max_bytes=max_bytes)
+    if (
+        "\\u0000" in text
+        or text.count("[") + text.count("{") > MAX_NESTING_DEPTH
+        or (len(text) * 4 > max_bytes and len(text.encode()) > max_bytes)
+    ):
+        return encode_data(item, max_bytes=max_bytes)
+    return text
 
 
 def _reject_constant(name: str) -> object:

@@ -56,12 +56,14 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def run_benchmark(dsn: str | None, *, quick: bool, out_dir: Path) -> int:
+async def run_benchmark(dsn: str | None, *, quick: bool, out_dir: Path, durable_streams: bool = False) -> int:
     """Measure, then write ``results.md``, ``results.json`` and ``results.png`` to *out_dir*.
 
     *dsn* names a server where databases can be created; None starts an
     embedded one in a temporary folder. Returns 0, or 1 when any workload
-    could not be measured (the report says which).
+    could not be measured (the report says which). With *durable_streams*,
+    measure the Durable Streams endpoint against the reference server
+    instead, and write ``durable-streams.md`` and ``durable-streams.json``.
     """
     sizes = Sizes.quick() if quick else Sizes.full()
     with contextlib.ExitStack() as stack:
@@ -70,10 +72,37 @@ async def run_benchmark(dsn: str | None, *, quick: bool, out_dir: Path) -> int:
             admin_dsn, server = stack.enter_context(embedded_server()), "embedded, temporary folder"
         else:
             admin_dsn, server = dsn, "given DSN"
+        if durable_streams:
+            return await _run_durable_streams(admin_dsn, quick=quick, server=server, out_dir=out_dir)
         results = await measure(admin_dsn, sizes, mode="quick" if quick else "full", server=server)
     files = write_report(results, out_dir)
     print(files.markdown.read_text(), flush=True)
     _say(f"wrote {files.markdown}, {files.json} and {files.chart}")
+    return 1 if results["errors"] else 0
+
+
+async def _run_durable_streams(admin_dsn: str, *, quick: bool, server: str, out_dir: Path) -> int:
+    """The Durable Streams comparison in a scratch database; its report; 1 if anything failed."""
+    from pgbridge.bench.durable_streams import DsSizes, measure_durable_streams
+    from pgbridge.bench.durable_streams_report import write_ds_report
+
+    started = time.perf_counter()
+    meta: dict[str, Any] = {
+        "mode": "quick" if quick else "full",
+        "server": server,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": describe_machine(),
+        "pgbridge": describe_pgbridge(),
+        "pgbridge_processes": 1,
+    }
+    async with scratch_database(admin_dsn) as dsn:
+        meta["postgres"] = await describe_postgres(dsn)
+        sizes = DsSizes.quick() if quick else DsSizes.full()
+        results = {"meta": meta, **await measure_durable_streams(dsn, sizes, _say)}
+    meta["seconds"] = round(time.perf_counter() - started, 1)
+    markdown, data = write_ds_report(results, out_dir)
+    print(markdown.read_text(), flush=True)
+    _say(f"wrote {markdown} and {data}")
     return 1 if results["errors"] else 0
 
 
@@ -212,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dsn", help="a server where databases can be created (default: $PGBRIDGE_DSN, else embedded)"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--durable-streams",
+        action="store_true",
+        help="instead: the Durable Streams endpoint (pgbridge serve) against the reference server",
+    )
     return parser
 
 
@@ -221,7 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pgbridge.embedded import dsn_from_environment
 
     dsn = args.dsn or dsn_from_environment()
-    return asyncio.run(run_benchmark(dsn, quick=args.quick, out_dir=args.out))
+    return asyncio.run(
+        run_benchmark(dsn, quick=args.quick, out_dir=args.out, durable_streams=args.durable_streams)
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,157 @@
+"""The Durable Streams comparison as Markdown: a table with ratios, the issue's two targets, the notes.
+
+Rendered from the JSON alone (``durable-streams.json``), so a saved run can
+be re-rendered. Ratios are pgbridge / reference: above 1 is better for
+pgbridge on throughputs, below 1 is better on latencies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pgbridge.bench.report import number, ratio
+
+Results = Mapping[str, Any]
+
+#: (label, workload, path, higher is better)
+ROWS: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
+    ("append throughput, appends/s ({streams} producers on {streams} streams)", "throughput",
+     ("appends_per_s",), True),
+    ("  append latency under that load, p50 ms", "throughput", ("latency", "p50"), False),
+    ("  server CPU during it, % of one core", "throughput", ("server_cpu_percent",), False),
+    ("sequential append latency, p50 ms", "append_latency", ("latency", "p50"), False),
+    ("sequential append latency, p99 ms", "append_latency", ("latency", "p99"), False),
+    ("append → SSE receive, p50 ms", "sse_latency", ("latency", "p50"), False),
+    ("append → SSE receive, p99 ms", "sse_latency", ("latency", "p99"), False),
+    ("catch-up read from -1, messages/s ({catch_up_messages} messages)", "catch_up",
+     ("messages_per_s",), True),
+    ("catch-up read, MB/s", "catch_up", ("mb_per_s",), True),
+    ("catch-up read, HTTP requests", "catch_up", ("requests",), False),
+)  # fmt: skip
+
+
+def ds_figure(results: Results, contender: str, workload: str, path: Sequence[str]) -> float | None:
+    node: Any = results.get("contenders", {}).get(contender, {}).get(workload)
+    for step in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(step)
+    return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
+
+
+def _cell(results: Results, contender: str, workload: str, value: float | None) -> str:
+    if value is not None:
+        return number(value)
+    entry = results.get("contenders", {}).get(contender, {})
+    for key in ("skipped", "error"):
+        if key in entry:
+            return key
+        if isinstance(entry.get(workload), Mapping) and key in entry[workload]:
+            return key
+    return "–"
+
+
+def table(results: Results) -> list[str]:
+    sizes = results.get("sizes", {})
+    lines = [
+        "| | pgbridge serve | reference (file) | pgbridge / reference |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, workload, path, _ in ROWS:
+        mine = ds_figure(results, "pgbridge", workload, path)
+        theirs = ds_figure(results, "reference", workload, path)
+        lines.append(
+            f"| {label.format(**sizes)} | {_cell(results, 'pgbridge', workload, mine)} "
+            f"| {_cell(results, 'reference', workload, theirs)} | {ratio(mine, theirs)} |"
+        )
+    return lines
+
+
+class Target(NamedTuple):
+    name: str
+    needed: float
+    got: float | None
+
+    @property
+    def met(self) -> bool:
+        return self.got is not None and self.got >= self.needed
+
+
+def targets(results: Results) -> list[Target]:
+    def quotient(workload: str, path: tuple[str, ...]) -> float | None:
+        mine = ds_figure(results, "pgbridge", workload, path)
+        theirs = ds_figure(results, "reference", workload, path)
+        return mine / theirs if mine is not None and theirs else None
+
+    return [
+        Target(
+            "durable append throughput ≥ 2× the reference's", 2.0, quotient("throughput", ("appends_per_s",))
+        ),
+        Target("catch-up reads at least as fast", 1.0, quotient("catch_up", ("messages_per_s",))),
+    ]
+
+
+def markdown(results: Results) -> str:
+    meta = results.get("meta", {})
+    lines = ["# pgbridge Durable Streams vs @durable-streams/server", ""]
+    lines += table(results)
+    lines += ["", "## Targets (issue 12)", "", "| target | ratio | met |", "|---|---:|---|"]
+    for target in targets(results):
+        got = f"{target.got:.2f}×" if target.got is not None else "–"
+        lines.append(f"| {target.name} | {got} | {'yes' if target.met else 'NO'} |")
+    lines += ["", "## How", ""]
+    sizes = results.get("sizes", {})
+    lines.append(
+        f"- One server process each: {meta.get('pgbridge_processes', 1)} `pgbridge serve` (uvicorn, "
+        "access log off) and one Node process; load from aiohttp in the benchmark process; "
+        f"~{results.get('payload_bytes')}-byte JSON messages, JSON-mode streams."
+    )
+    lines.append(
+        "- Both servers run side by side and take turns, workload by workload, in alternating order; "
+        f"throughput and catch-up are the median of {sizes.get('rounds')} round(s) each "
+        "(every round's figure is in the JSON)."
+    )
+    lines.append(
+        f"- Throughput: {sizes.get('streams')} producers, one per stream, each POSTing one message after "
+        f"the last was answered, for {sizes.get('throughput_seconds')} s."
+    )
+    lines.append(
+        f"- Sequential latency: {sizes.get('latency_appends')} POSTs, one after another. SSE: "
+        f"{sizes.get('sse_messages')} messages, one every {sizes.get('sse_interval')} s, to one "
+        "`live=sse` reader; sent-to-received on the same clock."
+    )
+    lines.append(
+        f"- Catch-up: {sizes.get('catch_up_messages')} messages appended in JSON arrays of "
+        f"{sizes.get('catch_up_batch')}, then read from `offset=-1` following `Stream-Next-Offset`."
+    )
+    for name, guarantee in results.get("durability", {}).items():
+        lines.append(f"- At a 2xx, {name}: {guarantee}.")
+    postgres = meta.get("postgres", {})
+    if postgres:
+        settings = ", ".join(f"{k}={v}" for k, v in postgres.get("settings", {}).items())
+        lines.append(f"- PostgreSQL {postgres.get('version')} ({meta.get('server')}): {settings}.")
+    machine = meta.get("machine", {})
+    if machine:
+        lines.append(
+            f"- Machine: {machine.get('cpus')} CPUs, {machine.get('platform')}, "
+            f"Python {machine.get('python')}."
+        )
+    code = meta.get("pgbridge", {})
+    if code.get("commit"):
+        dirty = f", uncommitted: {', '.join(code['uncommitted'])}" if code.get("uncommitted") else ""
+        lines.append(f"- pgbridge at {code['commit']}{dirty}.")
+    for error in results.get("errors", []):
+        lines.append(f"- ERROR {error}")
+    return "\n".join(lines) + "\n"
+
+
+def write_ds_report(results: Results, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = out_dir / "durable-streams.json"
+    text = out_dir / "durable-streams.md"
+    data.write_text(json.dumps(results, indent=2) + "\n")
+    text.write_text(markdown(results))
+    return text, data
