@@ -73,6 +73,14 @@ async def publish_range(bridge: PostgresStreamBridge, outcomes: Outcomes, number
         await asyncio.sleep(0.005)
 
 
+async def publish_until(bridge: PostgresStreamBridge, outcomes: Outcomes, stop: asyncio.Event) -> None:
+    """Publish ten at a time until *stop* is set, however fast the machine is."""
+    number = 0
+    while not stop.is_set():
+        await publish_range(bridge, outcomes, range(number, number + 10))
+        number += 10
+
+
 async def stored(dsn: str) -> list[tuple[str, object]]:
     """(ID, data) of every stored event of the run, in seq order."""
     async with connected(dsn) as conn:
@@ -113,9 +121,11 @@ async def test_connections_cut_mid_publish_lose_no_acknowledged_event(
     await writer.start()
     stream = reader.subscribe(RUN, heartbeat_interval=0.5)
     outcomes = Outcomes()
+    done = asyncio.Event()
     try:
-        publishing = asyncio.create_task(publish_range(writer, outcomes, range(300)))
+        publishing = asyncio.create_task(publish_until(writer, outcomes, done))
         await cut_repeatedly(proxy, 6, in_flight=outcomes)
+        done.set()
         await publishing
         await writer.publish_end(RUN)
     finally:
@@ -134,13 +144,16 @@ async def test_connections_stalled_mid_publish_deliver_every_publish_once_flowin
     await writer.start()
     stream = reader.subscribe(RUN, heartbeat_interval=0.5)
     outcomes = Outcomes()
+    done = asyncio.Event()
     try:
-        publishing = asyncio.create_task(publish_range(writer, outcomes, range(200)))
+        publishing = asyncio.create_task(publish_until(writer, outcomes, done))
         await wait_until(lambda: len(outcomes.acknowledged) >= 50)
         proxy.stall()
         await asyncio.sleep(1.5)
         held = outcomes.pending
         proxy.resume()
+        await wait_until(lambda: len(outcomes.acknowledged) >= 200)
+        done.set()
         await publishing
         await writer.publish_end(RUN)
     finally:
@@ -148,7 +161,9 @@ async def test_connections_stalled_mid_publish_deliver_every_publish_once_flowin
     received = await collect(stream, timeout=60)
     assert held > 0  # the stall caught publishes in flight
     await assert_accounting(dsn, outcomes, received)
-    assert len(outcomes.acknowledged) == 200  # a stall shorter than command_timeout costs only time
+    assert (
+        not outcomes.unknown and not outcomes.failed
+    )  # a stall shorter than command_timeout costs only time
 
 
 async def test_a_subscriber_whose_connections_are_cut_gets_every_event_once(
