@@ -67,6 +67,8 @@ class FaultProxy:
         self.refuse_listeners = False
         self.connections: set[ProxiedConnection] = set()
         self.cuts = 0
+        #: For each connection cut, whether it was a listener.
+        self.cut_listeners: list[bool] = []
         self.port = 0
 
     @classmethod
@@ -110,6 +112,7 @@ class FaultProxy:
             connection.cut()
             self.connections.discard(connection)
         self.cuts += len(chosen)
+        self.cut_listeners += [c.listens for c in chosen]
         return len(chosen)
 
     def stall(self) -> None:
