@@ -39,7 +39,7 @@ from pgbridge.feed import FeedRegistry, Waiter
 from pgbridge.ids import format_event_id
 from pgbridge.notifier import Notifier
 from pgbridge.stream_forks import ForkOffsetError, ForkRequest, fork_point, inherited_expiry
-from pgbridge.stream_messages import MESSAGE_EVENT, is_json
+from pgbridge.stream_messages import JSON_TYPE, MESSAGE_EVENT, is_json, json_array_of_joined, stored_bytes
 
 AppendOutcomeKind = Literal[
     "appended",
@@ -178,6 +178,31 @@ class StreamChunk:
     @property
     def next_seq(self) -> int:
         return self.messages[-1].seq if self.messages else -1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPage:
+    """A read as the protocol sends it: the messages after an offset, rendered into one body.
+
+    PostgreSQL renders it (``read_stream_page``), so a catch-up of thousands
+    of messages costs Python one row, not one object per message.
+    """
+
+    head: StreamHead
+    #: The messages' body: a JSON array for a JSON stream, else their bytes, concatenated.
+    body: bytes
+    #: Messages in the body.
+    count: int
+    #: The seq of the body's last message (the offset read after, when it is empty).
+    next_seq: int
+    #: Nothing follows the body's last message (a reader is up to date at ``next_seq``).
+    complete: bool
+    #: The oldest offset a read may start from (see :attr:`StreamChunk.oldest_seq`).
+    oldest_seq: int = 0
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.complete and self.next_seq >= self.head.last_seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -664,6 +689,39 @@ class DurableStreams:
             await self._db.fetch(self._q.touch_stream, run_id)
         return StreamChunk(
             head=head, messages=messages, truncated=len(messages) >= limit, oldest_seq=rows[0]["oldest_seq"]
+        )
+
+    async def read_page(
+        self, run_id: str, after_seq: int, *, max_messages: int, max_bytes: int
+    ) -> StreamPage | None:
+        """The messages after *after_seq* as one body: at most *max_messages*, and no more
+        than *max_bytes* of message data (one message always); None as for :meth:`read`.
+
+        The read of every protocol GET (catch-up, long-poll, SSE). Like
+        :meth:`read`, it stitches a fork's sources and resets a sliding TTL.
+        """
+        self._require_running()
+        rows = await self._db.fetch(
+            self._q.read_stream_page, run_id, after_seq, max_messages, max_bytes, JSON_TYPE
+        )
+        if not rows or rows[0]["expired"] or rows[0]["soft_deleted"]:
+            return None
+        row = rows[0]
+        head = StreamHead.from_row(row)
+        if is_json(head.stored_content_type):
+            body = json_array_of_joined(row["json_messages"] or "")
+        else:
+            body = b"".join(stored_bytes(text) for text in row["byte_messages"] or ())
+        if head.ttl_seconds is not None:
+            await self._db.fetch(self._q.touch_stream, run_id)
+        taken: int = row["taken"]
+        return StreamPage(
+            head=head,
+            body=body,
+            count=taken,
+            next_seq=row["page_last_seq"] if taken else after_seq,
+            complete=taken == row["fetched"],
+            oldest_seq=row["oldest_seq"],
         )
 
     async def touch(self, run_id: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -34,11 +35,10 @@ from pgbridge.durable_streams import (
     ForkPositionError,
     ForkSourceNotFoundError,
     Producer,
-    StoredMessage,
-    StreamChunk,
     StreamConfig,
     StreamExistsError,
     StreamHead,
+    StreamPage,
 )
 from pgbridge.errors import InvalidEventError
 from pgbridge.ids import validate_run_id
@@ -47,13 +47,11 @@ from pgbridge.stream_messages import (
     DEFAULT_TYPE,
     MESSAGE_EVENT,
     bytes_message,
-    envelope,
     is_json,
     is_text,
     json_array,
     json_messages,
     normalize_content_type,
-    stored_bytes,
 )
 from pgbridge.stream_offsets import format_offset, parse_fork_offset, parse_offset, response_cursor
 
@@ -119,6 +117,8 @@ class DurableStreamSettings:
     max_append_bytes: int = 8 * 1024 * 1024
     #: Bytes of message data one catch-up response or SSE event carries, at most (one message always).
     read_chunk_bytes: int = 1024 * 1024
+    #: Messages one catch-up response or SSE event carries, at most.
+    read_chunk_messages: int = 4096
 
 
 BridgeGetter = Callable[[], PostgresStreamBridge]
@@ -373,71 +373,54 @@ class _Handler:
             if head.soft_deleted:
                 return _gone(run_id)
             after = head.last_seq
-        chunk = await streams.read(run_id, after, limit=None)
-        if chunk is None:
+        page = await self._read(run_id, after)
+        if page is None:
             head = await streams.head(run_id)
             if head is not None and head.soft_deleted:
                 return _gone(run_id)
             return _error(404, f"no stream {run_id!r}")
-        if after > chunk.head.last_seq:
+        if after > page.head.last_seq:
             raise _BadRequest(400, "the offset is past the stream's tail")
-        if after < chunk.oldest_seq:
+        if after < page.oldest_seq:
             return _error(410, "the data at this offset was deleted by retention; read from -1")
         cursor = params.get("cursor")
         if live == "sse":
-            return self._sse(run_id, after, chunk, cursor)
-        if now:
-            chunk.messages = []
-        else:
-            chunk = await self._fill(run_id, chunk)
-        if live == "long-poll" and not chunk.messages and not chunk.head.closed:
+            return self._sse(run_id, after, page, cursor)
+        if now:  # what is there now is not read: only what comes after
+            page = _nothing_after(page, after)
+        if live == "long-poll" and not page.count and not page.head.closed:
             waited = await self._long_poll(run_id, after)
             if waited is None:
                 return _error(404, f"no stream {run_id!r}")
-            chunk = waited
-        if live == "long-poll" and not chunk.messages:
+            page = waited
+        if live == "long-poll" and not page.count:
             out = {
                 "Stream-Next-Offset": format_offset(after),
                 "Stream-Up-To-Date": "true",
                 "Cache-Control": "no-store",
             }
-            if chunk.head.closed:
+            if page.head.closed:
                 out["Stream-Closed"] = "true"
             else:
                 out["Stream-Cursor"] = response_cursor(cursor)
             return _response(204, headers=out)
-        return self._catch_up(request, after, chunk, live=live is not None, now=now, cursor=cursor)
+        return self._catch_up(request, after, page, live=live is not None, now=now, cursor=cursor)
 
-    async def _fill(self, run_id: str, chunk: StreamChunk) -> StreamChunk:
-        """*chunk* with further pages of the stream, up to one response's byte budget.
-
-        A read is one page of rows; small messages would otherwise make a
-        catch-up take many more requests than the budget calls for.
-        """
-        budget = self._settings.read_chunk_bytes
-        size = sum(len(m.data_text) for m in chunk.messages)
-        while chunk.truncated and chunk.messages and size < budget:
-            # As many rows as the rest of the budget holds at the average size so far
-            # (at most ten pages): one more query, not one per page.
-            average = max(1, size // len(chunk.messages))
-            limit = max(1, min(10 * len(chunk.messages), (budget - size) // average + 1))
-            # Through read (not a narrower query), so a stream is read one way only;
-            # nothing past the head the first page came with, so they agree.
-            more = await self._streams().read(run_id, chunk.messages[-1].seq, limit=limit)
-            if more is None:
-                break
-            taken = [m for m in more.messages if m.seq <= chunk.head.last_seq]
-            chunk.messages.extend(taken)
-            chunk.truncated = more.truncated and len(taken) == len(more.messages)
-            size += sum(len(m.data_text) for m in taken)
-        return chunk
+    async def _read(self, run_id: str, after: int) -> StreamPage | None:
+        """One response's worth of the stream after *after*, within the read budgets."""
+        return await self._streams().read_page(
+            run_id,
+            after,
+            max_messages=self._settings.read_chunk_messages,
+            max_bytes=self._settings.read_chunk_bytes,
+        )
 
     def _catch_up(
-        self, request: Request, after: int, chunk: StreamChunk, *, live: bool, now: bool, cursor: str | None
+        self, request: Request, after: int, page: StreamPage, *, live: bool, now: bool, cursor: str | None
     ) -> Response:
-        head = chunk.head
-        body, next_seq, complete = self._render(head, chunk, after)
-        up_to_date = complete and next_seq >= head.last_seq
+        head = page.head
+        next_seq = page.next_seq
+        up_to_date = page.up_to_date
         out = {"Stream-Next-Offset": format_offset(next_seq)}
         if up_to_date:
             out["Stream-Up-To-Date"] = "true"
@@ -456,30 +439,9 @@ class _Handler:
             out["ETag"] = etag
             if _etag_matches(request.headers.get("if-none-match"), etag):
                 return _response(304, headers=out)
-        return _response(200, body, out, head.content_type)
+        return _response(200, page.body, out, head.content_type)
 
-    def _render(self, head: StreamHead, chunk: StreamChunk, after: int) -> tuple[bytes, int, bool]:
-        """The body of *chunk*'s messages up to the byte budget, the seq it ends at, and
-        whether it holds every message of the chunk (and the chunk every one there is)."""
-        budget = self._settings.read_chunk_bytes
-        taken: list[StoredMessage] = []
-        size = 0
-        for message in chunk.messages:
-            if taken and size + len(message.data_text) > budget:
-                break
-            taken.append(message)
-            size += len(message.data_text)
-        complete = len(taken) == len(chunk.messages) and not chunk.truncated
-        next_seq = taken[-1].seq if taken else after
-        if is_json(head.stored_content_type):
-            if head.envelopes:
-                texts = [envelope(m.event_id, m.event, m.data_text) for m in taken]
-            else:
-                texts = [m.data_text for m in taken]
-            return json_array(texts), next_seq, complete
-        return b"".join(stored_bytes(m.data_text) for m in taken), next_seq, complete
-
-    async def _long_poll(self, run_id: str, after: int) -> StreamChunk | None:
+    async def _long_poll(self, run_id: str, after: int) -> StreamPage | None:
         """Wait until the stream has data after *after*, closes, or the timeout passes."""
         streams = self._streams()
         loop = asyncio.get_running_loop()
@@ -487,15 +449,15 @@ class _Handler:
         async with streams.watch(run_id, after) as waiter:
             while True:
                 waiter.clear()
-                chunk = await streams.read(run_id, after, limit=None)
-                if chunk is None or chunk.messages or chunk.head.closed:
-                    return chunk
+                page = await self._read(run_id, after)
+                if page is None or page.count or page.head.closed:
+                    return page
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    return chunk
+                    return page
                 await waiter.wait(remaining)
 
-    def _sse(self, run_id: str, after: int, first: StreamChunk, cursor: str | None) -> Response:
+    def _sse(self, run_id: str, after: int, first: StreamPage, cursor: str | None) -> Response:
         head = first.head
         out = {
             "Cache-Control": "no-cache",
@@ -508,7 +470,7 @@ class _Handler:
         return StreamingResponse(self._sse_frames(run_id, after, first, cursor), headers=out)
 
     async def _sse_frames(
-        self, run_id: str, after: int, first: StreamChunk, cursor: str | None
+        self, run_id: str, after: int, first: StreamPage, cursor: str | None
     ) -> AsyncIterator[str]:
         """Data and control events from *after*: the first read's at once, then as the stream moves.
 
@@ -518,7 +480,7 @@ class _Handler:
         streams = self._streams()
         loop = asyncio.get_running_loop()
         ends_at = loop.time() + self._settings.sse_max_seconds
-        frames, position, up_to_date, closed = self._sse_step(first, after, cursor, first_control=True)
+        frames, position, up_to_date, closed = _sse_step(first, after, cursor, first_control=True)
         for frame in frames:
             yield frame
         if closed:
@@ -530,43 +492,49 @@ class _Handler:
                     if remaining <= 0:
                         return
                     waiter.clear()
-                    chunk = await streams.read(run_id, position, limit=None)
-                    if chunk is not None and not chunk.messages and not chunk.head.closed:
+                    page = await self._read(run_id, position)
+                    if page is not None and not page.count and not page.head.closed:
                         if not await waiter.wait(min(remaining, 15.0)):
                             yield ": keep-alive\n\n"
                         continue
                 else:
-                    chunk = await streams.read(run_id, position, limit=None)
-                if chunk is None:
+                    page = await self._read(run_id, position)
+                if page is None:
                     return  # the stream was deleted
-                frames, position, up_to_date, closed = self._sse_step(chunk, position, cursor)
+                frames, position, up_to_date, closed = _sse_step(page, position, cursor)
                 for frame in frames:
                     yield frame
                 if closed:
                     return
 
-    def _sse_step(
-        self, chunk: StreamChunk, position: int, cursor: str | None, *, first_control: bool = False
-    ) -> tuple[list[str], int, bool, bool]:
-        """The frames for *chunk* read after *position*: a data event (when there is data)
-        paired with its control event; returns them, the new position, up-to-date and closed."""
-        head = chunk.head
-        body, next_seq, complete = self._render(head, chunk, position)
-        up_to_date = complete and next_seq >= head.last_seq
-        closed = up_to_date and head.closed
-        frames = []
-        if next_seq > position:
-            frames.append(_sse_data(body, head))
-        if next_seq > position or first_control or closed:
-            control: dict[str, object] = {"streamNextOffset": format_offset(next_seq)}
-            if closed:
-                control["streamClosed"] = True
-            else:
-                control["streamCursor"] = response_cursor(cursor)
-            if up_to_date:
-                control["upToDate"] = True
-            frames.append("event: control\ndata:" + orjson.dumps(control).decode() + "\n\n")
-        return frames, next_seq, up_to_date, closed
+
+def _nothing_after(page: StreamPage, after: int) -> StreamPage:
+    """*page* emptied: an ``offset=now`` read answers where the stream stands, with no data."""
+    body = json_array(()) if is_json(page.head.stored_content_type) else b""
+    return dataclasses.replace(page, body=body, count=0, next_seq=after, complete=True)
+
+
+def _sse_step(
+    page: StreamPage, position: int, cursor: str | None, *, first_control: bool = False
+) -> tuple[list[str], int, bool, bool]:
+    """The frames for *page* read after *position*: a data event (when there is data)
+    paired with its control event; returns them, the new position, up-to-date and closed."""
+    next_seq = page.next_seq
+    up_to_date = page.up_to_date
+    closed = up_to_date and page.head.closed
+    frames = []
+    if next_seq > position:
+        frames.append(_sse_data(page.body, page.head))
+    if next_seq > position or first_control or closed:
+        control: dict[str, object] = {"streamNextOffset": format_offset(next_seq)}
+        if closed:
+            control["streamClosed"] = True
+        else:
+            control["streamCursor"] = response_cursor(cursor)
+        if up_to_date:
+            control["upToDate"] = True
+        frames.append("event: control\ndata:" + orjson.dumps(control).decode() + "\n\n")
+    return frames, next_seq, up_to_date, closed
 
 
 def _sse_data(body: bytes, head: StreamHead) -> str:

@@ -467,6 +467,54 @@ class InspectQueries:
         )
 
 
+def _stitched_events(s: str, *, limit: str) -> str:
+    """The CTEs ``chain``, ``oldest`` and ``stitched`` of a stream read: stream $1's
+    events after seq $2, at most *limit*, in order, along its chain of fork sources.
+
+    Each run of the chain gives its events in (lo, hi], lo its own fork point
+    (0 for a run that is no fork), hi the lowest fork point below it (none for
+    the stream read), so every seq comes from exactly one run. oldest_seq is
+    the oldest offset a read may start from: the highest point up to which
+    retention deleted a run's part of the chain (0: none did). A run that
+    forks read is never trimmed, so only what went before a fork counts.
+
+    Seqs are gapless from oldest_seq on, so the wanted events are the seq
+    range (after, after + limit]: bounding the scan by it (not only by
+    LIMIT) keeps the plan an index range scan of those rows whatever the
+    planner's row estimates say. With a LIMIT alone, a stale estimate of a
+    long run's rows made PostgreSQL fetch and sort all of them.
+    """
+    return f"""
+        chain (run_id, source, lo, hi, first_seq) AS (
+            SELECT c.run_id, c.fork_source_run_id, coalesce(c.fork_seq, 0), NULL::bigint, c.first_seq
+            FROM {s}.run_streams AS c WHERE c.run_id = $1
+            UNION ALL
+            SELECT p.run_id, p.fork_source_run_id, coalesce(p.fork_seq, 0), least(chain.lo, chain.hi),
+                p.first_seq
+            FROM chain JOIN {s}.run_streams AS p ON p.run_id = chain.source
+        ),
+        oldest AS (
+            SELECT coalesce(
+                max(least(ch.first_seq - 1, ch.hi)) FILTER (WHERE ch.first_seq - 1 > ch.lo), 0
+            ) AS oldest_seq
+            FROM chain AS ch
+        ),
+        stitched AS (
+            SELECT x.seq, x.created_ms, x.event, x.data
+            FROM chain CROSS JOIN LATERAL (
+                SELECT ev.seq, ev.created_ms, ev.event, ev.data
+                FROM {s}.run_events AS ev
+                WHERE ev.run_id = chain.run_id AND ev.seq > greatest($2, chain.lo)
+                  AND (chain.hi IS NULL OR ev.seq <= chain.hi)
+                  AND ev.seq <= (SELECT greatest($2, oldest.oldest_seq) FROM oldest) + {limit}
+                ORDER BY ev.seq
+                LIMIT {limit}
+            ) AS x
+            ORDER BY x.seq
+            LIMIT {limit}
+        )"""
+
+
 @dataclass(frozen=True, slots=True)
 class StreamQueries:
     """The SQL of Durable Streams (:mod:`pgbridge.durable_streams`): a stream is a run.
@@ -477,6 +525,7 @@ class StreamQueries:
 
     stream_head: str
     read_stream: str
+    read_stream_page: str
     touch_stream: str
     create_stream: str
     lock_stream: str
@@ -505,48 +554,56 @@ class StreamQueries:
             stream_head=f"SELECT {head_columns} FROM {s}.run_streams AS r WHERE r.run_id = $1",
             # $1 run_id, $2 read after this seq, $3 most events. One snapshot:
             # the stream's state and the events after the offset. No row: no stream.
-            # A fork's events are stitched along its chain of sources: each
-            # run of the chain gives its events in (lo, hi], lo its own fork
-            # point (0 for a run that is no fork), hi the lowest fork point
-            # below it (none for the stream read), so every seq comes from
-            # exactly one run. oldest_seq is the oldest offset a read may
-            # start from: the highest point up to which retention deleted a
-            # run's part of the chain (0: none did). A run that forks read is
-            # never trimmed, so only what went before a fork counts.
             read_stream=f"""
-                WITH RECURSIVE chain (run_id, source, lo, hi, first_seq) AS (
-                    SELECT c.run_id, c.fork_source_run_id, coalesce(c.fork_seq, 0), NULL::bigint, c.first_seq
-                    FROM {s}.run_streams AS c WHERE c.run_id = $1
-                    UNION ALL
-                    SELECT p.run_id, p.fork_source_run_id, coalesce(p.fork_seq, 0), least(chain.lo, chain.hi),
-                        p.first_seq
-                    FROM chain JOIN {s}.run_streams AS p ON p.run_id = chain.source
-                ),
-                oldest AS (
-                    SELECT coalesce(
-                        max(least(ch.first_seq - 1, ch.hi)) FILTER (WHERE ch.first_seq - 1 > ch.lo), 0
-                    ) AS oldest_seq
-                    FROM chain AS ch
-                ),
-                stitched AS (
-                    SELECT x.seq, x.created_ms, x.event, x.data
-                    FROM chain CROSS JOIN LATERAL (
-                        SELECT ev.seq, ev.created_ms, ev.event, ev.data
-                        FROM {s}.run_events AS ev
-                        WHERE ev.run_id = chain.run_id AND ev.seq > greatest($2, chain.lo)
-                          AND (chain.hi IS NULL OR ev.seq <= chain.hi)
-                        ORDER BY ev.seq
-                        LIMIT $3
-                    ) AS x
-                    ORDER BY x.seq
-                    LIMIT $3
-                )
+                WITH RECURSIVE {_stitched_events(s, limit="$3")}
                 SELECT {head_columns}, oldest.oldest_seq, e.seq, e.created_ms, e.event, e.data::text AS data
                 FROM {s}.run_streams AS r
                 CROSS JOIN oldest
                 LEFT JOIN stitched AS e ON true
                 WHERE r.run_id = $1
                 ORDER BY e.seq
+            """,
+            # A catch-up read rendered by PostgreSQL: one row, whatever the number
+            # of messages, so no per-message work is left to Python (the hot
+            # path of a catch-up). $1 run_id, $2 read after this seq, $3 most
+            # messages, $4 most bytes of message data (the first message is
+            # always taken), $5 the JSON content type. A JSON stream's messages
+            # come as one comma-joined text (a run born from publish: each
+            # event's envelope {"id", "event", "data"}), any other stream's as
+            # an array of their stored texts. ``fetched`` counts the events
+            # read, one more than $3 when there are more: taken < fetched means
+            # the page stops short of the stream's tail. No row: no stream.
+            read_stream_page=f"""
+                WITH RECURSIVE {_stitched_events(s, limit="$3::int + 1")},
+                mode AS (
+                    SELECT m.content_type IS NULL AS envelopes, coalesce(m.content_type, $5) = $5 AS json_mode
+                    FROM {s}.run_streams AS m WHERE m.run_id = $1
+                ),
+                sized AS (
+                    SELECT st.seq, st.created_ms, st.event, st.data::text AS data,
+                        sum(octet_length(st.data::text)) OVER (ORDER BY st.seq) AS bytes_through,
+                        row_number() OVER (ORDER BY st.seq) AS n
+                    FROM stitched AS st
+                ),
+                page AS (
+                    SELECT count(*) AS taken, max(z.seq) AS page_last_seq,
+                        string_agg(
+                            CASE WHEN mode.envelopes
+                                THEN '{{"id":"' || z.created_ms || '-' || z.seq || '","event":'
+                                    || to_json(z.event)::text || ',"data":' || z.data || '}}'
+                                ELSE z.data END,
+                            ',' ORDER BY z.seq
+                        ) FILTER (WHERE mode.json_mode) AS json_messages,
+                        array_agg(z.data ORDER BY z.seq) FILTER (WHERE NOT mode.json_mode) AS byte_messages
+                    FROM sized AS z CROSS JOIN mode
+                    WHERE z.n <= $3::int AND (z.n = 1 OR z.bytes_through <= $4::bigint)
+                )
+                SELECT {head_columns}, oldest.oldest_seq, page.taken, page.page_last_seq,
+                    page.json_messages, page.byte_messages, (SELECT count(*) FROM stitched) AS fetched
+                FROM {s}.run_streams AS r
+                CROSS JOIN oldest
+                CROSS JOIN page
+                WHERE r.run_id = $1
             """,
             # $1 run_id: a read resets a sliding TTL (streams without one are not written).
             touch_stream=f"""

@@ -10,6 +10,10 @@ event:
   base64 (the data column is ``json``, which keeps the exact text);
 * a run born from ``publish`` (no content type) is a JSON stream whose
   messages are envelopes ``{"id", "event", "data"}`` of its events.
+
+Reads are rendered by PostgreSQL (``read_stream_page`` in
+:mod:`pgbridge.queries`: the envelopes, the comma-joined JSON texts);
+the functions here finish the body.
 """
 
 from __future__ import annotations
@@ -108,19 +112,12 @@ def stored_bytes(data_text: str) -> bytes:
     return data_text.encode("utf-8")
 
 
-def envelope(event_id: str, event: str, data_text: str) -> str:
-    """A published event as a JSON message: its ID, name and data."""
-    return (
-        '{"id":'
-        + orjson.dumps(event_id).decode()
-        + ',"event":'
-        + orjson.dumps(event).decode()
-        + ',"data":'
-        + data_text
-        + "}"
-    )
-
-
 def json_array(texts: Iterable[str]) -> bytes:
     """Messages' JSON texts as one JSON array body."""
     return ("[" + ",".join(texts) + "]").encode("utf-8")
+
+
+def json_array_of_joined(joined: str) -> bytes:
+    """Messages' JSON texts joined with commas (as PostgreSQL's ``string_agg`` gives them)
+    as one JSON array body."""
+    return ("[" + joined + "]").encode("utf-8")
