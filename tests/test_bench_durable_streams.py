@@ -38,5 +38,8 @@ async def test_quick_durable_streams_benchmark_measures_both_servers(admin_dsn: 
         assert figures["append_latency"]["latency"]["count"] == report["sizes"]["latency_appends"]
         assert figures["sse_latency"]["received"] == report["sizes"]["sse_messages"]
         assert figures["catch_up"]["received"] == report["sizes"]["catch_up_messages"]
+    assert {"before", "after"} <= set(report["disk"])  # the flush cost the ratio depends on
+    assert report["disk"]["before"]["p50_us"] > 0
     text = (out / "durable-streams.md").read_text()
     assert "pgbridge / reference" in text and "## Targets (issue 12)" in text
+    assert "fdatasync" in text

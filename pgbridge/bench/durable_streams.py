@@ -248,6 +248,31 @@ def _cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def fdatasync_latency(folder: str, writes: int = 200) -> dict[str, float]:
+    """How long an 8 KiB write and ``fdatasync`` take in *folder* (microseconds).
+
+    Both servers' appends wait for such a flush: the reference one per stream
+    file (concurrent appends to one file share it), pgbridge one per group
+    commit. When the disk flushes in tens of microseconds, CPU decides the
+    append race; when a flush takes milliseconds (a busy or a real disk),
+    flushes do. The report records it so the throughput ratio can be read.
+    """
+    block = os.urandom(8192)
+    took: list[float] = []
+    with tempfile.NamedTemporaryFile(dir=folder, prefix="fdatasync-probe-") as handle:
+        for _ in range(writes):
+            started = time.perf_counter()
+            os.write(handle.fileno(), block)
+            os.fdatasync(handle.fileno())
+            took.append(time.perf_counter() - started)
+    took.sort()
+    return {
+        "writes": writes,
+        "p50_us": round(took[len(took) // 2] * 1e6, 1),
+        "p99_us": round(took[min(len(took) - 1, int(len(took) * 0.99))] * 1e6, 1),
+    }
+
+
 # -- the workloads ----------------------------------------------------------------------------------------
 
 
@@ -527,6 +552,8 @@ async def measure_durable_streams(dsn: str, sizes: DsSizes, say: Callable[[str],
         "errors": [],
     }
     errors: list[str] = results["errors"]
+    folder = tempfile.gettempdir()  # where the reference's files and the embedded PostgreSQL live
+    results["disk"] = {"folder": folder, "before": await asyncio.to_thread(fdatasync_latency, folder)}
     reason = reference_unavailable_reason()
     async with contextlib.AsyncExitStack() as stack:
         servers: dict[str, Served] = {}
@@ -545,4 +572,5 @@ async def measure_durable_streams(dsn: str, sizes: DsSizes, say: Callable[[str],
                 errors.append(f"durable_streams/reference: {type(exc).__name__}: {exc}")
                 results["contenders"]["reference"] = {"error": str(exc)}
         results["contenders"].update(await _measure(servers, sizes, errors, say))
+    results["disk"]["after"] = await asyncio.to_thread(fdatasync_latency, folder)
     return results

@@ -129,6 +129,18 @@ def markdown(results: Results) -> str:
     )
     for name, guarantee in results.get("durability", {}).items():
         lines.append(f"- At a 2xx, {name}: {guarantee}.")
+    disk = results.get("disk", {})
+    if disk.get("before"):
+        flushes = " and ".join(
+            f"p50 {disk[when]['p50_us']:,.0f} µs (p99 {disk[when]['p99_us']:,.0f}) {when} the workloads"
+            for when in ("before", "after")
+            if disk.get(when)
+        )
+        lines.append(
+            f"- Disk: an 8 KiB write + fdatasync in {disk.get('folder')} (both servers' data) took "
+            f"{flushes}. The reference flushes once per stream file per batch of appends, pgbridge once "
+            "per group commit: the faster the flush, the more CPU alone decides the throughput ratio."
+        )
     postgres = meta.get("postgres", {})
     if postgres:
         settings = ", ".join(f"{k}={v}" for k, v in postgres.get("settings", {}).items())
