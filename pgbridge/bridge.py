@@ -529,8 +529,12 @@ class PostgresStreamBridge(StreamBridge):
     ) -> AsyncIterator[StreamEvent]:
         """Yield *run_id*'s events after *last_event_id*, then live ones, until terminal.
 
-        Bad arguments raise here; a closed or unstarted bridge raises at the
-        first read of the iterator.
+        On a Durable Streams fork these are its stitched view, as a protocol
+        read gives it: the events it inherits from its chain of sources (with
+        their IDs) up to the fork point, then its own; *last_event_id*
+        resolves against that view (see :meth:`resolve`). Bad arguments raise
+        here; a closed or unstarted bridge raises at the first read of the
+        iterator.
         """
         validate_run_id(run_id)
         _validate_cursor_type(last_event_id)

@@ -4,7 +4,10 @@ Statements are plain strings for asyncpg (the hot path pays no ORM cost);
 asyncpg prepares and caches each one per connection. They are built once per
 bridge for its PostgreSQL schema. Every statement on the publish, subscribe
 and replay paths filters on a single ``run_id``, so each would route to one
-shard if the tables were distributed by ``run_id``.
+shard if the tables were distributed by ``run_id``; the exceptions, named in
+docs/scaling.md, include the reads of a Durable Streams fork, which follow its
+chain of sources (for a subscription too: ``resolve_fork_cursor`` and
+``read_inherited_events_after``, run only for a fork).
 """
 
 from __future__ import annotations

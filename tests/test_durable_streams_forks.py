@@ -489,3 +489,25 @@ async def test_resolving_a_cursor_costs_one_statement_on_a_run_that_is_no_fork_a
             before = fresh.statements_run
             await fresh.resolve(run_id, "1-1")
             assert fresh.statements_run - before == cost, run_id
+
+
+async def test_subscribe_on_a_fork_pages_through_the_inherited_part_while_the_fork_is_appended_to(
+    client: httpx.AsyncClient, fork_dsn: str
+) -> None:
+    source, offsets = await make(client, *(f'{{"s":{i}}}'.encode() for i in range(7)), headers=JSON)
+    path, _ = await fork(client, source, offsets[4])
+    async with PostgresStreamBridge(fork_dsn, page_size=2) as small_pages:
+        events = small_pages.subscribe(run_of(path), heartbeat_interval=0.2)
+        first = await take(events, 1)
+
+        async def append_to_the_fork() -> None:
+            for i in range(6):
+                await json_append(client, path, f'{{"f":{i}}}'.encode())
+
+        appending = asyncio.create_task(append_to_the_fork())
+        rest = await take(events, 10)
+        await appending
+        await events.aclose()  # type: ignore[attr-defined]
+    over_http = (await client.get(path, params={"offset": "-1"})).json()
+    assert [e.data for e in first + rest] == over_http
+    assert [int(e.id.split("-")[1]) for e in first + rest] == list(range(1, 12))
