@@ -54,8 +54,8 @@ from pgbridge.retention import RetentionPolicy, RetentionReport
 from pgbridge.retention_job import RetentionJob
 from pgbridge.retention_pass import RetentionPass, RetentionProgress
 from pgbridge.schema import DEFAULT_SCHEMA, RUN_STATUSES
-from pgbridge.store import Appended, EventStore, LoggedEvent, RunInfo
-from pgbridge.subscriber import OnGap, SubscriptionContext, subscription
+from pgbridge.store import Appended, EventStore, LoggedEvent, Page, RunInfo
+from pgbridge.subscriber import OnGap, Start, SubscriptionContext, subscription
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -255,7 +255,8 @@ class PostgresStreamBridge(StreamBridge):
         )
         self._subscription_ctx = SubscriptionContext(
             feeds=self._feeds,
-            resolve=self.resolve,
+            start=self._start,
+            read_inherited=self._read_inherited,
             is_closed=lambda: self._state is _Lifecycle.CLOSED,
             backoff=Backoff(initial=0.05, maximum=1.0),
             metrics=self._metrics,
@@ -493,13 +494,30 @@ class PostgresStreamBridge(StreamBridge):
     # -- reading --------------------------------------------------------------
 
     async def resolve(self, run_id: str, last_event_id: str | None) -> ResumeResult:
-        """How *last_event_id* resumes on *run_id* (SPEC section 3); reads only."""
+        """How *last_event_id* resumes on *run_id* (SPEC section 3); reads only.
+
+        On a Durable Streams fork the table applies to what ``subscribe``
+        yields there: the fork's stitched view (its source chain's events up
+        to the fork point, with their IDs, then its own), whose retained range
+        starts after whatever retention deleted from the chain before the
+        fork existed.
+        """
+        return (await self._start(run_id, last_event_id)).resume
+
+    async def _start(self, run_id: str, last_event_id: str | None) -> Start:
+        """Resolve the cursor, and tell a subscription whether the run is a fork (one
+        read for a run that is no fork: its row says so)."""
         self._require_running()
         validate_run_id(run_id)
         _validate_cursor_type(last_event_id)
         parsed = parse_event_id(last_event_id) if last_event_id is not None else None
         retained = await self._store.retained_range(run_id, parsed.seq if parsed else 0)
-        return resolve_cursor(last_event_id, retained)
+        return Start(resolve_cursor(last_event_id, retained), retained.fork_seq)
+
+    async def _read_inherited(self, run_id: str, cursor_seq: int, fork_seq: int) -> Page:
+        """A page of what the fork *run_id* inherits, read on the primary: it spans the
+        fork's chain of sources, which the feed's replica routing does not follow."""
+        return await self._store.read_inherited_after(run_id, cursor_seq, fork_seq, self.options.page_size)
 
     def subscribe(
         self,
@@ -511,8 +529,12 @@ class PostgresStreamBridge(StreamBridge):
     ) -> AsyncIterator[StreamEvent]:
         """Yield *run_id*'s events after *last_event_id*, then live ones, until terminal.
 
-        Bad arguments raise here; a closed or unstarted bridge raises at the
-        first read of the iterator.
+        On a Durable Streams fork these are its stitched view, as a protocol
+        read gives it: the events it inherits from its chain of sources (with
+        their IDs) up to the fork point, then its own; *last_event_id*
+        resolves against that view (see :meth:`resolve`). Bad arguments raise
+        here; a closed or unstarted bridge raises at the first read of the
+        iterator.
         """
         validate_run_id(run_id)
         _validate_cursor_type(last_event_id)

@@ -82,11 +82,19 @@ class RetainedRange:
     is retained); ``stored_ms`` is the creation time of the event the cursor
     names, when that event is retained. A run that does not exist has
     ``first=1, last=0``.
+
+    For a Durable Streams fork the range is the one of its stitched view
+    (its source chain's events up to ``fork_seq``, then its own): ``first``
+    is where that view starts after any retention of the chain before the
+    fork existed, and ``stored_ms`` comes from whichever run holds the seq.
+    The cursor table is the same; ``fork_seq`` tells the subscriber where
+    the inherited part ends (None for a run that is no fork).
     """
 
     first: int
     last: int
     stored_ms: int | None = None
+    fork_seq: int | None = None
 
     @classmethod
     def missing_run(cls) -> RetainedRange:

@@ -4,7 +4,10 @@ Statements are plain strings for asyncpg (the hot path pays no ORM cost);
 asyncpg prepares and caches each one per connection. They are built once per
 bridge for its PostgreSQL schema. Every statement on the publish, subscribe
 and replay paths filters on a single ``run_id``, so each would route to one
-shard if the tables were distributed by ``run_id``.
+shard if the tables were distributed by ``run_id``; the exceptions, named in
+docs/scaling.md, include the reads of a Durable Streams fork, which follow its
+chain of sources (for a subscription too: ``resolve_fork_cursor`` and
+``read_inherited_events_after``, run only for a fork).
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class Queries:
     terminal_event_of_run: str
     resolve_cursor: str
     read_events_after: str
+    resolve_fork_cursor: str
+    read_inherited_events_after: str
     mark_awaiting_input: str
     notify_runs: str
     notify_listener_check: str
@@ -94,9 +99,12 @@ class Queries:
                 WHERE run_id = $1 AND terminal_seq IS NOT NULL
             """,
             # $1 run_id, $2 the cursor's seq: the retained range and the
-            # creation time of the event the cursor names.
+            # creation time of the event the cursor names. fork_seq (NULL but
+            # for a Durable Streams fork) comes with the row read anyway: a
+            # fork's cursor resolves against its stitched view instead
+            # (resolve_fork_cursor), with no extra statement for other runs.
             resolve_cursor=f"""
-                SELECT r.first_seq, r.last_seq, e.created_ms AS stored_ms
+                SELECT r.first_seq, r.last_seq, r.fork_seq, e.created_ms AS stored_ms
                 FROM {s}.run_streams AS r
                 LEFT JOIN {s}.run_events AS e ON e.run_id = r.run_id AND e.seq = $2
                 WHERE r.run_id = $1
@@ -115,6 +123,36 @@ class Queries:
                     ORDER BY seq
                     LIMIT $3
                 ) AS e ON true
+                WHERE r.run_id = $1
+                ORDER BY e.seq
+            """,
+            # $1 a fork's run_id, $2 the cursor's seq: the fork's view along its
+            # chain of sources (what a stream read gives) as a retained range:
+            # from oldest_seq + 1 to the fork's last_seq, and the creation time
+            # of event $2 in whichever run of the chain holds it.
+            resolve_fork_cursor=f"""
+                WITH RECURSIVE {_fork_chain(s)}
+                SELECT oldest.oldest_seq, r.last_seq, r.fork_seq,
+                       {_chain_event_ms(s, "$2::bigint")} AS stored_ms
+                FROM {s}.run_streams AS r CROSS JOIN oldest
+                WHERE r.run_id = $1
+            """,
+            # $1 a fork's run_id, $2 cursor seq, $3 page size: the inherited
+            # events (seq <= fork_seq, from its chain of sources) after the
+            # cursor, with the stitched view's state in one snapshot: its
+            # retained range starts after oldest_seq, and first_ms / last_ms
+            # are the creation times of its first and last events, wherever
+            # they are stored. The fork's own events come from the run's feed
+            # (read_events_after). No row: no such run.
+            read_inherited_events_after=f"""
+                WITH RECURSIVE {_stitched_events(s, limit="$3")}
+                SELECT r.fork_seq, oldest.oldest_seq, r.last_seq, r.terminal_seq,
+                       {_chain_event_ms(s, "oldest.oldest_seq + 1")} AS first_ms,
+                       {_chain_event_ms(s, "r.last_seq")} AS last_ms,
+                       e.seq, e.created_ms, e.event, e.data::text AS data
+                FROM {s}.run_streams AS r
+                CROSS JOIN oldest
+                LEFT JOIN stitched AS e ON e.seq <= r.fork_seq
                 WHERE r.run_id = $1
                 ORDER BY e.seq
             """,
@@ -467,22 +505,15 @@ class InspectQueries:
         )
 
 
-def _stitched_events(s: str, *, limit: str) -> str:
-    """The CTEs ``chain``, ``oldest`` and ``stitched`` of a stream read: stream $1's
-    events after seq $2, at most *limit*, in order, along its chain of fork sources.
+def _fork_chain(s: str) -> str:
+    """The CTEs ``chain`` and ``oldest`` of a read of run $1 along its chain of fork sources.
 
     Each run of the chain gives its events in (lo, hi], lo its own fork point
     (0 for a run that is no fork), hi the lowest fork point below it (none for
-    the stream read), so every seq comes from exactly one run. oldest_seq is
+    the run read), so every seq comes from exactly one run. oldest_seq is
     the oldest offset a read may start from: the highest point up to which
     retention deleted a run's part of the chain (0: none did). A run that
     forks read is never trimmed, so only what went before a fork counts.
-
-    Seqs are gapless from oldest_seq on, so the wanted events are the seq
-    range (after, after + limit]: bounding the scan by it (not only by
-    LIMIT) keeps the plan an index range scan of those rows whatever the
-    planner's row estimates say. With a LIMIT alone, a stale estimate of a
-    long run's rows made PostgreSQL fetch and sort all of them.
     """
     return f"""
         chain (run_id, source, lo, hi, first_seq) AS (
@@ -498,7 +529,32 @@ def _stitched_events(s: str, *, limit: str) -> str:
                 max(least(ch.first_seq - 1, ch.hi)) FILTER (WHERE ch.first_seq - 1 > ch.lo), 0
             ) AS oldest_seq
             FROM chain AS ch
-        ),
+        )"""
+
+
+def _chain_event_ms(s: str, seq: str) -> str:
+    """A scalar subquery: the creation time of event *seq* (an SQL expression) of the
+    view along ``chain`` (:func:`_fork_chain`), taken from the one run that holds that
+    seq; NULL when it is not retained. One primary-key lookup."""
+    return f"""(
+        SELECT ev.created_ms
+        FROM chain AS owner JOIN {s}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = {seq}
+        WHERE {seq} > owner.lo AND (owner.hi IS NULL OR {seq} <= owner.hi)
+    )"""
+
+
+def _stitched_events(s: str, *, limit: str) -> str:
+    """The CTEs ``chain``, ``oldest`` (:func:`_fork_chain`) and ``stitched`` of a stream
+    read: stream $1's events after seq $2, at most *limit*, in order, along its chain
+    of fork sources.
+
+    Seqs are gapless from oldest_seq on, so the wanted events are the seq
+    range (after, after + limit]: bounding the scan by it (not only by
+    LIMIT) keeps the plan an index range scan of those rows whatever the
+    planner's row estimates say. With a LIMIT alone, a stale estimate of a
+    long run's rows made PostgreSQL fetch and sort all of them.
+    """
+    return f"""{_fork_chain(s)},
         stitched AS (
             SELECT x.seq, x.created_ms, x.event, x.data
             FROM chain CROSS JOIN LATERAL (

@@ -160,7 +160,23 @@ class EventStore:
         if not rows:
             return RetainedRange.missing_run()
         row = rows[0]
+        if row["fork_seq"] is not None:
+            return await self._fork_retained_range(run_id, lookup)
         return RetainedRange(first=row["first_seq"], last=row["last_seq"], stored_ms=row["stored_ms"])
+
+    async def _fork_retained_range(self, run_id: str, lookup: int) -> RetainedRange:
+        """A fork's cursor resolves against its stitched view, which spans its chain of
+        sources: one more statement, paid only when the run is a fork."""
+        rows = await self.db.fetch(self.queries.resolve_fork_cursor, run_id, lookup)
+        if not rows:
+            return RetainedRange.missing_run()  # deleted between the two reads
+        row = rows[0]
+        return RetainedRange(
+            first=row["oldest_seq"] + 1,
+            last=row["last_seq"],
+            stored_ms=row["stored_ms"],
+            fork_seq=row["fork_seq"],
+        )
 
     async def run_info(self, run_id: str) -> RunInfo | None:
         rows = await self.db.fetch(self.queries.run_summary, run_id)
@@ -209,3 +225,35 @@ class EventStore:
             if row["seq"] is not None
         ]
         return Page(state=state, events=events, truncated=len(events) >= limit)
+
+    async def read_inherited_after(self, run_id: str, cursor_seq: int, fork_seq: int, limit: int) -> Page:
+        """The events the fork *run_id* inherits (seq <= *fork_seq*, stored in its chain of
+        sources) after *cursor_seq*, at most *limit*, with its stitched view's state.
+
+        The state's retained range is the stitched view's (so a cursor before
+        what retention took from the chain before the fork existed gets the
+        usual gap marker) and its terminal seq is the fork's. Inherited events
+        are never terminal: a source's terminal event ended the source, not
+        the fork, whose own events follow it. A run that is not (or no
+        longer) this fork reads as missing. ``truncated`` is set whenever the
+        subscriber should read again at once: more inherited events, or the
+        fork's own events next.
+        """
+        rows = await self.db.fetch(self.queries.read_inherited_events_after, run_id, cursor_seq, limit)
+        if not rows or rows[0]["fork_seq"] != fork_seq:
+            return Page(state=RunState())
+        head = rows[0]
+        state = RunState(
+            exists=True,
+            first_seq=head["oldest_seq"] + 1,
+            first_ms=head["first_ms"],
+            last_seq=head["last_seq"],
+            last_ms=head["last_ms"],
+            terminal_seq=head["terminal_seq"],
+        )
+        events = [
+            LoggedEvent.from_stored(row["seq"], row["created_ms"], row["event"], row["data"], False)
+            for row in rows
+            if row["seq"] is not None
+        ]
+        return Page(state=state, events=events, truncated=bool(events) or head["oldest_seq"] >= fork_seq)

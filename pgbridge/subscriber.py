@@ -1,5 +1,10 @@
 """One subscription: resume, replay, follow, heartbeat, report gaps, stop.
 
+A Durable Streams fork's subscription first reads what the fork inherits
+(its source chain's events up to the fork point) with its own paged reads,
+then follows the fork's feed like any run's: the inherited part never
+changes, so only the fork's own tail is shared and woken.
+
 The loop cannot miss a wake-up: the waiter is registered before the first
 read, and cleared before every read, so a commit that lands during a read
 sets it again and the next wait returns at once. A database outage is not
@@ -35,11 +40,23 @@ OnGap = Literal["continue", "stop"]
 
 
 @dataclass(frozen=True, slots=True)
+class Start:
+    """Where a subscription starts: the cursor's resolution, and for a fork the seq up
+    to which its events are its source chain's (None for a run that is no fork)."""
+
+    resume: ResumeResult
+    fork_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriptionContext:
     """What a subscription needs from its bridge."""
 
     feeds: FeedRegistry
-    resolve: Callable[[str, str | None], Awaitable[ResumeResult]]
+    #: Resolve a cursor (SPEC section 3); a fork's against its stitched view.
+    start: Callable[[str, str | None], Awaitable[Start]]
+    #: A fork's inherited events after a seq: (run_id, cursor seq, fork_seq) -> Page.
+    read_inherited: Callable[[str, int, int], Awaitable[Page]]
     is_closed: Callable[[], bool]
     backoff: Backoff
     metrics: BridgeMetrics = NO_METRICS
@@ -83,6 +100,7 @@ async def subscription(
         extra={"run_id": run_id, "last_event_id": last_event_id},
     )
     position = last_event_id  # what a gap marker reports as requested
+    fork_seq: int | None = None  # set for a fork: the seqs up to it are read from its sources
     try:
         cursor: int | None = None
         heartbeat_due = loop.time() + heartbeat_interval
@@ -95,8 +113,12 @@ async def subscription(
             page: Page | None = None
             try:
                 if cursor is None:
-                    cursor = start_cursor(await ctx.resolve(run_id, last_event_id))
-                page = await feed.read_after(cursor)
+                    start = await ctx.start(run_id, last_event_id)
+                    cursor, fork_seq = start_cursor(start.resume), start.fork_seq
+                if fork_seq is not None and cursor < fork_seq:
+                    page = await ctx.read_inherited(run_id, cursor, fork_seq)
+                else:
+                    page = await feed.read_after(cursor)
                 failures = 0
             except DatabaseUnavailableError:
                 failures += 1

@@ -4,7 +4,10 @@ A fork is a run that reads its source's events up to the fork point and then
 its own (revision 0007): these tests check reads across the fork point,
 appends that leave the source alone, forks of forks, refused forks storing
 nothing, soft deletion and its cascade, retention leaving a source alone,
-the fork's own hash chain, and a fork read after a server restart.
+the fork's own hash chain, and a fork read after a server restart; and that
+``bridge.subscribe`` on a fork yields the same stitched view as a read over
+HTTP, resumes after any of its IDs, and resolves cursors into the inherited
+part like any run's (evicted, unknown, gap marker).
 """
 
 from __future__ import annotations
@@ -18,7 +21,15 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from pgbridge import PostgresStreamBridge, RetentionPolicy
+from pgbridge import (
+    END_SENTINEL,
+    GAP_EVENT,
+    PostgresStreamBridge,
+    ResumeResult,
+    RetentionPolicy,
+    StreamEvent,
+)
+from tests.helpers import collect, take
 from tests.http_server import ServerProcess
 from tests.postgres_server import DatabaseFactory
 
@@ -39,6 +50,13 @@ async def server(fork_dsn: str) -> AsyncIterator[ServerProcess]:
     await process.start()
     yield process
     await process.stop()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def bridge(fork_dsn: str) -> AsyncIterator[PostgresStreamBridge]:
+    """A bridge in this process: the HTTP server is another, so live events come by NOTIFY."""
+    async with PostgresStreamBridge(fork_dsn, poll_interval=0.5) as started:
+        yield started
 
 
 @pytest_asyncio.fixture
@@ -320,3 +338,176 @@ async def test_a_fork_inherits_its_sources_ttl_unless_it_asks_for_its_own(
     path, created = await fork(client, source, **extra)
     assert created.status_code == 201
     assert (await client.head(path)).headers["Stream-TTL"] == (ttl or "3600")
+
+
+# -- bridge.subscribe on a fork: the stitched view ------------------------------------
+
+
+async def json_append(client: httpx.AsyncClient, path: str, body: bytes) -> None:
+    assert (await client.post(path, content=body, headers=JSON)).status_code == 204
+
+
+async def fork_of_a_fork(client: httpx.AsyncClient) -> tuple[str, str, str]:
+    """root [1, 2] -> middle [+3, +4 | +5] -> leaf forked after 4 [+6]: root, middle, leaf paths."""
+    root, _ = await make(client, b'{"n":1}', b'{"n":2}', headers=JSON)
+    middle, _ = await fork(client, root)
+    await json_append(client, middle, b'[{"n":3},{"n":4}]')
+    middle_offset = (await client.head(middle)).headers["Stream-Next-Offset"]
+    await json_append(client, middle, b'{"n":5}')
+    leaf, created = await fork(client, middle, middle_offset)
+    assert created.status_code == 201
+    await json_append(client, leaf, b'{"n":6}')
+    return root, middle, leaf
+
+
+async def events_of(
+    bridge: PostgresStreamBridge, path: str, count: int, after: str | None = None
+) -> list[StreamEvent]:
+    return await take(bridge.subscribe(run_of(path), last_event_id=after, heartbeat_interval=0.2), count)
+
+
+async def test_subscribe_on_a_fork_of_a_fork_yields_the_http_read_in_the_same_order_with_the_sources_ids(
+    client: httpx.AsyncClient, bridge: PostgresStreamBridge
+) -> None:
+    root, middle, leaf = await fork_of_a_fork(client)
+    over_http = (await client.get(leaf, params={"offset": "-1"})).json()
+    subscribed = await events_of(bridge, leaf, 5)
+    assert [e.data for e in subscribed] == over_http == [{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4}, {"n": 6}]
+    # Inherited events keep the IDs they have where they are stored.
+    assert [e.id for e in subscribed[:2]] == [e.id for e in await events_of(bridge, root, 2)]
+    assert [e.id for e in subscribed[:4]] == [e.id for e in await events_of(bridge, middle, 4)]
+    assert [int(e.id.split("-")[1]) for e in subscribed] == [1, 2, 3, 4, 5]
+
+
+async def test_subscribe_on_a_fork_resumes_exactly_after_any_id_of_its_stitched_view(
+    client: httpx.AsyncClient, bridge: PostgresStreamBridge
+) -> None:
+    _, _, leaf = await fork_of_a_fork(client)
+    view = await events_of(bridge, leaf, 5)
+    for i, event in enumerate(view):
+        assert await bridge.resolve(run_of(leaf), event.id) == ResumeResult(
+            next_offset=i + 2, status="resumed"
+        )
+        rest = await events_of(bridge, leaf, len(view) - i - 1, after=event.id) if i < len(view) - 1 else []
+        assert rest == view[i + 1 :], event.id
+
+
+async def test_subscribe_on_a_fork_follows_its_own_live_appends_not_its_sources(
+    client: httpx.AsyncClient, bridge: PostgresStreamBridge
+) -> None:
+    source, _ = await make(client, b'{"s":1}', headers=JSON)
+    path, _ = await fork(client, source)
+    events = bridge.subscribe(run_of(path), heartbeat_interval=0.2)
+    assert [e.data for e in await take(events, 1)] == [{"s": 1}]
+    await json_append(client, source, b'{"s":"not the fork\'s"}')
+    await json_append(client, path, b'{"f":2}')
+    assert [e.data for e in await take(events, 1)] == [{"f": 2}]
+    assert (await client.post(path, headers={"Stream-Closed": "true"})).status_code == 204
+    assert await collect(events) == [END_SENTINEL]
+
+
+async def test_a_closed_fork_with_no_own_events_ends_after_the_inherited_ones(
+    client: httpx.AsyncClient, bridge: PostgresStreamBridge
+) -> None:
+    source, _ = await make(client, b'{"s":1}', b'{"s":2}', headers=JSON)
+    path, created = await fork(client, source, **{"Stream-Closed": "true"})
+    assert created.status_code == 201
+    events = await collect(bridge.subscribe(run_of(path), heartbeat_interval=0.2))
+    assert [e.data for e in events[:-1]] == [{"s": 1}, {"s": 2}]
+    assert events[-1] == END_SENTINEL
+
+
+async def test_a_cursor_of_the_source_past_the_fork_point_or_past_the_end_is_unknown_on_the_fork(
+    client: httpx.AsyncClient, bridge: PostgresStreamBridge
+) -> None:
+    source, offsets = await make(client, b'{"s":1}', b'{"s":2}', headers=JSON)
+    path, _ = await fork(client, source, offsets[0])
+    await asyncio.sleep(0.01)  # the fork's seq 2 gets another creation time than the source's
+    await json_append(client, path, b'{"f":2}')
+    source_ids = [e.id for e in await events_of(bridge, source, 2)]
+    view = await events_of(bridge, path, 2)
+    assert view[0].id == source_ids[0] and view[1].id != source_ids[1]
+    unknown = ResumeResult(next_offset=1, status="unknown")
+    assert await bridge.resolve(run_of(path), source_ids[1]) == unknown
+    ms = view[1].id.split("-")[0]
+    assert await bridge.resolve(run_of(path), f"{ms}-3") == unknown
+    assert await events_of(bridge, path, 2, after=source_ids[1]) == view  # from the start
+
+
+async def test_a_cursor_before_what_retention_took_from_the_source_before_the_fork_gets_a_gap_marker(
+    client: httpx.AsyncClient, bridge: PostgresStreamBridge
+) -> None:
+    source, _ = await make(client, b'{"s":1}', b'{"s":2}', b'{"s":3}', headers=JSON)
+    source_ids = [e.id for e in await events_of(bridge, source, 3)]
+    await bridge.run_retention(RetentionPolicy(max_events_per_run=2))  # seq 1 is gone
+    path, created = await fork(client, source)
+    assert created.status_code == 201
+    await json_append(client, path, b'{"f":4}')
+    assert await bridge.resolve(run_of(path), None) == ResumeResult(next_offset=2, status="fresh")
+    assert await bridge.resolve(run_of(path), f"{source_ids[0].split('-')[0]}-0") == ResumeResult(
+        next_offset=2, status="evicted", gap_count=1
+    )
+    events = await events_of(bridge, path, 4, after=f"{source_ids[0].split('-')[0]}-0")
+    marker, *rest = events
+    assert marker.event == GAP_EVENT
+    assert isinstance(marker.data, dict)
+    assert marker.data["gap_count"] == 1
+    assert marker.data["earliest_available_event_id"] == source_ids[1]
+    assert marker.data["latest_available_event_id"] == rest[-1].id
+    assert [e.data for e in rest] == [{"s": 2}, {"s": 3}, {"f": 4}]
+    assert rest[:2] == (await events_of(bridge, path, 2))
+    stopped = await collect(
+        bridge.subscribe(run_of(path), last_event_id="1-0", on_gap="stop", heartbeat_interval=0.2)
+    )
+    assert [e.event for e in stopped] == [GAP_EVENT]
+
+
+async def test_a_cursor_into_the_inherited_part_of_a_fork_whose_own_events_were_trimmed_gets_a_gap_marker(
+    client: httpx.AsyncClient, bridge: PostgresStreamBridge
+) -> None:
+    source, _ = await make(client, b'{"s":1}', b'{"s":2}', headers=JSON)
+    path, _ = await fork(client, source)
+    await json_append(client, path, b'[{"f":3},{"f":4}]')
+    view = await events_of(bridge, path, 4)
+    await bridge.run_retention(RetentionPolicy(max_events_per_run=1))  # the fork keeps seq 4 only
+    assert await bridge.resolve(run_of(path), view[0].id) == ResumeResult(
+        next_offset=4, status="evicted", gap_count=2
+    )
+    marker, last = await events_of(bridge, path, 2, after=view[0].id)
+    assert marker.event == GAP_EVENT and isinstance(marker.data, dict)
+    assert (marker.data["gap_count"], marker.data["earliest_available_event_id"]) == (2, view[3].id)
+    assert last == view[3]
+
+
+async def test_resolving_a_cursor_costs_one_statement_on_a_run_that_is_no_fork_and_two_on_a_fork(
+    client: httpx.AsyncClient, fork_dsn: str
+) -> None:
+    source, _ = await make(client, b'{"s":1}', headers=JSON)
+    path, _ = await fork(client, source)
+    async with PostgresStreamBridge(fork_dsn) as fresh:  # no subscriber: no background statement
+        for run_id, cost in ((run_of(source), 1), (run_of(path), 2)):
+            before = fresh.statements_run
+            await fresh.resolve(run_id, "1-1")
+            assert fresh.statements_run - before == cost, run_id
+
+
+async def test_subscribe_on_a_fork_pages_through_the_inherited_part_while_the_fork_is_appended_to(
+    client: httpx.AsyncClient, fork_dsn: str
+) -> None:
+    source, offsets = await make(client, *(f'{{"s":{i}}}'.encode() for i in range(7)), headers=JSON)
+    path, _ = await fork(client, source, offsets[4])
+    async with PostgresStreamBridge(fork_dsn, page_size=2) as small_pages:
+        events = small_pages.subscribe(run_of(path), heartbeat_interval=0.2)
+        first = await take(events, 1)
+
+        async def append_to_the_fork() -> None:
+            for i in range(6):
+                await json_append(client, path, f'{{"f":{i}}}'.encode())
+
+        appending = asyncio.create_task(append_to_the_fork())
+        rest = await take(events, 10)
+        await appending
+        await events.aclose()  # type: ignore[attr-defined]
+    over_http = (await client.get(path, params={"offset": "-1"})).json()
+    assert [e.data for e in first + rest] == over_http
+    assert [int(e.id.split("-")[1]) for e in first + rest] == list(range(1, 12))
