@@ -118,8 +118,12 @@ class RunInfo:
             events_deleted=first - 1,
             first_event_id=format_event_id(row["first_ms"], first) if retained and row["first_ms"] else None,
             last_event_id=format_event_id(row["last_ms"], last) if retained and row["last_ms"] else None,
+            # A closed Durable Streams fork with no events of its own ends on an
+            # inherited event, whose creation time its run row does not hold: no ID.
             terminal_event_id=(
-                format_event_id(row["last_ms"], row["terminal_seq"]) if row["terminal_seq"] else None
+                format_event_id(row["last_ms"], row["terminal_seq"])
+                if row["terminal_seq"] and row["last_ms"] is not None
+                else None
             ),
             created_at=row["created_at"],
             updated_at=row["updated_at"],

@@ -511,3 +511,16 @@ async def test_subscribe_on_a_fork_pages_through_the_inherited_part_while_the_fo
     over_http = (await client.get(path, params={"offset": "-1"})).json()
     assert [e.data for e in first + rest] == over_http
     assert [int(e.id.split("-")[1]) for e in first + rest] == list(range(1, 12))
+
+
+async def test_run_info_of_a_closed_fork_with_no_own_events_makes_up_no_terminal_id(
+    client: httpx.AsyncClient, bridge: PostgresStreamBridge
+) -> None:
+    # Its terminal position is an inherited event, whose creation time its own run
+    # row does not hold: no ID rather than "None-2" (the pgbridge_runs view agrees).
+    source, _ = await make(client, b'{"s":1}', b'{"s":2}', headers=JSON)
+    path, _ = await fork(client, source, **{"Stream-Closed": "true"})
+    info = await bridge.run_info(run_of(path))
+    assert info is not None and info.status == "ended"
+    assert info.terminal_event_id is None
+    assert (info.first_event_id, info.last_event_id) == (None, None)
