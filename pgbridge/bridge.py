@@ -47,7 +47,7 @@ from pgbridge.listener import Listener
 from pgbridge.metrics import bridge_metrics
 from pgbridge.notifier import Notifier
 from pgbridge.payload import DEFAULT_MAX_PAYLOAD_BYTES, encode_data, validate_event_name
-from pgbridge.publisher import AppendRequest, Publisher
+from pgbridge.publisher import AppendRequest, Publisher, Refused, refusal_error
 from pgbridge.queries import Queries, notify_channel
 from pgbridge.replica import ReadRouter
 from pgbridge.retention import RetentionPolicy, RetentionReport
@@ -55,6 +55,7 @@ from pgbridge.retention_job import RetentionJob
 from pgbridge.retention_pass import RetentionPass, RetentionProgress
 from pgbridge.schema import DEFAULT_SCHEMA, RUN_STATUSES
 from pgbridge.store import Appended, EventStore, LoggedEvent, RunInfo
+from pgbridge.stream_messages import JSON_TYPE
 from pgbridge.subscriber import OnGap, SubscriptionContext, subscription
 
 if TYPE_CHECKING:
@@ -386,11 +387,13 @@ class PostgresStreamBridge(StreamBridge):
         _validate_producer(producer)
         outcome = await self.streams.append(
             request.run_id,
-            None,
+            JSON_TYPE,  # a published event is JSON: a stream of another content type refuses it
             [(request.event, request.data_text)],
             producer=producer,
             create_run=True,
         )
+        if outcome.kind in ("content_type", "gone"):
+            raise refusal_error(request.run_id, Refused(outcome.kind))
         if outcome.kind == "appended" or (outcome.kind == "duplicate" and outcome.event_seq is not None):
             assert outcome.event_seq is not None and outcome.event_ms is not None
             if outcome.kind == "duplicate" and outcome.producer_seq != producer.seq:
