@@ -363,6 +363,14 @@ class PostgresStreamBridge(StreamBridge):
     ) -> str:
         """Append an event; returns its ID once it is committed.
 
+        A run that is a Durable Stream whose content type is not JSON refuses
+        it (:class:`StreamContentTypeError`: its messages are bytes), and a
+        soft-deleted one (deleted or expired while forks read it) raises
+        :class:`StreamGoneError`; nothing is stored then. An expired stream
+        is gone, as for the protocol: it is deleted as a DELETE would, and
+        the event starts the run anew at seq 1 (as a PUT recreates the path),
+        so the outcome does not depend on whether retention swept it yet.
+
         With *producer* (an idempotent producer's id, epoch and seq), a retry
         of a publish that was stored (say, after a lost answer, from any
         process) stores nothing and returns the stored event's ID; a stale

@@ -11,6 +11,11 @@ the batch holding its event has committed. Within a batch the appends run in
 queue order, so a ``publish_many`` (always one batch) keeps its order, and
 seqs are assigned under each run row's lock as for single appends.
 
+A run can refuse its events in the batch statement itself (a non-JSON or
+soft-deleted Durable Stream: ``refused``, revision 0008); its callers get
+:class:`StreamContentTypeError` or :class:`StreamGoneError`, and the other
+runs of the batch are stored as usual.
+
 Failure rule, per batch: if no connection can be had, nothing was sent and
 the batch is retried until ``publish_retry_timeout``; if the connection is
 lost while the statement is in flight, the outcome is unknown and every

@@ -208,7 +208,6 @@ class RetentionPass:
     ) -> RetentionReport:
         started = time.perf_counter()
         await self._dead_letter_stale_runs(conn, policy, tally)
-        await self._sweep_expired_streams(conn, tally)
         if policy.max_events_per_run is not None:
             await self._trim(conn, tally, self._sql.runs_over_max_events, policy.max_events_per_run)
         if policy.max_event_age is not None:
@@ -217,6 +216,7 @@ class RetentionPass:
             )
         if policy.ended_run_ttl is not None:
             await self._trim(conn, tally, self._sql.ended_runs_with_events, policy.ended_run_ttl)
+        await self._sweep_expired_streams(conn, tally)
         if policy.ended_run_ttl is not None and policy.tombstone_ttl is not None:
             await self._delete_tombstones(conn, tally, policy.ended_run_ttl + policy.tombstone_ttl)
         report = tally.report(tables_vacuumed=await self._vacuum_if_autovacuum_is_off(conn))
