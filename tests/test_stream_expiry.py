@@ -318,3 +318,11 @@ async def test_publishing_to_a_soft_deleted_stream_raises_gone(
         await bridge.publish("source", "token", 2, producer=Producer("w", 0, 0))
     row = await row_of(dsn, "source")
     assert row is not None and row["events"] == 1
+
+
+def test_the_cli_prints_how_many_expired_streams_a_pass_removed() -> None:
+    from pgbridge.cli import format_report
+    from pgbridge.retention import RetentionReport
+
+    line = format_report(RetentionReport(events_deleted=3, runs_deleted=1, streams_expired=1), 0.01)
+    assert "events_deleted=3 runs_deleted=1" in line and "streams_expired=1" in line
