@@ -289,12 +289,12 @@ class RetentionPass:
         while True:
             rows = await conn.fetch(candidates_sql, self._batch_runs, *rule)
             wanted = {row["run_id"]: row["through"] for row in rows if row["through"] is not None}
-            deleted, cut_short = (
-                await self._trim_in_one_transaction(conn, wanted, lock_sql or self._sql.lock_runs)
-                if wanted
-                else (0, False)
-            )
-            tally.add(events_deleted=deleted)
+            deleted, cut_short = 0, False
+            if wanted:  # a batch ran: its progress is reported (none for a scan that found nothing)
+                deleted, cut_short = await self._trim_in_one_transaction(
+                    conn, wanted, lock_sql or self._sql.lock_runs
+                )
+                tally.add(events_deleted=deleted)
             if len(rows) < self._batch_runs and not cut_short:
                 return
             if deleted == 0 and not cut_short:
@@ -351,6 +351,8 @@ class RetentionPass:
         was, as a DELETE does). Returns how many it locked."""
         async with conn.transaction():
             locked = await conn.fetch(self._sql.lock_expired_streams, self._batch_runs)
+            if not locked:
+                return 0
             forked = [row["run_id"] for row in locked if row["fork_refs"] > 0]
             alone = [row["run_id"] for row in locked if row["fork_refs"] == 0]
             if forked:
