@@ -48,10 +48,9 @@ def append_batch_body(schema: str, *, publish_checks: bool = True) -> str:
     """The PL/pgSQL body of ``pgbridge_append_batch`` for *schema*.
 
     *publish_checks* (revision 0008 on): refuse a non-JSON stream's run and
-    recreate an expired one (see the module docstring); revision 0004 had none.
+    recreate an expired one (see the module docstring); revision 0004 had
+    none. Both versions come from one text, so they differ only there.
     """
-    if publish_checks:
-        return _checked_body(schema)
     s = quote_identifier(schema)
     # Write a run's new state once, after its last event of the batch.
     update_run = f"""UPDATE {s}.run_streams SET
@@ -61,12 +60,13 @@ def append_batch_body(schema: str, *, publish_checks: bool = True) -> str:
             ended_at = CASE WHEN ended THEN now() END,
             awaiting_input_since = NULL, updated_at = now()
         WHERE run_id = current_run;"""
+    part = _checked_parts(s) if publish_checks else _plain_parts(s)
     return f"""
 #variable_conflict use_column
 DECLARE
     n integer := coalesce(array_length(run_ids, 1), 0);
     out_seq bigint[] := array_fill(NULL::bigint, ARRAY[n]);
-    out_ms bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    out_ms bigint[] := array_fill(NULL::bigint, ARRAY[n]);{part["declare_out"]}
     new_ord integer[] := '{{}}';
     new_seq bigint[] := '{{}}';
     new_ms bigint[] := '{{}}';
@@ -79,7 +79,7 @@ DECLARE
     stamp bigint;
     first_new_ms bigint;
     run_status text;
-    ended boolean;
+    ended boolean;{part["declare_state"]}
     appended integer;
 BEGIN
     FOR item IN
@@ -91,23 +91,13 @@ BEGIN
             IF appended > 0 THEN
                 {update_run}
             END IF;
-            current_run := item.rid;
-            SELECT r.first_seq, r.last_seq, r.last_hash, r.terminal_seq INTO run_row
-            FROM {s}.run_streams AS r WHERE r.run_id = current_run FOR UPDATE;
-            IF NOT FOUND THEN  -- a new run: create its row (or wait for a concurrent creator's), lock it
-                INSERT INTO {s}.run_streams AS r (run_id, status, last_seq)
-                VALUES (current_run, 'active', 0)
-                ON CONFLICT (run_id) DO NOTHING;
-                SELECT r.first_seq, r.last_seq, r.last_hash, r.terminal_seq INTO run_row
-                FROM {s}.run_streams AS r WHERE r.run_id = current_run FOR UPDATE;
-            END IF;
+            current_run := item.rid;{part["lock_run"]}
             next_seq := run_row.last_seq;
             chain := coalesce(run_row.last_hash, {GENESIS_SQL});
             ended := run_row.terminal_seq IS NOT NULL;
             appended := 0;
             first_new_ms := NULL;
-        END IF;
-        CONTINUE WHEN ended;
+        END IF;{part["skip"]}
         next_seq := next_seq + 1;
         stamp := {NOW_MS_SQL};
         chain := {s}.pgbridge_link_hash(chain, current_run, next_seq, stamp, events[item.i], datas[item.i]);
@@ -128,59 +118,50 @@ BEGIN
     INSERT INTO {s}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
     SELECT run_ids[k.i], k.seq, k.ms, events[k.i], datas[k.i]::json, terminals[k.i], k.hash
     FROM unnest(new_ord, new_seq, new_ms, new_hash) AS k(i, seq, ms, hash);
-    RETURN QUERY SELECT o::integer, out_seq[o], out_ms[o] FROM generate_series(1, n) AS o;
+    RETURN QUERY SELECT o::integer, out_seq[o], out_ms[o]{part["refused"]} FROM generate_series(1, n) AS o;
 END
 """
 
 
-def _checked_body(schema: str) -> str:
-    """Revision 0008's body: revision 0004's, with the publish checks where each run is locked."""
-    s = quote_identifier(schema)
-    update_run = f"""UPDATE {s}.run_streams SET
-            last_seq = next_seq, last_ms = stamp, last_hash = chain, status = run_status,
-            first_ms = CASE WHEN run_row.first_seq > run_row.last_seq THEN first_new_ms ELSE first_ms END,
-            terminal_seq = CASE WHEN ended THEN next_seq END,
-            ended_at = CASE WHEN ended THEN now() END,
-            awaiting_input_since = NULL, updated_at = now()
-        WHERE run_id = current_run;"""
+NEWLINE_12, NEWLINE_16 = "\n" + " " * 12, "\n" + " " * 16
+
+
+def _plain_parts(s: str) -> dict[str, str]:
+    """Revision 0004's: lock (or create) each run row, skip the events after a terminal."""
+    lock_run = (
+        "SELECT r.first_seq, r.last_seq, r.last_hash, r.terminal_seq INTO run_row\n"
+        f"            FROM {s}.run_streams AS r WHERE r.run_id = current_run FOR UPDATE;"
+    )
+    return {
+        "declare_out": "",
+        "declare_state": "",
+        "lock_run": f"""
+            {lock_run}
+            IF NOT FOUND THEN  -- a new run: create its row (or wait for a concurrent creator's), lock it
+                INSERT INTO {s}.run_streams AS r (run_id, status, last_seq)
+                VALUES (current_run, 'active', 0)
+                ON CONFLICT (run_id) DO NOTHING;
+                {lock_run.replace(NEWLINE_12, NEWLINE_16)}
+            END IF;""",
+        "skip": """
+        CONTINUE WHEN ended;""",
+        "refused": "",
+    }
+
+
+def _checked_parts(s: str) -> dict[str, str]:
+    """Revision 0008's: the publish checks where each run row is locked, and why events were refused."""
     lock_run = f"""SELECT r.first_seq, r.last_seq, r.last_hash, r.terminal_seq, r.content_type, r.fork_refs,
                 r.stream_deleted_at IS NOT NULL AS soft_deleted, {EXPIRED_SQL} AS expired
             INTO run_row
             FROM {s}.run_streams AS r WHERE r.run_id = current_run FOR UPDATE;"""
-    return f"""
-#variable_conflict use_column
-DECLARE
-    n integer := coalesce(array_length(run_ids, 1), 0);
-    out_seq bigint[] := array_fill(NULL::bigint, ARRAY[n]);
-    out_ms bigint[] := array_fill(NULL::bigint, ARRAY[n]);
-    out_refused text[] := array_fill(NULL::text, ARRAY[n]);
-    new_ord integer[] := '{{}}';
-    new_seq bigint[] := '{{}}';
-    new_ms bigint[] := '{{}}';
-    new_hash bytea[] := '{{}}';
-    item record;
-    current_run text := NULL;
-    run_row record;
-    next_seq bigint;
-    chain bytea;
-    stamp bigint;
-    first_new_ms bigint;
-    run_status text;
-    ended boolean;
+    return {
+        "declare_out": """
+    out_refused text[] := array_fill(NULL::text, ARRAY[n]);""",
+        "declare_state": """
     refusal text;
-    have_row boolean;
-    appended integer;
-BEGIN
-    FOR item IN
-        SELECT u.run_id AS rid, u.ord AS i
-        FROM unnest(run_ids) WITH ORDINALITY AS u(run_id, ord)
-        ORDER BY u.run_id, u.ord
-    LOOP
-        IF current_run IS DISTINCT FROM item.rid THEN
-            IF appended > 0 THEN
-                {update_run}
-            END IF;
-            current_run := item.rid;
+    have_row boolean;""",
+        "lock_run": f"""
             refusal := NULL;
             {lock_run}
             have_row := FOUND;
@@ -205,40 +186,14 @@ BEGIN
             IF publish AND refusal IS NULL
                AND coalesce(run_row.content_type, 'application/json') <> 'application/json' THEN
                 refusal := 'content_type';
-            END IF;
-            next_seq := run_row.last_seq;
-            chain := coalesce(run_row.last_hash, {GENESIS_SQL});
-            ended := run_row.terminal_seq IS NOT NULL;
-            appended := 0;
-            first_new_ms := NULL;
-        END IF;
+            END IF;""",
+        "skip": """
         IF refusal IS NOT NULL OR ended THEN
             out_refused[item.i] := coalesce(refusal, 'terminal');
             CONTINUE;
-        END IF;
-        next_seq := next_seq + 1;
-        stamp := {NOW_MS_SQL};
-        chain := {s}.pgbridge_link_hash(chain, current_run, next_seq, stamp, events[item.i], datas[item.i]);
-        first_new_ms := coalesce(first_new_ms, stamp);
-        run_status := statuses[item.i];
-        ended := terminals[item.i];
-        appended := appended + 1;
-        out_seq[item.i] := next_seq;
-        out_ms[item.i] := stamp;
-        new_ord := new_ord || item.i::integer;
-        new_seq := new_seq || next_seq;
-        new_ms := new_ms || stamp;
-        new_hash := new_hash || chain;
-    END LOOP;
-    IF appended > 0 THEN
-        {update_run}
-    END IF;
-    INSERT INTO {s}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
-    SELECT run_ids[k.i], k.seq, k.ms, events[k.i], datas[k.i]::json, terminals[k.i], k.hash
-    FROM unnest(new_ord, new_seq, new_ms, new_hash) AS k(i, seq, ms, hash);
-    RETURN QUERY SELECT o::integer, out_seq[o], out_ms[o], out_refused[o] FROM generate_series(1, n) AS o;
-END
-"""
+        END IF;""",
+        "refused": ", out_refused[o]",
+    }
 
 
 def create_append_batch_function_sql(schema: str, *, publish_checks: bool = True) -> list[str]:
