@@ -31,6 +31,8 @@ from pgbridge.errors import (
     SchemaNotMigratedError,
     StreamBridgeError,
     StreamCapacityExceededError,
+    StreamContentTypeError,
+    StreamGoneError,
     StreamNotFoundError,
     StreamTerminatedError,
 )
@@ -63,7 +65,9 @@ __all__ = [
     "StreamBridge",
     "StreamBridgeError",
     "StreamCapacityExceededError",
+    "StreamContentTypeError",
     "StreamEvent",
+    "StreamGoneError",
     "StreamNotFoundError",
     "StreamStatus",
     "StreamTerminatedError",

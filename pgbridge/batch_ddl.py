@@ -18,17 +18,39 @@ trip carry what concurrent ``publish`` calls of a process piled up:
 
 So a batch of k events of one run costs one row update, not k, and the run
 row does not pile up k dead versions.
+
+Revision 0008 adds the checks a bridge publish needs (``publish => true``;
+``pgbridge_stream_append`` made its own and leaves it false), made on the
+run row the batch locks anyway, so they cost the hot path no statement:
+
+* a Durable Stream whose content type is not JSON refuses the run's events
+  (``refused = 'content_type'``): its messages are bytes, not JSON events;
+* an expired stream is gone, as for every protocol request: with no fork
+  reading it, it is deleted (``pgbridge_delete_stream``, what a DELETE
+  does) and the publish creates the run anew at seq 1, as a PUT recreates
+  an expired path; one that forks still read, or a soft-deleted one, is
+  (left) soft-deleted and refuses the events (``refused = 'gone'``).
+
+A refused run's events get a NULL seq, like those after a terminal event
+(``refused = 'terminal'``); the other runs of the batch are not affected.
 """
 
 from __future__ import annotations
 
-from pgbridge.queries import GENESIS_SQL, NOW_MS_SQL, quote_identifier
+from pgbridge.queries import EXPIRED_SQL, GENESIS_SQL, NOW_MS_SQL, quote_identifier
 
 ARGUMENT_TYPES = "text[], text[], text[], boolean[], text[]"
+#: Revision 0008's signature: a sixth argument, ``publish``, turns the publish checks on.
+CHECKED_ARGUMENT_TYPES = ARGUMENT_TYPES + ", boolean"
 
 
-def append_batch_body(schema: str) -> str:
-    """The PL/pgSQL body of ``pgbridge_append_batch`` for *schema*."""
+def append_batch_body(schema: str, *, publish_checks: bool = True) -> str:
+    """The PL/pgSQL body of ``pgbridge_append_batch`` for *schema*.
+
+    *publish_checks* (revision 0008 on): refuse a non-JSON stream's run and
+    recreate an expired one (see the module docstring); revision 0004 had
+    none. Both versions come from one text, so they differ only there.
+    """
     s = quote_identifier(schema)
     # Write a run's new state once, after its last event of the batch.
     update_run = f"""UPDATE {s}.run_streams SET
@@ -38,12 +60,13 @@ def append_batch_body(schema: str) -> str:
             ended_at = CASE WHEN ended THEN now() END,
             awaiting_input_since = NULL, updated_at = now()
         WHERE run_id = current_run;"""
+    part = _checked_parts(s) if publish_checks else _plain_parts(s)
     return f"""
 #variable_conflict use_column
 DECLARE
     n integer := coalesce(array_length(run_ids, 1), 0);
     out_seq bigint[] := array_fill(NULL::bigint, ARRAY[n]);
-    out_ms bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    out_ms bigint[] := array_fill(NULL::bigint, ARRAY[n]);{part["declare_out"]}
     new_ord integer[] := '{{}}';
     new_seq bigint[] := '{{}}';
     new_ms bigint[] := '{{}}';
@@ -56,7 +79,7 @@ DECLARE
     stamp bigint;
     first_new_ms bigint;
     run_status text;
-    ended boolean;
+    ended boolean;{part["declare_state"]}
     appended integer;
 BEGIN
     FOR item IN
@@ -68,23 +91,13 @@ BEGIN
             IF appended > 0 THEN
                 {update_run}
             END IF;
-            current_run := item.rid;
-            SELECT r.first_seq, r.last_seq, r.last_hash, r.terminal_seq INTO run_row
-            FROM {s}.run_streams AS r WHERE r.run_id = current_run FOR UPDATE;
-            IF NOT FOUND THEN  -- a new run: create its row (or wait for a concurrent creator's), lock it
-                INSERT INTO {s}.run_streams AS r (run_id, status, last_seq)
-                VALUES (current_run, 'active', 0)
-                ON CONFLICT (run_id) DO NOTHING;
-                SELECT r.first_seq, r.last_seq, r.last_hash, r.terminal_seq INTO run_row
-                FROM {s}.run_streams AS r WHERE r.run_id = current_run FOR UPDATE;
-            END IF;
+            current_run := item.rid;{part["lock_run"]}
             next_seq := run_row.last_seq;
             chain := coalesce(run_row.last_hash, {GENESIS_SQL});
             ended := run_row.terminal_seq IS NOT NULL;
             appended := 0;
             first_new_ms := NULL;
-        END IF;
-        CONTINUE WHEN ended;
+        END IF;{part["skip"]}
         next_seq := next_seq + 1;
         stamp := {NOW_MS_SQL};
         chain := {s}.pgbridge_link_hash(chain, current_run, next_seq, stamp, events[item.i], datas[item.i]);
@@ -105,24 +118,111 @@ BEGIN
     INSERT INTO {s}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
     SELECT run_ids[k.i], k.seq, k.ms, events[k.i], datas[k.i]::json, terminals[k.i], k.hash
     FROM unnest(new_ord, new_seq, new_ms, new_hash) AS k(i, seq, ms, hash);
-    RETURN QUERY SELECT o::integer, out_seq[o], out_ms[o] FROM generate_series(1, n) AS o;
+    RETURN QUERY SELECT o::integer, out_seq[o], out_ms[o]{part["refused"]} FROM generate_series(1, n) AS o;
 END
 """
 
 
-def create_append_batch_function_sql(schema: str) -> list[str]:
+NEWLINE_12, NEWLINE_16 = "\n" + " " * 12, "\n" + " " * 16
+
+
+def _plain_parts(s: str) -> dict[str, str]:
+    """Revision 0004's: lock (or create) each run row, skip the events after a terminal."""
+    lock_run = (
+        "SELECT r.first_seq, r.last_seq, r.last_hash, r.terminal_seq INTO run_row\n"
+        f"            FROM {s}.run_streams AS r WHERE r.run_id = current_run FOR UPDATE;"
+    )
+    return {
+        "declare_out": "",
+        "declare_state": "",
+        "lock_run": f"""
+            {lock_run}
+            IF NOT FOUND THEN  -- a new run: create its row (or wait for a concurrent creator's), lock it
+                INSERT INTO {s}.run_streams AS r (run_id, status, last_seq)
+                VALUES (current_run, 'active', 0)
+                ON CONFLICT (run_id) DO NOTHING;
+                {lock_run.replace(NEWLINE_12, NEWLINE_16)}
+            END IF;""",
+        "skip": """
+        CONTINUE WHEN ended;""",
+        "refused": "",
+    }
+
+
+def _checked_parts(s: str) -> dict[str, str]:
+    """Revision 0008's: the publish checks where each run row is locked, and why events were refused."""
+    lock_run = f"""SELECT r.first_seq, r.last_seq, r.last_hash, r.terminal_seq, r.content_type, r.fork_refs,
+                r.stream_deleted_at IS NOT NULL AS soft_deleted, {EXPIRED_SQL} AS expired
+            INTO run_row
+            FROM {s}.run_streams AS r WHERE r.run_id = current_run FOR UPDATE;"""
+    return {
+        "declare_out": """
+    out_refused text[] := array_fill(NULL::text, ARRAY[n]);""",
+        "declare_state": """
+    refusal text;
+    have_row boolean;""",
+        "lock_run": f"""
+            refusal := NULL;
+            {lock_run}
+            have_row := FOUND;
+            IF have_row AND publish THEN
+                IF run_row.soft_deleted OR (run_row.expired AND run_row.fork_refs > 0) THEN
+                    -- Gone while forks read it: what a DELETE (or a PUT) of it does, then refuse.
+                    UPDATE {s}.run_streams SET stream_deleted_at = now()
+                    WHERE run_id = current_run AND stream_deleted_at IS NULL;
+                    refusal := 'gone';
+                ELSIF run_row.expired THEN
+                    -- Gone: deleted as a DELETE would; the publish starts a new run below.
+                    PERFORM {s}.pgbridge_delete_stream(current_run);
+                    have_row := false;
+                END IF;
+            END IF;
+            IF NOT have_row THEN  -- a new run: create its row (or wait for a concurrent creator's), lock it
+                INSERT INTO {s}.run_streams AS r (run_id, status, last_seq)
+                VALUES (current_run, 'active', 0)
+                ON CONFLICT (run_id) DO NOTHING;
+                {lock_run}
+            END IF;
+            IF publish AND refusal IS NULL
+               AND coalesce(run_row.content_type, 'application/json') <> 'application/json' THEN
+                refusal := 'content_type';
+            END IF;""",
+        "skip": """
+        IF refusal IS NOT NULL OR ended THEN
+            out_refused[item.i] := coalesce(refusal, 'terminal');
+            CONTINUE;
+        END IF;""",
+        "refused": ", out_refused[o]",
+    }
+
+
+def create_append_batch_function_sql(schema: str, *, publish_checks: bool = True) -> list[str]:
+    """Create the function: revision 0008's (with *publish_checks*) or revision 0004's."""
     s = quote_identifier(schema)
+    if publish_checks:
+        return [
+            f"""
+        CREATE FUNCTION {s}.pgbridge_append_batch(
+            run_ids text[], events text[], datas text[], terminals boolean[], statuses text[],
+            publish boolean DEFAULT false
+        ) RETURNS TABLE (ord integer, seq bigint, created_ms bigint, refused text)
+        LANGUAGE plpgsql
+        AS $body${append_batch_body(schema)}$body$
+        """
+        ]
     return [
         f"""
         CREATE OR REPLACE FUNCTION {s}.pgbridge_append_batch(
             run_ids text[], events text[], datas text[], terminals boolean[], statuses text[]
         ) RETURNS TABLE (ord integer, seq bigint, created_ms bigint)
         LANGUAGE plpgsql
-        AS $body${append_batch_body(schema)}$body$
+        AS $body${append_batch_body(schema, publish_checks=False)}$body$
         """
     ]
 
 
-def drop_append_batch_function_sql(schema: str) -> list[str]:
+def drop_append_batch_function_sql(schema: str, *, publish_checks: bool = False) -> list[str]:
+    """Drop revision 0004's function, or (*publish_checks*) revision 0008's."""
     s = quote_identifier(schema)
-    return [f"DROP FUNCTION IF EXISTS {s}.pgbridge_append_batch({ARGUMENT_TYPES})"]
+    types = CHECKED_ARGUMENT_TYPES if publish_checks else ARGUMENT_TYPES
+    return [f"DROP FUNCTION IF EXISTS {s}.pgbridge_append_batch({types})"]

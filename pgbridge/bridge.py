@@ -47,7 +47,7 @@ from pgbridge.listener import Listener
 from pgbridge.metrics import bridge_metrics
 from pgbridge.notifier import Notifier
 from pgbridge.payload import DEFAULT_MAX_PAYLOAD_BYTES, encode_data, validate_event_name
-from pgbridge.publisher import AppendRequest, Publisher
+from pgbridge.publisher import AppendRequest, Publisher, Refused, refusal_error
 from pgbridge.queries import Queries, notify_channel
 from pgbridge.replica import ReadRouter
 from pgbridge.retention import RetentionPolicy, RetentionReport
@@ -55,6 +55,7 @@ from pgbridge.retention_job import RetentionJob
 from pgbridge.retention_pass import RetentionPass, RetentionProgress
 from pgbridge.schema import DEFAULT_SCHEMA, RUN_STATUSES
 from pgbridge.store import Appended, EventStore, LoggedEvent, Page, RunInfo
+from pgbridge.stream_messages import JSON_TYPE
 from pgbridge.subscriber import OnGap, Start, SubscriptionContext, subscription
 
 if TYPE_CHECKING:
@@ -363,6 +364,14 @@ class PostgresStreamBridge(StreamBridge):
     ) -> str:
         """Append an event; returns its ID once it is committed.
 
+        A run that is a Durable Stream whose content type is not JSON refuses
+        it (:class:`StreamContentTypeError`: its messages are bytes), and a
+        soft-deleted one (deleted or expired while forks read it) raises
+        :class:`StreamGoneError`; nothing is stored then. An expired stream
+        is gone, as for the protocol: it is deleted as a DELETE would, and
+        the event starts the run anew at seq 1 (as a PUT recreates the path),
+        so the outcome does not depend on whether retention swept it yet.
+
         With *producer* (an idempotent producer's id, epoch and seq), a retry
         of a publish that was stored (say, after a lost answer, from any
         process) stores nothing and returns the stored event's ID; a stale
@@ -387,11 +396,13 @@ class PostgresStreamBridge(StreamBridge):
         _validate_producer(producer)
         outcome = await self.streams.append(
             request.run_id,
-            None,
+            JSON_TYPE,  # a published event is JSON: a stream of another content type refuses it
             [(request.event, request.data_text)],
             producer=producer,
             create_run=True,
         )
+        if outcome.kind in ("content_type", "gone"):
+            raise refusal_error(request.run_id, Refused(outcome.kind))
         if outcome.kind == "appended" or (outcome.kind == "duplicate" and outcome.event_seq is not None):
             assert outcome.event_seq is not None and outcome.event_ms is not None
             if outcome.kind == "duplicate" and outcome.producer_seq != producer.seq:

@@ -145,7 +145,7 @@ def format_report(report: RetentionReport, seconds: float) -> str:
 def _pass_progress(report: RetentionReport) -> str:
     return (
         f"{report.events_deleted:,} events deleted, {report.runs_deleted:,} runs deleted, "
-        f"{report.runs_dead_lettered:,} dead-lettered"
+        f"{report.runs_dead_lettered:,} dead-lettered, {report.streams_expired:,} expired streams removed"
     )
 
 

@@ -10,7 +10,9 @@ without writing an event (status ``ended``, ``terminal_seq = last_seq``).
 A fork (revision 0007, :mod:`pgbridge.stream_forks`) is a run that reads
 its source's events up to its fork point and then its own; none is copied.
 A run that forks read is never trimmed by retention, and deleting it only
-soft-deletes it until its last fork goes.
+soft-deletes it until its last fork goes. An expired stream is gone for
+every request here; the retention pass sweeps it as a DELETE would
+(revision 0008), and a bridge publish to it deletes it and starts the run anew.
 
 This is protocol-independent engine code: the HTTP surface
 (:mod:`pgbridge.durable_streams_http`) translates its results into status
@@ -384,7 +386,6 @@ class DurableStreams:
     ) -> None:
         self._db = db
         self._q = db.queries.streams
-        self._trim = db.queries.retention.trim_run_prefixes
         self._feeds = feeds
         self._notifier = notifier
         self._require_running = require_running
@@ -550,6 +551,7 @@ class DurableStreams:
         """One append in a transaction of its own."""
         async with self._transaction() as conn:
             if create_run:
+                await self._remove_if_expired(conn, request.run_id)
                 await conn.execute(self._q.ensure_run, request.run_id)
             return await self._append_in(
                 conn,
@@ -560,6 +562,19 @@ class DurableStreams:
                 stream_seq=request.stream_seq,
                 producer=request.producer,
             )
+
+    async def _remove_if_expired(self, conn: asyncpg.Connection, run_id: str) -> None:
+        """Before a publish that creates its run: an expired stream there is gone, so remove
+        it as a DELETE would (the publish then starts the run anew, as a PUT does), or
+        soft-delete it while forks read it (the append then answers ``gone``)."""
+        row = await conn.fetchrow(self._q.lock_stream, run_id)
+        if row is None or not row["expired"] or row["soft_deleted"]:
+            return
+        head = StreamHead.from_row(row)
+        if head.fork_refs > 0:
+            await conn.execute(self._q.soft_delete_stream, run_id)
+        else:
+            await self._delete_locked(conn, head)
 
     async def _append_many(self, requests: Sequence[_AppendRequest]) -> list[AppendOutcome]:
         """*requests* in one statement (one transaction), in order; an outcome for each."""
@@ -617,19 +632,12 @@ class DurableStreams:
 
     async def _delete_locked(self, conn: asyncpg.Connection, head: StreamHead) -> None:
         """Delete a stream no fork reads; then, if it was a fork, release its source,
-        which goes too when it was soft-deleted and this was its last fork (up the chain)."""
-        while True:
-            if head.first_seq <= head.last_seq:
-                await conn.fetchval(self._trim, [head.run_id], [head.first_seq], [head.last_seq])
-            await conn.execute(self._q.delete_stream_row, head.run_id)
-            if head.fork_source_run_id is None:
-                return
-            row = await conn.fetchrow(self._q.release_fork_ref, head.fork_source_run_id)
-            if row is None:
-                return
-            head = StreamHead.from_row(row)
-            if head.fork_refs > 0 or not head.soft_deleted:
-                return
+        which goes too when it was soft-deleted and this was its last fork (up the chain).
+
+        ``pgbridge_delete_stream`` (revision 0008) does it, the one implementation
+        shared with a publish to an expired stream and the retention sweep.
+        """
+        await conn.fetch(self._q.delete_stream, head.run_id)
 
     async def _append_in(
         self,

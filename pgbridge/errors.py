@@ -69,3 +69,20 @@ class ProducerFencedError(StreamBridgeError):
 
 class ProducerSequenceError(StreamBridgeError):
     """An idempotent producer skipped a sequence number, or began a new epoch past seq 0."""
+
+
+class StreamContentTypeError(StreamBridgeError):
+    """The run is a Durable Stream whose content type is not JSON: its messages are bytes.
+
+    A publish writes a JSON event, which does not belong there; nothing was
+    stored. Append to such a stream over the Durable Streams protocol.
+    """
+
+
+class StreamGoneError(StreamBridgeError):
+    """The run is a Durable Stream that was deleted (or expired) while forks still read it.
+
+    It is soft-deleted: its events stay for the forks, and its run id takes
+    no new events until its last fork is deleted (as its URL answers 410 and
+    a PUT there 409). Nothing was stored.
+    """

@@ -22,7 +22,7 @@ children once, so a hot-path call costs an increment, not a label lookup.
 | ``pgbridge_active_subscribers`` | gauge: open subscriptions | schema |
 | ``pgbridge_listener_reconnects_total`` | counter: LISTEN connection re-established | schema |
 | ``pgbridge_retention_deleted_events_total`` | counter: events deleted by retention | schema |
-| ``pgbridge_retention_deleted_runs_total`` | counter: run rows (tombstones) deleted | schema |
+| ``pgbridge_retention_deleted_runs_total`` | counter: tombstones and expired streams deleted | schema |
 | ``pgbridge_retention_dead_lettered_runs_total`` | counter: stale runs ended by the reaper | schema |
 
 ``reason`` of a publish failure: ``unavailable`` (no connection; nothing was
@@ -124,7 +124,7 @@ class _Families:
         )
         self.retention_deleted_runs = Counter(
             "pgbridge_retention_deleted_runs",
-            "Run rows (tombstones) deleted by retention passes run in this process.",
+            "Run rows (tombstones, expired Durable Streams) deleted by retention passes run in this process.",
             ["schema"],
             registry=registry,
         )

@@ -11,6 +11,11 @@ the batch holding its event has committed. Within a batch the appends run in
 queue order, so a ``publish_many`` (always one batch) keeps its order, and
 seqs are assigned under each run row's lock as for single appends.
 
+A run can refuse its events in the batch statement itself (a non-JSON or
+soft-deleted Durable Stream: ``refused``, revision 0008); its callers get
+:class:`StreamContentTypeError` or :class:`StreamGoneError`, and the other
+runs of the batch are stored as usual.
+
 Failure rule, per batch: if no connection can be had, nothing was sent and
 the batch is retried until ``publish_retry_timeout``; if the connection is
 lost while the statement is in flight, the outcome is unknown and every
@@ -33,6 +38,8 @@ from pgbridge.errors import (
     DatabaseUnavailableError,
     PublishOutcomeUnknownError,
     StreamBridgeError,
+    StreamContentTypeError,
+    StreamGoneError,
 )
 from pgbridge.ids import format_event_id
 from pgbridge.metrics import NO_METRICS, BridgeMetrics
@@ -52,6 +59,18 @@ class AppendRequest:
     data_text: str
     terminal: bool = False
     status: str = "active"
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An event the batch function refused for its run's sake (not a terminal run's)."""
+
+    #: ``content_type`` (a non-JSON Durable Stream) or ``gone`` (soft-deleted: forks read it).
+    reason: str
+
+
+#: What one appended request came to: stored, refused by its run, or None (a terminal run).
+AppendResult = Appended | Refused | None
 
 
 @dataclass(slots=True)
@@ -181,19 +200,26 @@ class Publisher:
         for waiting in batch:
             answered = results[position : position + len(waiting.requests)]
             position += len(waiting.requests)
+            stored: list[Appended | None] = []
             for request, appended in zip(waiting.requests, answered, strict=True):
-                if appended is not None:
+                if isinstance(appended, Appended):
                     self._on_commit(
                         request.run_id, appended, request.event, request.data_text, request.terminal
                     )
-            if not waiting.answer.done():  # a caller that was cancelled no longer waits
-                waiting.answer.set_result(answered)
+                stored.append(appended if isinstance(appended, Appended) else None)
+            refusal = next((a for a in answered if isinstance(a, Refused)), None)
+            if waiting.answer.done():  # a caller that was cancelled no longer waits
+                continue
+            if refusal is not None:
+                waiting.answer.set_exception(refusal_error(waiting.requests[0].run_id, refusal))
+            else:
+                waiting.answer.set_result(stored)
 
-    def _report_commit(self, requests: list[AppendRequest], results: list[Appended | None]) -> None:
+    def _report_commit(self, requests: list[AppendRequest], results: list[AppendResult]) -> None:
         """Metrics for a committed batch; a log record for each terminal event (one per run)."""
         terminals = 0
         for request, appended in zip(requests, results, strict=True):
-            if request.terminal and appended is not None:
+            if request.terminal and isinstance(appended, Appended):
                 terminals += 1
                 event_id = format_event_id(appended.ms, appended.seq)
                 logger.info(
@@ -204,7 +230,7 @@ class Publisher:
                     request.status,
                     extra={"run_id": request.run_id, "event_id": event_id, "status": request.status},
                 )
-        self._metrics.events_published(len(results) - results.count(None), terminals)
+        self._metrics.events_published(sum(isinstance(a, Appended) for a in results), terminals)
 
     def _report_failure(self, requests: list[AppendRequest], exc: Exception) -> None:
         """A log record per run of a batch that could not be published, and the metric."""
@@ -223,7 +249,7 @@ class Publisher:
                 extra={"run_id": run_id, "reason": reason, "events": count},
             )
 
-    async def _append_once(self, requests: list[AppendRequest]) -> list[Appended | None]:
+    async def _append_once(self, requests: list[AppendRequest]) -> list[AppendResult]:
         async with self._db.connection() as conn:
             try:
                 rows = await conn.fetch(
@@ -238,10 +264,12 @@ class Publisher:
                 raise _classify_append_failure(exc, requests) from exc
             finally:
                 self._db.statements += 1
-        appended: list[Appended | None] = [None] * len(requests)
+        appended: list[AppendResult] = [None] * len(requests)
         for row in rows:
             if row["seq"] is not None:
                 appended[row["ord"] - 1] = Appended(seq=row["seq"], ms=row["created_ms"])
+            elif row["refused"] in ("content_type", "gone"):
+                appended[row["ord"] - 1] = Refused(row["refused"])
         return appended
 
     async def terminal_event(self, run_id: str) -> Appended | None:
@@ -274,6 +302,19 @@ def _classify_append_failure(exc: Exception, requests: list[AppendRequest]) -> S
     if is_connection_error(exc):
         return DatabaseUnavailableError(f"PostgreSQL refused the append: {exc}")
     return StreamBridgeError(f"publishing {what} failed: {exc}")
+
+
+def refusal_error(run_id: str, refusal: Refused) -> StreamBridgeError:
+    """What a caller whose run refused its events is told (nothing of theirs was stored)."""
+    if refusal.reason == "content_type":
+        return StreamContentTypeError(
+            f"run {run_id!r} is a Durable Stream whose content type is not JSON: its messages are "
+            "bytes, and a published event is JSON; append to it over the Durable Streams protocol"
+        )
+    return StreamGoneError(
+        f"run {run_id!r} is a Durable Stream that was deleted or expired while forks still read it; "
+        "nothing can be published to it until its last fork is deleted"
+    )
 
 
 def _failure_reason(exc: Exception) -> str:

@@ -31,6 +31,9 @@ EXPIRED_SQL = """(
         AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
 )"""
 
+#: The streams that can expire: the predicate of run_streams_expiring_idx (revision 0008).
+_EXPIRING = "(r.stream_expires_at IS NOT NULL OR r.stream_ttl_seconds IS NOT NULL)"
+
 _RUN_SUMMARY_COLUMNS = """
     run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq,
     created_at, updated_at, ended_at, awaiting_input_since
@@ -82,15 +85,19 @@ class Queries:
         s = quote_identifier(schema)
         return cls(
             schema=schema,
-            # Every append (one event, or a group-commit batch): revision
-            # 0004's function (pgbridge/batch_ddl.py) assigns seqs under each
-            # run row's lock, chains the hashes, updates each run row once and
-            # inserts the events in one statement. $1 run ids, $2 event names,
+            # Every publish (one event, or a group-commit batch): the function
+            # of pgbridge/batch_ddl.py assigns seqs under each run row's lock,
+            # chains the hashes, updates each run row once and inserts the
+            # events in one statement; with publish => true (revision 0008)
+            # it also refuses a non-JSON stream's run and recreates an expired
+            # stream's, on the row it locks anyway. $1 run ids, $2 event names,
             # $3 data texts, $4 terminal flags, $5 statuses; seq comes back
-            # NULL where the run already had its terminal event.
+            # NULL where the run refused the event, ``refused`` says why
+            # ('terminal', 'content_type' or 'gone').
             append_events=f"""
-                SELECT ord, seq, created_ms
-                FROM {s}.pgbridge_append_batch($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[])
+                SELECT ord, seq, created_ms, refused
+                FROM {s}.pgbridge_append_batch(
+                    $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], publish => true)
             """,
             # The terminal event is always a run's last: its ID is last_ms-last_seq.
             # (A Durable Stream closed before any event has terminal_seq 0, no ms.)
@@ -243,6 +250,11 @@ class RetentionQueries:
     lock_runs: str
     trim_run_prefixes: str
     delete_tombstones: str
+    expired_streams_with_events: str
+    lock_expired_runs: str
+    lock_expired_streams: str
+    soft_delete_streams: str
+    delete_streams: str
     tables_due_for_vacuum: str
     vacuum_run_events: str
     vacuum_run_streams: str
@@ -369,6 +381,50 @@ class RetentionQueries:
                     FOR UPDATE SKIP LOCKED
                 )
                 RETURNING run_id
+            """,
+            # -- the sweep of expired Durable Streams (gone for every request:
+            # it removes them as a DELETE would). Each scan reads the streams
+            # with a TTL or an Expires-At (run_streams_expiring_idx), not every run.
+            # $1 limit on runs: expired streams no fork reads that still hold
+            # events (deleted through the trims, a bounded batch at a time).
+            expired_streams_with_events=f"""
+                SELECT r.run_id, r.last_seq AS through FROM {s}.run_streams AS r
+                WHERE {_EXPIRING} AND r.stream_deleted_at IS NULL AND r.fork_refs = 0
+                  AND r.first_seq <= r.last_seq AND {EXPIRED_SQL}
+                ORDER BY r.run_id
+                LIMIT $1
+            """,
+            # $1 run ids: lock_runs for those trims, re-checking the expiry
+            # under the lock (a stream touched meanwhile keeps its events).
+            lock_expired_runs=f"""
+                SELECT r.run_id, r.first_seq, r.last_seq FROM {s}.run_streams AS r
+                WHERE r.run_id = ANY($1::text[]) AND r.fork_refs = 0 AND r.stream_deleted_at IS NULL
+                  AND {EXPIRED_SQL}
+                ORDER BY r.run_id
+                FOR UPDATE
+            """,
+            # $1 batch: expired streams, locked (SKIP LOCKED leaves a stream a
+            # request holds: the request itself treats it as gone).
+            lock_expired_streams=f"""
+                SELECT r.run_id, r.first_seq, r.fork_refs FROM {s}.run_streams AS r
+                WHERE {_EXPIRING} AND r.stream_deleted_at IS NULL AND {EXPIRED_SQL}
+                ORDER BY r.run_id
+                LIMIT $1
+                FOR UPDATE SKIP LOCKED
+            """,
+            # $1 run ids (locked) that forks still read: soft-deleted, as a DELETE does.
+            soft_delete_streams=f"""
+                UPDATE {s}.run_streams SET stream_deleted_at = now()
+                WHERE run_id = ANY($1::text[]) AND stream_deleted_at IS NULL
+            """,
+            # $1 run ids (locked) no fork reads: deleted as a DELETE does
+            # (revision 0008's function: events, row, then the source's
+            # fork_refs, up the chain). One row per run row deleted.
+            delete_streams=f"""
+                SELECT d.run_id, d.last_seq, d.events_deleted
+                FROM unnest($1::text[]) WITH ORDINALITY AS x(id, ord)
+                CROSS JOIN LATERAL {s}.pgbridge_delete_stream(x.id) AS d
+                ORDER BY x.ord
             """,
             # Tables autovacuum will not clean (switched off for the server
             # or the table) whose dead rows passed autovacuum's own threshold.
@@ -585,12 +641,11 @@ class StreamQueries:
     touch_stream: str
     create_stream: str
     lock_stream: str
-    delete_stream_row: str
+    delete_stream: str
     ensure_run: str
     stream_append: str
     create_fork: str
     add_fork_ref: str
-    release_fork_ref: str
     soft_delete_stream: str
     stream_append_many: str
 
@@ -676,8 +731,10 @@ class StreamQueries:
             """,
             # $1 run_id: the row, locked for a create-or-compare or a delete.
             lock_stream=f"SELECT {head_columns} FROM {s}.run_streams AS r WHERE r.run_id = $1 FOR UPDATE",
-            # $1 run_id; its events are gone already (the trim function).
-            delete_stream_row=f"DELETE FROM {s}.run_streams WHERE run_id = $1",
+            # $1 run_id (locked, no fork reads it): revision 0008's function deletes
+            # its events (the trim function), its row, and releases its source,
+            # which goes too when soft-deleted and this was its last fork.
+            delete_stream=f"SELECT run_id, last_seq, events_deleted FROM {s}.pgbridge_delete_stream($1)",
             # $1 run_id: a run born from publish (no content type), if it is new.
             ensure_run=f"""
                 INSERT INTO {s}.run_streams (run_id, status) VALUES ($1, 'active')
@@ -707,12 +764,6 @@ class StreamQueries:
             """,
             # $1 source run_id (locked): one more fork reads its events.
             add_fork_ref=f"UPDATE {s}.run_streams SET fork_refs = fork_refs + 1 WHERE run_id = $1",
-            # $1 source run_id: a fork of it is gone; the source's state after.
-            release_fork_ref=f"""
-                UPDATE {s}.run_streams AS r SET fork_refs = greatest(r.fork_refs - 1, 0)
-                WHERE r.run_id = $1
-                RETURNING {head_columns}
-            """,
             # $1 run_id (locked): deleted while forks read it; its events stay.
             soft_delete_stream=f"""
                 UPDATE {s}.run_streams SET stream_deleted_at = now()

@@ -1,6 +1,8 @@
 """Retention policies (SPEC section 8): what a pass deletes, and its report.
 
-Pure values, checked when built, so a bad policy fails where it is written
+Every pass also sweeps expired Durable Streams (past their Expires-At, or
+idle longer than their TTL): no request can see them any more, so no rule
+switches that off. Pure values, checked when built, so a bad policy fails where it is written
 and never half-way through a pass. The pass itself is in
 :mod:`pgbridge.retention_pass`, the periodic job in :mod:`pgbridge.retention_job`.
 """
@@ -61,9 +63,13 @@ class RetentionReport:
     """What one retention pass did; reports of passes add up to what was done."""
 
     events_deleted: int = 0
-    #: Run rows removed after their tombstone time.
+    #: Run rows removed: tombstones past their time, and expired Durable Streams
+    #: (with the soft-deleted sources whose last fork one of them was).
     runs_deleted: int = 0
     #: Silent runs ended with a ``dead_letter`` terminal event.
     runs_dead_lettered: int = 0
     #: Tables the pass vacuumed itself because autovacuum is off for them.
     tables_vacuumed: int = 0
+    #: Expired Durable Streams the pass removed as a DELETE would: deleted, or
+    #: soft-deleted while forks read them (their events then stay for the forks).
+    streams_expired: int = 0

@@ -1,4 +1,11 @@
-"""One retention pass: dead-letter stale runs, delete old events, drop tombstones.
+"""One retention pass: dead-letter stale runs, sweep expired streams, delete old events, drop tombstones.
+
+Expired Durable Streams (past Expires-At, or idle longer than their TTL)
+are gone for every request; the pass removes them exactly as a DELETE of
+each would at that moment: a stream that forks read is soft-deleted (its
+events stay for them), any other is deleted, and a fork's deletion
+releases its source (deleting a soft-deleted source whose last fork it
+was, up the chain).
 
 A pass holds a PostgreSQL advisory lock (one per schema) for its whole
 length, so across every process at most one pass runs at a time. It is a
@@ -102,11 +109,20 @@ class _Tally:
         self.events_deleted = 0
         self.runs_deleted = 0
         self.runs_dead_lettered = 0
+        self.streams_expired = 0
 
-    def add(self, *, events_deleted: int = 0, runs_deleted: int = 0, runs_dead_lettered: int = 0) -> None:
+    def add(
+        self,
+        *,
+        events_deleted: int = 0,
+        runs_deleted: int = 0,
+        runs_dead_lettered: int = 0,
+        streams_expired: int = 0,
+    ) -> None:
         self.events_deleted += events_deleted
         self.runs_deleted += runs_deleted
         self.runs_dead_lettered += runs_dead_lettered
+        self.streams_expired += streams_expired
         if self._progress is not None:
             self._progress(self.report())
 
@@ -116,6 +132,7 @@ class _Tally:
             runs_deleted=self.runs_deleted,
             runs_dead_lettered=self.runs_dead_lettered,
             tables_vacuumed=tables_vacuumed,
+            streams_expired=self.streams_expired,
         )
 
 
@@ -199,6 +216,7 @@ class RetentionPass:
             )
         if policy.ended_run_ttl is not None:
             await self._trim(conn, tally, self._sql.ended_runs_with_events, policy.ended_run_ttl)
+        await self._sweep_expired_streams(conn, tally)
         if policy.ended_run_ttl is not None and policy.tombstone_ttl is not None:
             await self._delete_tombstones(conn, tally, policy.ended_run_ttl + policy.tombstone_ttl)
         report = tally.report(tables_vacuumed=await self._vacuum_if_autovacuum_is_off(conn))
@@ -256,29 +274,39 @@ class RetentionPass:
     # -- deleting a prefix of runs' events ----------------------------------------
 
     async def _trim(
-        self, conn: asyncpg.Connection, tally: _Tally, candidates_sql: str, *rule: object
+        self,
+        conn: asyncpg.Connection,
+        tally: _Tally,
+        candidates_sql: str,
+        *rule: object,
+        lock_sql: str | None = None,
     ) -> None:
         """Delete what *candidates_sql* names, batch by batch, until it names nothing more.
 
         Each candidate query names at most ``batch_runs`` runs: one transaction's worth.
+        *lock_sql* (default ``lock_runs``) locks them and re-checks what must still hold.
         """
         while True:
             rows = await conn.fetch(candidates_sql, self._batch_runs, *rule)
             wanted = {row["run_id"]: row["through"] for row in rows if row["through"] is not None}
-            deleted, cut_short = await self._trim_in_one_transaction(conn, wanted) if wanted else (0, False)
-            tally.add(events_deleted=deleted)
+            deleted, cut_short = 0, False
+            if wanted:  # a batch ran: its progress is reported (none for a scan that found nothing)
+                deleted, cut_short = await self._trim_in_one_transaction(
+                    conn, wanted, lock_sql or self._sql.lock_runs
+                )
+                tally.add(events_deleted=deleted)
             if len(rows) < self._batch_runs and not cut_short:
                 return
             if deleted == 0 and not cut_short:
                 return  # candidates that no longer need anything: done
 
     async def _trim_in_one_transaction(
-        self, conn: asyncpg.Connection, wanted: dict[str, int]
+        self, conn: asyncpg.Connection, wanted: dict[str, int], lock_sql: str
     ) -> tuple[int, bool]:
-        """Lock the runs of *wanted* (run id -> delete through this seq), delete up to
-        ``batch_events`` events among them, commit; True if some run got less than it wanted."""
+        """Lock the runs of *wanted* (run id -> delete through this seq) with *lock_sql*, delete
+        up to ``batch_events`` events among them, commit; True if some run got less than it wanted."""
         async with conn.transaction():
-            locked = await conn.fetch(self._sql.lock_runs, list(wanted))
+            locked = await conn.fetch(lock_sql, list(wanted))
             plan, left_over = plan_trims(
                 [(row["run_id"], row["first_seq"], row["last_seq"]) for row in locked],
                 wanted,
@@ -296,6 +324,49 @@ class RetentionPass:
         for target in plan:
             self._on_trimmed(target.run_id, target.through + 1)
         return deleted, left_over
+
+    # -- expired Durable Streams -------------------------------------------------
+
+    async def _sweep_expired_streams(self, conn: asyncpg.Connection, tally: _Tally) -> None:
+        """Remove the expired streams as a DELETE of each would, at that moment.
+
+        An expired stream is gone for every request, but its rows stayed
+        until its path was touched again. First the events of those no fork
+        reads go, through the trims (``batch_events`` per transaction, the
+        expiry re-checked under the lock), then :meth:`_remove_expired`
+        removes their rows a batch at a time.
+        """
+        await self._trim(
+            conn, tally, self._sql.expired_streams_with_events, lock_sql=self._sql.lock_expired_runs
+        )
+        while True:
+            locked = await self._remove_expired(conn, tally)
+            if locked < self._batch_runs:
+                return
+
+    async def _remove_expired(self, conn: asyncpg.Connection, tally: _Tally) -> int:
+        """One transaction: lock up to ``batch_runs`` expired streams, soft-delete those forks
+        read (their events stay for the forks), delete the others (``pgbridge_delete_stream``,
+        which releases a fork's source and deletes a soft-deleted source whose last fork it
+        was, as a DELETE does). Returns how many it locked."""
+        async with conn.transaction():
+            locked = await conn.fetch(self._sql.lock_expired_streams, self._batch_runs)
+            if not locked:
+                return 0
+            forked = [row["run_id"] for row in locked if row["fork_refs"] > 0]
+            alone = [row["run_id"] for row in locked if row["fork_refs"] == 0]
+            if forked:
+                await conn.execute(self._sql.soft_delete_streams, forked)
+            deleted = await conn.fetch(self._sql.delete_streams, alone) if alone else []
+        events = sum(row["events_deleted"] for row in deleted)
+        self._metrics.retention_deleted(events=events, runs=len(deleted))
+        tally.add(events_deleted=events, runs_deleted=len(deleted), streams_expired=len(locked))
+        for row in locked:
+            if row["fork_refs"] > 0:
+                self._on_trimmed(row["run_id"], row["first_seq"])  # nothing forgotten: readers re-read (410)
+        for row in deleted:
+            self._on_trimmed(row["run_id"], row["last_seq"] + 1)
+        return len(locked)
 
     # -- vacuum, when nothing else will ----------------------------------------
 
@@ -333,18 +404,23 @@ class RetentionPass:
 
 def _log_report(report: RetentionReport, seconds: float) -> None:
     """The pass's summary: INFO when it did something, DEBUG when there was nothing to do."""
-    did_something = report.events_deleted or report.runs_deleted or report.runs_dead_lettered
+    did_something = (
+        report.events_deleted or report.runs_deleted or report.runs_dead_lettered or report.streams_expired
+    )
     logger.log(
         logging.INFO if did_something else logging.DEBUG,
-        "pgbridge retention pass: %d events deleted, %d runs deleted, %d runs dead-lettered (%.3f s)",
+        "pgbridge retention pass: %d events deleted, %d runs deleted, %d runs dead-lettered, "
+        "%d expired streams removed (%.3f s)",
         report.events_deleted,
         report.runs_deleted,
         report.runs_dead_lettered,
+        report.streams_expired,
         seconds,
         extra={
             "events_deleted": report.events_deleted,
             "runs_deleted": report.runs_deleted,
             "runs_dead_lettered": report.runs_dead_lettered,
+            "streams_expired": report.streams_expired,
             "tables_vacuumed": report.tables_vacuumed,
             "duration_seconds": seconds,
         },

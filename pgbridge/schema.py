@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import BYTEA, JSON, TIMESTAMP
 
 #: The alembic revision this code expects; ``start()`` refuses any other.
-SCHEMA_REVISION: Final = "0007"
+SCHEMA_REVISION: Final = "0008"
 DEFAULT_SCHEMA: Final = "public"
 
 #: Status values stored in ``run_streams.status``.
@@ -192,4 +192,12 @@ Index(
     "run_streams_first_ms_idx",
     run_streams.c.first_ms,
     postgresql_where=text("first_seq <= last_seq"),
+)
+# The sweep of expired Durable Streams (revision 0008): streams with a TTL or
+# an Expires-At only. Keyed by run_id, which never changes, so a TTL touch
+# (an update of stream_touched_at) stays a HOT update.
+Index(
+    "run_streams_expiring_idx",
+    run_streams.c.run_id,
+    postgresql_where=text("stream_expires_at IS NOT NULL OR stream_ttl_seconds IS NOT NULL"),
 )

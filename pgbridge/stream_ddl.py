@@ -163,3 +163,64 @@ def create_stream_append_function_sql(schema: str, *, soft_delete: bool = True) 
 def drop_stream_append_function_sql(schema: str) -> list[str]:
     s = quote_identifier(schema)
     return [f"DROP FUNCTION IF EXISTS {s}.pgbridge_stream_append({ARGUMENT_TYPES})"]
+
+
+def delete_stream_body(schema: str) -> str:
+    """The PL/pgSQL body of ``pgbridge_delete_stream`` (revision 0008) for *schema*.
+
+    Deletes a stream that no fork reads (its row locked by the caller): its
+    events through the retention trim function (the one way events leave
+    run_events, so the audit chain's ``trimmed_hash`` stays right until the
+    row goes), then its run row. If it was a fork, its source's
+    ``fork_refs`` goes down, and a soft-deleted source whose last fork this
+    was goes too, up the chain. One row per run row deleted: what a DELETE
+    of the stream does, in one place for DELETE, a publish to an expired
+    stream and the retention sweep of expired streams.
+    """
+    s = quote_identifier(schema)
+    return f"""
+DECLARE
+    current_run text := p_run_id;
+    r record;
+    src record;
+    gone bigint;
+BEGIN
+    LOOP
+        SELECT u.first_seq, u.last_seq, u.fork_source_run_id INTO r
+        FROM {s}.run_streams AS u WHERE u.run_id = current_run FOR UPDATE;
+        EXIT WHEN NOT FOUND;
+        gone := 0;
+        IF r.first_seq <= r.last_seq THEN
+            gone := {s}.pgbridge_trim_run_prefixes(ARRAY[current_run], ARRAY[r.first_seq], ARRAY[r.last_seq]);
+        END IF;
+        DELETE FROM {s}.run_streams AS u WHERE u.run_id = current_run;
+        run_id := current_run;
+        last_seq := r.last_seq;
+        events_deleted := gone;
+        RETURN NEXT;
+        EXIT WHEN r.fork_source_run_id IS NULL;
+        UPDATE {s}.run_streams AS u SET fork_refs = greatest(u.fork_refs - 1, 0)
+        WHERE u.run_id = r.fork_source_run_id
+        RETURNING u.fork_refs, u.stream_deleted_at INTO src;
+        EXIT WHEN NOT FOUND OR src.fork_refs > 0 OR src.stream_deleted_at IS NULL;
+        current_run := r.fork_source_run_id;
+    END LOOP;
+END
+"""
+
+
+def create_delete_stream_function_sql(schema: str) -> list[str]:
+    s = quote_identifier(schema)
+    return [
+        f"""
+        CREATE FUNCTION {s}.pgbridge_delete_stream(p_run_id text)
+        RETURNS TABLE (run_id text, last_seq bigint, events_deleted bigint)
+        LANGUAGE plpgsql
+        AS $body${delete_stream_body(schema)}$body$
+        """
+    ]
+
+
+def drop_delete_stream_function_sql(schema: str) -> list[str]:
+    s = quote_identifier(schema)
+    return [f"DROP FUNCTION IF EXISTS {s}.pgbridge_delete_stream(text)"]

@@ -458,3 +458,49 @@ async def test_downgrading_0007_drops_the_fork_columns_and_restores_the_0006_app
     await migrate(dsn)
     assert await schema_diff(dsn) == []
     assert await stream_append_source(dsn) == stream_append_body("public")
+
+
+# -- expired streams (revision 0008) ---------------------------------------------------
+
+
+async def function_names(dsn: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT proname || '/' || pronargs AS name FROM pg_proc WHERE proname LIKE 'pgbridge_%'"
+        )
+    finally:
+        await conn.close()
+    return {row["name"] for row in rows}
+
+
+async def test_the_delete_stream_function_in_the_database_is_the_one_in_the_code(dsn: str) -> None:
+    from pgbridge.stream_ddl import delete_stream_body
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        body = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'pgbridge_delete_stream'")
+    finally:
+        await conn.close()
+    assert body == delete_stream_body("public")
+
+
+async def test_downgrading_0008_restores_the_0004_append_and_drops_the_delete_function(dsn: str) -> None:
+    from pgbridge.batch_ddl import append_batch_body
+
+    await downgrade(dsn, "0007")
+    names = await function_names(dsn)
+    assert "pgbridge_append_batch/5" in names and "pgbridge_append_batch/6" not in names
+    assert "pgbridge_delete_stream/1" not in names
+    conn = await asyncpg.connect(dsn)
+    try:
+        body = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'pgbridge_append_batch'")
+        index = await conn.fetchval("SELECT to_regclass('public.run_streams_expiring_idx')")
+    finally:
+        await conn.close()
+    assert body == append_batch_body("public", publish_checks=False)
+    assert index is None
+    await migrate(dsn)
+    assert await schema_diff(dsn) == []
+    assert {"pgbridge_append_batch/6", "pgbridge_delete_stream/1"} <= await function_names(dsn)
+    assert "pgbridge_append_batch/5" not in await function_names(dsn)

@@ -23,7 +23,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    for statement in create_append_batch_function_sql(schema_from_context()):
+    for statement in create_append_batch_function_sql(schema_from_context(), publish_checks=False):
         op.execute(statement)
 
 
