@@ -370,17 +370,22 @@ class RetentionQueries:
             ),
             # $1 seconds after the end, $2 batch. Only runs whose events are
             # all gone; SKIP LOCKED leaves rows another pass holds.
+            # Each through pgbridge_delete_stream (revision 0008), so a fork's
+            # tombstone releases its source (and a soft-deleted source whose last
+            # fork it was goes too): one row per run row deleted, ``tombstone``
+            # marking the ones this scan chose (the loop's batch count).
             delete_tombstones=f"""
-                DELETE FROM {s}.run_streams
-                WHERE run_id IN (
-                    SELECT run_id FROM {s}.run_streams
+                SELECT d.run_id, d.events_deleted, d.run_id = t.run_id AS tombstone
+                FROM (
+                    SELECT run_id, ended_at FROM {s}.run_streams
                     WHERE ended_at IS NOT NULL AND first_seq > last_seq AND fork_refs = 0
                       AND ended_at < now() - make_interval(secs => $1::float8)
                     ORDER BY ended_at
                     LIMIT $2
                     FOR UPDATE SKIP LOCKED
-                )
-                RETURNING run_id
+                ) AS t
+                CROSS JOIN LATERAL {s}.pgbridge_delete_stream(t.run_id) AS d
+                ORDER BY t.ended_at
             """,
             # -- the sweep of expired Durable Streams (gone for every request:
             # it removes them as a DELETE would). Each scan reads the streams
@@ -716,10 +721,11 @@ class StreamQueries:
                 CROSS JOIN page
                 WHERE r.run_id = $1
             """,
-            # $1 run_id: a read resets a sliding TTL (streams without one are not written).
+            # $1 run_id: a read resets a sliding TTL (streams without one are not
+            # written; an expired stream stays expired: a touch cannot revive it).
             touch_stream=f"""
-                UPDATE {s}.run_streams SET stream_touched_at = now()
-                WHERE run_id = $1 AND stream_ttl_seconds IS NOT NULL
+                UPDATE {s}.run_streams AS r SET stream_touched_at = now()
+                WHERE r.run_id = $1 AND r.stream_ttl_seconds IS NOT NULL AND NOT {EXPIRED_SQL}
             """,
             # $1 run_id, $2 content type, $3 TTL seconds, $4 expires at.
             create_stream=f"""

@@ -396,9 +396,10 @@ class RetentionPass:
     ) -> None:
         while True:
             rows = await conn.fetch(self._sql.delete_tombstones, float(after_end_seconds), self._batch_runs)
-            self._metrics.retention_deleted(runs=len(rows))
-            tally.add(runs_deleted=len(rows))
-            if len(rows) < self._batch_runs:
+            events = sum(row["events_deleted"] for row in rows)  # of soft-deleted sources that went too
+            self._metrics.retention_deleted(events=events, runs=len(rows))
+            tally.add(events_deleted=events, runs_deleted=len(rows))
+            if sum(row["tombstone"] for row in rows) < self._batch_runs:
                 return
 
 

@@ -326,3 +326,52 @@ def test_the_cli_prints_how_many_expired_streams_a_pass_removed() -> None:
 
     line = format_report(RetentionReport(events_deleted=3, runs_deleted=1, streams_expired=1), 0.01)
     assert "events_deleted=3 runs_deleted=1" in line and "streams_expired=1" in line
+
+
+# -- tombstones of forks ------------------------------------------------------------
+
+
+async def end_long_ago(dsn: str, run_id: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "UPDATE run_streams SET ended_at = now() - interval '100 days' WHERE run_id = $1", run_id
+        )
+    finally:
+        await conn.close()
+
+
+TOMBSTONES = RetentionPolicy(ended_run_ttl=86_400, tombstone_ttl=86_400)
+
+
+async def test_deleting_the_tombstone_of_a_closed_fork_releases_its_source(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await make_stream(bridge, "source", BINARY, b"a", ttl=10**6)
+    await make_fork(bridge, "fork", "source")
+    assert (await bridge.streams.append("fork", BINARY, [], close=True)).kind == "closed_now"
+    await end_long_ago(dsn, "fork")  # a closed fork with no own events: a tombstone
+    report = await bridge.run_retention(TOMBSTONES)
+    assert await row_of(dsn, "fork") is None and report.runs_deleted == 1
+    source = await row_of(dsn, "source")
+    assert source is not None and source["fork_refs"] == 0
+
+
+async def test_deleting_the_tombstone_of_the_last_fork_of_a_deleted_source_deletes_the_source(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await make_stream(bridge, "source", BINARY, b"a", b"b", ttl=10**6)
+    await make_fork(bridge, "fork", "source")
+    assert await bridge.streams.delete("source") == "deleted"  # soft: the fork reads it
+    assert (await bridge.streams.append("fork", BINARY, [], close=True)).kind == "closed_now"
+    await end_long_ago(dsn, "fork")
+    report = await bridge.run_retention(TOMBSTONES)
+    assert await row_of(dsn, "fork") is None and await row_of(dsn, "source") is None
+    assert (report.runs_deleted, report.events_deleted) == (2, 2)
+
+
+async def test_a_touch_does_not_revive_an_expired_stream(bridge: PostgresStreamBridge, dsn: str) -> None:
+    await make_stream(bridge, "idle", JSON_TYPE, b'{"a":1}')
+    await expire(dsn, "idle")
+    await bridge.streams.touch("idle")  # a read racing the expiry
+    assert await bridge.streams.read_page("idle", 0, max_messages=10, max_bytes=1 << 20) is None
