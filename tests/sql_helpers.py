@@ -163,3 +163,14 @@ async def hold_retention_lock(conn: asyncpg.Connection, schema: str = "public") 
     from pgbridge.queries import Queries
 
     return bool(await conn.fetchval(Queries.for_schema(schema).retention.try_lock, schema))
+
+
+async def stream_row(dsn: str, run_id: str) -> asyncpg.Record | None:
+    """A run's row, with ``events``: how many of its events run_events holds."""
+    async with connected(dsn) as conn:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "SELECT r.*, (SELECT count(*) FROM run_events AS e WHERE e.run_id = r.run_id) AS events "
+            "FROM run_streams AS r WHERE r.run_id = $1",
+            run_id,
+        )
+    return row

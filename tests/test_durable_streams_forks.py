@@ -16,7 +16,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
@@ -32,6 +31,7 @@ from pgbridge import (
 from tests.helpers import collect, take
 from tests.http_server import ServerProcess
 from tests.postgres_server import DatabaseFactory
+from tests.sql_helpers import stream_row
 
 TEXT = {"Content-Type": "text/plain"}
 JSON = {"Content-Type": "application/json"}
@@ -104,16 +104,7 @@ async def body(client: httpx.AsyncClient, path: str, offset: str = "-1") -> byte
     return response.content
 
 
-async def run_row(dsn: str, run_id: str) -> asyncpg.Record | None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetchrow(
-            "SELECT r.*, (SELECT count(*) FROM run_events AS e WHERE e.run_id = r.run_id) AS events "
-            "FROM run_streams AS r WHERE r.run_id = $1",
-            run_id,
-        )
-    finally:
-        await conn.close()
+run_row = stream_row
 
 
 # -- reads across the fork point ---------------------------------------------------

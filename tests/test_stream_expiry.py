@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import pytest
 
 from pgbridge import (
@@ -27,6 +26,7 @@ from pgbridge import (
 from pgbridge.durable_streams import StreamConfig
 from pgbridge.stream_forks import ForkRequest
 from pgbridge.stream_messages import JSON_TYPE, MESSAGE_EVENT, bytes_message
+from tests.sql_helpers import connected, stream_row
 
 BINARY = "application/octet-stream"
 #: Sweeps only: no rule of its own would delete anything of these tests' runs.
@@ -55,25 +55,13 @@ async def make_fork(bridge: PostgresStreamBridge, run_id: str, source: str) -> N
 
 async def expire(dsn: str, run_id: str) -> None:
     """Idle for longer than its TTL: its last touch two hours ago."""
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with connected(dsn) as conn:
         await conn.execute(
             "UPDATE run_streams SET stream_touched_at = now() - interval '2 hours' WHERE run_id = $1", run_id
         )
-    finally:
-        await conn.close()
 
 
-async def row_of(dsn: str, run_id: str) -> asyncpg.Record | None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetchrow(
-            "SELECT r.*, (SELECT count(*) FROM run_events AS e WHERE e.run_id = r.run_id) AS events "
-            "FROM run_streams AS r WHERE r.run_id = $1",
-            run_id,
-        )
-    finally:
-        await conn.close()
+row_of = stream_row
 
 
 # -- the retention sweep ------------------------------------------------------------
@@ -94,13 +82,10 @@ async def test_a_pass_deletes_a_stream_past_its_expires_at(bridge: PostgresStrea
     await bridge.streams.create(
         "deadline", StreamConfig(BINARY, expires_at=deadline), [(MESSAGE_EVENT, '"eA=="')]
     )
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with connected(dsn) as conn:
         await conn.execute(
             "UPDATE run_streams SET stream_expires_at = now() - interval '1 s' WHERE run_id = 'deadline'"
         )
-    finally:
-        await conn.close()
     report = await bridge.run_retention(SWEEP_ONLY)
     assert await row_of(dsn, "deadline") is None
     assert report.streams_expired == 1
@@ -332,13 +317,11 @@ def test_the_cli_prints_how_many_expired_streams_a_pass_removed() -> None:
 
 
 async def end_long_ago(dsn: str, run_id: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
+    """Ended 100 days ago."""
+    async with connected(dsn) as conn:
         await conn.execute(
             "UPDATE run_streams SET ended_at = now() - interval '100 days' WHERE run_id = $1", run_id
         )
-    finally:
-        await conn.close()
 
 
 TOMBSTONES = RetentionPolicy(ended_run_ttl=86_400, tombstone_ttl=86_400)
