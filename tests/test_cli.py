@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from pathlib import Path
 
 import asyncpg
+import psutil
+import pytest
 
 from pgbridge import PostgresStreamBridge
 from pgbridge.schema import SCHEMA_REVISION
+from tests.http_server import ServerProcess
 from tests.postgres_server import DatabaseFactory
 from tests.sql_helpers import event_rows
 
@@ -88,7 +93,10 @@ async def test_retention_refuses_a_bad_policy_without_a_traceback(dsn: str) -> N
     assert "max_events_per_run" in out and "Traceback" not in out
 
 
-async def test_retention_every_keeps_running_passes_until_interrupted(dsn: str) -> None:
+@pytest.mark.parametrize(("stop", "codes"), [(signal.SIGINT, (0, 130)), (signal.SIGTERM, (0, 143))])
+async def test_retention_every_keeps_running_passes_until_interrupted(
+    dsn: str, stop: signal.Signals, codes: tuple[int, int]
+) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -109,11 +117,47 @@ async def test_retention_every_keeps_running_passes_until_interrupted(dsn: str) 
         line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
         assert line, "the command stopped by itself"
         passes += line.startswith("retention pass:")
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     try:
         code = await asyncio.wait_for(process.wait(), 30)
     except TimeoutError:
         process.kill()
         rest = (await process.stdout.read()).decode()
-        raise AssertionError(f"still running 30 s after SIGINT; its output since:\n{rest[-3000:]}") from None
-    assert code in (0, 130)
+        message = f"still running 30 s after {stop.name}; its output since:\n{rest[-3000:]}"
+        raise AssertionError(message) from None
+    assert code in codes
+
+
+@pytest.mark.own_server
+async def test_serve_stops_the_embedded_postgresql_it_started_on_sigterm(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PGBRIDGE_DSN", "DATABASE_URL")}
+    code, out = await run_cli("migrate", "--data-dir", str(tmp_path / "pg"), env=env)
+    assert code == 0, out
+    server = ServerProcess(dsn="", token="")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "pgbridge.cli", "serve", "--data-dir", str(tmp_path / "pg"), "--port", str(server.port)),
+        *("--token", ""),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
+    server.process = process
+    try:
+        await server._wait_until_ready(timeout=120)
+        (pid_file,) = (tmp_path / "pg").rglob("postmaster.pid")
+        postmaster = int(pid_file.read_text().split()[0])
+        assert psutil.pid_exists(postmaster)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 60) == 143
+        await asyncio.to_thread(_wait_gone, postmaster, 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def _wait_gone(pid: int, seconds: float) -> None:
+    """Wait for *pid* to exit; fail if it is still running after *seconds*."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(pid).wait(seconds)  # raises TimeoutExpired if it stays
