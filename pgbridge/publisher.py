@@ -17,7 +17,13 @@ soft-deleted Durable Stream: ``refused``, revision 0008); its callers get
 runs of the batch are stored as usual.
 
 Failure rule, per batch: if no connection can be had, nothing was sent and
-the batch is retried until ``publish_retry_timeout``; if the connection is
+the batch is retried until ``publish_retry_timeout``; so is a batch that
+PostgreSQL aborted as a deadlock victim or a serialization failure (the
+statement rolled back: nothing was written, and the other side has gone
+on). A batch locks its runs in run-id order, but a transaction outside it
+(a fork's creation, a retention pass deleting a fork and its source) may
+not, and a batch of many callers must not fail them all for it. If the
+connection is
 lost while the statement is in flight, the outcome is unknown and every
 caller in the batch gets :class:`PublishOutcomeUnknownError`. A publish is
 never reported as written when it was not.
@@ -185,7 +191,7 @@ class Publisher:
                 lambda: self._append_once(requests),
                 deadline=deadline,
                 backoff=self._backoff,
-                retryable=lambda exc: isinstance(exc, DatabaseUnavailableError),
+                retryable=lambda exc: isinstance(exc, DatabaseUnavailableError | _AbortedByConflict),
             )
         except Exception as exc:
             self._report_failure(requests, exc)
@@ -301,7 +307,14 @@ def _classify_append_failure(exc: Exception, requests: list[AppendRequest]) -> S
         return DatabaseUnavailableError(f"connection unusable before publishing: {exc}")
     if is_connection_error(exc):
         return DatabaseUnavailableError(f"PostgreSQL refused the append: {exc}")
+    if isinstance(exc, asyncpg.exceptions.DeadlockDetectedError | asyncpg.exceptions.SerializationError):
+        return _AbortedByConflict(f"publishing {what} was rolled back by a lock conflict: {exc}")
     return StreamBridgeError(f"publishing {what} failed: {exc}")
+
+
+class _AbortedByConflict(StreamBridgeError):
+    """PostgreSQL rolled the batch back to break a deadlock (or a serialization
+    conflict): nothing was written, and sending it again is safe."""
 
 
 def refusal_error(run_id: str, refusal: Refused) -> StreamBridgeError:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+import asyncpg
 import pytest
 
 from pgbridge import InvalidEventError, PostgresStreamBridge, StreamTerminatedError
+from tests.conftest import BridgeFactory
 from tests.helpers import collect, seq_of
-from tests.sql_helpers import event_rows
+from tests.sql_helpers import connected, event_rows
 
 
 async def test_concurrent_publishes_share_transactions(bridge: PostgresStreamBridge, dsn: str) -> None:
@@ -109,3 +111,62 @@ async def test_statements_run_counts_one_append_per_batch(bridge: PostgresStream
     await bridge.publish_many("run", [("token", i) for i in range(50)])
     await asyncio.sleep(0.1)  # let the NOTIFY go out
     assert bridge.statements_run - before == 2  # the append and one NOTIFY, for 50 events
+
+
+async def test_a_batch_rolled_back_as_a_deadlock_victim_is_sent_again_and_stored_once(
+    make_bridge: BridgeFactory, dsn: str
+) -> None:
+    # A batch locks its runs in run-id order; a transaction outside it that takes
+    # them the other way round deadlocks with it. PostgreSQL rolls one side back:
+    # here the batch (the other side waits longer before it checks), which must
+    # then be sent again, not fail every caller in it.
+    bridge = await make_bridge(publish_batches_in_flight=1)
+    for run_id in ("dl-a", "dl-b", "dl-c"):
+        await bridge.publish(run_id, "created", {})
+    blocker, other = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        await other.execute("SET deadlock_timeout = '30s'")  # the batch detects it, and loses
+        async with blocker.transaction():
+            await blocker.execute("SELECT 1 FROM run_streams WHERE run_id = 'dl-c' FOR UPDATE")
+            held = asyncio.create_task(bridge.publish("dl-c", "first", {}))  # the one slot waits on dl-c
+            await _until_waiting_on_a_lock(other, count=1)
+            batch = asyncio.gather(bridge.publish("dl-a", "e", 1), bridge.publish("dl-b", "e", 2))
+            await asyncio.sleep(0.1)  # both queued behind dl-c: one batch, locking dl-a then dl-b
+            transaction = other.transaction()
+            await transaction.start()
+            await other.execute("SELECT 1 FROM run_streams WHERE run_id = 'dl-b' FOR UPDATE")
+        await held  # the slot is free: the batch locks dl-a, then waits on dl-b
+        await _until_waiting_on_a_lock(blocker, count=1)
+        # dl-a the other way round: a deadlock, which the batch's backend detects first.
+        await other.execute("SELECT 1 FROM run_streams WHERE run_id = 'dl-a' FOR UPDATE")
+        await transaction.commit()
+        ids = await asyncio.wait_for(batch, 30)
+    finally:
+        await blocker.close()
+        await other.close()
+    assert len(ids) == 2
+    rows = await later_events(dsn)
+    assert rows == [("dl-a", 2, "e"), ("dl-b", 2, "e")]
+
+
+async def _until_waiting_on_a_lock(conn: asyncpg.Connection, *, count: int) -> None:
+    """Until *count* other backends of this database wait on a lock."""
+    for _ in range(500):
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        if waiting >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no backend started waiting on a lock")
+
+
+async def later_events(dsn: str) -> list[tuple[str, int, str]]:
+    """The events of runs dl-a and dl-b after their first."""
+    async with connected(dsn) as conn:
+        rows = await conn.fetch(
+            "SELECT run_id, seq, event FROM run_events WHERE run_id IN ('dl-a', 'dl-b') AND seq > 1 "
+            "ORDER BY run_id, seq"
+        )
+    return [(r["run_id"], r["seq"], r["event"]) for r in rows]

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from pgbridge import DatabaseUnavailableError, PublishOutcomeUnknownError, StreamBridgeError
-from pgbridge.publisher import AppendRequest, _classify_append_failure
+from pgbridge.publisher import AppendRequest, _AbortedByConflict, _classify_append_failure
 
 ONE = AppendRequest("run", "token", "1")
 
@@ -39,3 +39,15 @@ def test_refused_or_aborted_before_commit_is_retryable(exc: Exception) -> None:
 def test_other_server_errors_are_plain_bridge_errors() -> None:
     error = _classify_append_failure(asyncpg.exceptions.CheckViolationError("check"), [ONE])
     assert type(error) is StreamBridgeError
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+        asyncpg.exceptions.SerializationError("could not serialize access"),
+    ],
+)
+def test_a_batch_rolled_back_by_a_lock_conflict_is_sent_again(exc: Exception) -> None:
+    error = _classify_append_failure(exc, [ONE])
+    assert isinstance(error, _AbortedByConflict) and not isinstance(error, PublishOutcomeUnknownError)
