@@ -84,6 +84,12 @@ async def test_a_page_stops_at_the_byte_budget(bridge: PostgresStreamBridge) -> 
     assert not read.up_to_date
 
 
+async def test_a_page_fills_its_byte_budget_exactly_and_not_a_byte_more(bridge: PostgresStreamBridge) -> None:
+    run_id = await json_stream(bridge, "pages-exact-bytes", ["x" * 98] * 5)  # 100 bytes each
+    assert (await page(bridge, run_id, 0, max_bytes=300)).count == 3
+    assert (await page(bridge, run_id, 0, max_bytes=299)).count == 2
+
+
 async def test_a_page_holds_one_message_larger_than_the_byte_budget(bridge: PostgresStreamBridge) -> None:
     run_id = await json_stream(bridge, "pages-one", ["y" * 500, "z"])
     read = await page(bridge, run_id, 0, max_bytes=10)
