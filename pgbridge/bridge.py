@@ -181,28 +181,10 @@ class PostgresStreamBridge(StreamBridge):
         self._state = _Lifecycle.NEW
         self._start_lock = asyncio.Lock()
         queries = Queries.for_schema(self.options.schema)
-        self._db = Database(
-            dsn,
-            queries,
-            min_size=self.options.pool_min_size,
-            max_size=self.options.pool_max_size,
-            connect_timeout=self.options.connect_timeout,
-            command_timeout=self.options.command_timeout,
-            statement_cache_size=self.options.statement_cache_size,
-        )
+        self._db = self._pool_on(dsn, queries)
         self._store = EventStore(self._db)
         self._replica_db = (
-            Database(
-                self.options.replica_dsn,
-                queries,
-                min_size=self.options.pool_min_size,
-                max_size=self.options.pool_max_size,
-                connect_timeout=self.options.connect_timeout,
-                command_timeout=self.options.command_timeout,
-                statement_cache_size=self.options.statement_cache_size,
-            )
-            if self.options.replica_dsn is not None
-            else None
+            self._pool_on(self.options.replica_dsn, queries) if self.options.replica_dsn is not None else None
         )
         self._reads = ReadRouter(self._store, self._replica_db)
         loop_time = lambda: asyncio.get_running_loop().time()  # noqa: E731
@@ -251,7 +233,6 @@ class PostgresStreamBridge(StreamBridge):
             self._feeds,
             self._notifier,
             require_running=self._require_running,
-            page_size=self.options.page_size,
             appends_in_flight=min(self.options.publish_batches_in_flight, self.options.pool_max_size),
         )
         self._subscription_ctx = SubscriptionContext(
@@ -264,6 +245,18 @@ class PostgresStreamBridge(StreamBridge):
         )
 
     # -- lifecycle ------------------------------------------------------------
+
+    def _pool_on(self, dsn: str, queries: Queries) -> Database:
+        """A connection pool on *dsn* (the primary, or the replica) sized and timed by the options."""
+        return Database(
+            dsn,
+            queries,
+            min_size=self.options.pool_min_size,
+            max_size=self.options.pool_max_size,
+            connect_timeout=self.options.connect_timeout,
+            command_timeout=self.options.command_timeout,
+            statement_cache_size=self.options.statement_cache_size,
+        )
 
     async def start(self) -> None:
         """Open the pool and the listener; fails if the schema is not migrated."""

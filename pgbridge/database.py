@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -49,6 +49,19 @@ def is_connection_error(exc: BaseException) -> bool:
         sqlstate = getattr(exc, "sqlstate", None) or ""
         return sqlstate[:2] in _CONNECTION_SQLSTATE_CLASSES
     return isinstance(exc, asyncio.TimeoutError)
+
+
+@contextmanager
+def _unavailable_if_unreachable() -> Iterator[None]:
+    """Around getting a connection: a connection-class failure becomes
+    :class:`DatabaseUnavailableError` (retryable, "PostgreSQL is not there");
+    anything else (a bad login, a missing database) passes through as it is."""
+    try:
+        yield
+    except Exception as exc:
+        if is_connection_error(exc):
+            raise DatabaseUnavailableError(f"no connection to PostgreSQL: {exc}") from exc
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +142,8 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """Borrow a connection; failing to get one raises DatabaseUnavailableError."""
-        try:
+        with _unavailable_if_unreachable():
             conn = await self.pool.acquire(timeout=self._connect_timeout)
-        except Exception as exc:
-            if is_connection_error(exc):
-                raise DatabaseUnavailableError(f"no connection to PostgreSQL: {exc}") from exc
-            raise
         try:
             yield conn
         finally:
@@ -148,17 +157,13 @@ class Database:
         (the retention pass's advisory lock) when the pool goes through a
         transaction-mode pooler.
         """
-        try:
+        with _unavailable_if_unreachable():
             conn = await asyncpg.connect(
                 dsn,
                 timeout=self._connect_timeout,
                 command_timeout=self._pool_options["command_timeout"],
                 statement_cache_size=self._pool_options["statement_cache_size"],
             )
-        except Exception as exc:
-            if is_connection_error(exc):
-                raise DatabaseUnavailableError(f"no connection to PostgreSQL: {exc}") from exc
-            raise
         try:
             yield conn
         finally:

@@ -38,7 +38,6 @@ import asyncpg
 from pgbridge.database import Database, is_connection_error
 from pgbridge.errors import DatabaseUnavailableError, StreamBridgeError
 from pgbridge.feed import FeedRegistry, Waiter
-from pgbridge.ids import format_event_id
 from pgbridge.notifier import Notifier
 from pgbridge.stream_forks import ForkOffsetError, ForkRequest, fork_point, inherited_expiry
 from pgbridge.stream_messages import JSON_TYPE, MESSAGE_EVENT, is_json, json_array_of_joined, stored_bytes
@@ -152,37 +151,6 @@ class StreamHead:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """One event of a stream, as stored."""
-
-    seq: int
-    ms: int
-    event: str
-    data_text: str
-
-    @property
-    def event_id(self) -> str:
-        return format_event_id(self.ms, self.seq)
-
-
-@dataclass(slots=True)
-class StreamChunk:
-    """A read: the stream's state and the events after the offset, in order."""
-
-    head: StreamHead
-    messages: list[StoredMessage] = field(default_factory=list)
-    #: More events follow the last one returned.
-    truncated: bool = False
-    #: The oldest offset a read may start from: retention deleted the events
-    #: before it (for a fork: of its own, or of a source before the fork).
-    oldest_seq: int = 0
-
-    @property
-    def next_seq(self) -> int:
-        return self.messages[-1].seq if self.messages else -1
-
-
-@dataclass(frozen=True, slots=True)
 class StreamPage:
     """A read as the protocol sends it: the messages after an offset, rendered into one body.
 
@@ -197,14 +165,14 @@ class StreamPage:
     count: int
     #: The seq of the body's last message (the offset read after, when it is empty).
     next_seq: int
-    #: Nothing follows the body's last message (a reader is up to date at ``next_seq``).
-    complete: bool
-    #: The oldest offset a read may start from (see :attr:`StreamChunk.oldest_seq`).
+    #: The oldest offset a read may start from: retention deleted the events
+    #: before it (for a fork: of its own, or of a source before the fork).
     oldest_seq: int = 0
 
     @property
     def up_to_date(self) -> bool:
-        return self.complete and self.next_seq >= self.head.last_seq
+        """Nothing follows the body's last message: seqs are gapless up to the head's last."""
+        return self.next_seq >= self.head.last_seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +349,6 @@ class DurableStreams:
         notifier: Notifier,
         *,
         require_running: Callable[[], None],
-        page_size: int,
         appends_in_flight: int = 4,
     ) -> None:
         self._db = db
@@ -389,7 +356,6 @@ class DurableStreams:
         self._feeds = feeds
         self._notifier = notifier
         self._require_running = require_running
-        self._page_size = page_size
         self._batcher = _AppendBatcher(self._append_many, self._append_alone, max_in_flight=appends_in_flight)
 
     # -- writes ---------------------------------------------------------------
@@ -675,38 +641,16 @@ class DurableStreams:
             return None
         return StreamHead.from_row(rows[0])
 
-    async def read(self, run_id: str, after_seq: int, *, limit: int | None = None) -> StreamChunk | None:
-        """The events after *after_seq* (at most *limit*); None when there is no stream
-        (or it expired, or was soft-deleted: :meth:`head` tells those apart).
-
-        A fork's read gives its sources' events up to its fork point, then
-        its own. A read resets the stream's sliding TTL.
-        """
-        self._require_running()
-        limit = limit or self._page_size
-        rows = await self._db.fetch(self._q.read_stream, run_id, after_seq, limit)
-        if not rows or rows[0]["expired"] or rows[0]["soft_deleted"]:
-            return None
-        head = StreamHead.from_row(rows[0])
-        messages = [
-            StoredMessage(row["seq"], row["created_ms"], row["event"], row["data"])
-            for row in rows
-            if row["seq"] is not None
-        ]
-        if head.ttl_seconds is not None:
-            await self._db.fetch(self._q.touch_stream, run_id)
-        return StreamChunk(
-            head=head, messages=messages, truncated=len(messages) >= limit, oldest_seq=rows[0]["oldest_seq"]
-        )
-
     async def read_page(
         self, run_id: str, after_seq: int, *, max_messages: int, max_bytes: int
     ) -> StreamPage | None:
         """The messages after *after_seq* as one body: at most *max_messages*, and no more
-        than *max_bytes* of message data (one message always); None as for :meth:`read`.
+        than *max_bytes* of message data (one message always); None when there is no
+        stream (or it expired, or was soft-deleted: :meth:`head` tells those apart).
 
-        The read of every protocol GET (catch-up, long-poll, SSE). Like
-        :meth:`read`, it stitches a fork's sources and resets a sliding TTL.
+        The read of every protocol GET (catch-up, long-poll, SSE). A fork's
+        read gives its sources' events up to its fork point, then its own. A
+        read resets the stream's sliding TTL.
         """
         self._require_running()
         rows = await self._db.fetch(
@@ -728,14 +672,8 @@ class DurableStreams:
             body=body,
             count=taken,
             next_seq=row["page_last_seq"] if taken else after_seq,
-            complete=taken == row["fetched"],
             oldest_seq=row["oldest_seq"],
         )
-
-    async def touch(self, run_id: str) -> None:
-        """Reset the stream's sliding TTL (a read that returned no data)."""
-        self._require_running()
-        await self._db.fetch(self._q.touch_stream, run_id)
 
     @contextlib.asynccontextmanager
     async def watch(self, run_id: str, after_seq: int) -> AsyncIterator[Waiter]:

@@ -212,12 +212,7 @@ class _Handler:
             created, head = await self._streams().create(run_id, config, events)
         except StreamExistsError as exc:
             return _error(409, str(exc))
-        out = {"Stream-Next-Offset": format_offset(head.last_seq), **_expiry_headers(head)}
-        if head.closed:
-            out["Stream-Closed"] = "true"
-        if created:
-            out["Location"] = str(request.url.replace(query=""))
-        return _response(201 if created else 200, headers=out, media_type=head.content_type)
+        return _created(request, created, head)
 
     async def put_fork(self, request: Request, run_id: str) -> Response:
         """Create a fork (section 4.2): a stream reading its source up to the fork point."""
@@ -247,12 +242,7 @@ class _Handler:
             return _error(400, str(exc))
         except (ForkConflictError, StreamExistsError) as exc:
             return _error(409, str(exc))
-        out = {"Stream-Next-Offset": format_offset(head.last_seq), **_expiry_headers(head)}
-        if head.closed:
-            out["Stream-Closed"] = "true"
-        if created:
-            out["Location"] = str(request.url.replace(query=""))
-        return _response(201 if created else 200, headers=out, media_type=head.content_type)
+        return _created(request, created, head)
 
     def _fork_request(self, forked_from: str, offset: str | None, sub_offset: str | None) -> ForkRequest:
         """The fork a PUT asks for: the source's path (under this prefix, or the run id itself)."""
@@ -511,7 +501,7 @@ class _Handler:
 def _nothing_after(page: StreamPage, after: int) -> StreamPage:
     """*page* emptied: an ``offset=now`` read answers where the stream stands, with no data."""
     body = json_array(()) if is_json(page.head.stored_content_type) else b""
-    return dataclasses.replace(page, body=body, count=0, next_seq=after, complete=True)
+    return dataclasses.replace(page, body=body, count=0, next_seq=after)
 
 
 def _sse_step(
@@ -551,6 +541,17 @@ def _sse_data(body: bytes, head: StreamHead) -> str:
         + "".join(f"data: {line}\n" if line[:1] == " " else f"data:{line}\n" for line in lines)
         + "\n"
     )
+
+
+def _created(request: Request, created: bool, head: StreamHead) -> Response:
+    """The answer to a create or a fork: 201 with Location when it is new, 200 when it
+    confirms an existing stream of the same configuration."""
+    out = {"Stream-Next-Offset": format_offset(head.last_seq), **_expiry_headers(head)}
+    if head.closed:
+        out["Stream-Closed"] = "true"
+    if created:
+        out["Location"] = str(request.url.replace(query=""))
+    return _response(201 if created else 200, headers=out, media_type=head.content_type)
 
 
 def _append_response(outcome: AppendOutcome, producer: Producer | None) -> Response:

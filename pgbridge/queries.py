@@ -686,11 +686,11 @@ class StreamQueries:
             # always taken), $5 the JSON content type. A JSON stream's messages
             # come as one comma-joined text (a run born from publish: each
             # event's envelope {"id", "event", "data"}), any other stream's as
-            # an array of their stored texts. ``fetched`` counts the events
-            # read, one more than $3 when there are more: taken < fetched means
-            # the page stops short of the stream's tail. No row: no stream.
+            # an array of their stored texts. Seqs are gapless, so the page is
+            # the whole rest of the stream exactly when page_last_seq reaches
+            # the head's last_seq. No row: no stream.
             read_stream_page=f"""
-                WITH RECURSIVE {_stitched_events(s, limit="$3::int + 1")},
+                WITH RECURSIVE {_stitched_events(s, limit="$3")},
                 mode AS (
                     SELECT m.content_type IS NULL AS envelopes, coalesce(m.content_type, $5) = $5 AS json_mode
                     FROM {s}.run_streams AS m WHERE m.run_id = $1
@@ -712,10 +712,10 @@ class StreamQueries:
                         ) FILTER (WHERE mode.json_mode) AS json_messages,
                         array_agg(z.data ORDER BY z.seq) FILTER (WHERE NOT mode.json_mode) AS byte_messages
                     FROM sized AS z CROSS JOIN mode
-                    WHERE z.n <= $3::int AND (z.n = 1 OR z.bytes_through <= $4::bigint)
+                    WHERE z.n = 1 OR z.bytes_through <= $4::bigint
                 )
                 SELECT {head_columns}, oldest.oldest_seq, page.taken, page.page_last_seq,
-                    page.json_messages, page.byte_messages, (SELECT count(*) FROM stitched) AS fetched
+                    page.json_messages, page.byte_messages
                 FROM {s}.run_streams AS r
                 CROSS JOIN oldest
                 CROSS JOIN page

@@ -47,7 +47,7 @@ async def test_a_page_of_a_json_stream_is_its_messages_as_one_json_array(
     run_id = await json_stream(bridge, "pages-json", messages)
     read = await page(bridge, run_id, 0)
     assert json.loads(read.body) == messages
-    assert (read.count, read.next_seq, read.complete, read.up_to_date) == (5, 5, True, True)
+    assert (read.count, read.next_seq, read.up_to_date) == (5, 5, True)
 
 
 async def test_a_page_after_an_offset_starts_with_the_next_message(bridge: PostgresStreamBridge) -> None:
@@ -67,13 +67,13 @@ async def test_a_page_holds_at_most_max_messages_and_says_more_follow(bridge: Po
     run_id = await json_stream(bridge, "pages-rows", list(range(10)))
     read = await page(bridge, run_id, 0, max_messages=4)
     assert json.loads(read.body) == [0, 1, 2, 3]
-    assert (read.next_seq, read.complete, read.up_to_date) == (4, False, False)
+    assert (read.next_seq, read.up_to_date) == (4, False)
 
 
-async def test_a_page_of_exactly_max_messages_to_the_tail_is_complete(bridge: PostgresStreamBridge) -> None:
+async def test_a_page_of_exactly_max_messages_to_the_tail_is_up_to_date(bridge: PostgresStreamBridge) -> None:
     run_id = await json_stream(bridge, "pages-exact", list(range(4)))
     read = await page(bridge, run_id, 0, max_messages=4)
-    assert (read.count, read.complete, read.up_to_date) == (4, True, True)
+    assert (read.count, read.up_to_date) == (4, True)
 
 
 async def test_a_page_stops_at_the_byte_budget(bridge: PostgresStreamBridge) -> None:
