@@ -19,6 +19,7 @@ import pytest
 from pgbridge import (
     PostgresStreamBridge,
     Producer,
+    ResumeResult,
     RetentionPolicy,
     StreamContentTypeError,
     StreamGoneError,
@@ -27,7 +28,7 @@ from pgbridge.durable_streams import StreamConfig
 from pgbridge.queries import StreamQueries
 from pgbridge.stream_forks import ForkRequest
 from pgbridge.stream_messages import JSON_TYPE, MESSAGE_EVENT, bytes_message
-from tests.sql_helpers import connected, stream_row
+from tests.sql_helpers import backdate_events, connected, stream_row
 
 BINARY = "application/octet-stream"
 #: Sweeps only: no rule of its own would delete anything of these tests' runs.
@@ -245,6 +246,21 @@ async def test_publishing_to_an_expired_stream_starts_a_new_run_at_seq_one(
     read = await bridge.streams.read_page("old", 0, max_messages=100, max_bytes=1 << 20)
     assert read is not None and (read.count, read.next_seq) == (1, 1)  # seq 1 alone
     assert (await bridge.verify("old")).ok
+
+
+async def test_an_id_from_an_expired_streams_earlier_life_is_unknown_to_the_new_run(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    # SPEC section 3: an ID of an earlier life of a run id resolves unknown.
+    await make_stream(bridge, "lives", JSON_TYPE, b"1", b"2")
+    await backdate_events(dsn, "lives", 2, 3600)  # the earlier life: an hour older than the new one
+    async with connected(dsn) as conn:
+        old_ms = await conn.fetchval("SELECT created_ms FROM run_events WHERE run_id = 'lives' AND seq = 1")
+    await expire(dsn, "lives")
+    await bridge.publish("lives", "token", "new")
+    unknown = ResumeResult(next_offset=1, status="unknown")
+    assert await bridge.resolve("lives", f"{old_ms}-1") == unknown  # seq 1 is another event now
+    assert await bridge.resolve("lives", f"{old_ms}-2") == unknown  # past the new life's end
 
 
 async def test_publishing_to_an_expired_binary_stream_starts_a_new_json_run(
