@@ -33,7 +33,7 @@ import asyncpg
 from pgbridge.batch_ddl import append_batch_body, create_append_batch_function_sql
 from pgbridge.bench.servers import embedded_server, scratch_database
 from pgbridge.embedded import dsn_from_environment
-from pgbridge.queries import GENESIS_SQL, Queries
+from pgbridge.sql.queries import GENESIS_SQL, Queries
 
 
 def unchained(statement: str) -> str:

@@ -38,8 +38,8 @@ from typing import Any
 import asyncpg
 
 from pgbridge import PostgresStreamBridge, RetentionPolicy
+from pgbridge.audit.chain import GENESIS, link_hash
 from pgbridge.bench.servers import embedded_server, scratch_database
-from pgbridge.chain import GENESIS, link_hash
 from pgbridge.embedded import dsn_from_environment
 
 #: Every rule off except the one a phase switches on (no ended runs here).

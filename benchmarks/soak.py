@@ -40,8 +40,8 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pgbridge import PostgresStreamBridge, migrate
-from tests.fault_proxy import FaultProxy
-from tests.postgres_server import RestartableServer, restartable_server
+from tests.support.fault_proxy import FaultProxy
+from tests.support.postgres_server import RestartableServer, restartable_server
 
 FAULTS = ("crash", "terminate", "cut", "stall", "kill-publisher", "kill-subscriber")
 
@@ -89,7 +89,7 @@ class Subscriber:
 
     async def start(self) -> None:
         cursor = self.last_id()
-        args = ["pgbridge.demo", "subscribe", self.dsn, self.run_id]
+        args = ["pgbridge.cli.demo", "subscribe", self.dsn, self.run_id]
         self.lives.append(await Child.start(*args, *(["--from", cursor] if cursor else [])))
 
     def received(self) -> list[str]:
@@ -119,7 +119,14 @@ class Publisher:
 
 async def start_publisher(dsn: str, run_id: str, tag: str) -> Publisher:
     child = await Child.start(
-        "tests.processes.publish_through_faults", dsn, run_id, "10000000", "--tag", tag, "--delay", "0.01"
+        "tests.support.processes.publish_through_faults",
+        dsn,
+        run_id,
+        "10000000",
+        "--tag",
+        tag,
+        "--delay",
+        "0.01",
     )
     return Publisher(tag, child)
 

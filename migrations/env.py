@@ -27,8 +27,8 @@ from pgbridge.migration_support import (
     include_object,
     schema_from_context,
 )
-from pgbridge.queries import quote_identifier
 from pgbridge.schema import metadata
+from pgbridge.sql import quote_identifier
 
 
 def _run(connection: Connection) -> None:

@@ -19,8 +19,8 @@ from pgbridge.contract import (
     StreamEvent,
     StreamStatus,
 )
-from pgbridge.durable_streams import Producer
-from pgbridge.errors import (
+from pgbridge.durable_streams.streams import Producer
+from pgbridge.exceptions import (
     BridgeClosedError,
     BridgeNotStartedError,
     DatabaseUnavailableError,
@@ -37,8 +37,8 @@ from pgbridge.errors import (
     StreamTerminatedError,
 )
 from pgbridge.migrate import migrate
-from pgbridge.retention import RetentionPolicy, RetentionReport
-from pgbridge.store import RunInfo
+from pgbridge.retention.policy import RetentionPolicy, RetentionReport
+from pgbridge.store.events import RunInfo
 
 __all__ = [
     "CANCELLED_SENTINEL",

@@ -6,7 +6,7 @@ here, named, and the revision executes them. See docs/audit.md.
 
 from __future__ import annotations
 
-from pgbridge.queries import quote_identifier
+from pgbridge.sql import quote_identifier
 
 #: The trigger that keeps run_events append-only.
 GUARD_TRIGGER = "run_events_append_only"
@@ -15,7 +15,7 @@ RETENTION_SETTING = "pgbridge.retention"
 
 
 def create_link_hash_function_sql(schema: str) -> list[str]:
-    """``pgbridge_link_hash``: the same bytes as :func:`pgbridge.chain.link_hash`."""
+    """``pgbridge_link_hash``: the same bytes as :func:`pgbridge.audit.chain.link_hash`."""
     s = quote_identifier(schema)
     return [
         f"""

@@ -37,7 +37,8 @@ A refused run's events get a NULL seq, like those after a terminal event
 
 from __future__ import annotations
 
-from pgbridge.queries import EXPIRED_SQL, GENESIS_SQL, NOW_MS_SQL, quote_identifier
+from pgbridge.sql import quote_identifier
+from pgbridge.sql.queries import EXPIRED_SQL, GENESIS_SQL, NOW_MS_SQL
 
 ARGUMENT_TYPES = "text[], text[], text[], boolean[], text[]"
 #: Revision 0008's signature: a sixth argument, ``publish``, turns the publish checks on.

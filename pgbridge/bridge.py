@@ -1,12 +1,12 @@
 """PostgresStreamBridge: the public class, composing the engine's parts.
 
 Life of an event: ``publish`` checks its input (:mod:`pgbridge.payload`),
-the :class:`~pgbridge.publisher.Publisher` appends it in one statement and
-returns its ID after commit, the local :class:`~pgbridge.feed.FeedRegistry`
+the :class:`~pgbridge.engine.publish.Publisher` appends it in one statement and
+returns its ID after commit, the local :class:`~pgbridge.engine.feed.FeedRegistry`
 takes it for same-process subscribers, and the
-:class:`~pgbridge.notifier.Notifier` wakes other processes, whose
-:class:`~pgbridge.listener.Listener` wakes their feeds. Each
-:func:`~pgbridge.subscriber.subscription` yields from its run's feed.
+:class:`~pgbridge.engine.notify.Notifier` wakes other processes, whose
+:class:`~pgbridge.engine.listen.Listener` wakes their feeds. Each
+:func:`~pgbridge.engine.subscribe.subscription` yields from its run's feed.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
 
-from pgbridge import audit
-from pgbridge.chain import ChainReport
+from pgbridge.audit import verify as audit
+from pgbridge.audit.chain import ChainReport
+from pgbridge.connector import Backoff, Database, is_connection_error
 from pgbridge.contract import (
     TERMINAL_STATES,
     JSONValue,
@@ -30,9 +31,15 @@ from pgbridge.contract import (
     StreamEvent,
     StreamStatus,
 )
-from pgbridge.database import Backoff, Database, is_connection_error
-from pgbridge.durable_streams import DurableStreams, Producer
-from pgbridge.errors import (
+from pgbridge.durable_streams.messages import JSON_TYPE
+from pgbridge.durable_streams.streams import DurableStreams, Producer
+from pgbridge.engine.feed import FeedRegistry
+from pgbridge.engine.listen import Listener
+from pgbridge.engine.notify import Notifier
+from pgbridge.engine.publish import AppendRequest, Publisher, Refused, refusal_error
+from pgbridge.engine.replica import ReadRouter
+from pgbridge.engine.subscribe import OnGap, Start, SubscriptionContext, subscription
+from pgbridge.exceptions import (
     BridgeClosedError,
     BridgeNotStartedError,
     DatabaseUnavailableError,
@@ -41,22 +48,15 @@ from pgbridge.errors import (
     ProducerSequenceError,
     StreamTerminatedError,
 )
-from pgbridge.feed import FeedRegistry
 from pgbridge.ids import format_event_id, parse_event_id, resolve_cursor, validate_run_id
-from pgbridge.listener import Listener
 from pgbridge.metrics import bridge_metrics
-from pgbridge.notifier import Notifier
 from pgbridge.payload import DEFAULT_MAX_PAYLOAD_BYTES, encode_data, validate_event_name
-from pgbridge.publisher import AppendRequest, Publisher, Refused, refusal_error
-from pgbridge.queries import Queries, notify_channel
-from pgbridge.replica import ReadRouter
-from pgbridge.retention import RetentionPolicy, RetentionReport
-from pgbridge.retention_job import RetentionJob
-from pgbridge.retention_pass import RetentionPass, RetentionProgress
-from pgbridge.schema import DEFAULT_SCHEMA, RUN_STATUSES
-from pgbridge.store import Appended, EventStore, LoggedEvent, Page, RunInfo
-from pgbridge.stream_messages import JSON_TYPE
-from pgbridge.subscriber import OnGap, Start, SubscriptionContext, subscription
+from pgbridge.retention.job import RetentionJob
+from pgbridge.retention.policy import RetentionPolicy, RetentionReport
+from pgbridge.retention.sweep import RetentionPass, RetentionProgress
+from pgbridge.sql import DEFAULT_SCHEMA, RUN_STATUSES
+from pgbridge.sql.queries import Queries, notify_channel
+from pgbridge.store.events import Appended, EventStore, LoggedEvent, Page, RunInfo
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -124,7 +124,7 @@ class BridgeOptions:
     listen_dsn: str | None = None
     #: A hot standby of the primary for catch-up and replay reads; None: none.
     #: Reads go there only when it has replayed what the reader knows of
-    #: (see pgbridge.replica); everything else stays on the primary.
+    #: (see pgbridge.engine.replica); everything else stays on the primary.
     replica_dsn: str | None = None
     #: Group commit keeps each batch to one run, so every append transaction
     #: stays on one shard when the tables are distributed by run_id
@@ -227,7 +227,7 @@ class PostgresStreamBridge(StreamBridge):
             if self.options.retention is not None
             else None
         )
-        #: Durable Streams on this bridge's tables (pgbridge.durable_streams_http serves them).
+        #: Durable Streams on this bridge's tables (pgbridge.durable_streams.http serves them).
         self.streams = DurableStreams(
             self._db,
             self._feeds,
@@ -498,7 +498,7 @@ class PostgresStreamBridge(StreamBridge):
     # -- reading --------------------------------------------------------------
 
     async def resolve(self, run_id: str, last_event_id: str | None) -> ResumeResult:
-        """How *last_event_id* resumes on *run_id* (SPEC section 3); reads only.
+        """How *last_event_id* resumes on *run_id* (docs/behaviour.md §3); reads only.
 
         On a Durable Streams fork the table applies to what ``subscribe``
         yields there: the fork's stitched view (its source chain's events up
@@ -623,7 +623,7 @@ class PostgresStreamBridge(StreamBridge):
     async def run_retention(
         self, policy: RetentionPolicy | None = None, *, progress: RetentionProgress | None = None
     ) -> RetentionReport:
-        """Run one retention pass now and report what it did (SPEC section 8).
+        """Run one retention pass now and report what it did (docs/behaviour.md §8).
 
         Uses *policy*, else the bridge's ``retention`` option, else the
         defaults of :class:`RetentionPolicy`. If a pass is running anywhere

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import platformdirs
 
-from pgbridge.errors import StreamBridgeError
+from pgbridge.exceptions import StreamBridgeError
 
 DATA_DIR_ENV = "PGBRIDGE_DATA_DIR"
 

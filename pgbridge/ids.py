@@ -1,4 +1,4 @@
-"""Event IDs, run ids, and the resume table of SPEC section 3.
+"""Event IDs, run ids, and the resume table of docs/behaviour.md §3.
 
 Pure functions only: given what the database says about a run, decide how a
 ``Last-Event-ID`` cursor resolves. The bridge does the one read and calls
@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from pgbridge.contract import ResumeResult
-from pgbridge.errors import InvalidEventError
+from pgbridge.exceptions import InvalidEventError
 
 #: Longest cursor string we try to parse; longer ones are ``invalid``.
 MAX_CURSOR_LENGTH = 64
@@ -102,7 +102,7 @@ class RetainedRange:
 
 
 def resolve_cursor(cursor: str | None, retained: RetainedRange) -> ResumeResult:
-    """Resolve *cursor* against *retained*: the table of SPEC section 3."""
+    """Resolve *cursor* against *retained*: the table of docs/behaviour.md §3."""
     first, last = retained.first, retained.last
     if cursor is None:
         return ResumeResult(next_offset=first, status="fresh")

@@ -29,14 +29,14 @@ from typing import Any
 
 import asyncpg
 
+from pgbridge.connector import Database
 from pgbridge.contract import JSONValue, ResumeResult
-from pgbridge.database import Database
-from pgbridge.errors import InvalidEventError, StreamNotFoundError
+from pgbridge.exceptions import InvalidEventError, StreamNotFoundError
 from pgbridge.ids import RetainedRange, parse_event_id, resolve_cursor, validate_run_id
 from pgbridge.payload import decode_data
-from pgbridge.queries import InspectQueries, Queries
-from pgbridge.schema import DEFAULT_SCHEMA, RUN_STATUSES
-from pgbridge.store import MAX_BIGINT
+from pgbridge.sql import DEFAULT_SCHEMA, RUN_STATUSES
+from pgbridge.sql.queries import InspectQueries, Queries
+from pgbridge.store.events import MAX_BIGINT
 
 #: The tables ``stats`` measures.
 TABLES = ("run_events", "run_streams", "retention_last_pass")

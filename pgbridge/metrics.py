@@ -36,7 +36,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
-from pgbridge.errors import InvalidEventError
+from pgbridge.exceptions import InvalidEventError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

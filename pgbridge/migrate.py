@@ -11,8 +11,8 @@ import weakref
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
-from pgbridge.errors import DatabaseUnavailableError, StreamBridgeError
-from pgbridge.schema import DEFAULT_SCHEMA
+from pgbridge.exceptions import DatabaseUnavailableError, StreamBridgeError
+from pgbridge.sql import DEFAULT_SCHEMA
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -67,7 +67,7 @@ async def migrate(dsn: str, *, schema: str = DEFAULT_SCHEMA, revision: str = "he
 async def _migrate_now(dsn: str, schema: str, revision: str) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from pgbridge.database import is_connection_error
+    from pgbridge.connector import is_connection_error
     from pgbridge.migration_support import async_engine_for_dsn
 
     engine = async_engine_for_dsn(dsn)

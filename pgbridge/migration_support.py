@@ -14,7 +14,7 @@ from alembic import context
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from pgbridge.schema import DEFAULT_SCHEMA
+from pgbridge.sql import DEFAULT_SCHEMA
 
 #: Advisory lock key held while migrating (an arbitrary constant: "pgbr").
 MIGRATION_LOCK_KEY = 0x70676272

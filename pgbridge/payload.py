@@ -13,7 +13,7 @@ import math
 from typing import Final
 
 from pgbridge.contract import JSONValue
-from pgbridge.errors import InvalidEventError
+from pgbridge.exceptions import InvalidEventError
 
 MAX_EVENT_NAME_LENGTH: Final = 255
 #: Default limit on the UTF-8 size of one event's encoded data.

@@ -2,7 +2,7 @@
 
 Alembic revisions in ``migrations/`` create and change these tables; a test
 compares a migrated database with this metadata so the two never drift. The
-hot path does not use SQLAlchemy: :mod:`pgbridge.queries` holds the SQL the
+hot path does not use SQLAlchemy: :mod:`pgbridge.sql.queries` holds the SQL the
 bridge runs through asyncpg. The views over these tables (revision 0005) are
 in :mod:`pgbridge.views_ddl`.
 
@@ -11,8 +11,6 @@ the tables can be distributed by ``run_id`` (Citus, or several clusters).
 """
 
 from __future__ import annotations
-
-from typing import Final
 
 from sqlalchemy import (
     BigInteger,
@@ -30,13 +28,6 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import BYTEA, JSON, TIMESTAMP
-
-#: The alembic revision this code expects; ``start()`` refuses any other.
-SCHEMA_REVISION: Final = "0008"
-DEFAULT_SCHEMA: Final = "public"
-
-#: Status values stored in ``run_streams.status``.
-RUN_STATUSES: Final = ("active", "awaiting_input", "ended", "cancelled", "errored")
 
 metadata = MetaData()
 
@@ -57,7 +48,7 @@ run_streams = Table(
     Column("first_ms", BigInteger),
     # Seq of the terminal event, once there is one; NULL while the run is open.
     Column("terminal_seq", BigInteger),
-    # The hash chain (pgbridge/chain.py): the newest event's hash, and the
+    # The hash chain (pgbridge/audit/chain.py): the newest event's hash, and the
     # last deleted event's (the retained events' chain starts from it).
     Column("last_hash", BYTEA),
     Column("trimmed_hash", BYTEA),
@@ -66,7 +57,7 @@ run_streams = Table(
     # Last publish or mark_awaiting_input: what the stale-run reaper looks at.
     Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=text("now()")),
     Column("ended_at", TIMESTAMP(timezone=True)),
-    # Durable Streams (revision 0006, pgbridge/durable_streams.py). A run born
+    # Durable Streams (revision 0006, pgbridge/durable_streams/streams.py). A run born
     # from publish has no content type: it is a JSON stream of event envelopes.
     Column("content_type", Text),
     # Sliding TTL (reset by reads and writes) and absolute expiry.

@@ -1,6 +1,6 @@
 """``pgbridge_stream_append``: a Durable Streams append, checked and stored in one statement (revision 0006).
 
-A Durable Stream is a run (see :mod:`pgbridge.durable_streams`). An append
+A Durable Stream is a run (see :mod:`pgbridge.durable_streams.streams`). An append
 over HTTP, or a Python publish that names its producer, must be refused or
 stored as a whole, with the refusal decided under the run row's lock, so
 this function does everything in the caller's one transaction:
@@ -25,7 +25,8 @@ The outcome comes back as one row; nothing is written unless it is
 
 from __future__ import annotations
 
-from pgbridge.queries import EXPIRED_SQL, quote_identifier
+from pgbridge.sql import quote_identifier
+from pgbridge.sql.queries import EXPIRED_SQL
 
 ARGUMENT_TYPES = "text, text, text[], text[], boolean, text, text, bigint, bigint"
 

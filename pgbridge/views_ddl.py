@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from pgbridge.queries import quote_identifier
+from pgbridge.sql import quote_identifier
 
 RUNS_VIEW: Final = "pgbridge_runs"
 EVENTS_VIEW: Final = "pgbridge_events"

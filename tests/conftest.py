@@ -11,8 +11,8 @@ import pytest
 import pytest_asyncio
 
 from pgbridge import PostgresStreamBridge
-from tests.postgres_server import DatabaseFactory, postgres_server, with_database
-from tests.topology import ScaleDatabase, Topology, missing_reason, running_topology, wait_for_standby
+from tests.support.postgres_server import DatabaseFactory, postgres_server, with_database
+from tests.support.topology import ScaleDatabase, Topology, missing_reason, running_topology, wait_for_standby
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from pgbridge.server import SHUTDOWN_GRACE_SECONDS, exit_normally_on_sigterm
+from pgbridge.http.server import SHUTDOWN_GRACE_SECONDS, exit_normally_on_sigterm
 
 
 class RunIdDefault(logging.Filter):

@@ -5,7 +5,7 @@
   where to read it.
 * ``POST /runs/{run_id}/cancel``: cancel it (a replayable ``cancel`` event).
 * ``GET /events/runs/{run_id}/stream``: the run as Server-Sent Events, resuming
-  after ``Last-Event-ID``; the rest of :mod:`pgbridge.sse` (status, the live
+  after ``Last-Event-ID``; the rest of :mod:`pgbridge.http.app` (status, the live
   viewer at ``/events/runs/{run_id}/view``) is mounted under ``/events`` too.
 
 Uvicorn runs it: ``python -m examples.agent_app`` (see ``__main__.py``) or
@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 from examples.agent_app.agent import run_agent
 from pgbridge import InvalidEventError, PostgresStreamBridge, StreamBridge, migrate
 from pgbridge.embedded import default_data_dir, dsn_from_environment, start_embedded
-from pgbridge.sse import StreamSettings, sse_routes
+from pgbridge.http.app import StreamSettings, sse_routes
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from pgbridge.migration_support import schema_from_context
-from pgbridge.queries import quote_identifier
+from pgbridge.sql import quote_identifier
 
 revision = "0002"
 down_revision = "0001"

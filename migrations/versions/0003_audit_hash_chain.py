@@ -31,7 +31,7 @@ from pgbridge.audit_ddl import (
     drop_audit_objects_sql,
 )
 from pgbridge.migration_support import schema_from_context
-from pgbridge.queries import GENESIS_SQL, quote_identifier
+from pgbridge.sql.queries import GENESIS_SQL, quote_identifier
 
 revision = "0003"
 down_revision = "0002"

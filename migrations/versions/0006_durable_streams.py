@@ -37,7 +37,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 from pgbridge.migration_support import schema_from_context
-from pgbridge.queries import quote_identifier
+from pgbridge.sql import quote_identifier
 from pgbridge.stream_ddl import create_stream_append_function_sql, drop_stream_append_function_sql
 
 revision = "0006"

@@ -46,7 +46,7 @@ from pgbridge.bench.servers import (
     scratch_database,
 )
 from pgbridge.bench.workloads import WORKLOADS, Sizes, Workload
-from pgbridge.progress import progress_bars
+from pgbridge.cli.progress import progress_bars
 
 DEFAULT_OUT = Path("bench-results")
 ContenderFactory = Callable[[], Contender]

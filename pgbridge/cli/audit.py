@@ -1,0 +1,101 @@
+"""``pgbridge verify`` and ``pgbridge export``: the audit commands, over the bridge's API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable
+
+from pgbridge.audit.chain import ChainReport
+from pgbridge.audit.export import verify_export
+from pgbridge.bridge import PostgresStreamBridge
+from pgbridge.exceptions import StreamNotFoundError
+
+DsnResolver = Callable[[argparse.Namespace], str]
+
+
+def run_verify(args: argparse.Namespace, resolve_dsn: DsnResolver) -> int:
+    """Exit status 0 when every chain verifies, 1 when one is broken, 2 on bad usage."""
+    if args.file is not None:
+        if args.runs or args.all:
+            print("pgbridge: --file checks one export; give no RUN and no --all with it", file=sys.stderr)
+            return 2
+        with args.file.open(encoding="utf-8") as lines:
+            try:
+                report = verify_export(lines)
+            except ValueError as exc:
+                print(f"pgbridge: {args.file}: {exc}", file=sys.stderr)
+                return 2
+        return _print_reports([report], as_json=args.json)
+    if not args.runs and not args.all:
+        print("pgbridge: name the runs to verify, or --all", file=sys.stderr)
+        return 2
+    return asyncio.run(_verify_in_database(resolve_dsn(args), args))
+
+
+async def _verify_in_database(dsn: str, args: argparse.Namespace) -> int:
+    async with PostgresStreamBridge(dsn, schema=args.schema, pool_max_size=2) as bridge:
+        reports = bridge.verify_all(progress=_progress) if args.all else _each(bridge, args.runs)
+        collected = [report async for report in _echo(reports, as_json=args.json)]
+    return _summary(collected, as_json=args.json)
+
+
+async def _each(bridge: PostgresStreamBridge, run_ids: Iterable[str]) -> AsyncIterator[ChainReport]:
+    for run_id in run_ids:
+        yield await bridge.verify(run_id, progress=_progress)
+
+
+async def _echo(reports: AsyncIterator[ChainReport], *, as_json: bool) -> AsyncIterator[ChainReport]:
+    """Print each verdict as it comes (a table row, or a JSON line), and pass it on."""
+    if not as_json:
+        print(f"{'run':<40} {'events':>10}  result")
+    async for report in reports:
+        print(_format(report, as_json=as_json), flush=True)
+        yield report
+
+
+def _print_reports(reports: list[ChainReport], *, as_json: bool) -> int:
+    if not as_json:
+        print(f"{'run':<40} {'events':>10}  result")
+    for report in reports:
+        print(_format(report, as_json=as_json))
+    return _summary(reports, as_json=as_json)
+
+
+def _format(report: ChainReport, *, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(report.to_json())
+    verdict = "ok" if report.ok else f"BROKEN at seq {report.broken_at}: {report.problem} ({report.detail})"
+    return f"{report.run_id:<40} {report.events_checked:>10}  {verdict}"
+
+
+def _summary(reports: list[ChainReport], *, as_json: bool) -> int:
+    broken = [r for r in reports if not r.ok]
+    if not as_json:
+        print(f"{len(reports)} run(s) checked, {len(broken)} broken", file=sys.stderr)
+    return 1 if broken else 0
+
+
+def _progress(events: int) -> None:
+    print(f"  … {events:,} events checked", file=sys.stderr, flush=True)
+
+
+def run_export(args: argparse.Namespace, resolve_dsn: DsnResolver) -> int:
+    return asyncio.run(_export(resolve_dsn(args), args))
+
+
+async def _export(dsn: str, args: argparse.Namespace) -> int:
+    async with PostgresStreamBridge(dsn, schema=args.schema, pool_max_size=2) as bridge:
+        try:
+            if args.output is None:
+                written = await bridge.export(args.run, sys.stdout)
+            else:
+                with args.output.open("w", encoding="utf-8") as out:
+                    written = await bridge.export(args.run, out)
+        except StreamNotFoundError as exc:
+            print(f"pgbridge: {exc}", file=sys.stderr)
+            return 1
+    print(f"exported {written} event(s) of run {args.run!r}", file=sys.stderr)
+    return 0

@@ -1,0 +1,329 @@
+"""``pgbridge runs``, ``events``, ``tail`` and ``stats``: looking at runs from a terminal.
+
+Thin glue: reads go through :mod:`pgbridge.inspection`, ``tail`` through the
+bridge's ``subscribe``, and the look is :mod:`pgbridge.cli.format`.
+Colour only when standard output is a terminal; ``--json`` for scripts.
+Errors are raised as :class:`~pgbridge.exceptions.StreamBridgeError` and turned
+into exit statuses by :func:`pgbridge.cli.main.main` (2 for bad input, 1 for the
+rest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pgbridge.exceptions import InvalidEventError, StreamNotFoundError
+from pgbridge.sql import RUN_STATUSES
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from pgbridge.cli.format import EventLine
+
+DsnResolver = Callable[[argparse.Namespace], str]
+AddOptions = Callable[[argparse.ArgumentParser], None]
+#: The commands this module runs.
+COMMANDS = frozenset({"runs", "events", "tail", "stats"})
+#: Exit status of a tail left with Ctrl-C (128 + SIGINT), or with SIGTERM.
+INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def add_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    *,
+    connection_options: AddOptions,
+    duration: Callable[[str], float],
+) -> None:
+    """Add the four commands to the ``pgbridge`` parser."""
+    runs = commands.add_parser(
+        "runs",
+        help="list runs: status, events, first and last ID, start, end, duration",
+        description="The most recently active runs first (open runs by their last activity, "
+        "ended runs by their end): the pgbridge_runs view.",
+    )
+    connection_options(runs)
+    runs.add_argument("--status", choices=RUN_STATUSES, help="only runs of this status")
+    runs.add_argument(
+        "--since",
+        type=duration,
+        metavar="DURATION",
+        help="only runs active in the last DURATION (90s, 15m, 12h, 7d): open runs that published since, "
+        "ended runs that ended since",
+    )
+    runs.add_argument(
+        "--limit", type=_positive_int, default=50, metavar="N", help="at most N runs (default: %(default)s)"
+    )
+    runs.add_argument(
+        "--json", action="store_true", help="one JSON object per line: the columns of pgbridge_runs"
+    )
+
+    events = commands.add_parser(
+        "events",
+        help="print a run's stored events, oldest first",
+        description="A run's retained events in seq order, one a line: time (UTC), event ID, "
+        "event name, data as JSON. Coloured on a terminal.",
+    )
+    connection_options(events)
+    events.add_argument("run", metavar="RUN", help="the run id")
+    events.add_argument(
+        "--from",
+        dest="after",
+        metavar="ID",
+        help="start after this event ID, as a client resuming with it would",
+    )
+    events.add_argument("--limit", type=_positive_int, metavar="N", help="at most N events")
+    events.add_argument(
+        "--json", action="store_true", help="one JSON object per line: the columns of pgbridge_events"
+    )
+
+    tail = commands.add_parser(
+        "tail",
+        help="follow a run live, like tail -f, until its terminal event",
+        description="Print a run's events, then new ones as they are published, until its terminal "
+        "event. Ctrl-C stops and prints the last event ID seen, to resume from with --from.",
+    )
+    connection_options(tail)
+    tail.add_argument("run", metavar="RUN", help="the run id")
+    tail.add_argument("--from", dest="after", metavar="ID", help="resume after this event ID")
+    tail.add_argument("--wait", action="store_true", help="wait for a run that has not started yet")
+    tail.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per line, as `pgbridge events --json` (without `terminal`)",
+    )
+
+    stats = commands.add_parser(
+        "stats",
+        help="table sizes, runs and events by status, oldest event, last retention pass",
+    )
+    connection_options(stats)
+    stats.add_argument("--json", action="store_true", help="one JSON object")
+
+
+def run_command(args: argparse.Namespace, resolve_dsn: DsnResolver) -> int:
+    """Run ``args.command`` (one of :data:`COMMANDS`); returns the exit status."""
+    commands = {"runs": _runs, "events": _events, "tail": _tail, "stats": _stats}
+    dsn = resolve_dsn(args)
+    try:
+        return asyncio.run(commands[args.command](dsn, args))
+    except BrokenPipeError:
+        # The reader left (`pgbridge events RUN | head`): not an error. Point
+        # stdout at /dev/null so the interpreter's final flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _colour() -> bool:
+    return sys.stdout.isatty()
+
+
+def _show(renderable: RenderableType) -> None:
+    from rich.console import Console
+
+    from pgbridge.cli.format import plain
+
+    if _colour():
+        Console(highlight=False, soft_wrap=True).print(renderable)
+    else:
+        print(plain(renderable))
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- runs -------------------------------------------------------------------------------
+
+
+async def _runs(dsn: str, args: argparse.Namespace) -> int:
+    from pgbridge.cli.format import runs_table
+    from pgbridge.inspection import Inspector
+
+    async with Inspector(dsn, schema=args.schema) as inspector:
+        runs = await inspector.runs(status=args.status, since=args.since, limit=args.limit)
+    if args.json:
+        for run in runs:
+            print(json.dumps(run.to_json()))
+    elif not runs:
+        _note("no runs" + (" match" if args.status or args.since is not None else ""))
+    else:
+        _show(runs_table(runs, colour=_colour()))
+    return 0
+
+
+# -- events -----------------------------------------------------------------------------
+
+
+class _EventPrinter:
+    """Prints events (and gap markers) as lines, coloured lines, or JSON lines."""
+
+    def __init__(self, *, as_json: bool, flush: bool) -> None:
+        self._json = as_json
+        self._flush = flush
+        self._console: Any = None
+        if not as_json and _colour():
+            from rich.console import Console
+
+            self._console = Console(highlight=False, soft_wrap=True)
+
+    def event(self, line: EventLine, json_text: str | None = None) -> None:
+        from pgbridge.cli.format import event_json, event_line, event_text
+
+        if self._json:
+            self._write(json_text if json_text is not None else event_json(line))
+        elif self._console is not None:
+            self._console.print(event_text(line))
+        else:
+            self._write(event_line(line))
+
+    def gap(self, run_id: str, data: Any) -> None:
+        from pgbridge.cli.format import gap_json, gap_line
+
+        if self._json:
+            self._write(gap_json(run_id, data))
+        elif self._console is not None:
+            self._console.print(gap_line(data), style="bold magenta", markup=False)
+        else:
+            self._write(gap_line(data))
+
+    def _write(self, text: str) -> None:
+        sys.stdout.write(text + "\n")
+        if self._flush:
+            sys.stdout.flush()
+
+
+async def _events(dsn: str, args: argparse.Namespace) -> int:
+    from pgbridge.cli.format import EventLine
+    from pgbridge.inspection import Inspector
+
+    printer = _EventPrinter(as_json=args.json, flush=False)
+    async with (
+        Inspector(dsn, schema=args.schema) as inspector,
+        inspector.read_events(args.run, after=args.after, limit=args.limit) as listing,
+    ):
+        if listing.resume.status == "evicted":
+            _note(
+                f"note: {listing.resume.gap_count} event(s) after {args.after} were deleted by retention; "
+                f"listing from the earliest retained event, {listing.run.first_event_id}"
+            )
+        printed = 0
+        async for row in listing.events:
+            printer.event(EventLine.from_row(row), json.dumps(row.to_json()) if args.json else None)
+            printed += 1
+    if printed == 0:
+        after = f" after {args.after}" if args.after else ""
+        _note(f"run {args.run!r} has no stored events{after}")
+    return 0
+
+
+# -- tail -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Seen:
+    """The ID of the last event printed (or the starting cursor): where to resume."""
+
+    last_id: str | None
+    signal: int | None = None
+
+
+async def _tail(dsn: str, args: argparse.Namespace) -> int:
+    seen = _Seen(last_id=args.after)
+    loop = asyncio.get_running_loop()
+    follow = asyncio.create_task(_follow(dsn, args, seen))
+
+    def interrupt(signum: int) -> None:
+        seen.signal = signum
+        follow.cancel()
+
+    for signum in INTERRUPTED:
+        loop.add_signal_handler(signum, interrupt, signum)
+    try:
+        return await follow
+    except asyncio.CancelledError:
+        if seen.signal is None:
+            raise
+        _report_interrupt(args, seen)
+        return INTERRUPTED[signal.Signals(seen.signal)]
+    finally:
+        for signum in INTERRUPTED:
+            loop.remove_signal_handler(signum)
+
+
+def _report_interrupt(args: argparse.Namespace, seen: _Seen) -> None:
+    command = ["pgbridge", "tail", args.run]
+    if seen.last_id:
+        command += ["--from", seen.last_id]
+    _note(f"last event ID: {seen.last_id or 'none (no event was printed)'}")
+    _note(f"resume with: {shlex.join(command)}")
+
+
+async def _follow(dsn: str, args: argparse.Namespace, seen: _Seen) -> int:
+    from pgbridge.bridge import PostgresStreamBridge
+    from pgbridge.cli.format import EventLine
+    from pgbridge.contract import END_SENTINEL, GAP_EVENT, HEARTBEAT_SENTINEL
+
+    printer = _EventPrinter(as_json=args.json, flush=True)
+    async with PostgresStreamBridge(dsn, schema=args.schema, pool_min_size=1, pool_max_size=2) as bridge:
+        info = await bridge.run_info(args.run)
+        if info is None and not args.wait:
+            raise StreamNotFoundError(f"no run {args.run!r} (give --wait to wait for it to start)")
+        if info is None:
+            _note(f"waiting for run {args.run!r} to start (Ctrl-C to stop)")
+        if args.after is not None:
+            resume = await bridge.resolve(args.run, args.after)
+            if resume.status == "invalid":
+                raise InvalidEventError(
+                    f"not an event ID: {args.after!r} (an event ID is <ms>-<seq>, e.g. 1764000000123-5)"
+                )
+            if resume.status == "unknown":
+                raise InvalidEventError(f"{args.after!r} is not an event ID of run {args.run!r}")
+        async for item in bridge.subscribe(args.run, last_event_id=args.after):
+            if item == HEARTBEAT_SENTINEL:
+                continue
+            if item == END_SENTINEL:
+                _note(f"run {args.run!r} has already ended; nothing follows {args.after}")
+                continue
+            if item.event == GAP_EVENT:
+                printer.gap(args.run, item.data)
+                continue
+            if not item.id:  # CANCELLED_SENTINEL: the bridge is closing
+                continue
+            printer.event(EventLine.from_id(args.run, item.id, item.event, item.data))
+            seen.last_id = item.id
+    return 0
+
+
+# -- stats ------------------------------------------------------------------------------
+
+
+async def _stats(dsn: str, args: argparse.Namespace) -> int:
+    from pgbridge.cli.format import stats_view
+    from pgbridge.inspection import Inspector
+
+    async with Inspector(dsn, schema=args.schema) as inspector:
+        stats = await inspector.stats()
+    if args.json:
+        print(json.dumps(stats.to_json()))
+    else:
+        _show(stats_view(stats, colour=_colour()))
+    return 0

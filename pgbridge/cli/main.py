@@ -1,0 +1,409 @@
+"""The ``pgbridge`` command: a thin layer over functions you can call.
+
+With no ``--dsn`` (and neither ``PGBRIDGE_DSN`` nor ``DATABASE_URL``) every
+command uses the embedded PostgreSQL and says where its data lives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Coroutine, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from pgbridge.cli import inspect as inspect_cli
+from pgbridge.exceptions import InvalidEventError, StreamBridgeError
+from pgbridge.retention.policy import RetentionPolicy, RetentionReport
+from pgbridge.sql import DEFAULT_SCHEMA
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?)\s*([smhd]?)", re.ASCII)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+TOKEN_ENV = "PGBRIDGE_TOKEN"
+CORS_ENV = "PGBRIDGE_CORS_ORIGINS"
+
+
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dsn",
+        help="postgresql:// URI (default: $PGBRIDGE_DSN, $DATABASE_URL, else the embedded server)",
+    )
+    parser.add_argument("--schema", default=DEFAULT_SCHEMA, help="PostgreSQL schema of the tables")
+    parser.add_argument(
+        "--data-dir", type=Path, help="data folder of the embedded server (default: $PGBRIDGE_DATA_DIR)"
+    )
+
+
+def resolve_dsn(args: argparse.Namespace) -> str:
+    """The DSN to use, starting the embedded server when none is configured."""
+    from pgbridge.embedded import default_data_dir, dsn_from_environment, start_embedded
+
+    dsn: str | None = args.dsn or dsn_from_environment()
+    if dsn:
+        return dsn
+    folder = args.data_dir or default_data_dir()
+    print(f"using the embedded PostgreSQL in {folder}", file=sys.stderr)
+    return start_embedded(folder)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"90"``, ``"90s"``, ``"15m"``, ``"12h"`` or ``"7d"``."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 600, 10m, 12h, 7d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _optional_duration(text: str) -> float | None:
+    """A duration, or ``none`` to switch the rule off."""
+    return None if text.strip().lower() == "none" else parse_duration(text)
+
+
+def _optional_count(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _add_retention_options(parser: argparse.ArgumentParser) -> None:
+    defaults = RetentionPolicy()
+    parser.add_argument(
+        "--every", type=parse_duration, metavar="SECONDS", help="keep going: one pass every SECONDS"
+    )
+    rules = parser.add_argument_group(
+        "policy", "durations in seconds or with a unit (10m, 12h, 7d); 'none' switches a rule off"
+    )
+    rules.add_argument(
+        "--max-events-per-run",
+        type=_optional_count,
+        default=defaults.max_events_per_run,
+        metavar="N",
+        help="keep the newest N events of each run (default: %(default)s)",
+    )
+    rules.add_argument(
+        "--max-event-age",
+        type=_optional_duration,
+        default=defaults.max_event_age,
+        metavar="AGE",
+        help="delete each run's events older than AGE (default: %(default)s)",
+    )
+    rules.add_argument(
+        "--ended-run-ttl",
+        type=_optional_duration,
+        default=defaults.ended_run_ttl,
+        metavar="TTL",
+        help="delete a run's events TTL after it ended (default: %(default)s s)",
+    )
+    rules.add_argument(
+        "--tombstone-ttl",
+        type=_optional_duration,
+        default=defaults.tombstone_ttl,
+        metavar="TTL",
+        help="then delete its run row TTL later (default: %(default)s s)",
+    )
+    rules.add_argument(
+        "--active-timeout",
+        type=parse_duration,
+        default=defaults.active_timeout,
+        metavar="T",
+        help="dead-letter an active run silent for T (default: %(default)s s)",
+    )
+    rules.add_argument(
+        "--awaiting-input-timeout",
+        type=parse_duration,
+        default=defaults.awaiting_input_timeout,
+        metavar="T",
+        help="the same for a run awaiting input (default: %(default)s s)",
+    )
+
+
+def policy_from_args(args: argparse.Namespace) -> RetentionPolicy:
+    return RetentionPolicy(
+        max_events_per_run=args.max_events_per_run,
+        max_event_age=args.max_event_age,
+        ended_run_ttl=args.ended_run_ttl,
+        tombstone_ttl=args.tombstone_ttl,
+        active_timeout=args.active_timeout,
+        awaiting_input_timeout=args.awaiting_input_timeout,
+    )
+
+
+def format_report(report: RetentionReport, seconds: float) -> str:
+    fields = " ".join(f"{name}={value}" for name, value in asdict(report).items())
+    return f"retention pass: {fields} ({seconds:.3f} s)"
+
+
+def _pass_progress(report: RetentionReport) -> str:
+    return (
+        f"{report.events_deleted:,} events deleted, {report.runs_deleted:,} runs deleted, "
+        f"{report.runs_dead_lettered:,} dead-lettered, {report.streams_expired:,} expired streams removed"
+    )
+
+
+async def run_retention_passes(dsn: str, schema: str, policy: RetentionPolicy, every: float | None) -> int:
+    """One pass (or one every *every* seconds, until interrupted), printing each report.
+
+    On a terminal, a bar shows what the running pass has deleted so far (a
+    pass does not know its total before it ends).
+    """
+    from pgbridge.bridge import PostgresStreamBridge
+    from pgbridge.cli.progress import progress_bars
+
+    async with PostgresStreamBridge(dsn, schema=schema, pool_min_size=1, pool_max_size=2) as bridge:
+        print(f"policy: {policy}", flush=True)
+        with progress_bars() as bars:
+            bar = bars.add("retention pass")
+            while True:
+                started = time.perf_counter()
+                bar.update(detail="")
+                report = await bridge.run_retention(
+                    policy, progress=lambda r: bar.update(detail=_pass_progress(r))
+                )
+                bar.update(detail=_pass_progress(report))
+                print(format_report(report, time.perf_counter() - started), flush=True)
+                if every is None:
+                    return 0
+                await asyncio.sleep(every)
+
+
+#: Exit status after SIGINT (Ctrl-C) or SIGTERM, as a shell reports a process those signals ended.
+SIGNALLED_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+async def until_signalled(work: Coroutine[object, object, int]) -> int:
+    """Run *work* until it returns, or until SIGINT or SIGTERM stop it cleanly.
+
+    The handlers are installed explicitly, so ``retention --every`` under
+    systemd (SIGTERM) or started from a script that ignores SIGINT still
+    leaves through its ``finally`` blocks and closes its connections.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    for signum in SIGNALLED_EXIT:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        return SIGNALLED_EXIT[signal.Signals(received[0])]
+    finally:
+        for signum in SIGNALLED_EXIT:
+            loop.remove_signal_handler(signum)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgbridge", description="A durable, resumable event log for agent runs, on PostgreSQL."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    migrate = commands.add_parser("migrate", help="create or upgrade pgbridge's tables")
+    _add_connection_options(migrate)
+    demo = commands.add_parser(
+        "demo", help="stream a simulated run, kill its reader midway, resume in a new process"
+    )
+    _add_connection_options(demo)
+    demo.add_argument("--events", type=int, default=300, help="token events to publish")
+    retention = commands.add_parser(
+        "retention",
+        help="run a retention pass (dead-letter stale runs, delete old events and runs) and print it",
+    )
+    _add_connection_options(retention)
+    _add_retention_options(retention)
+    verify = commands.add_parser(
+        "verify", help="recompute runs' hash chains; exit 1 if any is broken (or check an export offline)"
+    )
+    _add_connection_options(verify)
+    verify.add_argument("runs", nargs="*", metavar="RUN", help="run ids to verify")
+    verify.add_argument("--all", action="store_true", help="verify every run")
+    verify.add_argument("--file", type=Path, help="check an export made by `pgbridge export`, offline")
+    verify.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
+    export = commands.add_parser("export", help="write a run's events and hashes as JSON lines, for auditors")
+    _add_connection_options(export)
+    export.add_argument("run", metavar="RUN")
+    export.add_argument("--format", choices=["jsonl"], default="jsonl")
+    export.add_argument("--output", "-o", type=Path, help="file to write (default: standard output)")
+    inspect_cli.add_parsers(commands, connection_options=_add_connection_options, duration=parse_duration)
+    bench = commands.add_parser(
+        "bench", help="benchmark pgbridge against Redis Streams, an in-process bridge and raw PostgreSQL"
+    )
+    bench.add_argument("--dsn", help="a server where databases can be created (default: an embedded one)")
+    bench.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every workload")
+    bench.add_argument(
+        "--out", type=Path, default=Path("bench-results"), help="folder for results.md/.json/.png"
+    )
+    bench.add_argument(
+        "--durable-streams",
+        action="store_true",
+        help="instead: the Durable Streams endpoint (pgbridge serve) against the reference server",
+    )
+    serve = commands.add_parser(
+        "serve", help="serve runs over HTTP: SSE streams, status, a live viewer, Durable Streams"
+    )
+    _add_connection_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"require this bearer token (default: ${TOKEN_ENV})",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[o for o in os.environ.get(CORS_ENV, "").split(",") if o],
+        metavar="ORIGIN",
+        help=f"let browsers on ORIGIN call the API; repeat, or '*' (default: ${CORS_ENV}, comma-separated)",
+    )
+    serve.add_argument(
+        "--heartbeat", type=parse_duration, default=15.0, metavar="SECONDS", help="heartbeat comment interval"
+    )
+    serve.add_argument(
+        "--retry-ms", type=int, default=2000, help="the SSE retry hint, in ms (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--metrics", action="store_true", help="serve Prometheus metrics at /metrics (the metrics extra)"
+    )
+    scale = serve.add_argument_group("past one machine (docs/scaling.md)")
+    scale.add_argument(
+        "--listen-dsn",
+        default=os.environ.get("PGBRIDGE_LISTEN_DSN"),
+        help="a direct connection for LISTEN when --dsn is a transaction-mode pooler "
+        "(default: $PGBRIDGE_LISTEN_DSN)",
+    )
+    scale.add_argument(
+        "--replica-dsn",
+        default=os.environ.get("PGBRIDGE_REPLICA_DSN"),
+        help="a hot standby for catch-up and replay reads (default: $PGBRIDGE_REPLICA_DSN)",
+    )
+    scale.add_argument(
+        "--statement-cache-size",
+        type=int,
+        default=None,
+        help="asyncpg's prepared statement cache per connection; 0 behind PgBouncer in transaction mode",
+    )
+    scale.add_argument("--pool-max-size", type=int, default=None, help="connections in the pool (default 10)")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level; below info there is no access log line per request (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--long-poll-timeout",
+        type=parse_duration,
+        default=10.0,
+        metavar="SECONDS",
+        help="Durable Streams: how long a long-poll waits for data (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-append-bytes",
+        type=int,
+        default=8 * 1024 * 1024,
+        metavar="BYTES",
+        help="Durable Streams: the largest append body; 413 beyond (default: %(default)s)",
+    )
+    return parser
+
+
+def serve_bridge_options(args: argparse.Namespace) -> dict[str, object]:
+    """The bridge options `pgbridge serve` was given (unset ones keep the bridge's defaults)."""
+    options: dict[str, object] = {
+        "listen_dsn": args.listen_dsn or None,
+        "replica_dsn": args.replica_dsn or None,
+        "statement_cache_size": args.statement_cache_size,
+        "pool_max_size": args.pool_max_size,
+    }
+    if args.pool_max_size is not None:
+        options["pool_min_size"] = min(1, args.pool_max_size)
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "migrate":
+            from pgbridge.migrate import migrate
+
+            dsn = resolve_dsn(args)
+            asyncio.run(migrate(dsn, schema=args.schema))
+            print(f"schema {args.schema!r} is up to date")
+            return 0
+        if args.command == "demo":
+            from pgbridge.cli.demo import run_demo
+
+            return asyncio.run(run_demo(resolve_dsn(args), schema=args.schema, events=args.events))
+        if args.command == "verify":
+            from pgbridge.cli.audit import run_verify
+
+            return run_verify(args, resolve_dsn)
+        if args.command == "export":
+            from pgbridge.cli.audit import run_export
+
+            return run_export(args, resolve_dsn)
+        if args.command in inspect_cli.COMMANDS:
+            return inspect_cli.run_command(args, resolve_dsn)
+        if args.command == "bench":
+            from pgbridge.bench.run import run_benchmark
+            from pgbridge.embedded import dsn_from_environment
+
+            server: str | None = args.dsn or dsn_from_environment()
+            return asyncio.run(
+                run_benchmark(
+                    server, quick=args.quick, out_dir=args.out, durable_streams=args.durable_streams
+                )
+            )
+        if args.command == "serve":
+            from pgbridge.durable_streams.http import DurableStreamSettings
+            from pgbridge.http.app import StreamSettings
+            from pgbridge.http.server import run_server
+
+            run_server(
+                resolve_dsn(args),
+                host=args.host,
+                port=args.port,
+                schema=args.schema,
+                token=args.token or None,
+                cors_origins=args.cors_origin,
+                settings=StreamSettings(heartbeat_interval=args.heartbeat, retry_ms=args.retry_ms),
+                metrics=args.metrics,
+                log_level=args.log_level,
+                bridge_options=serve_bridge_options(args),
+                stream_settings=DurableStreamSettings(
+                    long_poll_timeout=args.long_poll_timeout, max_append_bytes=args.max_append_bytes
+                ),
+            )
+            return 0
+        if args.command == "retention":
+            policy = policy_from_args(args)
+            passes = run_retention_passes(resolve_dsn(args), args.schema, policy, args.every)
+            return asyncio.run(until_signalled(passes))
+    except InvalidEventError as exc:
+        print(f"pgbridge: {exc}", file=sys.stderr)
+        return 2
+    except StreamBridgeError as exc:
+        print(f"pgbridge: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""One shared reader per run per process: how many subscribers cost one query.
+
+A :class:`RunFeed` follows the tail of one run for every subscriber of that
+run in this process. A wake-up (a local publish, a NOTIFY, the poll, a
+listener reconnect) makes the feed run one range read from its newest seq;
+the events land in a small buffer every subscriber reads from, and each
+subscriber's waiter is set. A local publish hands its committed event
+straight to the feed, so same-process subscribers need no query at all.
+
+Subscribers that are behind the buffer (catching up from an old cursor, or
+too slow to keep up) read their own pages directly: catch-up is individual,
+the live tail is shared. The buffer never holds events retention has
+deleted, so a gap is reported, not papered over.
+
+Every range read goes through a :class:`~pgbridge.engine.replica.ReadRouter` with
+what the feed knows of the run from the primary (:class:`~pgbridge.engine.replica.Known`),
+so with a ``replica_dsn`` a read goes to the standby only when it is
+certain to be current enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from pgbridge.engine.replica import Known, ReadRouter
+from pgbridge.exceptions import DatabaseUnavailableError, StreamBridgeError
+from pgbridge.store.events import MAX_BIGINT, EventStore, LoggedEvent, Page, RunState
+
+logger = logging.getLogger(__name__)
+
+
+class Waiter:
+    """A subscriber's wake flag. Clear it before reading, wait on it after.
+
+    A future and a timer handle, not ``asyncio.wait_for`` (which starts a
+    task per wait): a run with a thousand subscribers wakes a thousand
+    waiters per event, so this is the fan-out's hot loop.
+    """
+
+    __slots__ = ("_future", "_is_set")
+
+    def __init__(self) -> None:
+        self._is_set = False
+        self._future: asyncio.Future[bool] | None = None
+
+    def set(self) -> None:
+        self._is_set = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(True)
+
+    def clear(self) -> None:
+        self._is_set = False
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until set or *timeout* seconds pass; True when woken."""
+        if self._is_set:
+            return True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._future = future
+        timer = loop.call_later(timeout, _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            self._future = None
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
+
+
+class RunFeed:
+    """The shared tail of one run: a contiguous buffer of its newest events."""
+
+    def __init__(
+        self, run_id: str, reads: ReadRouter, *, buffer_size: int, page_size: int, clock: Callable[[], float]
+    ) -> None:
+        self.run_id = run_id
+        self._reads = reads
+        self._buffer_size = buffer_size
+        self._page_size = page_size
+        self._clock = clock
+        self.waiters: set[Waiter] = set()
+        self.state = RunState()
+        #: What the primary has told of the run (routes reads to a replica safely).
+        self.known = Known()
+        self._buffer: deque[LoggedEvent] = deque()
+        #: Newest seq the feed has read; None until a subscriber sets where to start.
+        self.high_seq: int | None = None
+        self.synced = False
+        self.last_read_at = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+        self._dirty = False
+        self._last_error: BaseException | None = None
+        #: Range reads this feed ran (for tests and metrics).
+        self.reads = 0
+
+    # -- wake-ups ---------------------------------------------------------
+
+    def wake(self, seq: int | None = None, lsn: int | None = None) -> None:
+        """Something may have been committed (up to *seq*, at WAL position *lsn*, when known): read it."""
+        self.known.learn_wake(seq, lsn)
+        if self.high_seq is None:
+            return  # nobody has started following yet; the first read syncs
+        if seq is not None and self.synced and seq <= self.high_seq:
+            return  # already have it (typically our own publish echoed by NOTIFY)
+        if self._task is not None:
+            self._dirty = True
+            return
+        self._task = asyncio.create_task(self._read_until_current(), name=f"pgbridge-feed:{self.run_id}")
+
+    def offer(self, logged: LoggedEvent) -> None:
+        """A local publish committed *logged*: take it without a query if it is next."""
+        self.known.learn_wake(logged.seq, None)
+        if self.synced and self.high_seq is not None and logged.seq == self.high_seq + 1:
+            self._append([logged])
+            self.state.exists = True
+            if self.state.first_seq > self.state.last_seq:
+                self.state.first_ms = logged.ms  # nothing was retained: it is the first
+            if logged.seq >= self.state.last_seq:
+                self.state.last_seq, self.state.last_ms = logged.seq, logged.ms
+            if logged.terminal:
+                self.state.terminal_seq = logged.seq
+            self.wake_waiters()
+        else:
+            self.wake(logged.seq)
+
+    def moved(self, head: RunState | None) -> bool:
+        """Whether the run, as *head* says it stands, holds anything this feed has not read."""
+        if not self.synced or self.high_seq is None or self._last_error is not None:
+            return True
+        if head is None:
+            return self.state.exists  # the run row is gone
+        return (
+            head.last_seq > self.high_seq
+            or head.first_seq != self.state.first_seq
+            or head.terminal_seq != self.state.terminal_seq
+        )
+
+    def forget_before(self, first_seq: int) -> None:
+        """Retention deleted the events before *first_seq*: drop them, then re-read.
+
+        A subscriber that had not read them yet now reads its own page,
+        which reports the gap, instead of being served from memory.
+        """
+        self.known.first_seq = max(self.known.first_seq, first_seq)
+        if first_seq > self.state.first_seq:
+            self.state.first_seq = first_seq
+            self.state.first_ms = None  # unknown until the re-read below
+        while self._buffer and self._buffer[0].seq < first_seq:
+            self._buffer.popleft()
+        self.wake(None)
+
+    # -- reads for subscribers ----------------------------------------------
+
+    async def read_after(self, cursor: int) -> Page:
+        """Events after *cursor*: from the buffer when it covers them, else a direct read."""
+        if not self.synced:
+            await self._sync_from(cursor)
+        assert self.high_seq is not None
+        first_buffered = self._buffer[0].seq if self._buffer else self.high_seq + 1
+        if cursor < first_buffered - 1 or cursor < self.state.first_seq - 1:
+            # Behind the shared tail (or behind retention): read our own page.
+            return await self._reads.read_after(self.run_id, cursor, self._page_size, self.known)
+        if cursor > self.high_seq:
+            # The subscriber knows of events the feed has not read yet.
+            self.wake(cursor)
+            return Page(state=self.state)
+        start = cursor + 1 - first_buffered
+        events = [self._buffer[i] for i in range(start, len(self._buffer))]
+        return Page(state=self.state, events=events)
+
+    async def _sync_from(self, cursor: int) -> None:
+        if self.high_seq is None:
+            self.high_seq = cursor
+        if self._task is None:
+            self._task = asyncio.create_task(self._read_until_current(), name=f"pgbridge-feed:{self.run_id}")
+        # Shielded: a subscriber leaving must not cancel the read others share.
+        await asyncio.shield(self._task)
+        if not self.synced:
+            raise DatabaseUnavailableError(
+                f"cannot read run {self.run_id!r}: {self._last_error}"
+            ) from self._last_error
+
+    # -- the shared read ------------------------------------------------------
+
+    async def _read_until_current(self) -> None:
+        try:
+            if not self.synced:
+                await self._skip_to_tail()
+            while True:
+                self._dirty = False
+                assert self.high_seq is not None
+                self.last_read_at = self._clock()
+                page = await self._reads.read_after(self.run_id, self.high_seq, self._page_size, self.known)
+                self.reads += 1
+                self._integrate(page)
+                self.synced = True
+                self._last_error = None
+                self.wake_waiters()
+                if not (page.truncated or self._dirty):
+                    return
+        except StreamBridgeError as exc:
+            # Waiters keep heartbeating; the poll or a listener reconnect retries.
+            self._last_error = exc
+            logger.warning("pgbridge feed for run %r could not read: %s", self.run_id, exc)
+        finally:
+            self._task = None
+
+    async def _skip_to_tail(self) -> None:
+        """Start the shared buffer near the run's end, not at the first subscriber's cursor.
+
+        Catching up is each subscriber's own paged read; replaying a long
+        history into a buffer that keeps only its last ``buffer_size`` events
+        would read everything twice. Read on the primary: it is the committed
+        tail the feed's later reads (perhaps on a replica) must reach.
+        """
+        head = await self._reads.read_after(self.run_id, MAX_BIGINT, 1, self.known, primary=True)
+        self.reads += 1
+        if head.state.exists and self.high_seq is not None:
+            self.high_seq = max(self.high_seq, head.state.last_seq - self._buffer_size)
+
+    def _integrate(self, page: Page) -> None:
+        self.state = page.state
+        assert self.high_seq is not None
+        events = [e for e in page.events if e.seq > self.high_seq]
+        if events and events[0].seq != self.high_seq + 1:
+            # Retention deleted events we had not read: the buffer restarts.
+            self._buffer.clear()
+        self._append(events)
+        if not page.events and page.state.exists and page.state.last_seq > self.high_seq:
+            # Everything after high_seq is gone: follow from the new end.
+            self._buffer.clear()
+            self.high_seq = page.state.last_seq
+        while self._buffer and self._buffer[0].seq < self.state.first_seq:
+            self._buffer.popleft()
+
+    def _append(self, events: list[LoggedEvent]) -> None:
+        for logged in events:
+            self._buffer.append(logged)
+            self.high_seq = logged.seq
+        while len(self._buffer) > self._buffer_size:
+            self._buffer.popleft()
+
+    def wake_waiters(self) -> None:
+        for waiter in self.waiters:
+            waiter.set()
+
+
+class FeedRegistry:
+    """The feeds of one bridge, by run id; a feed lives while it has subscribers."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        buffer_size: int,
+        page_size: int,
+        clock: Callable[[], float],
+        reads: ReadRouter | None = None,
+    ) -> None:
+        self._store = store
+        self.reads = reads or ReadRouter(store)
+        self._buffer_size = buffer_size
+        self._page_size = page_size
+        self._clock = clock
+        self._feeds: dict[str, RunFeed] = {}
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def get(self, run_id: str) -> RunFeed | None:
+        return self._feeds.get(run_id)
+
+    def attach(self, run_id: str) -> tuple[RunFeed, Waiter]:
+        """Register a subscriber's waiter on *run_id*'s feed, before its first read."""
+        feed = self._feeds.get(run_id)
+        if feed is None:
+            feed = RunFeed(
+                run_id,
+                self.reads,
+                buffer_size=self._buffer_size,
+                page_size=self._page_size,
+                clock=self._clock,
+            )
+            self._feeds[run_id] = feed
+        waiter = Waiter()
+        feed.waiters.add(waiter)
+        return feed, waiter
+
+    def detach(self, feed: RunFeed, waiter: Waiter) -> None:
+        """Drop a subscriber; the feed and its buffer go with the last one."""
+        feed.waiters.discard(waiter)
+        if not feed.waiters and self._feeds.get(feed.run_id) is feed:
+            del self._feeds[feed.run_id]
+
+    def discard_if_idle(self, run_id: str) -> None:
+        feed = self._feeds.get(run_id)
+        if feed is not None and not feed.waiters:
+            del self._feeds[run_id]
+
+    def wake(self, run_id: str, seq: int | None = None, lsn: int | None = None) -> None:
+        feed = self._feeds.get(run_id)
+        if feed is not None:
+            feed.wake(seq, lsn)
+
+    def offer(self, run_id: str, make_event: Callable[[], LoggedEvent]) -> None:
+        """Hand a committed local event to its feed; decoded only if someone listens."""
+        feed = self._feeds.get(run_id)
+        if feed is not None:
+            feed.offer(make_event())
+
+    def forget_before(self, run_id: str, first_seq: int) -> None:
+        feed = self._feeds.get(run_id)
+        if feed is not None:
+            feed.forget_before(first_seq)
+
+    def wake_all(self) -> None:
+        """Re-read every feed now, on the primary (the listener reconnected: anything may have happened)."""
+        for feed in self._feeds.values():
+            feed.known.distrust()
+        self.wake_stale(older_than=float("inf"))
+
+    def wake_stale(self, older_than: float) -> None:
+        """Re-read every feed not read since *older_than* (the listener reconnected)."""
+        for feed in self.stale(older_than):
+            feed.wake(None)
+            feed.wake_waiters()
+
+    def stale(self, older_than: float) -> list[RunFeed]:
+        """Feeds not read since *older_than*."""
+        return [feed for feed in self._feeds.values() if feed.last_read_at < older_than]
+
+    async def poll(self, older_than: float) -> int:
+        """The safety net for lost NOTIFYs, in one statement for every run followed here.
+
+        Looks up where each stale feed's run stands and re-reads only those
+        that moved (or whose last read failed). Returns how many were woken.
+        """
+        feeds = self.stale(older_than)
+        if not feeds:
+            return 0
+        try:
+            heads = await self._store.run_heads([feed.run_id for feed in feeds])
+        except StreamBridgeError:
+            heads = None  # cannot tell: re-read them all, their reads will report the trouble
+        woken = 0
+        for feed in feeds:
+            feed.last_read_at = self._clock()
+            head = heads.get(feed.run_id) if heads is not None else None
+            if head is not None:
+                feed.known.learn(head)  # the poll reads the primary
+            elif heads is None or feed.state.exists:
+                feed.known.distrust()  # cannot tell, or the run row is gone
+            if heads is None or feed.moved(head):
+                feed.wake(None)
+                feed.wake_waiters()
+                woken += 1
+        return woken
+
+    def wake_waiters_everywhere(self) -> None:
+        """Wake every subscriber (bridge close)."""
+        for feed in list(self._feeds.values()):
+            feed.wake_waiters()

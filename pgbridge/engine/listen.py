@@ -1,0 +1,238 @@
+"""The one LISTEN connection of a bridge: wake-ups from other processes.
+
+NOTIFY is only a hint (at-most-once, lost while we reconnect), never the
+data: every wake-up makes a reader re-read from its cursor, and a poll in the
+bridge covers lost ones. This connection lives outside the pool (a pool
+reset runs ``UNLISTEN *``), stays idle in autocommit, and is watched: a
+termination callback and a periodic ping detect its death, then it
+reconnects with backoff, LISTENs again and wakes every reader.
+
+LISTEN through a transaction-mode pooler (PgBouncer with
+``pool_mode=transaction``) fails silently: the LISTEN runs on whichever
+server connection the pooler lends for that one statement, and
+notifications never come back. So at start, before it LISTENs for wake-ups,
+the listener checks the one thing it is for: it LISTENs on a fresh probe
+channel and has *another* session (the bridge's pool) send a NOTIFY there;
+if that does not arrive, start() is refused. A self-NOTIFY from the
+listener's own connection would prove nothing: a pooler tends to lend the
+same idle server connection again, which then notifies itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from pgbridge.connector import Backoff, is_connection_error
+from pgbridge.exceptions import DatabaseUnavailableError, StreamBridgeError, TopologyConfigurationError
+from pgbridge.lsn import format_lsn, parse_lsn
+
+logger = logging.getLogger(__name__)
+
+#: ``(run_id, seq or None, WAL position or None)`` of a wake-up.
+WakeCallback = Callable[[str, int | None, int | None], None]
+#: Sends a NOTIFY on the given channel from a session other than the listener's.
+ProbeSender = Callable[[str], Awaitable[None]]
+
+
+#: Stands for "no seq" in a wake payload: the run changed in another way
+#: (retention deleted events), so readers must re-read whatever they hold.
+ANY_SEQ = "*"
+
+
+def encode_wake(run_id: str, seq: int | None, lsn: int | None = None) -> str:
+    """NOTIFY payload: the newest seq (or ``*``), ``@`` and the primary's WAL
+    position after the commit (when known), a space, the run id (which may
+    hold spaces). The notifier builds the same text in SQL (queries.notify_runs)."""
+    head = ANY_SEQ if seq is None else str(seq)
+    if lsn is not None:
+        head += "@" + format_lsn(lsn)
+    return f"{head} {run_id}"
+
+
+def decode_wake(payload: str) -> tuple[str, int | None, int | None]:
+    """Inverse of :func:`encode_wake`: ``(run_id, seq, lsn)``; ValueError if malformed."""
+    head, _, run_id = payload.partition(" ")
+    seq_text, at, lsn_text = head.partition("@")
+    lsn = parse_lsn(lsn_text) if at else None
+    if seq_text == ANY_SEQ:
+        return run_id, None, lsn
+    return run_id, int(seq_text), lsn
+
+
+class Listener:
+    """Keeps one LISTEN connection alive and turns notifications into wake-ups."""
+
+    def __init__(
+        self,
+        dsn: str,
+        channel: str,
+        *,
+        on_wake: WakeCallback,
+        on_reconnect: Callable[[], None],
+        ping_interval: float,
+        connect_timeout: float,
+        probe: ProbeSender | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._dsn = dsn
+        self._probe = probe
+        self._channel = channel
+        self._on_wake = on_wake
+        self._on_reconnect = on_reconnect
+        self._ping_interval = ping_interval
+        self._connect_timeout = connect_timeout
+        self._backoff = backoff or Backoff(initial=0.05, maximum=2.0)
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        #: How many times the connection was re-established (for metrics and tests).
+        self.reconnects = 0
+
+    async def start(self) -> None:
+        """Connect, check notifications arrive, and LISTEN; failing here fails the bridge's start()."""
+        try:
+            await self._connect(check=self._probe is not None)
+        except StreamBridgeError:
+            raise
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise DatabaseUnavailableError(f"the listener cannot connect: {exc}") from exc
+            raise
+        self._task = asyncio.create_task(self._supervise(), name="pgbridge-listener")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._disconnect()
+
+    async def _connect(self, *, check: bool = False) -> None:
+        # No statement cache: the listener runs LISTEN and a ping, nothing worth
+        # preparing, and so it also works through a session-mode pooler.
+        conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout, statement_cache_size=0)
+        try:
+            conn.add_termination_listener(self._on_termination)
+            if check:
+                await self._check_notifications_arrive(conn)
+            await conn.add_listener(self._channel, self._on_notification)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._lost.clear()
+        self._conn = conn
+
+    async def _check_notifications_arrive(self, conn: asyncpg.Connection) -> None:
+        """LISTEN on a fresh channel, have another session NOTIFY it, and wait for it.
+
+        Before the real LISTEN, so a pooler that swallowed it never keeps the
+        bridge's channel subscribed on one of its server connections.
+        """
+        assert self._probe is not None
+        channel = f"pgbridge_check_{uuid.uuid4().hex}"
+        arrived = asyncio.Event()
+
+        def on_probe(*_: object) -> None:
+            arrived.set()
+
+        await conn.add_listener(channel, on_probe)
+        try:
+            await self._probe(channel)
+            try:
+                await asyncio.wait_for(arrived.wait(), timeout=self._connect_timeout)
+            except TimeoutError:
+                # A connection that stalled is trouble, not a misconfiguration:
+                # only a listener that still answers yet hears nothing is refused.
+                try:
+                    await conn.fetchval("SELECT 1", timeout=self._connect_timeout)
+                except Exception as exc:
+                    raise DatabaseUnavailableError(
+                        f"the listener connection stopped answering during its start check: {exc}"
+                    ) from exc
+                raise TopologyConfigurationError(
+                    f"the listener connection ({_redact(self._dsn)}) did not receive a NOTIFY sent from "
+                    f"another session within {self._connect_timeout:g} s, so it would miss every wake-up. "
+                    "This is what happens when it goes through a transaction-mode pooler such as PgBouncer "
+                    "(LISTEN does nothing there): give the bridge listen_dsn=<a direct connection to the "
+                    "same PostgreSQL database> (or a session-mode pool), and keep dsn for the pooler"
+                ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(channel, on_probe)
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None or conn.is_closed():
+            return
+        try:
+            await asyncio.wait_for(conn.close(), timeout=1.0)
+        except Exception:
+            conn.terminate()
+
+    def _on_termination(self, conn: asyncpg.Connection) -> None:
+        if conn is self._conn:
+            self._lost.set()
+
+    def _on_notification(self, conn: asyncpg.Connection, pid: int, channel: str, payload: str) -> None:
+        try:
+            run_id, seq, lsn = decode_wake(payload)
+        except ValueError:
+            logger.warning("pgbridge listener ignored a malformed wake-up %r", payload[:100])
+            return
+        self._on_wake(run_id, seq, lsn)
+
+    async def _supervise(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), timeout=self._ping_interval)
+            if self._lost.is_set() or not await self._ping():
+                await self._reconnect()
+
+    async def _ping(self) -> bool:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            return False
+        try:
+            await conn.fetchval("SELECT 1", timeout=self._connect_timeout)
+        except Exception as exc:
+            logger.warning("pgbridge listener ping failed: %s", exc)
+            return False
+        return True
+
+    async def _reconnect(self) -> None:
+        logger.warning("pgbridge listener connection lost; reconnecting")
+        await self._disconnect()
+        attempt = 0
+        while True:
+            try:
+                await self._connect()
+                break
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    logger.exception("pgbridge listener cannot reconnect")
+                await asyncio.sleep(self._backoff.delay(attempt))
+                attempt += 1
+        self.reconnects += 1
+        logger.info("pgbridge listener reconnected after %d attempt(s)", attempt + 1)
+        # Anything could have been published while we were away.
+        self._on_reconnect()
+
+
+def _redact(dsn: str) -> str:
+    """*dsn* without its password, for error messages."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "the configured DSN"
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

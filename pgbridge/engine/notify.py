@@ -1,0 +1,68 @@
+"""NOTIFY after commit, coalesced: how other processes learn of new events.
+
+Sending NOTIFY inside the append transaction would serialise every
+notifying commit on the server and fail appends when the notification queue
+is full. Instead, a publish commits, then hands (run id, seq) to this
+notifier; one task per bridge sends everything that piled up while the
+previous NOTIFY was in flight, in one statement. An idle notifier costs
+nothing and adds no delay. A lost NOTIFY (crash between commit and send,
+queue trouble) only delays readers until their next poll.
+
+Each payload also carries the primary's WAL insert position, read by the
+NOTIFY statement itself, after the commits it reports: a reader with a
+``replica_dsn`` reads from the standby only once it has replayed that far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pgbridge.connector import Database
+from pgbridge.engine.listen import ANY_SEQ
+
+logger = logging.getLogger(__name__)
+
+
+class Notifier:
+    """Coalesces wake-ups for other processes into as few NOTIFYs as possible."""
+
+    def __init__(self, db: Database, channel: str) -> None:
+        self._db = db
+        self._channel = channel
+        self._pending: dict[str, int | None] = {}
+        self._task: asyncio.Task[None] | None = None
+        #: NOTIFY statements sent (one per flush, whatever the number of runs).
+        self.statements_sent = 0
+
+    def notify(self, run_id: str, seq: int | None) -> None:
+        """Schedule a wake-up for *run_id*'s readers elsewhere; never blocks.
+
+        ``seq=None`` means "re-read regardless" (retention deleted events).
+        """
+        if run_id in self._pending:
+            pending = self._pending[run_id]
+            seq = None if seq is None or pending is None else max(seq, pending)
+        self._pending[run_id] = seq
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush_pending(), name="pgbridge-notifier")
+
+    async def close(self) -> None:
+        """Send what is still pending, then stop."""
+        task = self._task
+        if task is not None:
+            await task
+
+    async def _flush_pending(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, {}
+                heads = [ANY_SEQ if seq is None else str(seq) for seq in batch.values()]
+                try:
+                    await self._db.fetch(self._db.queries.notify_runs, self._channel, heads, list(batch))
+                    self.statements_sent += 1
+                except Exception as exc:
+                    # Readers elsewhere still find these events at their next poll.
+                    logger.warning("pgbridge could not send NOTIFY for %d run(s): %s", len(batch), exc)
+        finally:
+            self._task = None

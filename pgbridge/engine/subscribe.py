@@ -1,0 +1,189 @@
+"""One subscription: resume, replay, follow, heartbeat, report gaps, stop.
+
+A Durable Streams fork's subscription first reads what the fork inherits
+(its source chain's events up to the fork point) with its own paged reads,
+then follows the fork's feed like any run's: the inherited part never
+changes, so only the fork's own tail is shared and woken.
+
+The loop cannot miss a wake-up: the waiter is registered before the first
+read, and cleared before every read, so a commit that lands during a read
+sets it again and the next wait returns at once. A database outage is not
+an error for a subscriber: it heartbeats, retries, and continues from its
+cursor once PostgreSQL is back, yielding nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from pgbridge.connector import Backoff
+from pgbridge.contract import (
+    CANCELLED_SENTINEL,
+    END_SENTINEL,
+    GAP_EVENT,
+    HEARTBEAT_SENTINEL,
+    ResumeResult,
+    StreamEvent,
+)
+from pgbridge.engine.feed import FeedRegistry
+from pgbridge.exceptions import DatabaseUnavailableError
+from pgbridge.metrics import NO_METRICS, BridgeMetrics
+from pgbridge.store.events import Page, RunState
+
+logger = logging.getLogger(__name__)
+
+OnGap = Literal["continue", "stop"]
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where a subscription starts: the cursor's resolution, and for a fork the seq up
+    to which its events are its source chain's (None for a run that is no fork)."""
+
+    resume: ResumeResult
+    fork_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionContext:
+    """What a subscription needs from its bridge."""
+
+    feeds: FeedRegistry
+    #: Resolve a cursor (docs/behaviour.md §3); a fork's against its stitched view.
+    start: Callable[[str, str | None], Awaitable[Start]]
+    #: A fork's inherited events after a seq: (run_id, cursor seq, fork_seq) -> Page.
+    read_inherited: Callable[[str, int, int], Awaitable[Page]]
+    is_closed: Callable[[], bool]
+    backoff: Backoff
+    metrics: BridgeMetrics = NO_METRICS
+
+
+def gap_marker(requested_event_id: str | None, gap_count: int, state: RunState) -> StreamEvent:
+    """The ``__gap__`` marker of docs/behaviour.md §4, from the read that found the gap."""
+    return StreamEvent(
+        id="",
+        event=GAP_EVENT,
+        data={
+            "requested_event_id": requested_event_id,
+            "gap_count": gap_count,
+            "earliest_available_event_id": state.earliest_event_id,
+            "latest_available_event_id": state.latest_event_id,
+        },
+    )
+
+
+def start_cursor(resume: ResumeResult) -> int:
+    """The seq a subscription reads after. An evicted cursor stays where the
+    client was, so the first read reports the gap (with counts as of that read)."""
+    return resume.next_offset - 1 - resume.gap_count
+
+
+async def subscription(
+    ctx: SubscriptionContext,
+    run_id: str,
+    last_event_id: str | None,
+    heartbeat_interval: float,
+    on_gap: OnGap,
+) -> AsyncGenerator[StreamEvent, None]:
+    """The events of *run_id* after *last_event_id*, then live ones, until terminal."""
+    loop = asyncio.get_running_loop()
+    feed, waiter = ctx.feeds.attach(run_id)
+    ctx.metrics.subscriber_started()
+    logger.debug(
+        "pgbridge subscriber of run %r started after %r",
+        run_id,
+        last_event_id,
+        extra={"run_id": run_id, "last_event_id": last_event_id},
+    )
+    position = last_event_id  # what a gap marker reports as requested
+    fork_seq: int | None = None  # set for a fork: the seqs up to it are read from its sources
+    try:
+        cursor: int | None = None
+        heartbeat_due = loop.time() + heartbeat_interval
+        failures = 0
+        while True:
+            if ctx.is_closed():
+                yield CANCELLED_SENTINEL
+                return
+            waiter.clear()
+            page: Page | None = None
+            try:
+                if cursor is None:
+                    start = await ctx.start(run_id, last_event_id)
+                    cursor, fork_seq = start_cursor(start.resume), start.fork_seq
+                if fork_seq is not None and cursor < fork_seq:
+                    page = await ctx.read_inherited(run_id, cursor, fork_seq)
+                else:
+                    page = await feed.read_after(cursor)
+                failures = 0
+            except DatabaseUnavailableError:
+                failures += 1
+            if ctx.is_closed():
+                yield CANCELLED_SENTINEL
+                return
+            if page is not None and cursor is not None:
+                if page.state.exists and cursor < page.state.first_seq - 1:
+                    marker = gap_marker(position, page.state.first_seq - 1 - cursor, page.state)
+                    _log_gap(run_id, marker)
+                    yield marker
+                    heartbeat_due = loop.time() + heartbeat_interval
+                    if on_gap == "stop":
+                        return
+                    cursor = page.state.first_seq - 1
+                for logged in page.events:
+                    if logged.seq <= cursor:
+                        continue
+                    yield logged.event
+                    cursor, position = logged.seq, logged.event.id
+                    heartbeat_due = loop.time() + heartbeat_interval
+                    if logged.terminal:
+                        return
+                    if ctx.is_closed():
+                        break
+                terminal_seq = page.state.terminal_seq
+                if terminal_seq is not None and cursor >= terminal_seq:
+                    yield END_SENTINEL
+                    return
+                if page.truncated or ctx.is_closed():
+                    continue
+            remaining = heartbeat_due - loop.time()
+            if remaining <= 0:
+                yield HEARTBEAT_SENTINEL
+                heartbeat_due = loop.time() + heartbeat_interval
+                continue
+            if failures:
+                remaining = min(remaining, max(ctx.backoff.delay(failures), 0.01))
+            await waiter.wait(remaining)
+    finally:
+        ctx.feeds.detach(feed, waiter)
+        ctx.metrics.subscriber_ended()
+        logger.debug(
+            "pgbridge subscriber of run %r ended after %r",
+            run_id,
+            position,
+            extra={"run_id": run_id, "last_event_id": position},
+        )
+
+
+def _log_gap(run_id: str, marker: StreamEvent) -> None:
+    """A subscriber is told it missed events: say so, with the marker's figures."""
+    data = marker.data
+    assert isinstance(data, dict)
+    logger.info(
+        "pgbridge subscriber of run %r got a gap marker: %s event(s) after %r were deleted "
+        "by retention (earliest retained: %r)",
+        run_id,
+        data["gap_count"],
+        data["requested_event_id"],
+        data["earliest_available_event_id"],
+        extra={
+            "run_id": run_id,
+            "gap_count": data["gap_count"],
+            "requested_event_id": data["requested_event_id"],
+            "earliest_available_event_id": data["earliest_available_event_id"],
+        },
+    )

@@ -1,0 +1,263 @@
+"""Typed operations on the two tables: run the named SQL, map rows to objects.
+
+This is the only module that turns rows into events. It knows nothing of
+waiters, retries or wake-ups; the engine modules above compose it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from pgbridge.connector import Database
+from pgbridge.contract import JSONValue, StreamEvent
+from pgbridge.ids import RetainedRange, format_event_id
+from pgbridge.payload import decode_data
+
+#: Largest value of a PostgreSQL bigint; cursors beyond it name no event.
+MAX_BIGINT = 2**63 - 1
+
+
+def _decode(data_text: str) -> JSONValue:
+    """Stored JSON text to the published value: orjson, several times faster than
+    the standard library on the replay path (once per event), with
+    :func:`~pgbridge.payload.decode_data` for what orjson refuses but publish
+    accepts (integers beyond 64 bits)."""
+    try:
+        value: JSONValue = orjson.loads(data_text)
+    except orjson.JSONDecodeError:
+        value = decode_data(data_text)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """An event as stored: its seq and terminal flag beside the public event."""
+
+    seq: int
+    ms: int
+    event: StreamEvent
+    terminal: bool
+
+    @classmethod
+    def from_stored(cls, seq: int, ms: int, name: str, data_text: str, terminal: bool) -> LoggedEvent:
+        return cls(
+            seq=seq,
+            ms=ms,
+            event=StreamEvent(id=format_event_id(ms, seq), event=name, data=_decode(data_text)),
+            terminal=terminal,
+        )
+
+
+@dataclass(slots=True)
+class RunState:
+    """A run's row as of one read. ``exists`` is False for a run never published."""
+
+    exists: bool = False
+    first_seq: int = 1
+    first_ms: int | None = None
+    last_seq: int = 0
+    last_ms: int | None = None
+    terminal_seq: int | None = None
+
+    @property
+    def earliest_event_id(self) -> str | None:
+        """ID of the oldest retained event, or None when nothing is retained."""
+        if self.first_ms is None or self.last_seq < self.first_seq:
+            return None
+        return format_event_id(self.first_ms, self.first_seq)
+
+    @property
+    def latest_event_id(self) -> str | None:
+        """ID of the newest retained event, or None when nothing is retained."""
+        if self.last_ms is None or self.last_seq < self.first_seq:
+            return None
+        return format_event_id(self.last_ms, self.last_seq)
+
+
+@dataclass(slots=True)
+class Page:
+    """One read: the run's state and the events after a cursor, in seq order."""
+
+    state: RunState
+    events: list[LoggedEvent] = field(default_factory=list)
+    #: True when the read was cut at its limit, so more events may follow.
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run as dashboards see it: status, counts, first and last IDs, times."""
+
+    run_id: str
+    status: str
+    events_published: int
+    events_retained: int
+    events_deleted: int
+    first_event_id: str | None
+    last_event_id: str | None
+    terminal_event_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+    awaiting_input_since: datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> RunInfo:
+        first, last = row["first_seq"], row["last_seq"]
+        retained = last >= first
+        return cls(
+            run_id=row["run_id"],
+            status=row["status"],
+            events_published=last,
+            events_retained=last - first + 1,
+            events_deleted=first - 1,
+            first_event_id=format_event_id(row["first_ms"], first) if retained and row["first_ms"] else None,
+            last_event_id=format_event_id(row["last_ms"], last) if retained and row["last_ms"] else None,
+            # A closed Durable Streams fork with no events of its own ends on an
+            # inherited event, whose creation time its run row does not hold: no ID.
+            terminal_event_id=(
+                format_event_id(row["last_ms"], row["terminal_seq"])
+                if row["terminal_seq"] and row["last_ms"] is not None
+                else None
+            ),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            ended_at=row["ended_at"],
+            awaiting_input_since=row["awaiting_input_since"],
+        )
+
+    @property
+    def terminal_seq(self) -> int | None:
+        return self.events_published if self.terminal_event_id else None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object: times as ISO 8601 strings."""
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    seq: int
+    ms: int
+
+
+class EventStore:
+    """The bridge's reads and writes, one SQL statement each."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.queries = db.queries
+
+    async def retained_range(self, run_id: str, cursor_seq: int) -> RetainedRange:
+        """The run's retained seqs and the creation time of event *cursor_seq*."""
+        lookup = cursor_seq if 0 <= cursor_seq <= MAX_BIGINT else 0
+        rows = await self.db.fetch(self.queries.resolve_cursor, run_id, lookup)
+        if not rows:
+            return RetainedRange.missing_run()
+        row = rows[0]
+        if row["fork_seq"] is not None:
+            return await self._fork_retained_range(run_id, lookup)
+        return RetainedRange(first=row["first_seq"], last=row["last_seq"], stored_ms=row["stored_ms"])
+
+    async def _fork_retained_range(self, run_id: str, lookup: int) -> RetainedRange:
+        """A fork's cursor resolves against its stitched view, which spans its chain of
+        sources: one more statement, paid only when the run is a fork."""
+        rows = await self.db.fetch(self.queries.resolve_fork_cursor, run_id, lookup)
+        if not rows:
+            return RetainedRange.missing_run()  # deleted between the two reads
+        row = rows[0]
+        return RetainedRange(
+            first=row["oldest_seq"] + 1,
+            last=row["last_seq"],
+            stored_ms=row["stored_ms"],
+            fork_seq=row["fork_seq"],
+        )
+
+    async def run_info(self, run_id: str) -> RunInfo | None:
+        rows = await self.db.fetch(self.queries.run_summary, run_id)
+        return RunInfo.from_row(rows[0]) if rows else None
+
+    async def run_heads(self, run_ids: list[str]) -> dict[str, RunState]:
+        """Where each of *run_ids* stands (runs that do not exist are left out)."""
+        rows = await self.db.fetch(self.queries.run_heads, run_ids)
+        return {
+            row["run_id"]: RunState(
+                exists=True,
+                first_seq=row["first_seq"],
+                last_seq=row["last_seq"],
+                terminal_seq=row["terminal_seq"],
+            )
+            for row in rows
+        }
+
+    async def recent_runs(self, status: str | None, limit: int) -> list[RunInfo]:
+        """The *limit* most recently active runs (of *status*, if given), newest first."""
+        runs: list[RunInfo] = []
+        if status in (None, "active", "awaiting_input"):
+            runs += map(RunInfo.from_row, await self.db.fetch(self.queries.recent_open_runs, status, limit))
+        if status not in ("active", "awaiting_input"):
+            runs += map(RunInfo.from_row, await self.db.fetch(self.queries.recent_ended_runs, status, limit))
+        runs.sort(key=lambda run: run.updated_at, reverse=True)
+        return runs[:limit]
+
+    async def read_after(self, run_id: str, cursor_seq: int, limit: int) -> Page:
+        """Events of *run_id* with seq > *cursor_seq*, at most *limit*, with the run's state."""
+        rows = await self.db.fetch(self.queries.read_events_after, run_id, cursor_seq, limit)
+        if not rows:
+            return Page(state=RunState())
+        head = rows[0]
+        state = RunState(
+            exists=True,
+            first_seq=head["first_seq"],
+            first_ms=head["first_ms"],
+            last_seq=head["last_seq"],
+            last_ms=head["last_ms"],
+            terminal_seq=head["terminal_seq"],
+        )
+        events = [
+            LoggedEvent.from_stored(row["seq"], row["created_ms"], row["event"], row["data"], row["terminal"])
+            for row in rows
+            if row["seq"] is not None
+        ]
+        return Page(state=state, events=events, truncated=len(events) >= limit)
+
+    async def read_inherited_after(self, run_id: str, cursor_seq: int, fork_seq: int, limit: int) -> Page:
+        """The events the fork *run_id* inherits (seq <= *fork_seq*, stored in its chain of
+        sources) after *cursor_seq*, at most *limit*, with its stitched view's state.
+
+        The state's retained range is the stitched view's (so a cursor before
+        what retention took from the chain before the fork existed gets the
+        usual gap marker) and its terminal seq is the fork's. Inherited events
+        are never terminal: a source's terminal event ended the source, not
+        the fork, whose own events follow it. A run that is not (or no
+        longer) this fork reads as missing. ``truncated`` is set whenever the
+        subscriber should read again at once: more inherited events, or the
+        fork's own events next.
+        """
+        rows = await self.db.fetch(self.queries.read_inherited_events_after, run_id, cursor_seq, limit)
+        if not rows or rows[0]["fork_seq"] != fork_seq:
+            return Page(state=RunState())
+        head = rows[0]
+        state = RunState(
+            exists=True,
+            first_seq=head["oldest_seq"] + 1,
+            first_ms=head["first_ms"],
+            last_seq=head["last_seq"],
+            last_ms=head["last_ms"],
+            terminal_seq=head["terminal_seq"],
+        )
+        events = [
+            LoggedEvent.from_stored(row["seq"], row["created_ms"], row["event"], row["data"], False)
+            for row in rows
+            if row["seq"] is not None
+        ]
+        return Page(state=state, events=events, truncated=bool(events) or head["oldest_seq"] >= fork_seq)

@@ -1,0 +1,163 @@
+"""The ``pgbridge`` command line: migrate, the demo and retention, as a user runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+import asyncpg
+import psutil
+import pytest
+
+from pgbridge import PostgresStreamBridge
+from pgbridge.sql import SCHEMA_REVISION
+from tests.support.http_server import ServerProcess
+from tests.support.postgres_server import DatabaseFactory
+from tests.support.sql_helpers import event_rows
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pgbridge.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_migrate_creates_the_tables(databases: DatabaseFactory) -> None:
+    dsn = await databases.create_empty()
+    code, out = await run_cli("migrate", "--dsn", dsn)
+    assert code == 0, out
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT version_num FROM alembic_version") == SCHEMA_REVISION
+    finally:
+        await conn.close()
+    await databases.drop(dsn)
+
+
+async def test_migrate_reports_an_unreachable_server_without_a_traceback() -> None:
+    code, out = await run_cli("migrate", "--dsn", "postgresql://postgres@127.0.0.1:1/nothing")
+    assert code == 1
+    assert out.startswith("pgbridge: ") and "Traceback" not in out
+
+
+async def test_demo_resumes_in_a_new_process_with_nothing_lost_or_repeated(dsn: str) -> None:
+    code, out = await run_cli("demo", "--dsn", dsn, "--events", "60")
+    assert code == 0, out
+    assert "resume resumed" in out
+    assert "duplicates: 0  missing: 0" in out
+    assert "OK: every event arrived exactly once, in order" in out
+
+
+async def test_retention_runs_one_pass_and_prints_what_it_deleted(dsn: str) -> None:
+    async with PostgresStreamBridge(dsn) as bridge:
+        for i in range(5):
+            await bridge.publish("run", "token", i)
+    code, out = await run_cli("retention", "--dsn", dsn, "--max-events-per-run", "2")
+    assert code == 0, out
+    assert "retention pass: events_deleted=3 runs_deleted=0 runs_dead_lettered=0" in out
+    assert len(await event_rows(dsn, "run")) == 2
+
+
+async def test_retention_accepts_durations_with_units_and_none(dsn: str) -> None:
+    code, out = await run_cli(
+        "retention",
+        "--dsn",
+        dsn,
+        "--ended-run-ttl",
+        "7d",
+        "--tombstone-ttl",
+        "none",
+        "--active-timeout",
+        "10m",
+    )
+    assert code == 0, out
+    assert "ended_run_ttl=604800.0" in out and "tombstone_ttl=None" in out and "active_timeout=600.0" in out
+
+
+async def test_retention_refuses_a_bad_policy_without_a_traceback(dsn: str) -> None:
+    code, out = await run_cli("retention", "--dsn", dsn, "--max-events-per-run", "-1")
+    assert code == 2
+    assert "max_events_per_run" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize(("stop", "codes"), [(signal.SIGINT, (0, 130)), (signal.SIGTERM, (0, 143))])
+async def test_retention_every_keeps_running_passes_until_interrupted(
+    dsn: str, stop: signal.Signals, codes: tuple[int, int]
+) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pgbridge.cli",
+        "retention",
+        "--dsn",
+        dsn,
+        "--every",
+        "0.05",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    assert process.stdout is not None
+    passes = 0
+    while passes < 3:
+        line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+        assert line, "the command stopped by itself"
+        passes += line.startswith("retention pass:")
+    process.send_signal(stop)
+    try:
+        code = await asyncio.wait_for(process.wait(), 30)
+    except TimeoutError:
+        process.kill()
+        rest = (await process.stdout.read()).decode()
+        message = f"still running 30 s after {stop.name}; its output since:\n{rest[-3000:]}"
+        raise AssertionError(message) from None
+    assert code in codes
+
+
+@pytest.mark.own_server
+async def test_serve_stops_the_embedded_postgresql_it_started_on_sigterm(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PGBRIDGE_DSN", "DATABASE_URL")}
+    code, out = await run_cli("migrate", "--data-dir", str(tmp_path / "pg"), env=env)
+    assert code == 0, out
+    server = ServerProcess(dsn="", token="")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "pgbridge.cli", "serve", "--data-dir", str(tmp_path / "pg"), "--port", str(server.port)),
+        *("--token", ""),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
+    server.process = process
+    try:
+        await server._wait_until_ready(timeout=120)
+        (pid_file,) = (tmp_path / "pg").rglob("postmaster.pid")
+        postmaster = int(pid_file.read_text().split()[0])
+        assert psutil.pid_exists(postmaster)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 60) == 143
+        await asyncio.to_thread(_wait_gone, postmaster, 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def _wait_gone(pid: int, seconds: float) -> None:
+    """Wait for *pid* to exit; fail if it is still running after *seconds*."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(pid).wait(seconds)  # raises TimeoutExpired if it stays

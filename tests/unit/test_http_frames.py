@@ -1,0 +1,58 @@
+"""SSE framing (pure: no server, no database)."""
+
+from __future__ import annotations
+
+from pgbridge import GAP_EVENT, StreamEvent
+from pgbridge.http.frames import event_frame, gap_frame, heartbeat_frame, retry_line
+
+
+def test_an_event_frame_has_id_event_and_one_line_of_json_data() -> None:
+    frame = event_frame(StreamEvent(id="17-3", event="token", data={"text": "a\nb", "n": 1}))
+    assert frame == 'id: 17-3\nevent: token\ndata: {"text":"a\\nb","n":1}\n\n'
+
+
+def test_non_ascii_data_is_sent_as_utf8_text() -> None:
+    assert 'data: "héllo ✓"\n' in event_frame(StreamEvent(id="1-1", event="t", data="héllo ✓"))
+
+
+def test_line_breaks_in_an_event_name_cannot_break_the_frame() -> None:
+    frame = event_frame(StreamEvent(id="1-1", event="two\r\nlines\rhere\nnow", data=None))
+    assert frame == "id: 1-1\nevent: two lines here now\ndata: null\n\n"
+
+
+def test_an_envelope_frame_has_no_event_line_and_names_the_event_in_its_data() -> None:
+    frame = event_frame(StreamEvent(id="1-1", event="token", data=[1]), envelope=True)
+    assert frame == 'id: 1-1\ndata: {"event":"token","data":[1]}\n\n'
+
+
+def test_a_gap_frame_is_named_gap_and_has_no_id() -> None:
+    marker = StreamEvent(id="", event=GAP_EVENT, data={"gap_count": 2})
+    assert gap_frame(marker) == 'event: gap\ndata: {"gap_count":2}\n\n'
+
+
+def test_a_heartbeat_is_a_comment() -> None:
+    assert heartbeat_frame().startswith(":") and heartbeat_frame().endswith("\n\n")
+
+
+def test_the_retry_hint_is_one_field_line() -> None:
+    assert retry_line(1500) == "retry: 1500\n"
+
+
+def test_every_run_status_has_a_langgraph_status_the_sdk_understands() -> None:
+    from pgbridge.http.app import LANGGRAPH_STATUS
+    from pgbridge.sql import RUN_STATUSES
+
+    assert set(LANGGRAPH_STATUS) == set(RUN_STATUSES)
+    assert set(LANGGRAPH_STATUS.values()) <= {
+        "pending",
+        "running",
+        "error",
+        "success",
+        "timeout",
+        "interrupted",
+    }
+    # The SDK reconnects a dropped stream only while the run is pending or running.
+    assert {k for k, v in LANGGRAPH_STATUS.items() if v in ("pending", "running")} == {
+        "active",
+        "awaiting_input",
+    }
