@@ -10,7 +10,7 @@ seconds one fault, at random:
   again a second later;
 * ``terminate``: ``pg_terminate_backend`` of every client connection;
 * ``cut``: every client connection aborted by the TCP fault proxy the
-  publishers and subscribers connect through (``tests/fault_proxy.py``);
+  publishers and subscribers connect through (``tests/support/fault_proxy.py``);
 * ``stall``: the proxy stops forwarding bytes for 0.5 to 3 seconds;
 * ``kill-publisher``: a publisher SIGKILLed and a new one started on its run;
 * ``kill-subscriber``: a subscriber SIGKILLed and restarted from the last ID

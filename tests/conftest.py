@@ -62,7 +62,7 @@ async def bridge(make_bridge: BridgeFactory) -> PostgresStreamBridge:
     return await make_bridge()
 
 
-# -- the scale-out topology (tests/topology.py): primary, hot standby, PgBouncer --
+# -- the scale-out topology (tests/support/topology.py): primary, hot standby, PgBouncer --
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Publishing and reading through PgBouncer in transaction pooling mode (tests/topology.py).
+"""Publishing and reading through PgBouncer in transaction pooling mode (tests/support/topology.py).
 
 The pool goes through PgBouncer (``statement_cache_size=0``), the listener
 and the retention pass connect to PostgreSQL directly (``listen_dsn``). A

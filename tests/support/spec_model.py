@@ -2,7 +2,7 @@
 
 Written from the specification, not from the code: it imports nothing from
 ``pgbridge`` but the public value types, so where the bridge and the model
-disagree one of them misreads docs/behaviour.md. ``tests/test_state_machine.py`` drives
+disagree one of them misreads docs/behaviour.md. ``tests/db/test_state_machine.py`` drives
 both with the same random operations and compares every answer.
 
 The model cannot know the database clock, so it learns each event's

@@ -1,4 +1,4 @@
-"""A publisher or a subscriber process of the many-process test (tests/test_many_processes.py).
+"""A publisher or a subscriber process of the many-process test (tests/acceptance/test_many_processes.py).
 
 Usage:
   python -m tests.support.processes.scale_worker publish DSN RUN... --events N [bridge options]
