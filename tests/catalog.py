@@ -33,7 +33,7 @@ _QUERIES: dict[str, str] = {
                       c.reloptions::text, c.relacl::text, c.relrowsecurity, c.relforcerowsecurity,
                       quote_nullable(obj_description(c.oid, 'pg_class'))) AS line
         FROM pg_class AS c
-        WHERE c.relnamespace = $1::regnamespace AND c.relkind NOT IN ('i', 'I', 't')
+        WHERE c.relnamespace = quote_ident($1)::regnamespace AND c.relkind NOT IN ('i', 'I', 't')
     """,
     "columns": """
         SELECT format('column %s.%s #%s %s not_null=%s default=%s collation=%s identity=%s '
@@ -49,7 +49,7 @@ _QUERIES: dict[str, str] = {
         JOIN pg_class AS c ON c.oid = a.attrelid
         JOIN pg_type AS t ON t.oid = a.atttypid
         LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-        WHERE c.relnamespace = $1::regnamespace AND c.relkind NOT IN ('i', 'I', 't')
+        WHERE c.relnamespace = quote_ident($1)::regnamespace AND c.relkind NOT IN ('i', 'I', 't')
           AND a.attnum > 0 AND NOT a.attisdropped
     """,
     "constraints": """
@@ -59,13 +59,13 @@ _QUERIES: dict[str, str] = {
                       quote_nullable(obj_description(k.oid, 'pg_constraint'))) AS line
         FROM pg_constraint AS k
         LEFT JOIN pg_class AS c ON c.oid = k.conrelid
-        WHERE k.connamespace = $1::regnamespace
+        WHERE k.connamespace = quote_ident($1)::regnamespace
     """,
     "indexes": """
         SELECT format('index %s: %s comment=%s', c.relname, pg_get_indexdef(c.oid),
                       quote_nullable(obj_description(c.oid, 'pg_class'))) AS line
         FROM pg_class AS c
-        WHERE c.relnamespace = $1::regnamespace AND c.relkind IN ('i', 'I')
+        WHERE c.relnamespace = quote_ident($1)::regnamespace AND c.relkind IN ('i', 'I')
     """,
     "functions": """
         SELECT format(E'function %s(%s) kind=%s owner=%s acl=%s comment=%s\n%s',
@@ -74,7 +74,7 @@ _QUERIES: dict[str, str] = {
                       quote_nullable(obj_description(p.oid, 'pg_proc')),
                       CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END) AS line
         FROM pg_proc AS p
-        WHERE p.pronamespace = $1::regnamespace
+        WHERE p.pronamespace = quote_ident($1)::regnamespace
     """,
     "triggers": """
         SELECT format('trigger %s on %s enabled=%s: %s comment=%s', t.tgname, c.relname, t.tgenabled,
@@ -82,13 +82,13 @@ _QUERIES: dict[str, str] = {
                       quote_nullable(obj_description(t.oid, 'pg_trigger'))) AS line
         FROM pg_trigger AS t
         JOIN pg_class AS c ON c.oid = t.tgrelid
-        WHERE c.relnamespace = $1::regnamespace AND NOT t.tgisinternal
+        WHERE c.relnamespace = quote_ident($1)::regnamespace AND NOT t.tgisinternal
     """,
     "views": """
         SELECT format(E'view %s check_option=%s\n%s', c.relname, c.reloptions::text,
                       pg_get_viewdef(c.oid, true)) AS line
         FROM pg_class AS c
-        WHERE c.relnamespace = $1::regnamespace AND c.relkind IN ('v', 'm')
+        WHERE c.relnamespace = quote_ident($1)::regnamespace AND c.relkind IN ('v', 'm')
     """,
     "sequences": """
         SELECT format('sequence %s %s start=%s increment=%s min=%s max=%s cache=%s cycle=%s owned_by=%s',
@@ -100,7 +100,7 @@ _QUERIES: dict[str, str] = {
                          AND d.deptype IN ('a', 'i'))) AS line
         FROM pg_sequence AS s
         JOIN pg_class AS c ON c.oid = s.seqrelid
-        WHERE c.relnamespace = $1::regnamespace
+        WHERE c.relnamespace = quote_ident($1)::regnamespace
     """,
     "types": """
         SELECT format('type %s kind=%s owner=%s acl=%s base=%s enum=%s comment=%s',
@@ -110,7 +110,7 @@ _QUERIES: dict[str, str] = {
                        FROM pg_enum AS e WHERE e.enumtypid = t.oid),
                       quote_nullable(obj_description(t.oid, 'pg_type'))) AS line
         FROM pg_type AS t
-        WHERE t.typnamespace = $1::regnamespace AND t.typcategory <> 'A'
+        WHERE t.typnamespace = quote_ident($1)::regnamespace AND t.typcategory <> 'A'
           AND (t.typrelid = 0 OR EXISTS (SELECT 1 FROM pg_class AS c WHERE c.oid = t.typrelid AND c.relkind = 'c'))
     """,
     "rules": """
