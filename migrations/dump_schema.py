@@ -103,7 +103,8 @@ async def render(conn: asyncpg.Connection) -> str:
         SELECT a.attrelid AS table_oid, quote_ident(a.attname) AS name,
                format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
                pg_get_expr(d.adbin, d.adrelid) AS default,
-               CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::regcollation::text END AS collation
+               CASE WHEN a.attcollation <> t.typcollation
+                    THEN a.attcollation::regcollation::text END AS collation
         FROM pg_attribute AS a
         JOIN pg_class AS c ON c.oid = a.attrelid
         JOIN pg_type AS t ON t.oid = a.atttypid
@@ -137,11 +138,13 @@ async def render(conn: asyncpg.Connection) -> str:
     functions = await _fetch(
         conn,
         """
-        SELECT p.oid::regprocedure::text AS signature, p.proowner AS owner, pg_get_functiondef(p.oid) AS definition,
-               (SELECT array_agg(ARRAY[a.grantee::regrole::text, a.privilege_type] ORDER BY a.grantee, a.privilege_type)
+        SELECT p.oid::regprocedure::text AS signature, p.proowner AS owner,
+               pg_get_functiondef(p.oid) AS definition,
+               (SELECT array_agg(ARRAY[a.grantee::regrole::text, a.privilege_type]
+                                 ORDER BY a.grantee, a.privilege_type)
                 FROM aclexplode(p.proacl) AS a WHERE a.grantee <> 0) AS grants,
-               p.proacl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM aclexplode(p.proacl) AS a WHERE a.grantee = 0)
-                   AS revoked_from_public,
+               p.proacl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM aclexplode(p.proacl) AS a
+                                                    WHERE a.grantee = 0) AS revoked_from_public,
                p.proacl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM aclexplode(p.proacl) AS a
                                                     WHERE a.grantee = p.proowner) AS revoked_from_owner
         FROM pg_proc AS p
@@ -180,7 +183,9 @@ async def render(conn: asyncpg.Connection) -> str:
         """,
     )
     if comments:
-        raise Unsupported(f"comments on {[c['object'] for c in comments]}: teach dump_schema.py to write them")
+        raise Unsupported(
+            f"comments on {[c['object'] for c in comments]}: teach dump_schema.py to write them"
+        )
     for relation in [*tables, *views]:
         if relation["acl"] is not None or relation.get("reloptions") is not None:
             raise Unsupported(f"grants or storage options on {relation['name']}: teach dump_schema.py")
@@ -202,7 +207,11 @@ async def render(conn: asyncpg.Connection) -> str:
             if c["not_null"]:
                 line += " NOT NULL"
             lines.append(line)
-        lines += [f"    CONSTRAINT {k['name']} {k['definition']}" for k in constraints if k["table_oid"] == table["oid"]]
+        lines += [
+            f"    CONSTRAINT {k['name']} {k['definition']}"
+            for k in constraints
+            if k["table_oid"] == table["oid"]
+        ]
         out.append(f"CREATE TABLE {table['name']} (\n" + ",\n".join(lines) + "\n);\n")
         out += [f"{i['definition']};\n" for i in indexes if i["table_oid"] == table["oid"]]
     for f in functions:
@@ -237,7 +246,9 @@ async def dump(admin_dsn: str | None) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dsn", help="a server to make the scratch database on (default: an embedded one)")
     parser.add_argument("--check", action="store_true", help="compare with schema.sql instead of writing it")
     args = parser.parse_args()

@@ -73,7 +73,7 @@ def split_statements(sql: str) -> list[str]:
 
 
 def frozen_statements(sql: str, section: str, schema: str) -> list[str]:
-    """The statements of *section* (``upgrade`` or ``downgrade``) of a revision's ``.sql`` text, for *schema*."""
+    """The statements of *section* (``upgrade``, ``downgrade``) of a revision's SQL, for *schema*."""
     parts = _SECTION.split(sql)
     sections = dict(zip(parts[1::2], parts[2::2], strict=True))
     if section not in sections:

@@ -147,7 +147,8 @@ _QUERIES: dict[str, str] = {
                       quote_nullable(obj_description(t.oid, 'pg_type'))) AS line
         FROM pg_type AS t
         WHERE t.typnamespace = quote_ident($1)::regnamespace AND t.typcategory <> 'A'
-          AND (t.typrelid = 0 OR EXISTS (SELECT 1 FROM pg_class AS c WHERE c.oid = t.typrelid AND c.relkind = 'c'))
+          AND (t.typrelid = 0
+               OR EXISTS (SELECT 1 FROM pg_class AS c WHERE c.oid = t.typrelid AND c.relkind = 'c'))
     """,
     "rules": """
         SELECT format('rule %s on %s: %s', rulename, tablename, definition) AS line
@@ -207,21 +208,23 @@ def revision_sql(revision: str) -> str:
 def revision_section(revision: str, section: str, schema: str = "public") -> str:
     """The ``-- migrate:upgrade`` or ``-- migrate:downgrade`` part of a revision's SQL, for *schema*."""
     parts = re.split(r"^-- migrate:(upgrade|downgrade)[ \t]*$", revision_sql(revision), flags=re.MULTILINE)
-    return dict(zip(parts[1::2], parts[2::2], strict=True))[section].replace(SCHEMA_PLACEHOLDER, _quote(schema))
+    return dict(zip(parts[1::2], parts[2::2], strict=True))[section].replace(
+        SCHEMA_PLACEHOLDER, _quote(schema)
+    )
 
 
 def _revisions_newest_first() -> list[str]:
     return sorted((p.name[:4] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.sql")), reverse=True)
 
 
-def function_body(name: str, revision: str | None = None, section: str = "upgrade", schema: str = "public") -> str:
+def function_body(
+    name: str, revision: str | None = None, section: str = "upgrade", schema: str = "public"
+) -> str:
     """The body (``prosrc``) of function *name* as *revision*'s *section* creates it.
 
     Without *revision*: as the newest revision that creates it does, which is what head has.
     """
-    pattern = re.compile(
-        rf"CREATE (?:OR REPLACE )?FUNCTION \S+\.{name}\(.*?\bAS (\$\w*\$)(.*?)\1", re.DOTALL
-    )
+    pattern = re.compile(rf"CREATE (?:OR REPLACE )?FUNCTION \S+\.{name}\(.*?\bAS (\$\w*\$)(.*?)\1", re.DOTALL)
     for candidate in [revision] if revision else _revisions_newest_first():
         if match := pattern.search(revision_section(candidate, section, schema)):
             return match.group(2)
@@ -242,7 +245,9 @@ def _quote(name: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dsn")
     parser.add_argument("--schema", default="public")
     parser.add_argument("--out", help="write here instead of standard output")

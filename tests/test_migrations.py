@@ -71,7 +71,9 @@ async def alembic_command(dsn: str, name: str, revision: str, schema: str = "pub
 # -- schema.sql is head ---------------------------------------------------------------------
 
 
-async def test_schema_sql_builds_the_catalog_a_migration_to_head_builds(empty_database: EmptyDatabase) -> None:
+async def test_schema_sql_builds_the_catalog_a_migration_to_head_builds(
+    empty_database: EmptyDatabase,
+) -> None:
     migrated, built = await empty_database(), await empty_database()
     await migrate(migrated)
     await run_schema_sql(built)
@@ -80,7 +82,9 @@ async def test_schema_sql_builds_the_catalog_a_migration_to_head_builds(empty_da
     assert (await snapshot_of(built)).splitlines() == (await snapshot_of(migrated)).splitlines()
 
 
-async def test_a_database_built_from_schema_sql_is_up_to_date_for_migrate(empty_database: EmptyDatabase) -> None:
+async def test_a_database_built_from_schema_sql_is_up_to_date_for_migrate(
+    empty_database: EmptyDatabase,
+) -> None:
     built = await empty_database()
     await run_schema_sql(built)
     before = await snapshot_of(built)

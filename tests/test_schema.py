@@ -311,7 +311,10 @@ async def view_drift(dsn: str, schema: str = "public") -> list[str]:
     drifted = []
     conn = await asyncpg.connect(dsn)
     try:
-        for name, ddl in ((RUNS_VIEW, view_sql(RUNS_VIEW, schema)), (EVENTS_VIEW, view_sql(EVENTS_VIEW, schema))):
+        for name, ddl in (
+            (RUNS_VIEW, view_sql(RUNS_VIEW, schema)),
+            (EVENTS_VIEW, view_sql(EVENTS_VIEW, schema)),
+        ):
             qualified = f"{quote_identifier(schema)}.{name}"
             stored = await conn.fetchval("SELECT pg_get_viewdef(to_regclass($1))", qualified)
             recreated = None
