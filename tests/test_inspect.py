@@ -19,7 +19,7 @@ from pgbridge import (
 )
 from pgbridge.inspection import EventRow, Inspector, RunSummary
 from pgbridge.schema import RUN_STATUSES
-from pgbridge.views_ddl import EVENTS_VIEW_COLUMNS, RUNS_VIEW_COLUMNS
+from tests.catalog import EVENTS_VIEW_COLUMNS, RUNS_VIEW_COLUMNS
 from tests.postgres_server import DatabaseFactory
 from tests.run_seeds import HOUR, MINUTE, set_run_times
 from tests.sql_helpers import backdate_run, evict_prefix

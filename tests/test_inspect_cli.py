@@ -16,7 +16,7 @@ import termios
 import pytest
 
 from pgbridge import PostgresStreamBridge, RetentionPolicy, StreamStatus
-from pgbridge.views_ddl import EVENTS_VIEW_COLUMNS, RUNS_VIEW_COLUMNS
+from tests.catalog import EVENTS_VIEW_COLUMNS, RUNS_VIEW_COLUMNS
 from tests.run_seeds import seed_agent_runs
 from tests.sql_helpers import evict_prefix
 

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from pgbridge import PostgresStreamBridge
-from pgbridge.views_ddl import EVENTS_VIEW, RUNS_VIEW
+from tests.catalog import EVENTS_VIEW, RUNS_VIEW
 from tests.postgres_server import DatabaseFactory
 from tests.run_seeds import HOUR, Seeded, seed_agent_runs
 from tests.sql_helpers import connected
