@@ -24,16 +24,36 @@ import argparse
 import asyncio
 import contextlib
 import random
+import re
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import asyncpg
 
-from pgbridge.batch_ddl import append_batch_body, create_append_batch_function_sql
+from pgbridge.audit.chain import GENESIS
 from pgbridge.bench.servers import embedded_server, scratch_database
 from pgbridge.embedded import dsn_from_environment
-from pgbridge.sql.queries import GENESIS_SQL, Queries
+from pgbridge.sql.queries import Queries
+
+VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+
+#: The hash a run's first event chains from, as a SQL literal.
+GENESIS_SQL = f"'\\x{GENESIS.hex()}'::bytea"
+
+
+def append_function_sql() -> str:
+    """``CREATE FUNCTION pgbridge_append_batch`` in schema public, as the newest revision that creates it."""
+    pattern = re.compile(
+        r"^CREATE (?:OR REPLACE )?FUNCTION __SCHEMA__\.pgbridge_append_batch\(.*?\$body\$;$", re.S | re.M
+    )
+    for path in sorted(VERSIONS.glob("[0-9]*_*.sql"), reverse=True):
+        upgrade = path.read_text(encoding="utf-8").split("\n-- migrate:upgrade\n", 1)[1]
+        upgrade = upgrade.split("\n-- migrate:downgrade\n", 1)[0]
+        if match := pattern.search(upgrade):
+            return match.group().replace("__SCHEMA__", '"public"')
+    raise LookupError(f"no revision in {VERSIONS} creates pgbridge_append_batch")
 
 
 def unchained(statement: str) -> str:
@@ -81,14 +101,9 @@ async def measure(dsn: str, args: argparse.Namespace) -> None:
     unchained_sql = chained_sql.replace("pgbridge_append_batch(", "pgbridge_append_batch_unchained(")
     variants = {"chained": chained_sql, "unchained": unchained_sql}
     pool = await asyncpg.create_pool(dsn, min_size=args.concurrency, max_size=args.concurrency)
-    (create,) = create_append_batch_function_sql("public")
-    body = append_batch_body("public")
-    assert "pgbridge_link_hash" not in unchained(body)
-    await pool.execute(
-        create.replace(body, unchained(body)).replace(
-            "pgbridge_append_batch(", "pgbridge_append_batch_unchained("
-        )
-    )
+    create = unchained(append_function_sql())
+    assert "pgbridge_link_hash" not in create
+    await pool.execute(create.replace("pgbridge_append_batch(", "pgbridge_append_batch_unchained("))
     server = f"PostgreSQL {await pool.fetchval('SHOW server_version')}"
     rates: dict[str, list[float]] = {name: [] for name in variants}
     await round_of(pool, chained_sql, 2000, args.runs, args.concurrency)  # warm up

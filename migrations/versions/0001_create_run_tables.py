@@ -8,10 +8,8 @@ Create Date: 2026-11-25
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects import postgresql
-
-from pgbridge.migration_support import schema_from_context
 
 revision = "0001"
 down_revision = None
@@ -20,7 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    schema = schema_from_context()
+    schema = context.config.attributes["schema"]
     timestamptz = postgresql.TIMESTAMP(timezone=True)
     op.create_table(
         "run_streams",
@@ -76,6 +74,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    schema = schema_from_context()
+    schema = context.config.attributes["schema"]
     op.drop_table("run_events", schema=schema)
     op.drop_table("run_streams", schema=schema)

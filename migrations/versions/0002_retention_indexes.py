@@ -13,10 +13,7 @@ Create Date: 2026-11-26
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
-
-from pgbridge.migration_support import schema_from_context
-from pgbridge.sql import quote_identifier
+from alembic import context, op
 
 revision = "0002"
 down_revision = "0001"
@@ -27,8 +24,8 @@ _RETAINS_EVENTS = "first_seq <= last_seq"
 
 
 def upgrade() -> None:
-    schema = schema_from_context()
-    s = quote_identifier(schema)
+    schema = context.config.attributes["schema"]
+    s = '"' + schema.replace('"', '""') + '"'  # quoted
     op.add_column("run_streams", sa.Column("first_ms", sa.BigInteger()), schema=schema)
     op.execute(
         f"""
@@ -61,7 +58,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    schema = schema_from_context()
+    schema = context.config.attributes["schema"]
     op.drop_index("run_streams_first_ms_idx", table_name="run_streams", schema=schema)
     op.drop_index("run_streams_retained_count_idx", table_name="run_streams", schema=schema)
     op.drop_index("run_streams_ended_retained_idx", table_name="run_streams", schema=schema)

@@ -1,8 +1,11 @@
 """Group commit: ``pgbridge_append_batch``, many appends in one statement.
 
-See ``pgbridge/batch_ddl.py``: the function runs the one-event append for
-each element of its arrays, in order, and returns each element's seq and
-creation time (NULL where the run already had its terminal event).
+The function runs the one-event append for each element of its arrays, in
+order, and returns each element's seq and creation time (NULL where the run
+already had its terminal event); the comment above it in the ``.sql`` file
+says how.
+
+The SQL: ``0004_group_commit_append.sql`` next to this file (frozen).
 
 Revision ID: 0004
 Revises: 0003
@@ -11,10 +14,7 @@ Create Date: 2026-11-26
 
 from __future__ import annotations
 
-from alembic import op
-
-from pgbridge.batch_ddl import create_append_batch_function_sql, drop_append_batch_function_sql
-from pgbridge.migration_support import schema_from_context
+from alembic import context
 
 revision = "0004"
 down_revision = "0003"
@@ -23,10 +23,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    for statement in create_append_batch_function_sql(schema_from_context(), publish_checks=False):
-        op.execute(statement)
+    context.config.attributes["run_frozen_sql"](__file__, "upgrade")
 
 
 def downgrade() -> None:
-    for statement in drop_append_batch_function_sql(schema_from_context()):
-        op.execute(statement)
+    context.config.attributes["run_frozen_sql"](__file__, "downgrade")

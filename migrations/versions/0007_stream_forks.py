@@ -24,6 +24,8 @@ the chain.
 ``pgbridge_stream_append`` is replaced by a version that answers ``gone``
 for a soft-deleted stream.
 
+The SQL: ``0007_stream_forks.sql`` next to this file (frozen).
+
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-26
@@ -31,56 +33,17 @@ Create Date: 2026-11-26
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from alembic import op
-from sqlalchemy.dialects import postgresql
-
-from pgbridge.migration_support import schema_from_context
-from pgbridge.stream_ddl import create_stream_append_function_sql
+from alembic import context
 
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-_COLUMNS = (
-    "fork_source_run_id",
-    "fork_offset_seq",
-    "fork_sub_offset",
-    "fork_seq",
-    "fork_refs",
-    "stream_deleted_at",
-)
-
 
 def upgrade() -> None:
-    schema = schema_from_context()
-    op.add_column("run_streams", sa.Column("fork_source_run_id", sa.Text()), schema=schema)
-    op.add_column("run_streams", sa.Column("fork_offset_seq", sa.BigInteger()), schema=schema)
-    op.add_column("run_streams", sa.Column("fork_sub_offset", sa.BigInteger()), schema=schema)
-    op.add_column("run_streams", sa.Column("fork_seq", sa.BigInteger()), schema=schema)
-    op.add_column(
-        "run_streams",
-        sa.Column("fork_refs", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
-        schema=schema,
-    )
-    op.add_column(
-        "run_streams", sa.Column("stream_deleted_at", postgresql.TIMESTAMP(timezone=True)), schema=schema
-    )
-    op.create_check_constraint(
-        "run_streams_fork_check",
-        "run_streams",
-        "(fork_source_run_id IS NULL) = (fork_seq IS NULL) AND fork_refs >= 0",
-        schema=schema,
-    )
-    for statement in create_stream_append_function_sql(schema, soft_delete=True):
-        op.execute(statement)
+    context.config.attributes["run_frozen_sql"](__file__, "upgrade")
 
 
 def downgrade() -> None:
-    schema = schema_from_context()
-    for statement in create_stream_append_function_sql(schema, soft_delete=False):
-        op.execute(statement)
-    op.drop_constraint("run_streams_fork_check", "run_streams", schema=schema)
-    for name in reversed(_COLUMNS):
-        op.drop_column("run_streams", name, schema=schema)
+    context.config.attributes["run_frozen_sql"](__file__, "downgrade")

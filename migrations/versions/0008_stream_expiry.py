@@ -20,6 +20,8 @@
   creation, so it keeps a TTL touch (which writes ``stream_touched_at``) a
   HOT update.
 
+The SQL: ``0008_stream_expiry.sql`` next to this file (frozen).
+
 Revision ID: 0008
 Revises: 0007
 Create Date: 2026-11-26
@@ -27,39 +29,17 @@ Create Date: 2026-11-26
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from alembic import op
-
-from pgbridge.batch_ddl import create_append_batch_function_sql, drop_append_batch_function_sql
-from pgbridge.migration_support import schema_from_context
-from pgbridge.stream_ddl import create_delete_stream_function_sql, drop_delete_stream_function_sql
+from alembic import context
 
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-_INDEX = "run_streams_expiring_idx"
-_EXPIRING = "stream_expires_at IS NOT NULL OR stream_ttl_seconds IS NOT NULL"
-
 
 def upgrade() -> None:
-    schema = schema_from_context()
-    for statement in create_delete_stream_function_sql(schema):
-        op.execute(statement)
-    for statement in drop_append_batch_function_sql(schema, publish_checks=False):
-        op.execute(statement)
-    for statement in create_append_batch_function_sql(schema, publish_checks=True):
-        op.execute(statement)
-    op.create_index(_INDEX, "run_streams", ["run_id"], schema=schema, postgresql_where=sa.text(_EXPIRING))
+    context.config.attributes["run_frozen_sql"](__file__, "upgrade")
 
 
 def downgrade() -> None:
-    schema = schema_from_context()
-    op.drop_index(_INDEX, table_name="run_streams", schema=schema)
-    for statement in drop_append_batch_function_sql(schema, publish_checks=True):
-        op.execute(statement)
-    for statement in create_append_batch_function_sql(schema, publish_checks=False):
-        op.execute(statement)
-    for statement in drop_delete_stream_function_sql(schema):
-        op.execute(statement)
+    context.config.attributes["run_frozen_sql"](__file__, "downgrade")

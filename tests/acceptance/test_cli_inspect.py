@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from pgbridge import PostgresStreamBridge, RetentionPolicy, StreamStatus
-from pgbridge.views_ddl import EVENTS_VIEW_COLUMNS, RUNS_VIEW_COLUMNS
+from tests.support.catalog import EVENTS_VIEW_COLUMNS, RUNS_VIEW_COLUMNS
 from tests.support.cli import ANSI, cli, cli_env, on_a_terminal, start_cli
 from tests.support.run_seeds import seed_agent_runs
 from tests.support.sql_helpers import evict_prefix

@@ -19,7 +19,7 @@ from pgbridge import (
 )
 from pgbridge.inspection import EventRow, Inspector, RunSummary
 from pgbridge.sql import RUN_STATUSES
-from pgbridge.views_ddl import EVENTS_VIEW_COLUMNS, RUNS_VIEW_COLUMNS
+from tests.support.catalog import EVENTS_VIEW_COLUMNS, RUNS_VIEW_COLUMNS
 from tests.support.postgres_server import DatabaseFactory
 from tests.support.run_seeds import HOUR, MINUTE, set_run_times
 from tests.support.sql_helpers import backdate_run, evict_prefix

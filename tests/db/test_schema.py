@@ -20,13 +20,13 @@ from pgbridge.migrate import alembic_config, head_revision
 from pgbridge.migration_support import async_engine_for_dsn, include_object
 from pgbridge.schema import metadata
 from pgbridge.sql import SCHEMA_REVISION, quote_identifier
-from pgbridge.views_ddl import (
+from tests.support.catalog import (
     EVENTS_VIEW,
     EVENTS_VIEW_COLUMNS,
     RUNS_VIEW,
     RUNS_VIEW_COLUMNS,
-    events_view_sql,
-    runs_view_sql,
+    function_body,
+    view_sql,
 )
 from tests.support.helpers import collect
 from tests.support.postgres_server import DatabaseFactory
@@ -285,26 +285,25 @@ async def test_upgrading_from_0001_fills_first_ms_and_chains_existing_events(emp
 
 
 async def test_the_append_function_in_the_database_is_the_one_in_the_code(dsn: str) -> None:
-    # Alembic does not track functions: a change to pgbridge/batch_ddl.py
-    # needs a revision that re-creates the function.
-    from pgbridge.batch_ddl import append_batch_body
-
+    # Alembic does not track functions: the body at head is the one the newest
+    # revision's frozen SQL creates (0008), byte for byte.
     conn = await asyncpg.connect(dsn)
     try:
         body = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'pgbridge_append_batch'")
     finally:
         await conn.close()
-    assert body == append_batch_body("public")
+    assert body == function_body("pgbridge_append_batch")
 
 
 # -- the views (revision 0005) ----------------------------------------------------
 
 
 async def view_drift(dsn: str, schema: str = "public") -> list[str]:
-    """The views whose definition in the database is not the one in pgbridge/views_ddl.py.
+    """The views whose definition in the database is not the one in the revisions' frozen SQL.
 
     Alembic does not compare views, and PostgreSQL stores a view's query in
-    its own normal form: so each view is re-created from the code inside a
+    its own normal form: so each view is re-created from the newest revision
+    that creates it (migrations/versions/NNNN_*.sql) inside a
     transaction that is rolled back, and PostgreSQL's rendering of the two
     compared. A missing view, or one the code cannot replace (a column
     renamed, retyped or removed), is drift too.
@@ -312,7 +311,10 @@ async def view_drift(dsn: str, schema: str = "public") -> list[str]:
     drifted = []
     conn = await asyncpg.connect(dsn)
     try:
-        for name, ddl in ((RUNS_VIEW, runs_view_sql(schema)), (EVENTS_VIEW, events_view_sql(schema))):
+        for name, ddl in (
+            (RUNS_VIEW, view_sql(RUNS_VIEW, schema)),
+            (EVENTS_VIEW, view_sql(EVENTS_VIEW, schema)),
+        ):
             qualified = f"{quote_identifier(schema)}.{name}"
             stored = await conn.fetchval("SELECT pg_get_viewdef(to_regclass($1))", qualified)
             recreated = None
@@ -347,14 +349,14 @@ async def view_columns(dsn: str, view: str, schema: str = "public") -> list[str]
 
 
 async def test_the_views_in_the_database_are_the_ones_in_the_code(dsn: str) -> None:
-    # A change to pgbridge/views_ddl.py needs a revision that re-creates the views.
+    # A view is changed only by a new revision that re-creates it.
     assert await view_drift(dsn) == []
 
 
 #: A compatible change to each view (same columns, another expression).
 TAMPERED = {
-    RUNS_VIEW: lambda: runs_view_sql("public").replace("r.run_id,", "lower(r.run_id) AS run_id,", 1),
-    EVENTS_VIEW: lambda: events_view_sql("public").replace("e.seq,", "e.seq + 0 AS seq,", 1),
+    RUNS_VIEW: lambda: view_sql(RUNS_VIEW).replace("r.run_id,", "lower(r.run_id) AS run_id,", 1),
+    EVENTS_VIEW: lambda: view_sql(EVENTS_VIEW).replace("e.seq,", "e.seq + 0 AS seq,", 1),
 }
 
 
@@ -436,14 +438,10 @@ async def stream_append_source(dsn: str) -> str:
 
 
 async def test_the_stream_append_function_in_the_database_is_the_one_in_the_code(dsn: str) -> None:
-    from pgbridge.stream_ddl import stream_append_body
-
-    assert await stream_append_source(dsn) == stream_append_body("public")
+    assert await stream_append_source(dsn) == function_body("pgbridge_stream_append")
 
 
 async def test_downgrading_0007_drops_the_fork_columns_and_restores_the_0006_append(dsn: str) -> None:
-    from pgbridge.stream_ddl import stream_append_body
-
     await downgrade(dsn, "0006")
     conn = await asyncpg.connect(dsn)
     try:
@@ -454,10 +452,13 @@ async def test_downgrading_0007_drops_the_fork_columns_and_restores_the_0006_app
     finally:
         await conn.close()
     assert columns == []
-    assert await stream_append_source(dsn) == stream_append_body("public", soft_delete=False)
+    assert await stream_append_source(dsn) == function_body("pgbridge_stream_append", "0006")
+    assert function_body("pgbridge_stream_append", "0007", "downgrade") == function_body(
+        "pgbridge_stream_append", "0006"
+    )
     await migrate(dsn)
     assert await schema_diff(dsn) == []
-    assert await stream_append_source(dsn) == stream_append_body("public")
+    assert await stream_append_source(dsn) == function_body("pgbridge_stream_append")
 
 
 # -- expired streams (revision 0008) ---------------------------------------------------
@@ -475,19 +476,15 @@ async def function_names(dsn: str) -> set[str]:
 
 
 async def test_the_delete_stream_function_in_the_database_is_the_one_in_the_code(dsn: str) -> None:
-    from pgbridge.stream_ddl import delete_stream_body
-
     conn = await asyncpg.connect(dsn)
     try:
         body = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'pgbridge_delete_stream'")
     finally:
         await conn.close()
-    assert body == delete_stream_body("public")
+    assert body == function_body("pgbridge_delete_stream")
 
 
 async def test_downgrading_0008_restores_the_0004_append_and_drops_the_delete_function(dsn: str) -> None:
-    from pgbridge.batch_ddl import append_batch_body
-
     await downgrade(dsn, "0007")
     names = await function_names(dsn)
     assert "pgbridge_append_batch/5" in names and "pgbridge_append_batch/6" not in names
@@ -498,7 +495,8 @@ async def test_downgrading_0008_restores_the_0004_append_and_drops_the_delete_fu
         index = await conn.fetchval("SELECT to_regclass('public.run_streams_expiring_idx')")
     finally:
         await conn.close()
-    assert body == append_batch_body("public", publish_checks=False)
+    assert body == function_body("pgbridge_append_batch", "0004")
+    assert function_body("pgbridge_append_batch", "0008", "downgrade") == body
     assert index is None
     await migrate(dsn)
     assert await schema_diff(dsn) == []

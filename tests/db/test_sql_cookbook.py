@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from pgbridge import PostgresStreamBridge
-from pgbridge.views_ddl import EVENTS_VIEW, RUNS_VIEW
+from tests.support.catalog import EVENTS_VIEW, RUNS_VIEW
 from tests.support.postgres_server import DatabaseFactory
 from tests.support.run_seeds import HOUR, Seeded, seed_agent_runs
 from tests.support.sql_helpers import connected

@@ -1,0 +1,474 @@
+-- pgbridge's schema at head (revision 0008) in schema public: what
+-- `pgbridge migrate` leaves in an empty database, as DDL.
+--
+-- GENERATED from a migrated database, do not edit. After adding a revision:
+--     python migrations/dump_schema.py [--dsn postgresql://...]
+-- (`--check` only compares). tests/db/test_migrations.py runs this file on an
+-- empty database and requires the same catalog as a migration to head.
+-- The revisions in migrations/versions remain the source of truth.
+--
+-- Pasteable into psql on an empty database (psql -v ON_ERROR_STOP=1 -f schema.sql);
+-- the alembic_version row makes `pgbridge migrate` find it up to date.
+
+BEGIN;
+
+CREATE TABLE public.alembic_version (
+    version_num character varying(32) NOT NULL,
+    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+);
+
+CREATE TABLE public.run_streams (
+    run_id text NOT NULL,
+    status text DEFAULT 'active'::text NOT NULL,
+    last_seq bigint DEFAULT 0 NOT NULL,
+    last_ms bigint,
+    first_seq bigint DEFAULT 1 NOT NULL,
+    terminal_seq bigint,
+    awaiting_input_since timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    ended_at timestamp with time zone,
+    first_ms bigint,
+    last_hash bytea,
+    trimmed_hash bytea,
+    content_type text,
+    stream_ttl_seconds bigint,
+    stream_expires_at timestamp with time zone,
+    stream_touched_at timestamp with time zone,
+    stream_writer_seq text,
+    closed_by_producer_id text,
+    closed_by_epoch bigint,
+    closed_by_seq bigint,
+    fork_source_run_id text,
+    fork_offset_seq bigint,
+    fork_sub_offset bigint,
+    fork_seq bigint,
+    fork_refs bigint DEFAULT 0 NOT NULL,
+    stream_deleted_at timestamp with time zone,
+    CONSTRAINT run_streams_pkey PRIMARY KEY (run_id),
+    CONSTRAINT run_streams_fork_check CHECK ((((fork_source_run_id IS NULL) = (fork_seq IS NULL)) AND (fork_refs >= 0))),
+    CONSTRAINT run_streams_retained_range_check CHECK (((first_seq >= 1) AND (first_seq <= (last_seq + 1)))),
+    CONSTRAINT run_streams_run_id_length_check CHECK (((char_length(run_id) >= 1) AND (char_length(run_id) <= 255))),
+    CONSTRAINT run_streams_status_check CHECK ((status = ANY (ARRAY['active'::text, 'awaiting_input'::text, 'ended'::text, 'cancelled'::text, 'errored'::text]))),
+    CONSTRAINT run_streams_terminal_status_check CHECK (((terminal_seq IS NULL) = (status = ANY (ARRAY['active'::text, 'awaiting_input'::text]))))
+);
+
+CREATE INDEX run_streams_ended_idx ON public.run_streams USING btree (ended_at) WHERE (ended_at IS NOT NULL);
+
+CREATE INDEX run_streams_ended_retained_idx ON public.run_streams USING btree (ended_at) WHERE ((ended_at IS NOT NULL) AND (first_seq <= last_seq));
+
+CREATE INDEX run_streams_expiring_idx ON public.run_streams USING btree (run_id) WHERE ((stream_expires_at IS NOT NULL) OR (stream_ttl_seconds IS NOT NULL));
+
+CREATE INDEX run_streams_first_ms_idx ON public.run_streams USING btree (first_ms) WHERE (first_seq <= last_seq);
+
+CREATE INDEX run_streams_open_updated_idx ON public.run_streams USING btree (updated_at) WHERE ((terminal_seq IS NULL) AND (content_type IS NULL));
+
+CREATE INDEX run_streams_retained_count_idx ON public.run_streams USING btree (((last_seq - first_seq))) WHERE (first_seq <= last_seq);
+
+CREATE TABLE public.run_events (
+    run_id text NOT NULL,
+    seq bigint NOT NULL,
+    created_ms bigint NOT NULL,
+    event text NOT NULL,
+    data json NOT NULL,
+    terminal boolean DEFAULT false NOT NULL,
+    hash bytea NOT NULL,
+    CONSTRAINT run_events_pkey PRIMARY KEY (run_id, seq)
+);
+
+CREATE TABLE public.retention_last_pass (
+    id smallint DEFAULT 1 NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone NOT NULL,
+    events_deleted bigint NOT NULL,
+    runs_deleted bigint NOT NULL,
+    runs_dead_lettered bigint NOT NULL,
+    tables_vacuumed integer NOT NULL,
+    policy json NOT NULL,
+    passes bigint DEFAULT 1 NOT NULL,
+    CONSTRAINT retention_last_pass_pkey PRIMARY KEY (id),
+    CONSTRAINT retention_last_pass_one_row_check CHECK ((id = 1))
+);
+
+CREATE TABLE public.run_stream_producers (
+    run_id text NOT NULL,
+    producer_id text NOT NULL,
+    epoch bigint NOT NULL,
+    last_seq bigint NOT NULL,
+    event_seq bigint,
+    event_ms bigint,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT run_stream_producers_pkey PRIMARY KEY (run_id, producer_id),
+    CONSTRAINT run_stream_producers_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.run_streams(run_id) ON DELETE CASCADE
+);
+
+CREATE OR REPLACE FUNCTION public.pgbridge_link_hash(prev bytea, run_id text, seq bigint, created_ms bigint, event text, data text)
+ RETURNS bytea
+ LANGUAGE sql
+ STABLE PARALLEL SAFE STRICT
+AS $function$
+            SELECT sha256(
+                prev
+                || int4send(octet_length(convert_to(run_id, 'UTF8'))) || convert_to(run_id, 'UTF8')
+                || int8send(seq) || int8send(created_ms)
+                || int4send(octet_length(convert_to(event, 'UTF8'))) || convert_to(event, 'UTF8')
+                || int4send(octet_length(convert_to(data, 'UTF8'))) || convert_to(data, 'UTF8')
+            )
+        $function$;
+
+CREATE OR REPLACE FUNCTION public.pgbridge_trim_run_prefixes(run_ids text[], from_seqs bigint[], throughs bigint[])
+ RETURNS bigint
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET "pgbridge.retention" TO 'on'
+AS $function$
+            WITH plan AS (
+                SELECT * FROM unnest(run_ids, from_seqs, throughs) AS p(run_id, from_seq, through)
+            ),
+            moved AS (
+                UPDATE "public".run_streams AS r SET
+                    first_seq = p.through + 1,
+                    first_ms = (SELECT e.created_ms FROM "public".run_events AS e
+                                WHERE e.run_id = p.run_id AND e.seq = p.through + 1),
+                    trimmed_hash = (SELECT e.hash FROM "public".run_events AS e
+                                    WHERE e.run_id = p.run_id AND e.seq = p.through)
+                FROM plan AS p
+                WHERE r.run_id = ANY(run_ids) AND r.run_id = p.run_id
+                  AND r.first_seq = p.from_seq AND p.through BETWEEN p.from_seq AND r.last_seq
+                RETURNING r.run_id, p.from_seq, p.through
+            ),
+            gone AS (
+                DELETE FROM "public".run_events AS e
+                USING moved AS m
+                WHERE e.run_id = m.run_id AND e.seq BETWEEN m.from_seq AND m.through
+                RETURNING 1
+            )
+            SELECT count(*) FROM gone
+        $function$;
+
+REVOKE ALL ON FUNCTION public.pgbridge_trim_run_prefixes(text[],bigint[],bigint[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION public.pgbridge_guard_run_events()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+        BEGIN
+            IF TG_OP = 'DELETE' AND current_setting('pgbridge.retention', true) = 'on' THEN
+                RETURN NULL;
+            END IF;
+            RAISE EXCEPTION 'pgbridge: run_events is append-only, % is refused', TG_OP
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'events leave run_events only through retention (pgbridge retention)';
+        END
+        $function$;
+
+CREATE OR REPLACE FUNCTION public.pgbridge_stream_append(p_run_id text, p_content_type text, p_events text[], p_datas text[], p_close boolean, p_stream_seq text, p_producer_id text, p_epoch bigint, p_seq bigint)
+ RETURNS TABLE(outcome text, last_seq bigint, last_ms bigint, closed boolean, producer_epoch bigint, producer_seq bigint, event_seq bigint, event_ms bigint)
+ LANGUAGE plpgsql
+AS $function$
+#variable_conflict use_column
+DECLARE
+    r record;
+    p record;
+    n integer := coalesce(array_length(p_events, 1), 0);
+    has_producer boolean := p_producer_id IS NOT NULL;
+    nil bigint;  -- stays NULL: the columns an outcome leaves empty
+BEGIN
+    SELECT * INTO r FROM "public".run_streams AS r WHERE r.run_id = p_run_id FOR UPDATE;
+    IF FOUND AND r.stream_deleted_at IS NOT NULL THEN
+        RETURN QUERY SELECT 'gone'::text, nil, nil, false, nil, nil, nil, nil;
+        RETURN;
+    END IF;
+    IF NOT FOUND OR (
+    (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+    OR (r.stream_ttl_seconds IS NOT NULL
+        AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+) THEN
+        RETURN QUERY SELECT 'not_found'::text, nil, nil, false, nil, nil, nil, nil;
+        RETURN;
+    END IF;
+    IF has_producer THEN
+        SELECT * INTO p FROM "public".run_stream_producers AS p
+        WHERE p.run_id = p_run_id AND p.producer_id = p_producer_id;
+        IF FOUND AND p_epoch < p.epoch THEN
+            RETURN QUERY SELECT 'stale_epoch'::text, r.last_seq, r.last_ms, r.terminal_seq IS NOT NULL,
+                p.epoch, p.last_seq, nil, nil;
+            RETURN;
+        END IF;
+    END IF;
+    IF r.terminal_seq IS NOT NULL THEN
+        IF has_producer AND r.closed_by_producer_id = p_producer_id
+           AND r.closed_by_epoch = p_epoch AND r.closed_by_seq = p_seq THEN
+            RETURN QUERY SELECT 'duplicate'::text, r.last_seq, r.last_ms, true, p_epoch, p_seq,
+                r.terminal_seq, r.last_ms;
+        ELSIF n = 0 AND p_close THEN
+            RETURN QUERY SELECT 'already_closed'::text, r.last_seq, r.last_ms, true, nil, nil, nil, nil;
+        ELSE
+            RETURN QUERY SELECT 'closed'::text, r.last_seq, r.last_ms, true, nil, nil, nil, nil;
+        END IF;
+        RETURN;
+    END IF;
+    IF n > 0 AND p_content_type IS NOT NULL
+       AND p_content_type IS DISTINCT FROM coalesce(r.content_type, 'application/json') THEN
+        RETURN QUERY SELECT 'content_type'::text, r.last_seq, r.last_ms, false, nil, nil, nil, nil;
+        RETURN;
+    END IF;
+    IF has_producer THEN
+        IF p.producer_id IS NULL THEN  -- a new producer starts at seq 0, in any epoch
+            IF p_seq <> 0 THEN
+                RETURN QUERY SELECT 'gap'::text, r.last_seq, r.last_ms, false, 0::bigint, p_seq, nil, nil;
+                RETURN;
+            END IF;
+        ELSIF p_epoch > p.epoch THEN
+            IF p_seq <> 0 THEN
+                RETURN QUERY SELECT 'bad_epoch_seq'::text, r.last_seq, r.last_ms, false, p.epoch, p_seq,
+                    nil, nil;
+                RETURN;
+            END IF;
+        ELSIF p_seq <= p.last_seq THEN
+            RETURN QUERY SELECT 'duplicate'::text, r.last_seq, r.last_ms, false, p.epoch, p.last_seq,
+                p.event_seq, p.event_ms;
+            RETURN;
+        ELSIF p_seq > p.last_seq + 1 THEN
+            RETURN QUERY SELECT 'gap'::text, r.last_seq, r.last_ms, false, p.last_seq + 1, p_seq, nil, nil;
+            RETURN;
+        END IF;
+    END IF;
+    IF p_stream_seq IS NOT NULL AND r.stream_writer_seq IS NOT NULL
+       AND p_stream_seq COLLATE "C" <= r.stream_writer_seq COLLATE "C" THEN
+        RETURN QUERY SELECT 'stream_seq'::text, r.last_seq, r.last_ms, false, nil, nil, nil, nil;
+        RETURN;
+    END IF;
+    IF n > 0 THEN
+        PERFORM "public".pgbridge_append_batch(
+            array_fill(p_run_id, ARRAY[n]), p_events, p_datas,
+            array_fill(false, ARRAY[n]), array_fill('active'::text, ARRAY[n]));
+        SELECT * INTO r FROM "public".run_streams AS r WHERE r.run_id = p_run_id;
+    END IF;
+    IF has_producer THEN
+        INSERT INTO "public".run_stream_producers AS p (run_id, producer_id, epoch, last_seq, event_seq, event_ms)
+        VALUES (p_run_id, p_producer_id, p_epoch, p_seq, r.last_seq, r.last_ms)
+        ON CONFLICT (run_id, producer_id) DO UPDATE
+        SET epoch = excluded.epoch, last_seq = excluded.last_seq,
+            event_seq = excluded.event_seq, event_ms = excluded.event_ms, updated_at = now();
+    END IF;
+    UPDATE "public".run_streams AS u SET
+        stream_writer_seq = coalesce(p_stream_seq, u.stream_writer_seq),
+        stream_touched_at = now(),
+        status = CASE WHEN p_close THEN 'ended' ELSE u.status END,
+        terminal_seq = CASE WHEN p_close THEN u.last_seq ELSE u.terminal_seq END,
+        ended_at = CASE WHEN p_close THEN now() ELSE u.ended_at END,
+        awaiting_input_since = CASE WHEN p_close THEN NULL ELSE u.awaiting_input_since END,
+        closed_by_producer_id = CASE WHEN p_close THEN p_producer_id END,
+        closed_by_epoch = CASE WHEN p_close THEN p_epoch END,
+        closed_by_seq = CASE WHEN p_close THEN p_seq END
+    WHERE u.run_id = p_run_id;
+    RETURN QUERY SELECT (CASE WHEN n = 0 THEN 'closed_now' ELSE 'appended' END)::text,
+        r.last_seq, r.last_ms, p_close, p_epoch, p_seq, r.last_seq, r.last_ms;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.pgbridge_delete_stream(p_run_id text)
+ RETURNS TABLE(run_id text, last_seq bigint, events_deleted bigint)
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    current_run text := p_run_id;
+    r record;
+    src record;
+    gone bigint;
+BEGIN
+    LOOP
+        SELECT u.first_seq, u.last_seq, u.fork_source_run_id INTO r
+        FROM "public".run_streams AS u WHERE u.run_id = current_run FOR UPDATE;
+        EXIT WHEN NOT FOUND;
+        gone := 0;
+        IF r.first_seq <= r.last_seq THEN
+            gone := "public".pgbridge_trim_run_prefixes(ARRAY[current_run], ARRAY[r.first_seq], ARRAY[r.last_seq]);
+        END IF;
+        DELETE FROM "public".run_streams AS u WHERE u.run_id = current_run;
+        run_id := current_run;
+        last_seq := r.last_seq;
+        events_deleted := gone;
+        RETURN NEXT;
+        EXIT WHEN r.fork_source_run_id IS NULL;
+        UPDATE "public".run_streams AS u SET fork_refs = greatest(u.fork_refs - 1, 0)
+        WHERE u.run_id = r.fork_source_run_id
+        RETURNING u.fork_refs, u.stream_deleted_at INTO src;
+        EXIT WHEN NOT FOUND OR src.fork_refs > 0 OR src.stream_deleted_at IS NULL;
+        current_run := r.fork_source_run_id;
+    END LOOP;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.pgbridge_append_batch(run_ids text[], events text[], datas text[], terminals boolean[], statuses text[], publish boolean DEFAULT false)
+ RETURNS TABLE(ord integer, seq bigint, created_ms bigint, refused text)
+ LANGUAGE plpgsql
+AS $function$
+#variable_conflict use_column
+DECLARE
+    n integer := coalesce(array_length(run_ids, 1), 0);
+    out_seq bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    out_ms bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    out_refused text[] := array_fill(NULL::text, ARRAY[n]);
+    new_ord integer[] := '{}';
+    new_seq bigint[] := '{}';
+    new_ms bigint[] := '{}';
+    new_hash bytea[] := '{}';
+    item record;
+    current_run text := NULL;
+    run_row record;
+    next_seq bigint;
+    chain bytea;
+    stamp bigint;
+    first_new_ms bigint;
+    run_status text;
+    ended boolean;
+    refusal text;
+    have_row boolean;
+    appended integer;
+BEGIN
+    FOR item IN
+        SELECT u.run_id AS rid, u.ord AS i
+        FROM unnest(run_ids) WITH ORDINALITY AS u(run_id, ord)
+        ORDER BY u.run_id, u.ord
+    LOOP
+        IF current_run IS DISTINCT FROM item.rid THEN
+            IF appended > 0 THEN
+                UPDATE "public".run_streams SET
+            last_seq = next_seq, last_ms = stamp, last_hash = chain, status = run_status,
+            first_ms = CASE WHEN run_row.first_seq > run_row.last_seq THEN first_new_ms ELSE first_ms END,
+            terminal_seq = CASE WHEN ended THEN next_seq END,
+            ended_at = CASE WHEN ended THEN now() END,
+            awaiting_input_since = NULL, updated_at = now()
+        WHERE run_id = current_run;
+            END IF;
+            current_run := item.rid;
+            refusal := NULL;
+            SELECT r.first_seq, r.last_seq, r.last_hash, r.terminal_seq, r.content_type, r.fork_refs,
+                r.stream_deleted_at IS NOT NULL AS soft_deleted, (
+    (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+    OR (r.stream_ttl_seconds IS NOT NULL
+        AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+) AS expired
+            INTO run_row
+            FROM "public".run_streams AS r WHERE r.run_id = current_run FOR UPDATE;
+            have_row := FOUND;
+            IF have_row AND publish THEN
+                IF run_row.soft_deleted OR (run_row.expired AND run_row.fork_refs > 0) THEN
+                    -- Gone while forks read it: what a DELETE (or a PUT) of it does, then refuse.
+                    UPDATE "public".run_streams SET stream_deleted_at = now()
+                    WHERE run_id = current_run AND stream_deleted_at IS NULL;
+                    refusal := 'gone';
+                ELSIF run_row.expired THEN
+                    -- Gone: deleted as a DELETE would; the publish starts a new run below.
+                    PERFORM "public".pgbridge_delete_stream(current_run);
+                    have_row := false;
+                END IF;
+            END IF;
+            IF NOT have_row THEN  -- a new run: create its row (or wait for a concurrent creator's), lock it
+                INSERT INTO "public".run_streams AS r (run_id, status, last_seq)
+                VALUES (current_run, 'active', 0)
+                ON CONFLICT (run_id) DO NOTHING;
+                SELECT r.first_seq, r.last_seq, r.last_hash, r.terminal_seq, r.content_type, r.fork_refs,
+                r.stream_deleted_at IS NOT NULL AS soft_deleted, (
+    (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+    OR (r.stream_ttl_seconds IS NOT NULL
+        AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+) AS expired
+            INTO run_row
+            FROM "public".run_streams AS r WHERE r.run_id = current_run FOR UPDATE;
+            END IF;
+            IF publish AND refusal IS NULL
+               AND coalesce(run_row.content_type, 'application/json') <> 'application/json' THEN
+                refusal := 'content_type';
+            END IF;
+            next_seq := run_row.last_seq;
+            chain := coalesce(run_row.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
+            ended := run_row.terminal_seq IS NOT NULL;
+            appended := 0;
+            first_new_ms := NULL;
+        END IF;
+        IF refusal IS NOT NULL OR ended THEN
+            out_refused[item.i] := coalesce(refusal, 'terminal');
+            CONTINUE;
+        END IF;
+        next_seq := next_seq + 1;
+        stamp := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+        chain := "public".pgbridge_link_hash(chain, current_run, next_seq, stamp, events[item.i], datas[item.i]);
+        first_new_ms := coalesce(first_new_ms, stamp);
+        run_status := statuses[item.i];
+        ended := terminals[item.i];
+        appended := appended + 1;
+        out_seq[item.i] := next_seq;
+        out_ms[item.i] := stamp;
+        new_ord := new_ord || item.i::integer;
+        new_seq := new_seq || next_seq;
+        new_ms := new_ms || stamp;
+        new_hash := new_hash || chain;
+    END LOOP;
+    IF appended > 0 THEN
+        UPDATE "public".run_streams SET
+            last_seq = next_seq, last_ms = stamp, last_hash = chain, status = run_status,
+            first_ms = CASE WHEN run_row.first_seq > run_row.last_seq THEN first_new_ms ELSE first_ms END,
+            terminal_seq = CASE WHEN ended THEN next_seq END,
+            ended_at = CASE WHEN ended THEN now() END,
+            awaiting_input_since = NULL, updated_at = now()
+        WHERE run_id = current_run;
+    END IF;
+    INSERT INTO "public".run_events (run_id, seq, created_ms, event, data, terminal, hash)
+    SELECT run_ids[k.i], k.seq, k.ms, events[k.i], datas[k.i]::json, terminals[k.i], k.hash
+    FROM unnest(new_ord, new_seq, new_ms, new_hash) AS k(i, seq, ms, hash);
+    RETURN QUERY SELECT o::integer, out_seq[o], out_ms[o], out_refused[o] FROM generate_series(1, n) AS o;
+END
+$function$;
+
+CREATE TRIGGER run_events_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.run_events FOR EACH STATEMENT EXECUTE FUNCTION public.pgbridge_guard_run_events();
+
+CREATE VIEW public.pgbridge_runs AS
+ SELECT r.run_id,
+    r.status,
+    t.event AS terminal_event,
+    r.status = 'awaiting_input'::text AS awaiting_input,
+    r.last_seq AS events_published,
+    r.last_seq - r.first_seq + 1 AS events_retained,
+    r.first_seq - 1 AS events_deleted,
+    r.first_seq,
+    r.last_seq,
+    r.terminal_seq,
+        CASE
+            WHEN r.first_seq <= r.last_seq THEN (r.first_ms || '-'::text) || r.first_seq
+            ELSE NULL::text
+        END AS first_event_id,
+        CASE
+            WHEN r.first_seq <= r.last_seq THEN (r.last_ms || '-'::text) || r.last_seq
+            ELSE NULL::text
+        END AS last_event_id,
+        CASE
+            WHEN r.terminal_seq IS NOT NULL THEN (r.last_ms || '-'::text) || r.terminal_seq
+            ELSE NULL::text
+        END AS terminal_event_id,
+    r.created_at AS started_at,
+    to_timestamp((r.last_ms::numeric / 1000.0)::double precision) AS last_event_at,
+    r.updated_at AS last_activity_at,
+    r.awaiting_input_since,
+    r.ended_at,
+    COALESCE(r.ended_at, now()) - r.created_at AS duration
+   FROM public.run_streams r
+     LEFT JOIN public.run_events t ON t.run_id = r.run_id AND t.seq = r.terminal_seq;
+
+CREATE VIEW public.pgbridge_events AS
+ SELECT e.run_id,
+    e.seq,
+    (e.created_ms || '-'::text) || e.seq AS event_id,
+    e.event,
+    e.data,
+    e.terminal,
+    e.created_ms,
+    to_timestamp((e.created_ms::numeric / 1000.0)::double precision) AS created_at
+   FROM public.run_events e;
+
+INSERT INTO public.alembic_version (version_num) VALUES ('0008');
+
+COMMIT;
