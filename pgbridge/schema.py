@@ -2,9 +2,11 @@
 
 Alembic revisions in ``migrations/`` create and change these tables; a test
 compares a migrated database with this metadata so the two never drift. The
-hot path does not use SQLAlchemy: :mod:`pgbridge.sql.queries` holds the SQL the
-bridge runs through asyncpg. The views over these tables (revision 0005) are
-in :mod:`pgbridge.views_ddl`.
+hot path does not use SQLAlchemy: ``pgbridge/sql/*.sql`` hold the SQL the
+bridge runs through asyncpg. The views and functions over these tables are in
+the revisions' frozen ``.sql`` files; ``migrations/schema.sql`` shows the head
+schema whole. Nothing at runtime imports this module (only migrating and apps
+that want the tables as SQLAlchemy objects do).
 
 Every table is keyed by ``run_id`` first and there is no global sequence, so
 the tables can be distributed by ``run_id`` (Citus, or several clusters).
