@@ -13,100 +13,56 @@ Callable from Python as well as from the command line::
 Runs and events are read through the views of revision 0005
 (``pgbridge_runs``, ``pgbridge_events``, documented in ``docs/sql.md``), so
 a :class:`RunSummary` and an :class:`EventRow` have exactly the views'
-columns. Nothing here writes.
+columns (they are the rows of :mod:`pgbridge.store.inspection`, which runs
+the SQL). Nothing here writes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-import asyncpg
-
 from pgbridge.connector import Database
-from pgbridge.contract import JSONValue, ResumeResult
+from pgbridge.contract import ResumeResult
 from pgbridge.exceptions import InvalidEventError, StreamNotFoundError
-from pgbridge.ids import RetainedRange, parse_event_id, resolve_cursor, validate_run_id
-from pgbridge.payload import decode_data
+from pgbridge.ids import parse_event_id, resolve_cursor, validate_run_id
 from pgbridge.sql import DEFAULT_SCHEMA, RUN_STATUSES
-from pgbridge.sql.queries import InspectQueries, Queries
-from pgbridge.store.events import MAX_BIGINT
+from pgbridge.sql.queries import Queries
+from pgbridge.store.inspection import (
+    EventRow,
+    InspectionStore,
+    OldestEvent,
+    RetentionPassRecord,
+    RunSummary,
+    Snapshot,
+    StatusCount,
+    TableSize,
+    json_value,
+)
+
+__all__ = [
+    "CURSOR_PREFETCH",
+    "TABLES",
+    "EventListing",
+    "EventRow",
+    "Inspector",
+    "OldestEvent",
+    "RetentionPassRecord",
+    "RunSummary",
+    "Stats",
+    "StatusCount",
+    "TableSize",
+]
 
 #: The tables ``stats`` measures.
 TABLES = ("run_events", "run_streams", "retention_last_pass")
 #: Rows fetched per round trip while listing a run's events.
 CURSOR_PREFETCH = 1000
-
-
-def _json_value(value: object) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    """A row of the ``pgbridge_runs`` view (docs/sql.md says what each column means)."""
-
-    run_id: str
-    status: str
-    terminal_event: str | None
-    awaiting_input: bool
-    events_published: int
-    events_retained: int
-    events_deleted: int
-    first_seq: int
-    last_seq: int
-    terminal_seq: int | None
-    first_event_id: str | None
-    last_event_id: str | None
-    terminal_event_id: str | None
-    started_at: datetime
-    last_event_at: datetime | None
-    last_activity_at: datetime
-    awaiting_input_since: datetime | None
-    ended_at: datetime | None
-    duration: timedelta
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> RunSummary:
-        return cls(**{f.name: row[f.name] for f in fields(cls)})
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON object: times in ISO 8601, ``duration`` in seconds."""
-        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """A row of the ``pgbridge_events`` view, its ``data`` decoded."""
-
-    run_id: str
-    seq: int
-    event_id: str
-    event: str
-    data: JSONValue
-    terminal: bool
-    created_ms: int
-    created_at: datetime
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> EventRow:
-        values = {f.name: row[f.name] for f in fields(cls)}
-        values["data"] = decode_data(row["data"])
-        return cls(**values)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON object: ``created_at`` in ISO 8601."""
-        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,49 +80,6 @@ class EventListing:
 
 
 @dataclass(frozen=True, slots=True)
-class TableSize:
-    name: str
-    total_bytes: int
-    table_bytes: int
-    index_bytes: int
-    #: The statistics collector's estimate of live rows (None before it has one).
-    rows_estimate: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class StatusCount:
-    """Runs of one status, and their events (exact: counted from each run's seqs)."""
-
-    status: str
-    runs: int
-    events_retained: int
-    events_published: int
-
-
-@dataclass(frozen=True, slots=True)
-class OldestEvent:
-    run_id: str
-    event_id: str
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RetentionPassRecord:
-    """The last retention pass of the schema (the row of ``retention_last_pass``)."""
-
-    started_at: datetime
-    finished_at: datetime
-    events_deleted: int
-    runs_deleted: int
-    runs_dead_lettered: int
-    tables_vacuumed: int
-    #: The RetentionPolicy it applied, field by field.
-    policy: dict[str, Any]
-    #: Passes recorded in this schema so far.
-    passes: int
-
-
-@dataclass(frozen=True, slots=True)
 class Stats:
     """What ``pgbridge stats`` shows."""
 
@@ -181,7 +94,7 @@ class Stats:
 
     def to_json(self) -> dict[str, Any]:
         def plain(item: Any) -> Any:
-            return {f.name: _json_value(getattr(item, f.name)) for f in fields(item)}
+            return {f.name: json_value(getattr(item, f.name)) for f in fields(item)}
 
         return {
             "schema": self.schema,
@@ -198,7 +111,6 @@ class Inspector:
 
     def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, connect_timeout: float = 10.0) -> None:
         self.schema = schema
-        self._sql = InspectQueries.for_schema(schema)
         self._queries = Queries.for_schema(schema)
         self._db = Database(
             dsn,
@@ -209,6 +121,7 @@ class Inspector:
             command_timeout=None,
             statement_cache_size=100,
         )
+        self._store = InspectionStore(self._db)
 
     async def start(self) -> None:
         """Connect; fails with the command to run if the schema is not migrated."""
@@ -251,14 +164,14 @@ class Inspector:
             raise InvalidEventError(f"since must be a number of seconds >= 0, not {since!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidEventError(f"limit must be a whole number >= 1, not {limit!r}")
-        rows = await self._db.fetch(self._sql.runs, status, None if since is None else float(since), limit)
-        return [RunSummary.from_row(row) for row in rows]
+        return await self._store.recent_runs(
+            status=status, since=None if since is None else float(since), limit=limit
+        )
 
     async def run(self, run_id: str) -> RunSummary | None:
         """One run, or None if there is no such run."""
         validate_run_id(run_id)
-        rows = await self._db.fetch(self._sql.run, run_id)
-        return RunSummary.from_row(rows[0]) if rows else None
+        return await self._store.run(run_id)
 
     # -- events -----------------------------------------------------------------
 
@@ -284,70 +197,38 @@ class Inspector:
             raise InvalidEventError(
                 f"not an event ID: {after!r} (an event ID is <ms>-<seq>, e.g. 1764000000123-5)"
             )
-        async with (
-            self._db.connection() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            rows = await conn.fetch(self._sql.run, run_id)
-            if not rows:
+        async with self._store.snapshot() as snapshot:
+            run = await snapshot.run(run_id)
+            if run is None:
                 raise StreamNotFoundError(f"no run {run_id!r} in schema {self.schema!r}")
-            run = RunSummary.from_row(rows[0])
-            resume = await self._resolve(conn, run_id, after, parsed.seq if parsed else 0)
+            resume = await self._resolve(snapshot, run_id, after, parsed.seq if parsed else 0)
             if resume.status == "unknown":
                 raise InvalidEventError(_unknown_cursor_message(run, after))
-            events = (
-                EventRow.from_row(row)
-                async for row in conn.cursor(
-                    self._sql.events_after, run_id, resume.next_offset - 1, limit, prefetch=CURSOR_PREFETCH
-                )
-            )
+            events = snapshot.events_after(run_id, resume.next_offset - 1, limit, prefetch=CURSOR_PREFETCH)
             yield EventListing(run=run, resume=resume, events=events)
 
-    async def _resolve(
-        self, conn: asyncpg.Connection, run_id: str, cursor: str | None, seq: int
-    ) -> ResumeResult:
-        lookup = seq if 0 <= seq <= MAX_BIGINT else 0
-        row = await conn.fetchrow(self._queries.resolve_cursor, run_id, lookup)
-        assert row is not None  # the run row was read in this snapshot
-        retained = RetainedRange(first=row["first_seq"], last=row["last_seq"], stored_ms=row["stored_ms"])
+    async def _resolve(self, snapshot: Snapshot, run_id: str, cursor: str | None, seq: int) -> ResumeResult:
+        retained = await snapshot.retained_range(run_id, seq)
+        assert retained is not None  # the run row was read in this snapshot
         return resolve_cursor(cursor, retained)
 
     # -- stats ------------------------------------------------------------------
 
     async def stats(self) -> Stats:
         """Table sizes, runs and events by status, the oldest retained event, the last retention pass."""
-        async with (
-            self._db.connection() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            checked_at = await conn.fetchval(self._sql.server_now)
-            tables = [
-                TableSize(**dict(row))
-                for row in await conn.fetch(self._sql.table_sizes, self.schema, list(TABLES))
-            ]
-            counted = {row["status"]: row for row in await conn.fetch(self._sql.runs_by_status)}
-            oldest = await conn.fetchrow(self._sql.oldest_retained_event)
-            last_pass = await conn.fetchrow(self._sql.last_retention_pass)
-        by_status = [
-            StatusCount(
-                status=status,
-                runs=counted[status]["runs"] if status in counted else 0,
-                events_retained=counted[status]["events_retained"] if status in counted else 0,
-                events_published=counted[status]["events_published"] if status in counted else 0,
-            )
-            for status in RUN_STATUSES
-        ]
+        async with self._store.snapshot() as snapshot:
+            checked_at = await snapshot.server_now()
+            tables = await snapshot.table_sizes(self.schema, list(TABLES))
+            counted = await snapshot.runs_by_status()
+            oldest = await snapshot.oldest_retained_event()
+            last_pass = await snapshot.last_retention_pass()
         return Stats(
             schema=self.schema,
             checked_at=checked_at,
             tables=tables,
-            by_status=by_status,
-            oldest_event=OldestEvent(**dict(oldest)) if oldest else None,
-            last_retention_pass=(
-                RetentionPassRecord(**{**dict(last_pass), "policy": json.loads(last_pass["policy"])})
-                if last_pass
-                else None
-            ),
+            by_status=[counted.get(status, StatusCount(status, 0, 0, 0)) for status in RUN_STATUSES],
+            oldest_event=oldest,
+            last_retention_pass=last_pass,
         )
 
 

@@ -35,11 +35,10 @@ ran it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -47,6 +46,7 @@ from pgbridge.connector import Database, is_connection_error
 from pgbridge.exceptions import DatabaseUnavailableError, StreamBridgeError
 from pgbridge.metrics import NO_METRICS, BridgeMetrics
 from pgbridge.retention.policy import RetentionPolicy, RetentionReport
+from pgbridge.store.retention import LockedRun, RetentionStore, TrimCandidate
 
 #: Called after each commit for every run a batch changed: ``(run_id, seq)``
 #: of a dead-lettered run's terminal event, and ``(run_id, first_seq)`` of a
@@ -61,6 +61,11 @@ logger = logging.getLogger(__name__)
 
 #: How often an explicit pass re-tries the lock while another pass holds it.
 LOCK_RETRY_SECONDS = 0.05
+
+#: A scan naming runs to trim: given how many runs at most, their candidates.
+FindTrims = Callable[[int], Awaitable[list[TrimCandidate]]]
+#: Locks the runs of a trim (inside its transaction) and re-checks what must still hold.
+LockRuns = Callable[[asyncpg.Connection, list[str]], Awaitable[list[LockedRun]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +158,7 @@ class RetentionPass:
         self._db = db
         self._direct_dsn = direct_dsn
         self._metrics = metrics
-        self._sql = db.queries.retention
-        self._schema = db.queries.schema
+        self._store = RetentionStore(db.queries.retention, db.queries.schema)
         self._on_dead_lettered = on_dead_lettered
         self._on_trimmed = on_trimmed
         self._batch_events = batch_events
@@ -190,14 +194,14 @@ class RetentionPass:
         """Release the pass lock; a connection that cannot is closed, which releases it too
         (pooled connections are not reset on release, see pgbridge.connector)."""
         try:
-            if await conn.fetchval(self._sql.unlock, self._schema):
+            if await self._store.unlock(conn):
                 return
         except Exception:
             pass
         conn.terminate()
 
     async def _acquire_lock(self, conn: asyncpg.Connection, *, wait: bool) -> bool:
-        while not await conn.fetchval(self._sql.try_lock, self._schema):
+        while not await self._store.try_lock(conn):
             if not wait:
                 return False
             await asyncio.sleep(LOCK_RETRY_SECONDS)
@@ -208,14 +212,21 @@ class RetentionPass:
     ) -> RetentionReport:
         started = time.perf_counter()
         await self._dead_letter_stale_runs(conn, policy, tally)
-        if policy.max_events_per_run is not None:
-            await self._trim(conn, tally, self._sql.runs_over_max_events, policy.max_events_per_run)
-        if policy.max_event_age is not None:
+        store = self._store
+        if (keep := policy.max_events_per_run) is not None:
+            await self._trim(conn, tally, lambda limit: store.runs_over_max_events(conn, limit, keep=keep))
+        if (age := policy.max_event_age) is not None:
             await self._trim(
-                conn, tally, self._sql.runs_with_events_older_than, policy.max_event_age, self._batch_events
+                conn,
+                tally,
+                lambda limit: store.runs_with_events_older_than(
+                    conn, limit, age=age, most_events=self._batch_events
+                ),
             )
-        if policy.ended_run_ttl is not None:
-            await self._trim(conn, tally, self._sql.ended_runs_with_events, policy.ended_run_ttl)
+        if (ended_for := policy.ended_run_ttl) is not None:
+            await self._trim(
+                conn, tally, lambda limit: store.ended_runs_with_events(conn, limit, ended_for=ended_for)
+            )
         await self._sweep_expired_streams(conn, tally)
         if policy.ended_run_ttl is not None and policy.tombstone_ttl is not None:
             await self._delete_tombstones(conn, tally, policy.ended_run_ttl + policy.tombstone_ttl)
@@ -232,15 +243,7 @@ class RetentionPass:
         work is done and committed either way.
         """
         try:
-            await conn.execute(
-                self._sql.record_pass,
-                seconds,
-                report.events_deleted,
-                report.runs_deleted,
-                report.runs_dead_lettered,
-                report.tables_vacuumed,
-                json.dumps(asdict(policy)),
-            )
+            await self._store.record_pass(conn, policy, report, seconds)
         except asyncpg.InsufficientPrivilegeError as exc:
             logger.warning("pgbridge retention cannot record its pass in retention_last_pass: %s", exc)
 
@@ -250,23 +253,23 @@ class RetentionPass:
         self, conn: asyncpg.Connection, policy: RetentionPolicy, tally: _Tally
     ) -> None:
         while True:
-            rows = await conn.fetch(
-                self._sql.dead_letter_stale_runs,
-                float(policy.active_timeout),
-                float(policy.awaiting_input_timeout),
-                self._batch_runs,
+            rows = await self._store.dead_letter_stale_runs(
+                conn,
+                active_timeout=policy.active_timeout,
+                awaiting_input_timeout=policy.awaiting_input_timeout,
+                limit=self._batch_runs,
             )
             self._metrics.retention_deleted(dead_lettered=len(rows))
             for row in rows:
                 logger.warning(
                     "pgbridge retention dead-lettered run %r: no publish or mark_awaiting_input for "
                     "%ss (%ss while awaiting input); its worker is presumed gone",
-                    row["run_id"],
+                    row.run_id,
                     policy.active_timeout,
                     policy.awaiting_input_timeout,
-                    extra={"run_id": row["run_id"], "seq": row["seq"]},
+                    extra={"run_id": row.run_id, "seq": row.seq},
                 )
-                self._on_dead_lettered(row["run_id"], row["seq"])
+                self._on_dead_lettered(row.run_id, row.seq)
             tally.add(runs_dead_lettered=len(rows))
             if len(rows) < self._batch_runs:
                 return
@@ -274,25 +277,21 @@ class RetentionPass:
     # -- deleting a prefix of runs' events ----------------------------------------
 
     async def _trim(
-        self,
-        conn: asyncpg.Connection,
-        tally: _Tally,
-        candidates_sql: str,
-        *rule: object,
-        lock_sql: str | None = None,
+        self, conn: asyncpg.Connection, tally: _Tally, find: FindTrims, lock: LockRuns | None = None
     ) -> None:
-        """Delete what *candidates_sql* names, batch by batch, until it names nothing more.
+        """Delete what *find* names, batch by batch, until it names nothing more.
 
-        Each candidate query names at most ``batch_runs`` runs: one transaction's worth.
-        *lock_sql* (default ``lock_runs``) locks them and re-checks what must still hold.
+        Each scan names at most ``batch_runs`` runs: one transaction's worth.
+        *lock* (default :meth:`RetentionStore.lock_runs`) locks them and re-checks
+        what must still hold.
         """
         while True:
-            rows = await conn.fetch(candidates_sql, self._batch_runs, *rule)
-            wanted = {row["run_id"]: row["through"] for row in rows if row["through"] is not None}
+            rows = await find(self._batch_runs)
+            wanted = {row.run_id: row.through for row in rows if row.through is not None}
             deleted, cut_short = 0, False
             if wanted:  # a batch ran: its progress is reported (none for a scan that found nothing)
                 deleted, cut_short = await self._trim_in_one_transaction(
-                    conn, wanted, lock_sql or self._sql.lock_runs
+                    conn, wanted, lock or self._store.lock_runs
                 )
                 tally.add(events_deleted=deleted)
             if len(rows) < self._batch_runs and not cut_short:
@@ -301,21 +300,21 @@ class RetentionPass:
                 return  # candidates that no longer need anything: done
 
     async def _trim_in_one_transaction(
-        self, conn: asyncpg.Connection, wanted: dict[str, int], lock_sql: str
+        self, conn: asyncpg.Connection, wanted: dict[str, int], lock: LockRuns
     ) -> tuple[int, bool]:
-        """Lock the runs of *wanted* (run id -> delete through this seq) with *lock_sql*, delete
+        """Lock the runs of *wanted* (run id -> delete through this seq) with *lock*, delete
         up to ``batch_events`` events among them, commit; True if some run got less than it wanted."""
         async with conn.transaction():
-            locked = await conn.fetch(lock_sql, list(wanted))
+            locked = await lock(conn, list(wanted))
             plan, left_over = plan_trims(
-                [(row["run_id"], row["first_seq"], row["last_seq"]) for row in locked],
+                [(row.run_id, row.first_seq, row.last_seq) for row in locked],
                 wanted,
                 self._batch_events,
             )
             deleted = 0
             if plan:
-                deleted = await conn.fetchval(
-                    self._sql.trim_run_prefixes,
+                deleted = await self._store.trim_run_prefixes(
+                    conn,
                     [t.run_id for t in plan],
                     [t.first_seq for t in plan],
                     [t.through for t in plan],
@@ -337,7 +336,10 @@ class RetentionPass:
         removes their rows a batch at a time.
         """
         await self._trim(
-            conn, tally, self._sql.expired_streams_with_events, lock_sql=self._sql.lock_expired_runs
+            conn,
+            tally,
+            lambda limit: self._store.expired_streams_with_events(conn, limit),
+            lock=self._store.lock_expired_runs,
         )
         while True:
             locked = await self._remove_expired(conn, tally)
@@ -350,22 +352,22 @@ class RetentionPass:
         which releases a fork's source and deletes a soft-deleted source whose last fork it
         was, as a DELETE does). Returns how many it locked."""
         async with conn.transaction():
-            locked = await conn.fetch(self._sql.lock_expired_streams, self._batch_runs)
+            locked = await self._store.lock_expired_streams(conn, self._batch_runs)
             if not locked:
                 return 0
-            forked = [row["run_id"] for row in locked if row["fork_refs"] > 0]
-            alone = [row["run_id"] for row in locked if row["fork_refs"] == 0]
+            forked = [row.run_id for row in locked if row.fork_refs > 0]
+            alone = [row.run_id for row in locked if row.fork_refs == 0]
             if forked:
-                await conn.execute(self._sql.soft_delete_streams, forked)
-            deleted = await conn.fetch(self._sql.delete_streams, alone) if alone else []
-        events = sum(row["events_deleted"] for row in deleted)
+                await self._store.soft_delete_streams(conn, forked)
+            deleted = await self._store.delete_streams(conn, alone) if alone else []
+        events = sum(row.events_deleted for row in deleted)
         self._metrics.retention_deleted(events=events, runs=len(deleted))
         tally.add(events_deleted=events, runs_deleted=len(deleted), streams_expired=len(locked))
         for row in locked:
-            if row["fork_refs"] > 0:
-                self._on_trimmed(row["run_id"], row["first_seq"])  # nothing forgotten: readers re-read (410)
-        for row in deleted:
-            self._on_trimmed(row["run_id"], row["last_seq"] + 1)
+            if row.fork_refs > 0:
+                self._on_trimmed(row.run_id, row.first_seq)  # nothing forgotten: readers re-read (410)
+        for gone in deleted:
+            self._on_trimmed(gone.run_id, gone.last_seq + 1)
         return len(locked)
 
     # -- vacuum, when nothing else will ----------------------------------------
@@ -377,12 +379,10 @@ class RetentionPass:
         autovacuum off the tables would grow without bound under churn.
         A plain VACUUM takes no lock that stalls publishers.
         """
-        statements = {"run_events": self._sql.vacuum_run_events, "run_streams": self._sql.vacuum_run_streams}
-        due = [row["table_name"] for row in await conn.fetch(self._sql.tables_due_for_vacuum, self._schema)]
         vacuumed = 0
-        for table in due:
+        for table in await self._store.tables_due_for_vacuum(conn):
             try:
-                await conn.execute(statements[table])
+                await self._store.vacuum(conn, table)
             except asyncpg.InsufficientPrivilegeError as exc:
                 logger.warning("pgbridge retention cannot VACUUM %s (autovacuum is off): %s", table, exc)
                 continue
@@ -395,11 +395,13 @@ class RetentionPass:
         self, conn: asyncpg.Connection, tally: _Tally, after_end_seconds: float
     ) -> None:
         while True:
-            rows = await conn.fetch(self._sql.delete_tombstones, float(after_end_seconds), self._batch_runs)
-            events = sum(row["events_deleted"] for row in rows)  # of soft-deleted sources that went too
+            rows = await self._store.delete_tombstones(
+                conn, after_end=after_end_seconds, limit=self._batch_runs
+            )
+            events = sum(row.events_deleted for row in rows)  # of soft-deleted sources that went too
             self._metrics.retention_deleted(events=events, runs=len(rows))
             tally.add(events_deleted=events, runs_deleted=len(rows))
-            if sum(row["tombstone"] for row in rows) < self._batch_runs:
+            if sum(row.tombstone for row in rows) < self._batch_runs:
                 return
 
 

@@ -225,7 +225,7 @@ class Queries:
 
 @dataclass(frozen=True, slots=True)
 class RetentionQueries:
-    """The SQL of a retention pass (docs/behaviour.md §8).
+    """The SQL of a retention pass (docs/behaviour.md §8), in ``pgbridge/sql/retention.sql``.
 
     Each scan matches one partial index of :mod:`pgbridge.schema`, so it reads
     the rows it acts on and no others. Deleting a prefix of a run's events
@@ -255,217 +255,15 @@ class RetentionQueries:
 
     @classmethod
     def for_schema(cls, schema: str) -> RetentionQueries:
-        s = quote_identifier(schema)
-        lock_key = "hashtextextended('pgbridge.retention:' || $1::text, 0)"
-        return cls(
-            # $1 schema name: one lock per schema, across every process.
-            try_lock=f"SELECT pg_try_advisory_lock({lock_key})",
-            unlock=f"SELECT pg_advisory_unlock({lock_key})",
-            # $1 active timeout (s), $2 awaiting-input timeout (s), $3 batch.
-            # FOR UPDATE re-checks a row a publisher just touched against its
-            # new updated_at, and SKIP LOCKED leaves a run being written to
-            # alone: a late publish or the producer's terminal and this
-            # dead-letter never both win. The terminal is appended like any
-            # other: last_seq bumped under the lock, the event inserted.
-            dead_letter_stale_runs=f"""
-                WITH stamp AS (SELECT {NOW_MS_SQL} AS ms),
-                stale AS (
-                    SELECT run_id, status, updated_at FROM {s}.run_streams
-                    WHERE terminal_seq IS NULL AND content_type IS NULL
-                      AND updated_at < now() - make_interval(secs => least($1::float8, $2::float8))
-                      AND updated_at < now() - make_interval(
-                          secs => CASE WHEN status = 'awaiting_input' THEN $2::float8 ELSE $1::float8 END)
-                    ORDER BY updated_at
-                    LIMIT $3::int
-                    FOR UPDATE SKIP LOCKED
-                ),
-                letter AS (
-                    SELECT run_id, status AS was, json_build_object(
-                        'reason', 'no publish or mark_awaiting_input within the timeout; '
-                                  'the worker is presumed gone',
-                        'status', status,
-                        'last_activity', updated_at,
-                        'timeout_seconds',
-                        CASE WHEN status = 'awaiting_input' THEN $2::float8 ELSE $1::float8 END
-                    )::text AS data
-                    FROM stale
-                ),
-                run AS (
-                    UPDATE {s}.run_streams AS r SET
-                        last_seq = r.last_seq + 1,
-                        last_ms = stamp.ms,
-                        first_ms = CASE WHEN r.first_seq > r.last_seq THEN stamp.ms ELSE r.first_ms END,
-                        status = 'errored',
-                        terminal_seq = r.last_seq + 1,
-                        ended_at = now(),
-                        awaiting_input_since = NULL,
-                        updated_at = now(),
-                        last_hash = {s}.pgbridge_link_hash(
-                            coalesce(r.last_hash, {GENESIS_SQL}), r.run_id, r.last_seq + 1, stamp.ms,
-                            'dead_letter', letter.data)
-                    FROM letter, stamp
-                    WHERE r.run_id = letter.run_id
-                    RETURNING r.run_id, r.last_seq, r.last_ms, r.last_hash, letter.data
-                )
-                INSERT INTO {s}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
-                SELECT run_id, last_seq, last_ms, 'dead_letter', data::json, true, last_hash
-                FROM run
-                RETURNING run_id, seq
-            """,
-            # The candidate scans return (run_id, through): delete seqs up to
-            # and including ``through``. $1 limit on runs, then the rule.
-            # $2 keep at most this many events per run.
-            runs_over_max_events=f"""
-                SELECT run_id, last_seq - $2 AS through FROM {s}.run_streams
-                WHERE first_seq <= last_seq AND (last_seq - first_seq) >= $2 AND fork_refs = 0
-                LIMIT $1
-            """,
-            # $2 age (s), $3 most events to look at per run. Walks each run
-            # forward from its first retained event to the first one that is
-            # young enough, so the cost is what it deletes, plus one row.
-            runs_with_events_older_than=f"""
-                WITH cutoff AS (SELECT {NOW_MS_SQL} - ($2::float8 * 1000)::bigint AS ms)
-                SELECT r.run_id, coalesce(
-                    (SELECT e.seq - 1 FROM {s}.run_events AS e
-                     WHERE e.run_id = r.run_id AND e.seq >= r.first_seq
-                       AND e.seq < r.first_seq + $3 AND e.created_ms >= cutoff.ms
-                     ORDER BY e.seq LIMIT 1),
-                    least(r.last_seq, r.first_seq + $3 - 1)) AS through
-                FROM {s}.run_streams AS r, cutoff
-                WHERE r.first_seq <= r.last_seq AND r.first_ms < cutoff.ms AND r.fork_refs = 0
-                ORDER BY r.first_ms
-                LIMIT $1
-            """,
-            # $2 seconds since the run ended.
-            ended_runs_with_events=f"""
-                SELECT run_id, last_seq AS through FROM {s}.run_streams
-                WHERE ended_at IS NOT NULL AND first_seq <= last_seq AND fork_refs = 0
-                  AND ended_at < now() - make_interval(secs => $2::float8)
-                ORDER BY ended_at
-                LIMIT $1
-            """,
-            # $1 run ids. In run_id order, so two lockers never deadlock.
-            # A run that forks read (fork_refs > 0, re-checked under the
-            # lock: a fork's creation updates it) keeps its events.
-            lock_runs=f"""
-                SELECT run_id, first_seq, last_seq FROM {s}.run_streams
-                WHERE run_id = ANY($1::text[]) AND fork_refs = 0
-                ORDER BY run_id
-                FOR UPDATE
-            """,
-            # $1 run ids, $2 their first_seq now (locked), $3 delete through
-            # these seqs: the trim function of revision 0003 (the one way
-            # events leave the append-only table) moves first_seq, first_ms
-            # and trimmed_hash in the same statement as the deletes, and
-            # returns how many events it deleted.
-            trim_run_prefixes=(
-                f"SELECT {s}.pgbridge_trim_run_prefixes($1::text[], $2::bigint[], $3::bigint[])"
-            ),
-            # $1 seconds after the end, $2 batch. Only runs whose events are
-            # all gone; SKIP LOCKED leaves rows another pass holds.
-            # Each through pgbridge_delete_stream (revision 0008), so a fork's
-            # tombstone releases its source (and a soft-deleted source whose last
-            # fork it was goes too): one row per run row deleted, ``tombstone``
-            # marking the ones this scan chose (the loop's batch count).
-            delete_tombstones=f"""
-                SELECT d.run_id, d.events_deleted, d.run_id = t.run_id AS tombstone
-                FROM (
-                    SELECT run_id, ended_at FROM {s}.run_streams
-                    WHERE ended_at IS NOT NULL AND first_seq > last_seq AND fork_refs = 0
-                      AND ended_at < now() - make_interval(secs => $1::float8)
-                    ORDER BY ended_at
-                    LIMIT $2
-                    FOR UPDATE SKIP LOCKED
-                ) AS t
-                CROSS JOIN LATERAL {s}.pgbridge_delete_stream(t.run_id) AS d
-                ORDER BY t.ended_at
-            """,
-            # -- the sweep of expired Durable Streams (gone for every request:
-            # it removes them as a DELETE would). Each scan reads the streams
-            # with a TTL or an Expires-At (run_streams_expiring_idx), not every run.
-            # $1 limit on runs: expired streams no fork reads that still hold
-            # events (deleted through the trims, a bounded batch at a time).
-            expired_streams_with_events=f"""
-                SELECT r.run_id, r.last_seq AS through FROM {s}.run_streams AS r
-                WHERE {_EXPIRING} AND r.stream_deleted_at IS NULL AND r.fork_refs = 0
-                  AND r.first_seq <= r.last_seq AND {EXPIRED_SQL}
-                ORDER BY r.run_id
-                LIMIT $1
-            """,
-            # $1 run ids: lock_runs for those trims, re-checking the expiry
-            # under the lock (a stream touched meanwhile keeps its events).
-            lock_expired_runs=f"""
-                SELECT r.run_id, r.first_seq, r.last_seq FROM {s}.run_streams AS r
-                WHERE r.run_id = ANY($1::text[]) AND r.fork_refs = 0 AND r.stream_deleted_at IS NULL
-                  AND {EXPIRED_SQL}
-                ORDER BY r.run_id
-                FOR UPDATE
-            """,
-            # $1 batch: expired streams, locked (SKIP LOCKED leaves a stream a
-            # request holds: the request itself treats it as gone).
-            lock_expired_streams=f"""
-                SELECT r.run_id, r.first_seq, r.fork_refs FROM {s}.run_streams AS r
-                WHERE {_EXPIRING} AND r.stream_deleted_at IS NULL AND {EXPIRED_SQL}
-                ORDER BY r.run_id
-                LIMIT $1
-                FOR UPDATE SKIP LOCKED
-            """,
-            # $1 run ids (locked) that forks still read: soft-deleted, as a DELETE does.
-            soft_delete_streams=f"""
-                UPDATE {s}.run_streams SET stream_deleted_at = now()
-                WHERE run_id = ANY($1::text[]) AND stream_deleted_at IS NULL
-            """,
-            # $1 run ids (locked) no fork reads: deleted as a DELETE does
-            # (revision 0008's function: events, row, then the source's
-            # fork_refs, up the chain). One row per run row deleted.
-            delete_streams=f"""
-                SELECT d.run_id, d.last_seq, d.events_deleted
-                FROM unnest($1::text[]) WITH ORDINALITY AS x(id, ord)
-                CROSS JOIN LATERAL {s}.pgbridge_delete_stream(x.id) AS d
-                ORDER BY x.ord
-            """,
-            # Tables autovacuum will not clean (switched off for the server
-            # or the table) whose dead rows passed autovacuum's own threshold.
-            # $1 schema name.
-            tables_due_for_vacuum="""
-                SELECT c.relname::text AS table_name
-                FROM pg_class AS c
-                JOIN pg_namespace AS n ON n.oid = c.relnamespace
-                JOIN pg_stat_user_tables AS s ON s.relid = c.oid
-                WHERE n.nspname = $1 AND c.relname IN ('run_events', 'run_streams')
-                  AND NOT (
-                      current_setting('autovacuum')::boolean
-                      AND coalesce((SELECT o.option_value::boolean
-                                    FROM pg_options_to_table(c.reloptions) AS o
-                                    WHERE o.option_name = 'autovacuum_enabled'), true)
-                  )
-                  AND s.n_dead_tup > current_setting('autovacuum_vacuum_threshold')::float8
-                      + current_setting('autovacuum_vacuum_scale_factor')::float8 * greatest(c.reltuples, 0)
-            """,
-            vacuum_run_events=f"VACUUM {s}.run_events",
-            vacuum_run_streams=f"VACUUM {s}.run_streams",
-            # The pass's report replaces the last one (one row per schema).
-            # $1 seconds the pass took, $2 events deleted, $3 runs deleted,
-            # $4 runs dead-lettered, $5 tables vacuumed, $6 the policy (JSON).
-            record_pass=f"""
-                INSERT INTO {s}.retention_last_pass AS p (
-                    id, started_at, finished_at, events_deleted, runs_deleted,
-                    runs_dead_lettered, tables_vacuumed, policy, passes)
-                SELECT 1, c.t - make_interval(secs => $1::float8), c.t, $2, $3, $4, $5, $6::json, 1
-                FROM (SELECT clock_timestamp() AS t) AS c
-                ON CONFLICT (id) DO UPDATE SET
-                    started_at = excluded.started_at, finished_at = excluded.finished_at,
-                    events_deleted = excluded.events_deleted, runs_deleted = excluded.runs_deleted,
-                    runs_dead_lettered = excluded.runs_dead_lettered,
-                    tables_vacuumed = excluded.tables_vacuumed, policy = excluded.policy,
-                    passes = p.passes + 1
-            """,
-        )
+        from pgbridge.sql import load_into
+
+        return load_into(cls, "retention.sql", schema)
 
 
 @dataclass(frozen=True, slots=True)
 class InspectQueries:
-    """The read-only SQL of ``pgbridge runs``, ``events`` and ``stats`` (:mod:`pgbridge.inspection`).
+    """The read-only SQL of ``pgbridge runs``, ``events`` and ``stats`` (:mod:`pgbridge.inspection`),
+    in ``pgbridge/sql/inspection.sql``.
 
     Runs and events are read through the views of revision 0005
     (:mod:`pgbridge.views_ddl`), so the commands show exactly what the
@@ -483,80 +281,9 @@ class InspectQueries:
 
     @classmethod
     def for_schema(cls, schema: str = DEFAULT_SCHEMA) -> InspectQueries:
-        s = quote_identifier(schema)
-        runs_view, events_view = f"{s}.pgbridge_runs", f"{s}.pgbridge_events"
-        # $1 status or NULL, $2 seconds or NULL. Open runs by last activity,
-        # ended runs by end time, each read backwards along its partial index.
-        open_runs = """
-            terminal_seq IS NULL AND ($1::text IS NULL OR status = $1)
-            AND ($2::float8 IS NULL OR last_activity_at >= now() - make_interval(secs => $2::float8))
-        """
-        ended_runs = """
-            ended_at IS NOT NULL AND ($1::text IS NULL OR status = $1)
-            AND ($2::float8 IS NULL OR ended_at >= now() - make_interval(secs => $2::float8))
-        """
-        return cls(
-            # $1 status or NULL, $2 active within this many seconds or NULL,
-            # $3 limit: the most recently active runs first (open runs by
-            # their last activity, ended runs by their end).
-            runs=f"""
-                SELECT * FROM (
-                    (SELECT *, last_activity_at AS active_at FROM {runs_view}
-                     WHERE {open_runs} ORDER BY last_activity_at DESC LIMIT $3)
-                    UNION ALL
-                    (SELECT *, ended_at AS active_at FROM {runs_view}
-                     WHERE {ended_runs} ORDER BY ended_at DESC LIMIT $3)
-                ) AS recent
-                ORDER BY active_at DESC, run_id
-                LIMIT $3
-            """,
-            run=f"SELECT * FROM {runs_view} WHERE run_id = $1",
-            # $1 run_id, $2 after this seq, $3 limit or NULL for all.
-            events_after=f"""
-                SELECT run_id, seq, event_id, event, data::text AS data, terminal, created_ms, created_at
-                FROM {events_view}
-                WHERE run_id = $1 AND seq > $2
-                ORDER BY seq
-                LIMIT $3
-            """,
-            # $1 schema name, $2 table names. Row counts are the statistics
-            # collector's live-row estimates (exact counts would scan).
-            table_sizes="""
-                SELECT c.relname::text AS name,
-                       pg_total_relation_size(c.oid) AS total_bytes,
-                       pg_relation_size(c.oid) AS table_bytes,
-                       pg_indexes_size(c.oid) AS index_bytes,
-                       s.n_live_tup AS rows_estimate
-                FROM pg_class AS c
-                JOIN pg_namespace AS n ON n.oid = c.relnamespace
-                LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
-                WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND c.relkind = 'r'
-                ORDER BY total_bytes DESC, name
-            """,
-            # Exact event counts from each run's seqs, with no scan of run_events.
-            runs_by_status=f"""
-                SELECT status, count(*) AS runs,
-                       sum(last_seq - first_seq + 1)::bigint AS events_retained,
-                       sum(last_seq)::bigint AS events_published
-                FROM {s}.run_streams
-                GROUP BY status
-            """,
-            # Along run_streams_first_ms_idx: one index entry read.
-            oldest_retained_event=f"""
-                SELECT run_id, first_ms || '-' || first_seq AS event_id,
-                       to_timestamp(first_ms / 1000.0) AS created_at
-                FROM {s}.run_streams
-                WHERE first_seq <= last_seq
-                ORDER BY first_ms
-                LIMIT 1
-            """,
-            last_retention_pass=f"""
-                SELECT started_at, finished_at, events_deleted, runs_deleted, runs_dead_lettered,
-                       tables_vacuumed, policy::text AS policy, passes
-                FROM {s}.retention_last_pass
-            """,
-            server_now="SELECT now()",
-        )
+        from pgbridge.sql import load_into
+
+        return load_into(cls, "inspection.sql", schema)
 
 
 def _fork_chain(s: str) -> str:

@@ -1,0 +1,112 @@
+-- The read-only statements of `pgbridge runs`, `events` and `stats`
+-- (pgbridge/inspection.py, through pgbridge/store/inspection.py).
+--
+-- Runs and events are read through the views of revision 0005
+-- (pgbridge/views_ddl.py, documented in docs/sql.md), so the commands show
+-- exactly what the documented views show; each filter reaches a table index
+-- through them. Nothing here takes a lock beyond the ACCESS SHARE of a read;
+-- `events` and `stats` run in one read-only REPEATABLE READ transaction.
+
+
+-- name: runs
+-- The most recently active runs, newest first: open runs by their last activity
+-- (pgbridge_runs.last_activity_at, run_streams.updated_at), ended runs by their
+-- end, each side read backwards and cut at $3 before the two are merged.
+-- $1 text: a status, or NULL for any; $2 float8: only runs active within this
+-- many seconds, or NULL for all; $3 int: most runs.
+-- Index: ended runs along run_streams_ended_idx (ended_at) WHERE ended_at IS NOT
+-- NULL; open runs have no partial index of their own since revision 0006 narrowed
+-- run_streams_open_updated_idx to bridge-born runs (content_type IS NULL).
+-- Locks: none.
+SELECT * FROM (
+    (SELECT *, last_activity_at AS active_at FROM {schema}.pgbridge_runs
+     WHERE terminal_seq IS NULL AND ($1::text IS NULL OR status = $1)
+       AND ($2::float8 IS NULL OR last_activity_at >= now() - make_interval(secs => $2::float8))
+     ORDER BY last_activity_at DESC LIMIT $3)
+    UNION ALL
+    (SELECT *, ended_at AS active_at FROM {schema}.pgbridge_runs
+     WHERE ended_at IS NOT NULL AND ($1::text IS NULL OR status = $1)
+       AND ($2::float8 IS NULL OR ended_at >= now() - make_interval(secs => $2::float8))
+     ORDER BY ended_at DESC LIMIT $3)
+) AS recent
+ORDER BY active_at DESC, run_id
+LIMIT $3;
+
+
+-- name: run
+-- One run as the pgbridge_runs view shows it; no row: no such run.
+-- $1 text: run id.
+-- Index: the primary keys of run_streams and (for the terminal event) run_events.
+-- Locks: none.
+SELECT * FROM {schema}.pgbridge_runs WHERE run_id = $1;
+
+
+-- name: events_after
+-- A run's events after a seq, in seq order, as the pgbridge_events view shows
+-- them (read through a cursor, inside the snapshot that read the run).
+-- $1 text: run id; $2 bigint: after this seq; $3 bigint: most events, or NULL for all.
+-- Index: the primary key of run_events (run_id, seq), a range scan.
+-- Locks: none.
+SELECT run_id, seq, event_id, event, data::text AS data, terminal, created_ms, created_at
+FROM {schema}.pgbridge_events
+WHERE run_id = $1 AND seq > $2
+ORDER BY seq
+LIMIT $3;
+
+
+-- name: table_sizes
+-- The on-disk size of tables of a schema, largest first. Row counts are the
+-- statistics collector's live-row estimates (exact counts would scan).
+-- $1 text: the schema name (unquoted); $2 text[]: table names.
+-- Index: the catalogs' own. Locks: none.
+SELECT c.relname::text AS name,
+       pg_total_relation_size(c.oid) AS total_bytes,
+       pg_relation_size(c.oid) AS table_bytes,
+       pg_indexes_size(c.oid) AS index_bytes,
+       s.n_live_tup AS rows_estimate
+FROM pg_class AS c
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND c.relkind = 'r'
+ORDER BY total_bytes DESC, name;
+
+
+-- name: runs_by_status
+-- Runs and their events per status: exact event counts from each run's seqs,
+-- with no scan of run_events. Only the statuses some run has.
+-- No parameters.
+-- Index: none (one pass over run_streams, one row per run). Locks: none.
+SELECT status, count(*) AS runs,
+       sum(last_seq - first_seq + 1)::bigint AS events_retained,
+       sum(last_seq)::bigint AS events_published
+FROM {schema}.run_streams
+GROUP BY status;
+
+
+-- name: oldest_retained_event
+-- The oldest event any run retains: its run, ID and creation time; no row: none.
+-- No parameters.
+-- Index: run_streams_first_ms_idx (first_ms) WHERE first_seq <= last_seq, one
+-- index entry read. Locks: none.
+SELECT run_id, first_ms || '-' || first_seq AS event_id,
+       to_timestamp(first_ms / 1000.0) AS created_at
+FROM {schema}.run_streams
+WHERE first_seq <= last_seq
+ORDER BY first_ms
+LIMIT 1;
+
+
+-- name: last_retention_pass
+-- The report of the schema's last retention pass (written by record_pass of
+-- retention.sql), the policy as JSON text; no row: no pass recorded yet.
+-- No parameters.
+-- Index: none (a table of one row). Locks: none.
+SELECT started_at, finished_at, events_deleted, runs_deleted, runs_dead_lettered,
+       tables_vacuumed, policy::text AS policy, passes
+FROM {schema}.retention_last_pass;
+
+
+-- name: server_now
+-- The database server's clock (the start of the transaction): when stats were read.
+-- No parameters. Index: none. Locks: none.
+SELECT now();

@@ -1,0 +1,332 @@
+-- The statements of a retention pass (docs/behaviour.md §8, docs/retention.md;
+-- run by pgbridge/store/retention.py for pgbridge/retention/sweep.py).
+--
+-- A pass holds the advisory lock of its schema (try_lock .. unlock) on one
+-- server session for its whole length, across many short transactions. Each
+-- candidate scan matches one partial index of pgbridge/schema.py, so it reads
+-- the rows it acts on and no others. Deleting a prefix of runs' events takes
+-- one transaction of two statements: lock the run rows (lock_runs, or
+-- lock_expired_runs), then trim_run_prefixes; the row locks make the second
+-- statement's snapshot see every committed append, so first_ms is right.
+-- Times are the server's clock, like every other time in pgbridge: "now in
+-- Unix ms" is floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint.
+
+
+-- name: try_lock
+-- Take the pass lock of a schema if it is free: true when taken. One lock per
+-- schema, across every process (a session-level advisory lock, held until unlock
+-- or the end of the session). The key text 'pgbridge.retention:' is fixed: every
+-- pgbridge version must compute the same key.
+-- $1 text: the schema name (unquoted).
+-- Index: none. Locks: pg_try_advisory_lock on the key; never waits.
+SELECT pg_try_advisory_lock(hashtextextended('pgbridge.retention:' || $1::text, 0));
+
+
+-- name: unlock
+-- Release the pass lock taken by try_lock: true when this session held it.
+-- $1 text: the schema name (unquoted), as given to try_lock.
+-- Index: none. Locks: releases the advisory lock of try_lock.
+SELECT pg_advisory_unlock(hashtextextended('pgbridge.retention:' || $1::text, 0));
+
+
+-- name: dead_letter_stale_runs
+-- The reaper: append a terminal dead_letter event (status errored) to up to $3
+-- bridge-born open runs with no publish or mark_awaiting_input for longer than
+-- their timeout. The terminal is appended like any other: last_seq bumped
+-- under the row lock, the hash chained (pgbridge_link_hash, from the genesis
+-- hash pgbridge.audit.chain.GENESIS, 32 zero bytes, for a run with no event
+-- yet), the event inserted. Returns (run_id, seq) of each dead letter.
+-- $1 float8: active timeout (s); $2 float8: awaiting-input timeout (s);
+-- $3 int: most runs per statement.
+-- Index: run_streams_open_updated_idx (updated_at) WHERE terminal_seq IS NULL
+-- AND content_type IS NULL, read from the oldest activity on.
+-- Locks: the chosen run rows FOR UPDATE SKIP LOCKED. FOR UPDATE re-checks a row
+-- a publisher just touched against its new updated_at, and SKIP LOCKED leaves a
+-- run being written to alone: a late publish or the producer's terminal and
+-- this dead letter never both win.
+WITH stamp AS (SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms),
+stale AS (
+    SELECT run_id, status, updated_at FROM {schema}.run_streams
+    WHERE terminal_seq IS NULL AND content_type IS NULL
+      AND updated_at < now() - make_interval(secs => least($1::float8, $2::float8))
+      AND updated_at < now() - make_interval(
+          secs => CASE WHEN status = 'awaiting_input' THEN $2::float8 ELSE $1::float8 END)
+    ORDER BY updated_at
+    LIMIT $3::int
+    FOR UPDATE SKIP LOCKED
+),
+letter AS (
+    SELECT run_id, status AS was, json_build_object(
+        'reason', 'no publish or mark_awaiting_input within the timeout; '
+                  'the worker is presumed gone',
+        'status', status,
+        'last_activity', updated_at,
+        'timeout_seconds',
+        CASE WHEN status = 'awaiting_input' THEN $2::float8 ELSE $1::float8 END
+    )::text AS data
+    FROM stale
+),
+run AS (
+    UPDATE {schema}.run_streams AS r SET
+        last_seq = r.last_seq + 1,
+        last_ms = stamp.ms,
+        first_ms = CASE WHEN r.first_seq > r.last_seq THEN stamp.ms ELSE r.first_ms END,
+        status = 'errored',
+        terminal_seq = r.last_seq + 1,
+        ended_at = now(),
+        awaiting_input_since = NULL,
+        updated_at = now(),
+        last_hash = {schema}.pgbridge_link_hash(
+            coalesce(r.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+            r.run_id, r.last_seq + 1, stamp.ms, 'dead_letter', letter.data)
+    FROM letter, stamp
+    WHERE r.run_id = letter.run_id
+    RETURNING r.run_id, r.last_seq, r.last_ms, r.last_hash, letter.data
+)
+INSERT INTO {schema}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
+SELECT run_id, last_seq, last_ms, 'dead_letter', data::json, true, last_hash
+FROM run
+RETURNING run_id, seq;
+
+
+-- name: runs_over_max_events
+-- Candidates of max_events_per_run: runs holding more than $2 events, with
+-- (run_id, through): delete their seqs up to and including through. A run that
+-- forks read (fork_refs > 0) keeps its events.
+-- $1 int: most runs; $2 bigint: keep at most this many events per run.
+-- Index: run_streams_retained_count_idx ((last_seq - first_seq)) WHERE
+-- first_seq <= last_seq. Locks: none (lock_runs re-checks under the row lock).
+SELECT run_id, last_seq - $2 AS through FROM {schema}.run_streams
+WHERE first_seq <= last_seq AND (last_seq - first_seq) >= $2 AND fork_refs = 0
+LIMIT $1;
+
+
+-- name: runs_with_events_older_than
+-- Candidates of max_event_age: runs whose oldest retained event is older than
+-- $2 seconds, with (run_id, through). Walks each run forward from its first
+-- retained event to the first one young enough (at most $3 events), so the cost
+-- is what it deletes, plus one row.
+-- $1 int: most runs; $2 float8: age (s); $3 bigint: most events to look at per run.
+-- Index: run_streams_first_ms_idx (first_ms) WHERE first_seq <= last_seq, oldest
+-- first; each walk along the primary key (run_id, seq) of run_events.
+-- Locks: none (lock_runs re-checks under the row lock).
+WITH cutoff AS (
+    SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - ($2::float8 * 1000)::bigint AS ms
+)
+SELECT r.run_id, coalesce(
+    (SELECT e.seq - 1 FROM {schema}.run_events AS e
+     WHERE e.run_id = r.run_id AND e.seq >= r.first_seq
+       AND e.seq < r.first_seq + $3 AND e.created_ms >= cutoff.ms
+     ORDER BY e.seq LIMIT 1),
+    least(r.last_seq, r.first_seq + $3 - 1)) AS through
+FROM {schema}.run_streams AS r, cutoff
+WHERE r.first_seq <= r.last_seq AND r.first_ms < cutoff.ms AND r.fork_refs = 0
+ORDER BY r.first_ms
+LIMIT $1;
+
+
+-- name: ended_runs_with_events
+-- Candidates of ended_run_ttl: runs that ended more than $2 seconds ago and still
+-- hold events, with (run_id, through = last_seq): all of their events go.
+-- $1 int: most runs; $2 float8: seconds since the run ended.
+-- Index: run_streams_ended_retained_idx (ended_at) WHERE ended_at IS NOT NULL AND
+-- first_seq <= last_seq, oldest end first. Locks: none (lock_runs re-checks).
+SELECT run_id, last_seq AS through FROM {schema}.run_streams
+WHERE ended_at IS NOT NULL AND first_seq <= last_seq AND fork_refs = 0
+  AND ended_at < now() - make_interval(secs => $2::float8)
+ORDER BY ended_at
+LIMIT $1;
+
+
+-- name: lock_runs
+-- The first statement of a trim's transaction: lock the candidate runs and read
+-- their retained range. A run that forks read (fork_refs > 0, re-checked under
+-- the lock: a fork's creation updates it) keeps its events and is not returned.
+-- $1 text[]: run ids.
+-- Index: the primary key of run_streams. Locks: the run rows FOR UPDATE, in
+-- run_id order, so two lockers never deadlock; held until the transaction ends.
+SELECT run_id, first_seq, last_seq FROM {schema}.run_streams
+WHERE run_id = ANY($1::text[]) AND fork_refs = 0
+ORDER BY run_id
+FOR UPDATE;
+
+
+-- name: trim_run_prefixes
+-- The second statement of a trim's transaction: delete each run's events from
+-- its first_seq through a seq, with the trim function of revision 0003 (the one
+-- way events leave the append-only table), which moves first_seq, first_ms and
+-- trimmed_hash in the same statement as the deletes. Returns how many events it
+-- deleted.
+-- $1 text[]: run ids (locked by lock_runs or lock_expired_runs in this
+-- transaction); $2 bigint[]: their first_seq as locked; $3 bigint[]: delete
+-- through these seqs.
+-- Index: the primary keys of run_streams and run_events (run_id, seq).
+-- Locks: the run rows, already held; the deleted event rows.
+SELECT {schema}.pgbridge_trim_run_prefixes($1::text[], $2::bigint[], $3::bigint[]);
+
+
+-- name: delete_tombstones
+-- Delete up to $2 tombstones (ended runs whose events are all gone) more than
+-- $1 seconds after their end, each through pgbridge_delete_stream (revision
+-- 0008), as a DELETE would: a fork's tombstone releases its source, and a
+-- soft-deleted source whose last fork it was goes too. One row per run row
+-- deleted: (run_id, events_deleted, tombstone), tombstone marking the rows this
+-- scan chose (the batch count), events_deleted those of a source that went too.
+-- $1 float8: seconds after the end; $2 int: most tombstones.
+-- Index: run_streams_ended_idx (ended_at) WHERE ended_at IS NOT NULL, oldest end
+-- first. Locks: the tombstones FOR UPDATE SKIP LOCKED (rows another pass or a
+-- request holds are left alone); pgbridge_delete_stream locks a released source.
+SELECT d.run_id, d.events_deleted, d.run_id = t.run_id AS tombstone
+FROM (
+    SELECT run_id, ended_at FROM {schema}.run_streams
+    WHERE ended_at IS NOT NULL AND first_seq > last_seq AND fork_refs = 0
+      AND ended_at < now() - make_interval(secs => $1::float8)
+    ORDER BY ended_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+) AS t
+CROSS JOIN LATERAL {schema}.pgbridge_delete_stream(t.run_id) AS d
+ORDER BY t.ended_at;
+
+
+-- name: expired_streams_with_events
+-- The sweep of expired Durable Streams starts here: a stream past its Expires-At,
+-- or idle for longer than its TTL, is gone for every request, and the pass removes
+-- it as a DELETE would. Each of its scans reads the streams with a TTL or an
+-- Expires-At, not every run. This one: candidates of the sweep's trims, expired
+-- streams no fork reads that still hold
+-- events, with (run_id, through = last_seq); deleted through the trims, a bounded
+-- batch at a time.
+-- $1 int: most runs.
+-- Index: run_streams_expiring_idx (run_id) WHERE stream_expires_at IS NOT NULL OR
+-- stream_ttl_seconds IS NOT NULL (revision 0008), in run_id order.
+-- Locks: none (lock_expired_runs re-checks under the row lock).
+SELECT r.run_id, r.last_seq AS through FROM {schema}.run_streams AS r
+WHERE (r.stream_expires_at IS NOT NULL OR r.stream_ttl_seconds IS NOT NULL)
+  AND r.stream_deleted_at IS NULL AND r.fork_refs = 0
+  AND r.first_seq <= r.last_seq
+  AND (
+      (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+      OR (r.stream_ttl_seconds IS NOT NULL
+          AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+  )
+ORDER BY r.run_id
+LIMIT $1;
+
+
+-- name: lock_expired_runs
+-- lock_runs for the sweep's trims: the first statement of their transaction,
+-- re-checking the expiry under the lock (a stream touched meanwhile keeps its
+-- events) and that no fork reads it.
+-- $1 text[]: run ids.
+-- Index: the primary key of run_streams. Locks: the run rows FOR UPDATE, in
+-- run_id order (no deadlock between lockers); held until the transaction ends.
+SELECT r.run_id, r.first_seq, r.last_seq FROM {schema}.run_streams AS r
+WHERE r.run_id = ANY($1::text[]) AND r.fork_refs = 0 AND r.stream_deleted_at IS NULL
+  AND (
+      (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+      OR (r.stream_ttl_seconds IS NOT NULL
+          AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+  )
+ORDER BY r.run_id
+FOR UPDATE;
+
+
+-- name: lock_expired_streams
+-- The first statement of a removal's transaction: lock up to $1 expired streams
+-- (not yet soft-deleted), with (run_id, first_seq, fork_refs); those forks read are
+-- then soft-deleted (soft_delete_streams), the others deleted (delete_streams).
+-- $1 int: most streams.
+-- Index: run_streams_expiring_idx (run_id) WHERE stream_expires_at IS NOT NULL OR
+-- stream_ttl_seconds IS NOT NULL (revision 0008), in run_id order.
+-- Locks: the stream rows FOR UPDATE SKIP LOCKED (a stream a request holds is left
+-- alone: the request itself treats it as gone); held until the transaction ends.
+SELECT r.run_id, r.first_seq, r.fork_refs FROM {schema}.run_streams AS r
+WHERE (r.stream_expires_at IS NOT NULL OR r.stream_ttl_seconds IS NOT NULL)
+  AND r.stream_deleted_at IS NULL
+  AND (
+      (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+      OR (r.stream_ttl_seconds IS NOT NULL
+          AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+  )
+ORDER BY r.run_id
+LIMIT $1
+FOR UPDATE SKIP LOCKED;
+
+
+-- name: soft_delete_streams
+-- Soft-delete expired streams that forks still read, as a DELETE does: their
+-- events stay for the forks, their URL answers 410.
+-- $1 text[]: run ids, locked by lock_expired_streams in this transaction.
+-- Index: the primary key of run_streams. Locks: the rows, already held.
+UPDATE {schema}.run_streams SET stream_deleted_at = now()
+WHERE run_id = ANY($1::text[]) AND stream_deleted_at IS NULL;
+
+
+-- name: delete_streams
+-- Delete expired streams no fork reads, as a DELETE does, through revision 0008's
+-- pgbridge_delete_stream: events (the trim function), row, then the source's
+-- fork_refs, up the chain. One row per run row deleted: (run_id, last_seq,
+-- events_deleted), in the order of $1.
+-- $1 text[]: run ids, locked by lock_expired_streams in this transaction.
+-- Index: the primary keys of run_streams and run_events.
+-- Locks: the rows, already held; pgbridge_delete_stream locks a released source.
+SELECT d.run_id, d.last_seq, d.events_deleted
+FROM unnest($1::text[]) WITH ORDINALITY AS x(id, ord)
+CROSS JOIN LATERAL {schema}.pgbridge_delete_stream(x.id) AS d
+ORDER BY x.ord;
+
+
+-- name: tables_due_for_vacuum
+-- The tables (run_events, run_streams) autovacuum will not clean (switched off for
+-- the server or the table) whose dead rows passed autovacuum's own threshold.
+-- $1 text: the schema name (unquoted).
+-- Index: the catalogs' own. Locks: none.
+SELECT c.relname::text AS table_name
+FROM pg_class AS c
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE n.nspname = $1 AND c.relname IN ('run_events', 'run_streams')
+  AND NOT (
+      current_setting('autovacuum')::boolean
+      AND coalesce((SELECT o.option_value::boolean
+                    FROM pg_options_to_table(c.reloptions) AS o
+                    WHERE o.option_name = 'autovacuum_enabled'), true)
+  )
+  AND s.n_dead_tup > current_setting('autovacuum_vacuum_threshold')::float8
+      + current_setting('autovacuum_vacuum_scale_factor')::float8 * greatest(c.reltuples, 0);
+
+
+-- name: vacuum_run_events
+-- VACUUM run_events when autovacuum will not (tables_due_for_vacuum named it).
+-- No parameters; outside any transaction.
+-- Locks: SHARE UPDATE EXCLUSIVE on the table, which stalls no publisher.
+VACUUM {schema}.run_events;
+
+
+-- name: vacuum_run_streams
+-- VACUUM run_streams when autovacuum will not (tables_due_for_vacuum named it).
+-- No parameters; outside any transaction.
+-- Locks: SHARE UPDATE EXCLUSIVE on the table, which stalls no publisher.
+VACUUM {schema}.run_streams;
+
+
+-- name: record_pass
+-- The pass's report replaces the last one (retention_last_pass has one row per
+-- schema) and counts the pass; started_at is the end minus the pass's length.
+-- $1 float8: seconds the pass took; $2 bigint: events deleted; $3 bigint: runs
+-- deleted; $4 bigint: runs dead-lettered; $5 int: tables vacuumed; $6 text: the
+-- policy (JSON).
+-- Index: the primary key of retention_last_pass (id = 1).
+-- Locks: the one row; written under the pass's advisory lock, so passes never race.
+INSERT INTO {schema}.retention_last_pass AS p (
+    id, started_at, finished_at, events_deleted, runs_deleted,
+    runs_dead_lettered, tables_vacuumed, policy, passes)
+SELECT 1, c.t - make_interval(secs => $1::float8), c.t, $2, $3, $4, $5, $6::json, 1
+FROM (SELECT clock_timestamp() AS t) AS c
+ON CONFLICT (id) DO UPDATE SET
+    started_at = excluded.started_at, finished_at = excluded.finished_at,
+    events_deleted = excluded.events_deleted, runs_deleted = excluded.runs_deleted,
+    runs_dead_lettered = excluded.runs_dead_lettered,
+    tables_vacuumed = excluded.tables_vacuumed, policy = excluded.policy,
+    passes = p.passes + 1;
