@@ -36,7 +36,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
-from pgbridge.exceptions import InvalidEventError
+from pgbridge.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -219,14 +219,14 @@ def registry_for(option: object) -> CollectorRegistry | None:
     try:
         import prometheus_client
     except ImportError as exc:
-        raise InvalidEventError(
+        raise ConfigurationError(
             "metrics need prometheus-client: pip install 'pgbridge[metrics]' (or leave metrics off)"
         ) from exc
     if option is True:
         return prometheus_client.REGISTRY
     if isinstance(option, prometheus_client.CollectorRegistry):
         return option
-    raise InvalidEventError(
+    raise ConfigurationError(
         f"metrics must be True, False or a prometheus_client.CollectorRegistry, not {option!r}"
     )
 

@@ -40,10 +40,7 @@ from pgbridge.bench.contenders import Contender
 from pgbridge.bench.payload import token_payload
 from pgbridge.bench.stats import CpuMeter, Summary, summarize
 from pgbridge.bench.subscriber import HELLO, TARGET_ENV, IdleFigures, Received, follow, run_ids
-
-
-class BenchError(Exception):
-    """A workload could not be measured (a subscriber process failed, a timeout)."""
+from pgbridge.exceptions import BenchError
 
 
 @dataclass(frozen=True, slots=True)

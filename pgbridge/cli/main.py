@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pgbridge.cli import inspect as inspect_cli
-from pgbridge.exceptions import InvalidEventError, StreamBridgeError
+from pgbridge.exceptions import ConfigurationError, InvalidEventError, StreamBridgeError
 from pgbridge.retention.policy import RetentionPolicy, RetentionReport
 from pgbridge.sql import DEFAULT_SCHEMA
 
@@ -394,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             policy = policy_from_args(args)
             passes = run_retention_passes(resolve_dsn(args), args.schema, policy, args.every)
             return asyncio.run(until_signalled(passes))
-    except InvalidEventError as exc:
+    except (InvalidEventError, ConfigurationError) as exc:  # bad input: as argparse's usage errors
         print(f"pgbridge: {exc}", file=sys.stderr)
         return 2
     except StreamBridgeError as exc:

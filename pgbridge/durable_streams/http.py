@@ -43,16 +43,18 @@ from pgbridge.durable_streams.offsets import format_offset, parse_fork_offset, p
 from pgbridge.durable_streams.streams import (
     AppendOutcome,
     DurableStreams,
-    ForkConflictError,
-    ForkPositionError,
-    ForkSourceNotFoundError,
     Producer,
     StreamConfig,
-    StreamExistsError,
     StreamHead,
     StreamPage,
 )
-from pgbridge.exceptions import InvalidEventError
+from pgbridge.exceptions import (
+    ForkConflictError,
+    ForkPositionError,
+    ForkSourceNotFoundError,
+    InvalidEventError,
+    StreamExistsError,
+)
 from pgbridge.ids import validate_run_id
 
 #: Headers every response carries (section 12.7) and CORS for browsers.

@@ -43,7 +43,7 @@ from starlette.routing import BaseRoute, Route
 from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.contract import CANCELLED_SENTINEL, END_SENTINEL, GAP_EVENT, HEARTBEAT_SENTINEL
 from pgbridge.durable_streams.http import DurableStreamSettings, durable_stream_routes
-from pgbridge.exceptions import InvalidEventError
+from pgbridge.exceptions import ConfigurationError, InvalidEventError
 from pgbridge.http.auth import BearerTokenAuth
 from pgbridge.http.frames import event_frame, gap_frame, heartbeat_frame, retry_line
 from pgbridge.metrics import exposition, registry_for
@@ -149,7 +149,7 @@ def metrics_route(bridge: PostgresStreamBridge) -> Route:
     """``GET /metrics``: the Prometheus registry *bridge* reports into (it needs ``metrics=``)."""
     registry = registry_for(bridge.options.metrics)
     if registry is None:
-        raise InvalidEventError("the bridge has no metrics to expose: create it with metrics=True")
+        raise ConfigurationError("the bridge has no metrics to expose: create it with metrics=True")
 
     async def metrics(request: Request) -> Response:
         body, content_type = exposition(registry)
