@@ -23,6 +23,7 @@ from pgbridge.durable_streams.streams import Producer
 from pgbridge.exceptions import (
     BridgeClosedError,
     BridgeNotStartedError,
+    ConfigurationError,
     DatabaseUnavailableError,
     InvalidEventError,
     ProducerFencedError,
@@ -49,6 +50,7 @@ __all__ = [
     "BridgeClosedError",
     "BridgeNotStartedError",
     "BridgeOptions",
+    "ConfigurationError",
     "DatabaseUnavailableError",
     "InvalidEventError",
     "JSONValue",

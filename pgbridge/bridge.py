@@ -42,6 +42,7 @@ from pgbridge.engine.subscribe import OnGap, Start, SubscriptionContext, subscri
 from pgbridge.exceptions import (
     BridgeClosedError,
     BridgeNotStartedError,
+    ConfigurationError,
     DatabaseUnavailableError,
     InvalidEventError,
     ProducerFencedError,
@@ -145,17 +146,17 @@ class BridgeOptions:
         }
         for name, value in positive.items():
             if value <= 0:
-                raise InvalidEventError(f"{name} must be positive, not {value!r}")
+                raise ConfigurationError(f"{name} must be positive, not {value!r}")
         if not 0 <= self.pool_min_size <= self.pool_max_size:
-            raise InvalidEventError("pool_min_size must be between 0 and pool_max_size")
+            raise ConfigurationError("pool_min_size must be between 0 and pool_max_size")
         if self.publish_retry_timeout < 0:
-            raise InvalidEventError("publish_retry_timeout must not be negative")
+            raise ConfigurationError("publish_retry_timeout must not be negative")
         for name in ("listen_dsn", "replica_dsn"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
-                raise InvalidEventError(f"{name} must be a postgresql:// URI or None, not {value!r}")
+                raise ConfigurationError(f"{name} must be a postgresql:// URI or None, not {value!r}")
         if self.retention is not None and not isinstance(self.retention, RetentionPolicy):
-            raise InvalidEventError(
+            raise ConfigurationError(
                 f"retention must be a RetentionPolicy or None, not {type(self.retention).__name__}"
             )
 
@@ -169,13 +170,13 @@ class PostgresStreamBridge(StreamBridge):
 
     def __init__(self, dsn: str, **options: object) -> None:
         if not isinstance(dsn, str) or not dsn:
-            raise InvalidEventError("dsn must be a postgresql:// URI")
+            raise ConfigurationError("dsn must be a postgresql:// URI")
         self.dsn = dsn
         known = set(BridgeOptions.__dataclass_fields__)
         unknown = sorted(set(options) - known)
         if unknown:
             accepted = ", ".join(sorted(known))
-            raise InvalidEventError(f"unknown option(s) {', '.join(unknown)}; accepted: {accepted}")
+            raise ConfigurationError(f"unknown option(s) {', '.join(unknown)}; accepted: {accepted}")
         self.options = BridgeOptions(**options)  # type: ignore[arg-type]
         self._metrics = bridge_metrics(self.options.metrics, self.options.schema)
         self._state = _Lifecycle.NEW
@@ -632,7 +633,7 @@ class PostgresStreamBridge(StreamBridge):
         """
         self._require_running()
         if policy is not None and not isinstance(policy, RetentionPolicy):
-            raise InvalidEventError(f"policy must be a RetentionPolicy or None, not {type(policy).__name__}")
+            raise ConfigurationError(f"policy must be a RetentionPolicy or None, not {type(policy).__name__}")
         chosen = policy or self.options.retention or RetentionPolicy()
         report = await self._retention_pass.run(chosen, wait=True, progress=progress)
         assert report is not None  # a waiting pass always runs

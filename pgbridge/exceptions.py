@@ -1,7 +1,28 @@
 """Every error pgbridge raises: one tree rooted at :class:`StreamBridgeError`.
 
 Driver errors never escape bare; they are chained as ``__cause__`` of one of
-these, with a message that says what to do.
+these, with a message that says what to do. Every error class of the package
+is defined here, so one ``except StreamBridgeError`` catches them all::
+
+    StreamBridgeError
+    ├── InvalidEventError (ValueError)   a bad run id, event, payload or cursor
+    ├── ConfigurationError (ValueError)  a bad option: pool sizes, DSNs, metrics, retention
+    ├── TopologyConfigurationError       start() found a connection option that breaks a promise
+    ├── BridgeNotStartedError, BridgeClosedError
+    ├── SchemaNotMigratedError, DatabaseUnavailableError, PublishOutcomeUnknownError
+    ├── StreamTerminatedError, StreamNotFoundError, StreamCapacityExceededError
+    ├── ProducerFencedError, ProducerSequenceError
+    ├── StreamContentTypeError, StreamGoneError
+    ├── BenchError                       ``pgbridge bench`` could not measure a workload
+    └── Durable Streams creates and forks (their HTTP status in parentheses):
+        StreamExistsError (409), ForkSourceNotFoundError (404),
+        ForkConflictError (409), ForkPositionError (400),
+        ForkOffsetError (ValueError; the pure fork rules' form of ForkPositionError)
+
+The ``ValueError`` bases let callers that treat every bad argument alike
+(``except ValueError``) keep doing so. :class:`InvalidEventError` is about the
+data of a call and :class:`ConfigurationError` about how the bridge (or a
+policy) was set up: the CLI exits 2 for both. See docs/behaviour.md §11.
 """
 
 from __future__ import annotations
@@ -31,6 +52,14 @@ class InvalidEventError(ValueError, StreamBridgeError):
     """A run id, event name, payload or cursor that cannot be accepted.
 
     Raised before anything touches the database, so nothing is written.
+    """
+
+
+class ConfigurationError(StreamBridgeError, ValueError):
+    """An option that cannot be accepted: a pool size, a DSN, the metrics or retention options.
+
+    Raised where the bridge (or a :class:`~pgbridge.RetentionPolicy`) is
+    built, before any connection is made; fix the configuration.
     """
 
 
@@ -86,3 +115,31 @@ class StreamGoneError(StreamBridgeError):
     no new events until its last fork is deleted (as its URL answers 410 and
     a PUT there 409). Nothing was stored.
     """
+
+
+class StreamExistsError(StreamBridgeError):
+    """A create named an existing stream with another configuration (or a soft-deleted one)."""
+
+
+class ForkSourceNotFoundError(StreamBridgeError):
+    """A fork named a source stream that does not exist (or expired)."""
+
+
+class ForkConflictError(StreamBridgeError):
+    """A fork's source is soft-deleted, or has another content type."""
+
+
+class ForkPositionError(StreamBridgeError):
+    """A fork's offset or sub-offset names no position of its source."""
+
+
+class ForkOffsetError(StreamBridgeError, ValueError):
+    """The fork offset or sub-offset names no position of the source (400).
+
+    Raised by the pure fork rules (:mod:`pgbridge.durable_streams.forks`);
+    the engine reports it as :class:`ForkPositionError`.
+    """
+
+
+class BenchError(StreamBridgeError):
+    """A benchmark workload could not be measured (a subscriber process failed, a timeout)."""

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from pgbridge.contract import ResumeResult
-from pgbridge.exceptions import InvalidEventError
+from pgbridge.payload import validate_name
 
 #: Longest cursor string we try to parse; longer ones are ``invalid``.
 MAX_CURSOR_LENGTH = 64
@@ -51,27 +51,7 @@ def parse_event_id(cursor: str) -> EventId | None:
 
 def validate_run_id(run_id: object) -> str:
     """Return *run_id* if it can name a run, else raise :class:`InvalidEventError`."""
-    if not isinstance(run_id, str):
-        raise InvalidEventError(f"run_id must be a str, not {type(run_id).__name__}")
-    if not run_id:
-        raise InvalidEventError("run_id must not be empty")
-    if len(run_id) > MAX_RUN_ID_LENGTH:
-        raise InvalidEventError(
-            f"run_id is {len(run_id)} characters long; at most {MAX_RUN_ID_LENGTH} are allowed"
-        )
-    if "\x00" in run_id:
-        raise InvalidEventError("run_id must not contain NUL characters")
-    _require_utf8("run_id", run_id)
-    return run_id
-
-
-def _require_utf8(what: str, text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidEventError(
-            f"{what} is not valid Unicode (lone surrogate at index {exc.start})"
-        ) from None
+    return validate_name("run_id", run_id, MAX_RUN_ID_LENGTH)
 
 
 @dataclass(frozen=True, slots=True)

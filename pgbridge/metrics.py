@@ -36,7 +36,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
-from pgbridge.exceptions import InvalidEventError
+from pgbridge.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -85,11 +85,12 @@ class _Families:
     def __init__(self, registry: CollectorRegistry) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
-        self.events_published = Counter(
-            "pgbridge_events_published",
-            "Events committed to run_events (terminal events included).",
-            ["schema", "kind"],
-            registry=registry,
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            """A counter of *registry*, labelled by schema (and *labels*) like every family here."""
+            return Counter(name, documentation, ["schema", *labels], registry=registry)
+
+        self.events_published = counter(
+            "pgbridge_events_published", "Events committed to run_events (terminal events included).", "kind"
         )
         self.publish_duration = Histogram(
             "pgbridge_publish_duration_seconds",
@@ -98,11 +99,8 @@ class _Families:
             buckets=PUBLISH_BUCKETS,
             registry=registry,
         )
-        self.publish_failures = Counter(
-            "pgbridge_publish_failures",
-            "Events whose publish raised a database error.",
-            ["schema", "reason"],
-            registry=registry,
+        self.publish_failures = counter(
+            "pgbridge_publish_failures", "Events whose publish raised a database error.", "reason"
         )
         self.active_subscribers = Gauge(
             "pgbridge_active_subscribers",
@@ -110,29 +108,19 @@ class _Families:
             ["schema"],
             registry=registry,
         )
-        self.listener_reconnects = Counter(
-            "pgbridge_listener_reconnects",
-            "Times a bridge's LISTEN connection was re-established.",
-            ["schema"],
-            registry=registry,
+        self.listener_reconnects = counter(
+            "pgbridge_listener_reconnects", "Times a bridge's LISTEN connection was re-established."
         )
-        self.retention_deleted_events = Counter(
-            "pgbridge_retention_deleted_events",
-            "Events deleted by retention passes run in this process.",
-            ["schema"],
-            registry=registry,
+        self.retention_deleted_events = counter(
+            "pgbridge_retention_deleted_events", "Events deleted by retention passes run in this process."
         )
-        self.retention_deleted_runs = Counter(
+        self.retention_deleted_runs = counter(
             "pgbridge_retention_deleted_runs",
             "Run rows (tombstones, expired Durable Streams) deleted by retention passes run in this process.",
-            ["schema"],
-            registry=registry,
         )
-        self.retention_dead_lettered = Counter(
+        self.retention_dead_lettered = counter(
             "pgbridge_retention_dead_lettered_runs",
             "Silent runs ended with a dead_letter event by passes run in this process.",
-            ["schema"],
-            registry=registry,
         )
 
 
@@ -219,14 +207,14 @@ def registry_for(option: object) -> CollectorRegistry | None:
     try:
         import prometheus_client
     except ImportError as exc:
-        raise InvalidEventError(
+        raise ConfigurationError(
             "metrics need prometheus-client: pip install 'pgbridge[metrics]' (or leave metrics off)"
         ) from exc
     if option is True:
         return prometheus_client.REGISTRY
     if isinstance(option, prometheus_client.CollectorRegistry):
         return option
-    raise InvalidEventError(
+    raise ConfigurationError(
         f"metrics must be True, False or a prometheus_client.CollectorRegistry, not {option!r}"
     )
 

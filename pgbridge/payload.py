@@ -1,4 +1,4 @@
-"""Checks and encoding of what a publisher hands us: event names and data.
+"""Checks and encoding of what a publisher hands us: run ids, event names and data.
 
 Everything here runs before the database is touched, so bad input raises
 :class:`InvalidEventError` and writes nothing. The stored form of ``data`` is
@@ -25,22 +25,27 @@ MAX_NESTING_DEPTH: Final = 256
 _RESERVED_PREFIX: Final = "__"
 
 
+def validate_name(what: str, name: object, max_length: int) -> str:
+    """Return *name* (a run id, an event name) if it is a non-empty str of at most
+    *max_length* characters that PostgreSQL can store, else raise naming *what* it is."""
+    if not isinstance(name, str):
+        raise InvalidEventError(f"{what} must be a str, not {type(name).__name__}")
+    if not name:
+        raise InvalidEventError(f"{what} must not be empty")
+    if len(name) > max_length:
+        raise InvalidEventError(f"{what} is {len(name)} characters long; at most {max_length} are allowed")
+    check_text(what, name)
+    return name
+
+
 def validate_event_name(event: object) -> str:
     """Return *event* if it can name an ordinary event, else raise."""
-    if not isinstance(event, str):
-        raise InvalidEventError(f"event must be a str, not {type(event).__name__}")
-    if not event:
-        raise InvalidEventError("event must not be empty")
-    if len(event) > MAX_EVENT_NAME_LENGTH:
+    name = validate_name("event", event, MAX_EVENT_NAME_LENGTH)
+    if name.startswith(_RESERVED_PREFIX):
         raise InvalidEventError(
-            f"event is {len(event)} characters long; at most {MAX_EVENT_NAME_LENGTH} are allowed"
+            f"event {name!r} starts with '__', which is reserved for sentinels and markers"
         )
-    if event.startswith(_RESERVED_PREFIX):
-        raise InvalidEventError(
-            f"event {event!r} starts with '__', which is reserved for sentinels and markers"
-        )
-    _check_text("event", event)
-    return event
+    return name
 
 
 def encode_data(data: object, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> str:
@@ -80,7 +85,7 @@ def _check_value(value: object, path: str, depth: int) -> None:
             raise InvalidEventError(f"{path} is {value!r}; JSON has no NaN or Infinity")
         return
     if isinstance(value, str):
-        _check_text(path, value)
+        check_text(path, value)
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
@@ -92,13 +97,14 @@ def _check_value(value: object, path: str, depth: int) -> None:
                 raise InvalidEventError(
                     f"{path} has a key of type {type(key).__name__} ({key!r}); JSON object keys must be str"
                 )
-            _check_text(f"key {key!r} of {path}", key)
+            check_text(f"key {key!r} of {path}", key)
             _check_value(item, f"{path}[{key!r}]", depth + 1)
         return
     raise InvalidEventError(f"{path} is a {type(value).__name__}, which is not a JSON value")
 
 
-def _check_text(path: str, text: str) -> None:
+def check_text(path: str, text: str) -> None:
+    """Raise unless PostgreSQL can store *text* (no NUL, no lone surrogate); *path* names it."""
     if "\x00" in text:
         raise InvalidEventError(f"{path} contains a NUL character, which PostgreSQL cannot store")
     try:

@@ -73,28 +73,22 @@ JSON_TYPE = "application/json"
 
 @dataclass(frozen=True, slots=True)
 class DsSizes:
-    streams: int
-    throughput_seconds: float
-    latency_appends: int
-    sse_messages: int
-    sse_interval: float
-    catch_up_messages: int
-    catch_up_batch: int
+    """How big each workload is: the defaults are the full run's sizes; quick mode keeps
+    the pacing and shrinks the counts."""
+
+    streams: int = 100
+    throughput_seconds: float = 10.0
+    latency_appends: int = 2000
+    sse_messages: int = 1000
+    sse_interval: float = 0.005
+    catch_up_messages: int = 100_000
+    catch_up_batch: int = 1000
     #: Rounds of the throughput and catch-up workloads per server (the median is reported).
-    rounds: int
+    rounds: int = 3
 
     @classmethod
     def full(cls) -> DsSizes:
-        return cls(
-            streams=100,
-            throughput_seconds=10.0,
-            latency_appends=2000,
-            sse_messages=1000,
-            sse_interval=0.005,
-            catch_up_messages=100_000,
-            catch_up_batch=1000,
-            rounds=3,
-        )
+        return cls()
 
     @classmethod
     def quick(cls) -> DsSizes:
@@ -103,7 +97,6 @@ class DsSizes:
             throughput_seconds=1.0,
             latency_appends=50,
             sse_messages=30,
-            sse_interval=0.005,
             catch_up_messages=2000,
             catch_up_batch=500,
             rounds=1,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pgbridge.bench.report import number, ratio
+from pgbridge.bench.report import number, number_at, ratio
 
 Results = Mapping[str, Any]
 
@@ -34,12 +34,8 @@ ROWS: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
 
 
 def ds_figure(results: Results, contender: str, workload: str, path: Sequence[str]) -> float | None:
-    node: Any = results.get("contenders", {}).get(contender, {}).get(workload)
-    for step in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(step)
-    return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
+    """A number in ``results["contenders"][contender][workload]`` along *path*, or None."""
+    return number_at(results, ("contenders", contender, workload, *path))
 
 
 def _cell(results: Results, contender: str, workload: str, value: float | None) -> str:

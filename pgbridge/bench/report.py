@@ -26,9 +26,8 @@ Results = Mapping[str, Any]
 # -- reading figures out of the results -----------------------------------------------------------
 
 
-def figure(results: Results, workload: str, contender: str, path: Sequence[str]) -> float | None:
-    """A number in ``results["workloads"][workload][contender]`` along *path*, or None."""
-    node: Any = results.get("workloads", {}).get(workload, {}).get(contender)
+def number_at(node: Any, path: Sequence[str]) -> float | None:
+    """The number at *path* in nested mappings, or None (a step missing, or no number there)."""
     for step in path:
         if not isinstance(node, Mapping):
             return None
@@ -36,13 +35,13 @@ def figure(results: Results, workload: str, contender: str, path: Sequence[str])
     return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
 
 
+def figure(results: Results, workload: str, contender: str, path: Sequence[str]) -> float | None:
+    """A number in ``results["workloads"][workload][contender]`` along *path*, or None."""
+    return number_at(results, ("workloads", workload, contender, *path))
+
+
 def ceiling(results: Results, *path: str) -> float | None:
-    node: Any = results.get("ceilings")
-    for step in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(step)
-    return float(node) if isinstance(node, int | float) else None
+    return number_at(results, ("ceilings", *path))
 
 
 def outcome_note(results: Results, workload: str, contender: str) -> str | None:

@@ -40,61 +40,42 @@ from pgbridge.bench.contenders import Contender
 from pgbridge.bench.payload import token_payload
 from pgbridge.bench.stats import CpuMeter, Summary, summarize
 from pgbridge.bench.subscriber import HELLO, TARGET_ENV, IdleFigures, Received, follow, run_ids
-
-
-class BenchError(Exception):
-    """A workload could not be measured (a subscriber process failed, a timeout)."""
+from pgbridge.exceptions import BenchError
 
 
 @dataclass(frozen=True, slots=True)
 class Sizes:
-    """How big each workload is; quick mode keeps the shapes and shrinks the counts."""
+    """How big each workload is: the defaults are the full run's sizes; quick mode keeps
+    the shapes and the pacing and shrinks the counts."""
 
-    latency_events: int
+    latency_events: int = 2000
     #: Seconds between publishes: 200 tokens/s, a fast model's pace.
-    latency_interval: float
-    concurrent_runs: int
-    concurrent_seconds: float
-    fanout_subscribers: int
-    fanout_events: int
-    fanout_interval: float
-    replay_events: int
-    replay_batch: int
-    idle_subscribers: int
-    idle_window: float
-    ceiling_seconds: float
-    round_trips: int
+    latency_interval: float = 0.005
+    concurrent_runs: int = 100
+    concurrent_seconds: float = 10.0
+    fanout_subscribers: int = 1000
+    fanout_events: int = 200
+    fanout_interval: float = 0.02
+    replay_events: int = 100_000
+    replay_batch: int = 1000
+    idle_subscribers: int = 1000
+    idle_window: float = 3.0
+    ceiling_seconds: float = 5.0
+    round_trips: int = 2000
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls(
-            latency_events=2000,
-            latency_interval=0.005,
-            concurrent_runs=100,
-            concurrent_seconds=10.0,
-            fanout_subscribers=1000,
-            fanout_events=200,
-            fanout_interval=0.02,
-            replay_events=100_000,
-            replay_batch=1000,
-            idle_subscribers=1000,
-            idle_window=3.0,
-            ceiling_seconds=5.0,
-            round_trips=2000,
-        )
+        return cls()
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             latency_events=200,
-            latency_interval=0.005,
             concurrent_runs=10,
             concurrent_seconds=2.0,
             fanout_subscribers=100,
             fanout_events=40,
-            fanout_interval=0.02,
             replay_events=10_000,
-            replay_batch=1000,
             idle_subscribers=100,
             idle_window=1.0,
             ceiling_seconds=1.0,

@@ -17,6 +17,7 @@ import signal
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -24,7 +25,7 @@ from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.cli.progress import ProgressBar, progress_bars
 from pgbridge.contract import HEARTBEAT_SENTINEL
 from pgbridge.migrate import migrate
-from pgbridge.sql import quote_identifier
+from pgbridge.sql import load_into
 
 KILL_AFTER_FRACTION = 0.4
 
@@ -107,12 +108,20 @@ def _bars(events: int) -> Iterator[tuple[ProgressBar, ProgressBar]]:
         yield bars.add("published", total=events + 1), bars.add("received", total=events + 1)
 
 
+@dataclass(frozen=True, slots=True)
+class DemoQueries:
+    """The statements of ``pgbridge/sql/demo.sql``."""
+
+    last_events: str
+
+    @classmethod
+    def for_schema(cls, schema: str) -> DemoQueries:
+        return load_into(cls, "demo.sql", schema)
+
+
 async def _show_sql(dsn: str, schema: str, run_id: str) -> None:
-    table = f"{quote_identifier(schema)}.run_events"
-    query = (
-        f"SELECT created_ms || '-' || seq AS event_id, event, data::text AS data\n"
-        f"FROM {table} WHERE run_id = $1 ORDER BY seq DESC LIMIT 3"
-    )
+    """Print the statement that reads the run's last events, then run it and print them."""
+    query = DemoQueries.for_schema(schema).last_events
     print("\nthe run is plain SQL:\n" + query.replace("$1", f"'{run_id}'") + ";")
     conn = await asyncpg.connect(dsn)
     try:

@@ -15,12 +15,12 @@ import asyncio
 import json
 import os
 import shlex
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pgbridge.cli.signals import until_signalled
 from pgbridge.exceptions import InvalidEventError, StreamNotFoundError
 from pgbridge.sql import RUN_STATUSES
 
@@ -33,8 +33,6 @@ DsnResolver = Callable[[argparse.Namespace], str]
 AddOptions = Callable[[argparse.ArgumentParser], None]
 #: The commands this module runs.
 COMMANDS = frozenset({"runs", "events", "tail", "stats"})
-#: Exit status of a tail left with Ctrl-C (128 + SIGINT), or with SIGTERM.
-INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def _positive_int(text: str) -> int:
@@ -54,13 +52,18 @@ def add_parsers(
     duration: Callable[[str], float],
 ) -> None:
     """Add the four commands to the ``pgbridge`` parser."""
-    runs = commands.add_parser(
+
+    def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help, description=description)
+        connection_options(parser)
+        return parser
+
+    runs = command(
         "runs",
         help="list runs: status, events, first and last ID, start, end, duration",
         description="The most recently active runs first (open runs by their last activity, "
         "ended runs by their end): the pgbridge_runs view.",
     )
-    connection_options(runs)
     runs.add_argument("--status", choices=RUN_STATUSES, help="only runs of this status")
     runs.add_argument(
         "--since",
@@ -76,34 +79,25 @@ def add_parsers(
         "--json", action="store_true", help="one JSON object per line: the columns of pgbridge_runs"
     )
 
-    events = commands.add_parser(
+    events = command(
         "events",
         help="print a run's stored events, oldest first",
         description="A run's retained events in seq order, one a line: time (UTC), event ID, "
         "event name, data as JSON. Coloured on a terminal.",
     )
-    connection_options(events)
-    events.add_argument("run", metavar="RUN", help="the run id")
-    events.add_argument(
-        "--from",
-        dest="after",
-        metavar="ID",
-        help="start after this event ID, as a client resuming with it would",
-    )
+    _add_run(events, after_help="start after this event ID, as a client resuming with it would")
     events.add_argument("--limit", type=_positive_int, metavar="N", help="at most N events")
     events.add_argument(
         "--json", action="store_true", help="one JSON object per line: the columns of pgbridge_events"
     )
 
-    tail = commands.add_parser(
+    tail = command(
         "tail",
         help="follow a run live, like tail -f, until its terminal event",
         description="Print a run's events, then new ones as they are published, until its terminal "
         "event. Ctrl-C stops and prints the last event ID seen, to resume from with --from.",
     )
-    connection_options(tail)
-    tail.add_argument("run", metavar="RUN", help="the run id")
-    tail.add_argument("--from", dest="after", metavar="ID", help="resume after this event ID")
+    _add_run(tail, after_help="resume after this event ID")
     tail.add_argument("--wait", action="store_true", help="wait for a run that has not started yet")
     tail.add_argument(
         "--json",
@@ -111,12 +105,14 @@ def add_parsers(
         help="one JSON object per line, as `pgbridge events --json` (without `terminal`)",
     )
 
-    stats = commands.add_parser(
-        "stats",
-        help="table sizes, runs and events by status, oldest event, last retention pass",
-    )
-    connection_options(stats)
+    stats = command("stats", help="table sizes, runs and events by status, oldest event, last retention pass")
     stats.add_argument("--json", action="store_true", help="one JSON object")
+
+
+def _add_run(parser: argparse.ArgumentParser, *, after_help: str) -> None:
+    """The run a command reads, and the event ID to start after."""
+    parser.add_argument("run", metavar="RUN", help="the run id")
+    parser.add_argument("--from", dest="after", metavar="ID", help=after_help)
 
 
 def run_command(args: argparse.Namespace, resolve_dsn: DsnResolver) -> int:
@@ -243,30 +239,12 @@ class _Seen:
     """The ID of the last event printed (or the starting cursor): where to resume."""
 
     last_id: str | None
-    signal: int | None = None
 
 
 async def _tail(dsn: str, args: argparse.Namespace) -> int:
+    """Follow the run; Ctrl-C (or SIGTERM) stops it and prints where to resume."""
     seen = _Seen(last_id=args.after)
-    loop = asyncio.get_running_loop()
-    follow = asyncio.create_task(_follow(dsn, args, seen))
-
-    def interrupt(signum: int) -> None:
-        seen.signal = signum
-        follow.cancel()
-
-    for signum in INTERRUPTED:
-        loop.add_signal_handler(signum, interrupt, signum)
-    try:
-        return await follow
-    except asyncio.CancelledError:
-        if seen.signal is None:
-            raise
-        _report_interrupt(args, seen)
-        return INTERRUPTED[signal.Signals(seen.signal)]
-    finally:
-        for signum in INTERRUPTED:
-            loop.remove_signal_handler(signum)
+    return await until_signalled(_follow(dsn, args, seen), on_signal=lambda: _report_interrupt(args, seen))
 
 
 def _report_interrupt(args: argparse.Namespace, seen: _Seen) -> None:

@@ -10,16 +10,16 @@ import argparse
 import asyncio
 import os
 import re
-import signal
 import sys
 import time
 import warnings
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from pgbridge.cli import inspect as inspect_cli
-from pgbridge.exceptions import InvalidEventError, StreamBridgeError
+from pgbridge.cli.signals import until_signalled
+from pgbridge.exceptions import ConfigurationError, InvalidEventError, StreamBridgeError
 from pgbridge.retention.policy import RetentionPolicy, RetentionReport
 from pgbridge.sql import DEFAULT_SCHEMA
 
@@ -74,6 +74,18 @@ def _optional_count(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
 
 
+#: The retention policy's rules as ``pgbridge retention`` options: the field, how its
+#: value is read, the metavar and the help (the default, the policy's, is added to it).
+_POLICY_OPTIONS: tuple[tuple[str, Callable[[str], object], str, str], ...] = (
+    ("max_events_per_run", _optional_count, "N", "keep the newest N events of each run"),
+    ("max_event_age", _optional_duration, "AGE", "delete each run's events older than AGE"),
+    ("ended_run_ttl", _optional_duration, "TTL", "delete a run's events TTL after it ended"),
+    ("tombstone_ttl", _optional_duration, "TTL", "then delete its run row TTL later"),
+    ("active_timeout", parse_duration, "T", "dead-letter an active run silent for T"),
+    ("awaiting_input_timeout", parse_duration, "T", "the same for a run awaiting input"),
+)
+
+
 def _add_retention_options(parser: argparse.ArgumentParser) -> None:
     defaults = RetentionPolicy()
     parser.add_argument(
@@ -82,59 +94,20 @@ def _add_retention_options(parser: argparse.ArgumentParser) -> None:
     rules = parser.add_argument_group(
         "policy", "durations in seconds or with a unit (10m, 12h, 7d); 'none' switches a rule off"
     )
-    rules.add_argument(
-        "--max-events-per-run",
-        type=_optional_count,
-        default=defaults.max_events_per_run,
-        metavar="N",
-        help="keep the newest N events of each run (default: %(default)s)",
-    )
-    rules.add_argument(
-        "--max-event-age",
-        type=_optional_duration,
-        default=defaults.max_event_age,
-        metavar="AGE",
-        help="delete each run's events older than AGE (default: %(default)s)",
-    )
-    rules.add_argument(
-        "--ended-run-ttl",
-        type=_optional_duration,
-        default=defaults.ended_run_ttl,
-        metavar="TTL",
-        help="delete a run's events TTL after it ended (default: %(default)s s)",
-    )
-    rules.add_argument(
-        "--tombstone-ttl",
-        type=_optional_duration,
-        default=defaults.tombstone_ttl,
-        metavar="TTL",
-        help="then delete its run row TTL later (default: %(default)s s)",
-    )
-    rules.add_argument(
-        "--active-timeout",
-        type=parse_duration,
-        default=defaults.active_timeout,
-        metavar="T",
-        help="dead-letter an active run silent for T (default: %(default)s s)",
-    )
-    rules.add_argument(
-        "--awaiting-input-timeout",
-        type=parse_duration,
-        default=defaults.awaiting_input_timeout,
-        metavar="T",
-        help="the same for a run awaiting input (default: %(default)s s)",
-    )
+    for name, parse, metavar, help_text in _POLICY_OPTIONS:
+        default = getattr(defaults, name)
+        unit = "" if default is None or parse is _optional_count else " s"  # a duration's default
+        rules.add_argument(
+            "--" + name.replace("_", "-"),
+            type=parse,
+            default=default,
+            metavar=metavar,
+            help=f"{help_text} (default: %(default)s{unit})",
+        )
 
 
 def policy_from_args(args: argparse.Namespace) -> RetentionPolicy:
-    return RetentionPolicy(
-        max_events_per_run=args.max_events_per_run,
-        max_event_age=args.max_event_age,
-        ended_run_ttl=args.ended_run_ttl,
-        tombstone_ttl=args.tombstone_ttl,
-        active_timeout=args.active_timeout,
-        awaiting_input_timeout=args.awaiting_input_timeout,
-    )
+    return RetentionPolicy(**{name: getattr(args, name) for name, *_ in _POLICY_OPTIONS})
 
 
 def format_report(report: RetentionReport, seconds: float) -> str:
@@ -173,38 +146,6 @@ async def run_retention_passes(dsn: str, schema: str, policy: RetentionPolicy, e
                 if every is None:
                     return 0
                 await asyncio.sleep(every)
-
-
-#: Exit status after SIGINT (Ctrl-C) or SIGTERM, as a shell reports a process those signals ended.
-SIGNALLED_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-async def until_signalled(work: Coroutine[object, object, int]) -> int:
-    """Run *work* until it returns, or until SIGINT or SIGTERM stop it cleanly.
-
-    The handlers are installed explicitly, so ``retention --every`` under
-    systemd (SIGTERM) or started from a script that ignores SIGINT still
-    leaves through its ``finally`` blocks and closes its connections.
-    """
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(work)
-    received: list[int] = []
-
-    def stop(signum: int) -> None:
-        received.append(signum)
-        task.cancel()
-
-    for signum in SIGNALLED_EXIT:
-        loop.add_signal_handler(signum, stop, signum)
-    try:
-        return await task
-    except asyncio.CancelledError:
-        if not received:
-            raise
-        return SIGNALLED_EXIT[signal.Signals(received[0])]
-    finally:
-        for signum in SIGNALLED_EXIT:
-            loop.remove_signal_handler(signum)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             policy = policy_from_args(args)
             passes = run_retention_passes(resolve_dsn(args), args.schema, policy, args.every)
             return asyncio.run(until_signalled(passes))
-    except InvalidEventError as exc:
+    except (InvalidEventError, ConfigurationError) as exc:  # bad input: as argparse's usage errors
         print(f"pgbridge: {exc}", file=sys.stderr)
         return 2
     except StreamBridgeError as exc:

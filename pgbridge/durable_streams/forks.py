@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pgbridge.durable_streams.messages import bytes_message, is_json, stored_bytes
+from pgbridge.exceptions import ForkOffsetError
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +32,6 @@ class ForkPoint:
 
     fork_seq: int
     prefix: str | None = None
-
-
-class ForkOffsetError(ValueError):
-    """The fork offset or sub-offset names no position of the source (400)."""
 
 
 def inherited_expiry(

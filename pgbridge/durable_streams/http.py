@@ -18,11 +18,13 @@ import asyncio
 import base64
 import dataclasses
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import ClassVar
 
 import orjson
+from starlette.endpoints import HTTPEndpoint
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -43,16 +45,19 @@ from pgbridge.durable_streams.offsets import format_offset, parse_fork_offset, p
 from pgbridge.durable_streams.streams import (
     AppendOutcome,
     DurableStreams,
-    ForkConflictError,
-    ForkPositionError,
-    ForkSourceNotFoundError,
     Producer,
     StreamConfig,
-    StreamExistsError,
     StreamHead,
     StreamPage,
 )
-from pgbridge.exceptions import InvalidEventError
+from pgbridge.exceptions import (
+    ForkConflictError,
+    ForkPositionError,
+    ForkSourceNotFoundError,
+    InvalidEventError,
+    StreamExistsError,
+)
+from pgbridge.http.common import BridgeGetter, bridge_getter, error_response
 from pgbridge.ids import validate_run_id
 
 #: Headers every response carries (section 12.7) and CORS for browsers.
@@ -121,25 +126,24 @@ class DurableStreamSettings:
     read_chunk_messages: int = 4096
 
 
-BridgeGetter = Callable[[], PostgresStreamBridge]
-
-
 def durable_stream_routes(
     bridge: PostgresStreamBridge | BridgeGetter,
     settings: DurableStreamSettings | None = None,
     *,
     prefix: str = "/v1/stream",
 ) -> list[BaseRoute]:
-    """The routes, for ``Starlette(routes=...)`` or ``app.router.routes.extend(...)``."""
-    get_bridge: BridgeGetter = bridge if callable(bridge) else (lambda: bridge)
-    handler = _Handler(get_bridge, settings or DurableStreamSettings(), prefix)
-    return [
-        Route(
-            prefix + "/{path:path}",
-            handler.dispatch,
-            methods=["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"],
-        )
-    ]
+    """The routes, for ``Starlette(routes=...)`` or ``app.router.routes.extend(...)``.
+
+    *bridge* is a started bridge, or a function returning one. Starlette's
+    :class:`~starlette.endpoints.HTTPEndpoint` picks the handler by method, so
+    any other method answers 405 with an ``Allow`` header.
+    """
+    served = _Handler(bridge_getter(bridge), settings or DurableStreamSettings(), prefix)
+
+    class DurableStreamEndpoint(_StreamEndpoint):
+        handler = served
+
+    return [Route(prefix + "/{path:path}", DurableStreamEndpoint)]
 
 
 class _BadRequest(Exception):
@@ -159,14 +163,55 @@ def _response(
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return _response(status, orjson.dumps({"error": message}), headers, "application/json")
+    return error_response(status, message, {**_SECURITY_HEADERS, **(headers or {})})
 
 
 def _gone(run_id: str) -> Response:
     return _error(410, f"stream {run_id!r} was deleted (its forks still read it)")
 
 
+#: A handler of one method: the request and the run id its path names.
+_MethodHandler = Callable[[Request, str], Awaitable[Response]]
+
+
+class _StreamEndpoint(HTTPEndpoint):
+    """The methods of a stream's URL; a subclass per route set names its :class:`_Handler`."""
+
+    handler: ClassVar[_Handler]
+
+    async def options(self, request: Request) -> Response:
+        """A CORS preflight: answered without looking at the stream."""
+        return _response(204, headers=_CORS_PREFLIGHT)
+
+    async def head(self, request: Request) -> Response:
+        return await _answer(request, self.handler.head)
+
+    async def get(self, request: Request) -> Response:
+        return await _answer(request, self.handler.get)
+
+    async def put(self, request: Request) -> Response:
+        return await _answer(request, self.handler.put)
+
+    async def post(self, request: Request) -> Response:
+        return await _answer(request, self.handler.post)
+
+    async def delete(self, request: Request) -> Response:
+        return await _answer(request, self.handler.delete)
+
+
+async def _answer(request: Request, handle: _MethodHandler) -> Response:
+    """*handle*'s response for the run the path names, or the error a bad request gets."""
+    try:
+        return await handle(request, validate_run_id(request.path_params["path"]))
+    except _BadRequest as exc:
+        return _error(exc.status, str(exc), exc.headers)
+    except InvalidEventError as exc:
+        return _error(400, str(exc))
+
+
 class _Handler:
+    """The protocol's answers, one method per HTTP method, over the bridge's Durable Streams."""
+
     def __init__(self, get_bridge: BridgeGetter, settings: DurableStreamSettings, prefix: str) -> None:
         self._bridge = get_bridge
         self._settings = settings
@@ -174,24 +219,6 @@ class _Handler:
 
     def _streams(self) -> DurableStreams:
         return self._bridge().streams
-
-    async def dispatch(self, request: Request) -> Response:
-        method = request.method
-        if method == "OPTIONS":
-            return _response(204, headers=_CORS_PREFLIGHT)
-        try:
-            run_id = validate_run_id(request.path_params["path"])
-            if method in ("GET", "HEAD"):
-                return await (self.head(run_id) if method == "HEAD" else self.get(request, run_id))
-            if method == "PUT":
-                return await self.put(request, run_id)
-            if method == "POST":
-                return await self.post(request, run_id)
-            return await self.delete(run_id)
-        except _BadRequest as exc:
-            return _error(exc.status, str(exc), exc.headers)
-        except InvalidEventError as exc:
-            return _error(400, str(exc))
 
     # -- writes -----------------------------------------------------------------
 
@@ -288,7 +315,7 @@ class _Handler:
         )
         return _append_response(outcome, producer)
 
-    async def delete(self, run_id: str) -> Response:
+    async def delete(self, request: Request, run_id: str) -> Response:
         outcome = await self._streams().delete(run_id)
         if outcome == "gone":
             return _gone(run_id)
@@ -324,7 +351,7 @@ class _Handler:
 
     # -- reads ------------------------------------------------------------------
 
-    async def head(self, run_id: str) -> Response:
+    async def head(self, request: Request, run_id: str) -> Response:
         head = await self._streams().head(run_id)
         if head is None:
             return _response(404, headers={"Cache-Control": "no-store"})

@@ -36,7 +36,7 @@ from typing import Literal
 import asyncpg
 
 from pgbridge.connector import Database, is_connection_error
-from pgbridge.durable_streams.forks import ForkOffsetError, ForkRequest, fork_point, inherited_expiry
+from pgbridge.durable_streams.forks import ForkRequest, fork_point, inherited_expiry
 from pgbridge.durable_streams.messages import (
     JSON_TYPE,
     MESSAGE_EVENT,
@@ -46,7 +46,15 @@ from pgbridge.durable_streams.messages import (
 )
 from pgbridge.engine.feed import FeedRegistry, Waiter
 from pgbridge.engine.notify import Notifier
-from pgbridge.exceptions import DatabaseUnavailableError, StreamBridgeError
+from pgbridge.exceptions import (
+    DatabaseUnavailableError,
+    ForkConflictError,
+    ForkOffsetError,
+    ForkPositionError,
+    ForkSourceNotFoundError,
+    StreamBridgeError,
+    StreamExistsError,
+)
 
 AppendOutcomeKind = Literal[
     "appended",
@@ -327,22 +335,6 @@ class _AppendBatcher:
     async def close(self) -> None:
         while self._flushes:
             await asyncio.gather(*self._flushes, return_exceptions=True)
-
-
-class StreamExistsError(StreamBridgeError):
-    """A create named an existing stream with another configuration (or a soft-deleted one)."""
-
-
-class ForkSourceNotFoundError(StreamBridgeError):
-    """A fork named a source stream that does not exist (or expired)."""
-
-
-class ForkConflictError(StreamBridgeError):
-    """A fork's source is soft-deleted, or has another content type."""
-
-
-class ForkPositionError(StreamBridgeError):
-    """A fork's offset or sub-offset names no position of its source."""
 
 
 class DurableStreams:

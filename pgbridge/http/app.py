@@ -27,7 +27,7 @@ bridge's public methods.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -43,8 +43,9 @@ from starlette.routing import BaseRoute, Route
 from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.contract import CANCELLED_SENTINEL, END_SENTINEL, GAP_EVENT, HEARTBEAT_SENTINEL
 from pgbridge.durable_streams.http import DurableStreamSettings, durable_stream_routes
-from pgbridge.exceptions import InvalidEventError
+from pgbridge.exceptions import ConfigurationError, InvalidEventError
 from pgbridge.http.auth import BearerTokenAuth
+from pgbridge.http.common import BridgeGetter, bridge_getter, error_response
 from pgbridge.http.frames import event_frame, gap_frame, heartbeat_frame, retry_line
 from pgbridge.metrics import exposition, registry_for
 from pgbridge.store.events import RunInfo
@@ -71,9 +72,6 @@ class StreamSettings:
     retry_ms: int = 2000
 
 
-BridgeGetter = Callable[[], PostgresStreamBridge]
-
-
 def sse_routes(
     bridge: PostgresStreamBridge | BridgeGetter, settings: StreamSettings | None = None
 ) -> list[BaseRoute]:
@@ -82,8 +80,7 @@ def sse_routes(
     *bridge* is a started bridge, or a function returning one (for apps that
     start it in their lifespan).
     """
-    get_bridge: BridgeGetter = bridge if callable(bridge) else (lambda: bridge)
-    handlers = _Handlers(get_bridge, settings or StreamSettings())
+    handlers = _Handlers(bridge_getter(bridge), settings or StreamSettings())
     # Run ids may hold "/" (sent as %2F): the more specific routes come first.
     thread_run = "/threads/{thread_id:str}/runs/{run_id:path}"
     return [
@@ -149,7 +146,7 @@ def metrics_route(bridge: PostgresStreamBridge) -> Route:
     """``GET /metrics``: the Prometheus registry *bridge* reports into (it needs ``metrics=``)."""
     registry = registry_for(bridge.options.metrics)
     if registry is None:
-        raise InvalidEventError("the bridge has no metrics to expose: create it with metrics=True")
+        raise ConfigurationError("the bridge has no metrics to expose: create it with metrics=True")
 
     async def metrics(request: Request) -> Response:
         body, content_type = exposition(registry)
@@ -188,7 +185,7 @@ class _Handlers:
                 run_id, last_event_id=cursor, heartbeat_interval=self._settings.heartbeat_interval
             )
         except InvalidEventError as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         headers = {**_STREAM_HEADERS, "Location": request.scope.get("root_path", "") + location}
         return StreamingResponse(
             _frames(events, self._settings.retry_ms, envelope=envelope),
@@ -208,7 +205,7 @@ class _Handlers:
             limit = int(request.query_params.get("limit", "100"))
             runs = await self._bridge().list_runs(status=status, limit=limit)
         except (InvalidEventError, ValueError) as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         return JSONResponse({"runs": [self._run_json(run) for run in runs]})
 
     async def langgraph_run(self, request: Request) -> Response:
@@ -232,8 +229,8 @@ class _Handlers:
         try:
             info = await self._bridge().run_info(run_id)
         except InvalidEventError as exc:
-            return _error(400, str(exc))
-        return info if info is not None else _error(404, f"no run {run_id!r}")
+            return error_response(400, str(exc))
+        return info if info is not None else error_response(404, f"no run {run_id!r}")
 
     async def health(self, request: Request) -> Response:
         await self._bridge().list_runs(limit=1)  # the database answers
@@ -280,10 +277,6 @@ async def _frames(events: AsyncIterator[Any], retry_ms: int, *, envelope: bool) 
 def _segment(text: str) -> str:
     """*text* as one URL path segment ("/" in a run id becomes %2F)."""
     return quote(text, safe="")
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def _viewer_html() -> str:

@@ -14,13 +14,15 @@ from urllib.parse import parse_qs
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pgbridge.exceptions import ConfigurationError
+
 
 class BearerTokenAuth:
     """ASGI middleware: let through only requests that carry *token*."""
 
     def __init__(self, app: ASGIApp, *, token: str) -> None:
         if not token:
-            raise ValueError("an empty token would let anyone in")
+            raise ConfigurationError("an empty token would let anyone in")
         self.app = app
         self._token = token.encode()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pgbridge.exceptions import InvalidEventError
+from pgbridge.exceptions import ConfigurationError
 
 _DAY = 86400.0
 
@@ -43,15 +43,15 @@ class RetentionPolicy:
     def __post_init__(self) -> None:
         count = self.max_events_per_run
         if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
-            raise InvalidEventError(f"max_events_per_run must be a whole number >= 0 or None, not {count!r}")
+            raise ConfigurationError(f"max_events_per_run must be a whole number >= 0 or None, not {count!r}")
         for name in ("max_event_age", "ended_run_ttl", "tombstone_ttl"):
             value = getattr(self, name)
             if value is not None and not (_is_seconds(value) and value >= 0):
-                raise InvalidEventError(f"{name} must be a number of seconds >= 0 or None, not {value!r}")
+                raise ConfigurationError(f"{name} must be a number of seconds >= 0 or None, not {value!r}")
         for name in ("active_timeout", "awaiting_input_timeout"):
             value = getattr(self, name)
             if not (_is_seconds(value) and value > 0):
-                raise InvalidEventError(f"{name} must be a number of seconds > 0, not {value!r}")
+                raise ConfigurationError(f"{name} must be a number of seconds > 0, not {value!r}")
 
 
 def _is_seconds(value: object) -> bool:

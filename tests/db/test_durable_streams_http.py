@@ -247,3 +247,33 @@ async def test_a_bridge_publish_and_an_http_append_share_one_order(
     subscribed = [e.data for e in await take(bridge.subscribe(run_id), 10)]
     assert over_http == subscribed
     assert len(over_http) == 10
+
+
+# -- methods ----------------------------------------------------------------------
+
+STREAM_METHODS = {"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"}
+
+
+async def test_a_preflight_is_answered_without_looking_at_the_stream(client: httpx.AsyncClient) -> None:
+    response = await client.options(new_path(), headers={"Access-Control-Request-Method": "PUT"})
+    assert response.status_code == 204
+    assert set(response.headers["Access-Control-Allow-Methods"].split(", ")) == STREAM_METHODS
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_another_method_is_answered_405_with_the_allowed_ones(client: httpx.AsyncClient) -> None:
+    path = await make_stream(client, body=b'{"a":1}')
+    before = await stored(client, path)
+    response = await client.patch(path, content=b'{"b":2}', headers={"Content-Type": "application/json"})
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].split(", ")) == STREAM_METHODS
+    assert await stored(client, path) == before
+
+
+async def test_an_error_is_json_with_the_protocols_headers(client: httpx.AsyncClient) -> None:
+    path = new_path()
+    response = await client.get(path)
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.json() == {"error": f"no stream {path.removeprefix('/v1/stream/')!r}"}

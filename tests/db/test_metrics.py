@@ -15,7 +15,7 @@ import prometheus_client
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pgbridge import InvalidEventError, PostgresStreamBridge, PublishOutcomeUnknownError, RetentionPolicy
+from pgbridge import ConfigurationError, PostgresStreamBridge, PublishOutcomeUnknownError, RetentionPolicy
 from pgbridge.http.app import create_app
 from pgbridge.metrics import NO_METRICS, bridge_metrics
 from tests.conftest import BridgeFactory
@@ -176,13 +176,13 @@ def test_metrics_are_off_by_default() -> None:
 
 
 def test_a_bad_metrics_option_is_refused() -> None:
-    with pytest.raises(InvalidEventError, match="CollectorRegistry"):
+    with pytest.raises(ConfigurationError, match="CollectorRegistry"):
         PostgresStreamBridge("postgresql://localhost/x", metrics="yes")
 
 
 def test_metrics_without_prometheus_client_say_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import fails as if not installed
-    with pytest.raises(InvalidEventError, match=r"pgbridge\[metrics\]"):
+    with pytest.raises(ConfigurationError, match=r"pgbridge\[metrics\]"):
         bridge_metrics(True, "public")
 
 
@@ -216,5 +216,5 @@ async def test_an_app_without_metrics_has_no_metrics_endpoint(dsn: str) -> None:
 
 
 def test_exposing_metrics_of_a_bridge_without_them_is_refused(dsn: str) -> None:
-    with pytest.raises(InvalidEventError, match="metrics=True"):
+    with pytest.raises(ConfigurationError, match="metrics=True"):
         create_app(PostgresStreamBridge(dsn), expose_metrics=True)

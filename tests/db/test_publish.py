@@ -10,6 +10,7 @@ import time
 import pytest
 
 from pgbridge import (
+    ConfigurationError,
     InvalidEventError,
     PostgresStreamBridge,
     StreamStatus,
@@ -221,7 +222,7 @@ async def test_publisher_in_another_process_is_seen_in_order(bridge: PostgresStr
 
 
 def test_unknown_bridge_option_is_a_clear_error() -> None:
-    with pytest.raises(InvalidEventError, match="unknown option"):
+    with pytest.raises(ConfigurationError, match="unknown option"):
         PostgresStreamBridge("postgresql://postgres@localhost/db", pool_sise=3)
 
 

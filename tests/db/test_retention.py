@@ -14,7 +14,7 @@ import pytest
 from pgbridge import (
     GAP_EVENT,
     BridgeNotStartedError,
-    InvalidEventError,
+    ConfigurationError,
     PostgresStreamBridge,
     ResumeResult,
     RetentionPolicy,
@@ -675,18 +675,18 @@ async def test_run_retention_passes_its_progress_callback_to_the_pass(bridge: Po
     ],
 )
 def test_a_bad_policy_is_refused_when_built(rules: dict[str, object]) -> None:
-    with pytest.raises(InvalidEventError):
+    with pytest.raises(ConfigurationError):
         RetentionPolicy(**rules)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("options", [{"retention": {"max_events_per_run": 1}}, {"retention_interval": 0}])
 def test_bad_retention_options_are_refused(options: dict[str, object]) -> None:
-    with pytest.raises(InvalidEventError):
+    with pytest.raises(ConfigurationError):
         PostgresStreamBridge("postgresql://localhost/x", **options)
 
 
 async def test_run_retention_refuses_something_that_is_not_a_policy(bridge: PostgresStreamBridge) -> None:
-    with pytest.raises(InvalidEventError):
+    with pytest.raises(ConfigurationError):
         await bridge.run_retention({"max_events_per_run": 1})  # type: ignore[arg-type]
 
 

@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pgbridge.durable_streams.forks import ForkOffsetError, ForkPoint, fork_point, inherited_expiry
+from pgbridge.durable_streams.forks import ForkPoint, fork_point, inherited_expiry
 from pgbridge.durable_streams.messages import bytes_message
 from pgbridge.durable_streams.offsets import parse_fork_offset
+from pgbridge.exceptions import ForkOffsetError
 
 HELLO = bytes_message(b"hello")
 
