@@ -635,7 +635,6 @@ class StreamQueries:
     """
 
     stream_head: str
-    read_stream: str
     read_stream_page: str
     touch_stream: str
     create_stream: str

@@ -4,9 +4,9 @@
 -- sources, docs/scaling.md). "expired" is decided by the server's clock, like every time in
 -- pgbridge: a stream past its Expires-At, or idle for longer than its TTL, is gone
 -- (docs/behaviour.md §12). The head columns (run row, created_us, soft_deleted, expired) are
--- the same in stream_head, lock_stream, read_stream and read_stream_page.
+-- the same in stream_head, lock_stream and read_stream_page.
 --
--- A read along a fork's chain of sources (read_stream, read_stream_page) has three CTEs:
+-- A read along a fork's chain of sources (read_stream_page) has three CTEs:
 -- * chain: each run of the chain gives its events in (lo, hi], lo its own fork point (0 for a
 --   run that is no fork), hi the lowest fork point below it (none for the run read), so every
 --   seq comes from exactly one run;
@@ -38,60 +38,9 @@ FROM {schema}.run_streams AS r
 WHERE r.run_id = $1;
 
 
--- name: read_stream
--- The stream's head and the events after an offset, along its chain of fork sources, in one
--- snapshot (a fork's creation reads its source's next message and oldest offset with it).
--- One row per event (one with NULL event columns when there are none); no row: no stream.
--- $1 run_id (text), $2 read after this seq (bigint), $3 most events (bigint).
--- run_streams_pkey for each run of the chain, a range scan of run_events_pkey per run; no lock.
-WITH RECURSIVE chain (run_id, source, lo, hi, first_seq) AS (
-    SELECT c.run_id, c.fork_source_run_id, coalesce(c.fork_seq, 0), NULL::bigint, c.first_seq
-    FROM {schema}.run_streams AS c WHERE c.run_id = $1
-    UNION ALL
-    SELECT p.run_id, p.fork_source_run_id, coalesce(p.fork_seq, 0), least(chain.lo, chain.hi),
-        p.first_seq
-    FROM chain JOIN {schema}.run_streams AS p ON p.run_id = chain.source
-),
-oldest AS (
-    SELECT coalesce(
-        max(least(ch.first_seq - 1, ch.hi)) FILTER (WHERE ch.first_seq - 1 > ch.lo), 0
-    ) AS oldest_seq
-    FROM chain AS ch
-),
-stitched AS (
-    SELECT x.seq, x.created_ms, x.event, x.data
-    FROM chain CROSS JOIN LATERAL (
-        SELECT ev.seq, ev.created_ms, ev.event, ev.data
-        FROM {schema}.run_events AS ev
-        WHERE ev.run_id = chain.run_id AND ev.seq > greatest($2, chain.lo)
-          AND (chain.hi IS NULL OR ev.seq <= chain.hi)
-          AND ev.seq <= (SELECT greatest($2, oldest.oldest_seq) FROM oldest) + $3
-        ORDER BY ev.seq
-        LIMIT $3
-    ) AS x
-    ORDER BY x.seq
-    LIMIT $3
-)
-SELECT r.run_id, r.content_type, r.first_seq, r.last_seq, r.terminal_seq,
-    r.stream_ttl_seconds, r.stream_expires_at,
-    (extract(epoch FROM r.created_at) * 1000000)::bigint AS created_us,
-    r.fork_source_run_id, r.fork_offset_seq, r.fork_sub_offset, r.fork_seq, r.fork_refs,
-    r.stream_deleted_at IS NOT NULL AS soft_deleted,
-    (
-        (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
-        OR (r.stream_ttl_seconds IS NOT NULL
-            AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
-    ) AS expired,
-    oldest.oldest_seq, e.seq, e.created_ms, e.event, e.data::text AS data
-FROM {schema}.run_streams AS r
-CROSS JOIN oldest
-LEFT JOIN stitched AS e ON true
-WHERE r.run_id = $1
-ORDER BY e.seq;
-
-
 -- name: read_stream_page
--- A catch-up read rendered by PostgreSQL, the read of every protocol GET: one row, whatever
+-- A catch-up read rendered by PostgreSQL, the read of every protocol GET (and of a fork's
+-- creation, for its source's oldest offset and next message): one row, whatever
 -- the number of messages, so no per-message work is left to Python. A JSON stream's messages
 -- come as one comma-joined text (json_messages; for a run born from publish, each event's
 -- envelope {"id", "event", "data"}), any other stream's as an array of their stored texts

@@ -216,7 +216,8 @@ class StoredPage:
 @dataclass(frozen=True, slots=True)
 class SourcePosition:
     """Where a fork's source stands after an offset: the oldest offset a read may start
-    from, and the stored text of the message after the offset (None: there is none)."""
+    from, and the stored text of the message after the offset (None: there is none, or
+    the stream is in JSON mode, whose messages a fork point never splits)."""
 
     oldest_seq: int
     next_message: str | None
@@ -309,11 +310,13 @@ class StreamStore:
         return _stored_head(row) if row is not None else None
 
     async def source_position(self, conn: asyncpg.Connection, run_id: str, after_seq: int) -> SourcePosition:
-        """Of a stream whose row this transaction holds: its oldest offset, and its message
-        after *after_seq* (along its own chain of sources)."""
-        rows = await conn.fetch(self._q.read_stream, run_id, after_seq, 1)
-        first = rows[0]
-        return SourcePosition(first["oldest_seq"], first["data"] if first["seq"] is not None else None)
+        """Of a stream whose row this transaction holds: its oldest offset, and the stored
+        text of its message after *after_seq* for a stream not in JSON mode (along its own
+        chain of sources). The read of a page of one message, in this transaction."""
+        row = await conn.fetchrow(self._q.read_stream_page, run_id, after_seq, 1, 0, JSON_TYPE)
+        assert row is not None, f"stream {run_id!r} vanished inside its transaction"
+        messages: list[str] | None = row["byte_messages"]
+        return SourcePosition(row["oldest_seq"], messages[0] if messages else None)
 
     async def insert(self, conn: asyncpg.Connection, run_id: str, config: StreamConfig) -> bool:
         """Create the stream (open, empty); False when its path is taken."""
