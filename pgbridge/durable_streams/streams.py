@@ -33,10 +33,7 @@ import asyncpg
 
 from pgbridge.connector import Database, is_connection_error
 from pgbridge.durable_streams.forks import ForkOffsetError, ForkRequest, fork_point, inherited_expiry
-from pgbridge.durable_streams.messages import (
-    MESSAGE_EVENT,
-    is_json,
-)
+from pgbridge.durable_streams.messages import MESSAGE_EVENT, is_json
 from pgbridge.engine.feed import FeedRegistry, Waiter
 from pgbridge.engine.group_commit import GroupCommit
 from pgbridge.engine.notify import Notifier
@@ -52,6 +49,8 @@ from pgbridge.store.streams import (
     StreamStore,
 )
 
+#: The stream types are the store's (:mod:`pgbridge.store.streams` maps rows to them);
+#: callers and the HTTP surface take them from here, with the operations.
 __all__ = [
     "AppendOutcome",
     "AppendOutcomeKind",
