@@ -10,6 +10,7 @@ is defined here, so one ``except StreamBridgeError`` catches them all::
     ├── TopologyConfigurationError       start() found a connection option that breaks a promise
     ├── BridgeNotStartedError, BridgeClosedError
     ├── SchemaNotMigratedError, DatabaseUnavailableError, PublishOutcomeUnknownError
+    ├── RolledBackByConflictError        a batch PostgreSQL rolled back (deadlock): sent again
     ├── StreamTerminatedError, StreamNotFoundError, StreamCapacityExceededError
     ├── ProducerFencedError, ProducerSequenceError
     ├── StreamContentTypeError, StreamGoneError
@@ -82,6 +83,12 @@ class PublishOutcomeUnknownError(StreamBridgeError):
     authority. Read the run (``subscribe`` or ``resolve``) to find out before
     publishing it again, or the run may hold it twice.
     """
+
+
+class RolledBackByConflictError(StreamBridgeError):
+    """PostgreSQL rolled the batch back to break a deadlock (or a serialization
+    conflict): nothing was written, and sending it again is safe. The group
+    commit retries it; a caller sees it only if retrying ran out of time."""
 
 
 class TopologyConfigurationError(StreamBridgeError):

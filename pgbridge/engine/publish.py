@@ -1,6 +1,9 @@
 """Appending events with group commit: answered only after commit, batched under load.
 
-Every append goes through one queue per bridge. When no batch is in flight
+Every append goes through one queue per bridge, the group commit of
+:mod:`pgbridge.engine.group_commit` (shared with Durable Streams appends);
+this module supplies the statement of a batch and what each caller is told
+(docs/behaviour.md §5 and §11). When no batch is in flight
 an append is sent at once, alone (no added latency for a lone publisher);
 appends that arrive while batches are in flight wait for the next batch, and
 each batch is one statement, one transaction and one round trip
@@ -23,26 +26,29 @@ statement rolled back: nothing was written, and the other side has gone
 on). A batch locks its runs in run-id order, but a transaction outside it
 (a fork's creation, a retention pass deleting a fork and its source) may
 not, and a batch of many callers must not fail them all for it. If the
-connection is
-lost while the statement is in flight, the outcome is unknown and every
+connection is lost while the statement is in flight, the outcome is unknown and every
 caller in the batch gets :class:`PublishOutcomeUnknownError`. A publish is
 never reported as written when it was not.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import asyncpg
-
-from pgbridge.connector import Backoff, Database, is_connection_error, retry_until
+from pgbridge.connector import Backoff, Database
+from pgbridge.engine.group_commit import (
+    Failure,
+    GroupCommit,
+    Retry,
+    classify_failure,
+)
 from pgbridge.exceptions import (
     DatabaseUnavailableError,
     PublishOutcomeUnknownError,
+    RolledBackByConflictError,
     StreamBridgeError,
     StreamContentTypeError,
     StreamGoneError,
@@ -79,18 +85,15 @@ class Refused:
 AppendResult = Appended | Refused | None
 
 
-@dataclass(slots=True)
-class _Waiting:
-    """Requests that must commit together (one publish, or one publish_many), and their caller."""
-
-    requests: Sequence[AppendRequest]
-    answer: asyncio.Future[list[Appended | None]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
 class Publisher:
-    """Writes events in batches and reports each commit to *on_commit*."""
+    """Writes events in batches (:class:`~pgbridge.engine.group_commit.GroupCommit`) and
+    reports each commit to *on_commit*.
+
+    A queued request is a group of events that must commit together (one
+    publish, or one publish_many), never split across batches; the batch is
+    one ``pgbridge_append_batch`` statement (:meth:`_append_once`), sent
+    again after a failure that wrote nothing until *retry_timeout*.
+    """
 
     def __init__(
         self,
@@ -107,17 +110,25 @@ class Publisher:
         self._db = db
         self._metrics = metrics
         self._on_commit = on_commit
-        self._retry_timeout = retry_timeout
-        self._max_in_flight = max_batches_in_flight
-        self._max_batch_size = max_batch_size
-        #: Each batch holds one run's events (a sharded deployment: one shard per transaction).
-        self._batch_per_run = batch_per_run
-        self._backoff = backoff or Backoff()
-        self._queue: list[_Waiting] = []
-        self._flushes: set[asyncio.Task[None]] = set()
-        #: Batches sent and events they carried (for metrics and tests).
-        self.batches = 0
-        self.events = 0
+        self._commits: GroupCommit[Sequence[AppendRequest], list[AppendResult], list[Appended | None]]
+        self._commits = GroupCommit(
+            self._send,
+            _answer,
+            name="pgbridge-publish-batch",
+            max_in_flight=max_batches_in_flight,
+            max_batch_size=max_batch_size,
+            size_of=len,
+            # Each batch holds one run's events (a sharded deployment: one shard per transaction).
+            batch_key=(lambda group: group[0].run_id) if batch_per_run else None,
+            retry=Retry(retry_timeout, backoff or Backoff()),
+            committed=self._committed,
+            failed=self._failed,
+        )
+
+    @property
+    def batches(self) -> int:
+        """Batches sent (for tests)."""
+        return self._commits.batches
 
     async def append(self, request: AppendRequest) -> Appended | None:
         """Append one event; None when the run already has its terminal event."""
@@ -127,99 +138,39 @@ class Publisher:
     async def append_together(self, requests: Sequence[AppendRequest]) -> list[Appended | None]:
         """Append *requests* in one transaction, in order; None for each refused (terminal run)."""
         started = time.perf_counter()
-        waiting = _Waiting(requests)
-        self._queue.append(waiting)
-        self._start_flushes()
-        answered = await waiting.answer
+        answered = await self._commits.submit(requests)
         self._metrics.publish_latency(time.perf_counter() - started)
         return answered
 
     async def close(self) -> None:
         """Wait for the batches in flight (and what is queued behind them)."""
-        while self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+        await self._commits.close()
 
-    def _start_flushes(self) -> None:
-        while self._queue and len(self._flushes) < self._max_in_flight:
-            batch = self._take_batch()
-            task = asyncio.create_task(self._flush(batch), name="pgbridge-publish-batch")
-            self._flushes.add(task)
-            task.add_done_callback(self._flush_done)
-
-    def _take_batch(self) -> list[_Waiting]:
-        """The oldest waiting groups, up to the batch size (a group is never split).
-
-        With ``batch_per_run``, only groups of the oldest group's run (each
-        group is one run's), in queue order; the others keep their places.
-        """
-        if self._batch_per_run:
-            return self._take_run_batch()
-        batch: list[_Waiting] = []
-        size = 0
-        while self._queue and (not batch or size + len(self._queue[0].requests) <= self._max_batch_size):
-            waiting = self._queue.pop(0)
-            batch.append(waiting)
-            size += len(waiting.requests)
-        return batch
-
-    def _take_run_batch(self) -> list[_Waiting]:
-        run_id = self._queue[0].requests[0].run_id
-        batch: list[_Waiting] = []
-        rest: list[_Waiting] = []
-        size = 0
-        full = False  # once a group of the run is left out, later ones wait too (order)
-        for waiting in self._queue:
-            if waiting.requests[0].run_id == run_id and not full:
-                if not batch or size + len(waiting.requests) <= self._max_batch_size:
-                    batch.append(waiting)
-                    size += len(waiting.requests)
-                    continue
-                full = True
-            rest.append(waiting)
-        self._queue = rest
-        return batch
-
-    def _flush_done(self, task: asyncio.Task[None]) -> None:
-        self._flushes.discard(task)
-        self._start_flushes()
-
-    async def _flush(self, batch: list[_Waiting]) -> None:
-        requests = [request for waiting in batch for request in waiting.requests]
-        deadline = asyncio.get_running_loop().time() + self._retry_timeout
-        try:
-            results = await retry_until(
-                lambda: self._append_once(requests),
-                deadline=deadline,
-                backoff=self._backoff,
-                retryable=lambda exc: isinstance(exc, DatabaseUnavailableError | _AbortedByConflict),
-            )
-        except Exception as exc:
-            self._report_failure(requests, exc)
-            for waiting in batch:
-                if not waiting.answer.done():
-                    waiting.answer.set_exception(exc)
-            return
-        self.batches += 1
-        self.events += len(requests)
-        self._report_commit(requests, results)
+    async def _send(self, groups: list[Sequence[AppendRequest]]) -> list[list[AppendResult]]:
+        """One batch: every group's events in one statement, in queue order; results per group."""
+        results = await self._append_once([request for group in groups for request in group])
+        answered: list[list[AppendResult]] = []
         position = 0
-        for waiting in batch:
-            answered = results[position : position + len(waiting.requests)]
-            position += len(waiting.requests)
-            stored: list[Appended | None] = []
-            for request, appended in zip(waiting.requests, answered, strict=True):
-                if isinstance(appended, Appended):
-                    self._on_commit(
-                        request.run_id, appended, request.event, request.data_text, request.terminal
-                    )
-                stored.append(appended if isinstance(appended, Appended) else None)
-            refusal = next((a for a in answered if isinstance(a, Refused)), None)
-            if waiting.answer.done():  # a caller that was cancelled no longer waits
-                continue
-            if refusal is not None:
-                waiting.answer.set_exception(refusal_error(waiting.requests[0].run_id, refusal))
-            else:
-                waiting.answer.set_result(stored)
+        for group in groups:
+            answered.append(results[position : position + len(group)])
+            position += len(group)
+        return answered
+
+    def _committed(
+        self, groups: list[Sequence[AppendRequest]], results: Sequence[list[AppendResult]]
+    ) -> None:
+        """Metrics and logs for a committed batch, then *on_commit* for each stored event, in order."""
+        requests = [request for group in groups for request in group]
+        appended = [result for answered in results for result in answered]
+        self._report_commit(requests, appended)
+        for request, result in zip(requests, appended, strict=True):
+            if isinstance(result, Appended):
+                self._on_commit(request.run_id, result, request.event, request.data_text, request.terminal)
+
+    def _failed(self, groups: list[Sequence[AppendRequest]], exc: Exception) -> Exception:
+        """A batch that could not be published: reported, and its callers told *exc*."""
+        self._report_failure([request for group in groups for request in group], exc)
+        return exc
 
     def _report_commit(self, requests: list[AppendRequest], results: list[AppendResult]) -> None:
         """Metrics for a committed batch; a log record for each terminal event (one per run)."""
@@ -287,7 +238,8 @@ class Publisher:
 
 
 def _classify_append_failure(exc: Exception, requests: list[AppendRequest]) -> StreamBridgeError:
-    """What an append failure means for the batch's events: not written, or unknown.
+    """What an append failure means for the batch's events (:func:`classify_failure`),
+    told in the words of a publish: not written (retryable), or unknown.
 
     * The driver refused before sending (closed or busy connection): not
       written, retryable.
@@ -298,23 +250,28 @@ def _classify_append_failure(exc: Exception, requests: list[AppendRequest]) -> S
       or may not have happened.
     """
     what = _describe(requests)
-    if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError | OSError | TimeoutError):
+    failure = classify_failure(exc)
+    if failure is Failure.LOST:
         return PublishOutcomeUnknownError(
             f"the connection to PostgreSQL was lost while publishing {what}; "
             f"the event may or may not be stored: read the run before publishing it again ({exc})"
         )
-    if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
+    if failure is Failure.NOT_SENT:
         return DatabaseUnavailableError(f"connection unusable before publishing: {exc}")
-    if is_connection_error(exc):
+    if failure is Failure.ABORTED:
         return DatabaseUnavailableError(f"PostgreSQL refused the append: {exc}")
-    if isinstance(exc, asyncpg.exceptions.DeadlockDetectedError | asyncpg.exceptions.SerializationError):
-        return _AbortedByConflict(f"publishing {what} was rolled back by a lock conflict: {exc}")
+    if failure is Failure.CONFLICT:
+        return RolledBackByConflictError(f"publishing {what} was rolled back by a lock conflict: {exc}")
     return StreamBridgeError(f"publishing {what} failed: {exc}")
 
 
-class _AbortedByConflict(StreamBridgeError):
-    """PostgreSQL rolled the batch back to break a deadlock (or a serialization
-    conflict): nothing was written, and sending it again is safe."""
+def _answer(group: Sequence[AppendRequest], results: list[AppendResult]) -> list[Appended | None]:
+    """A group's answer: its stored events (None for a terminal run's), or the error of a
+    run that refused them."""
+    refusal = next((result for result in results if isinstance(result, Refused)), None)
+    if refusal is not None:
+        raise refusal_error(group[0].run_id, refusal)
+    return [result if isinstance(result, Appended) else None for result in results]
 
 
 def refusal_error(run_id: str, refusal: Refused) -> StreamBridgeError:

@@ -354,14 +354,14 @@ def _stitched_events(s: str, *, limit: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class StreamQueries:
-    """The SQL of Durable Streams (:mod:`pgbridge.durable_streams.streams`): a stream is a run.
+    """The SQL of Durable Streams (:mod:`pgbridge.store.streams`): a stream is a run.
 
+    The statements are in ``pgbridge/sql/streams.sql``; this class names them.
     Every statement filters on one ``run_id``. ``expired`` is computed by
     the server's clock, like every other time in pgbridge.
     """
 
     stream_head: str
-    read_stream: str
     read_stream_page: str
     touch_stream: str
     create_stream: str
@@ -376,142 +376,8 @@ class StreamQueries:
 
     @classmethod
     def for_schema(cls, schema: str) -> StreamQueries:
-        s = quote_identifier(schema)
-        head_columns = f"""
-            r.run_id, r.content_type, r.first_seq, r.last_seq, r.terminal_seq,
-            r.stream_ttl_seconds, r.stream_expires_at,
-            (extract(epoch FROM r.created_at) * 1000000)::bigint AS created_us,
-            r.fork_source_run_id, r.fork_offset_seq, r.fork_sub_offset, r.fork_seq, r.fork_refs,
-            r.stream_deleted_at IS NOT NULL AS soft_deleted,
-            {EXPIRED_SQL} AS expired
-        """
-        return cls(
-            # $1 run_id: where the stream stands (HEAD, PUT's comparison).
-            stream_head=f"SELECT {head_columns} FROM {s}.run_streams AS r WHERE r.run_id = $1",
-            # $1 run_id, $2 read after this seq, $3 most events. One snapshot:
-            # the stream's state and the events after the offset. No row: no stream.
-            read_stream=f"""
-                WITH RECURSIVE {_stitched_events(s, limit="$3")}
-                SELECT {head_columns}, oldest.oldest_seq, e.seq, e.created_ms, e.event, e.data::text AS data
-                FROM {s}.run_streams AS r
-                CROSS JOIN oldest
-                LEFT JOIN stitched AS e ON true
-                WHERE r.run_id = $1
-                ORDER BY e.seq
-            """,
-            # A catch-up read rendered by PostgreSQL: one row, whatever the number
-            # of messages, so no per-message work is left to Python (the hot
-            # path of a catch-up). $1 run_id, $2 read after this seq, $3 most
-            # messages, $4 most bytes of message data (the first message is
-            # always taken), $5 the JSON content type. A JSON stream's messages
-            # come as one comma-joined text (a run born from publish: each
-            # event's envelope {"id", "event", "data"}), any other stream's as
-            # an array of their stored texts. Seqs are gapless, so the page is
-            # the whole rest of the stream exactly when page_last_seq reaches
-            # the head's last_seq. No row: no stream.
-            read_stream_page=f"""
-                WITH RECURSIVE {_stitched_events(s, limit="$3")},
-                mode AS (
-                    SELECT m.content_type IS NULL AS envelopes, coalesce(m.content_type, $5) = $5 AS json_mode
-                    FROM {s}.run_streams AS m WHERE m.run_id = $1
-                ),
-                sized AS (
-                    SELECT st.seq, st.created_ms, st.event, st.data::text AS data,
-                        sum(octet_length(st.data::text)) OVER (ORDER BY st.seq) AS bytes_through,
-                        row_number() OVER (ORDER BY st.seq) AS n
-                    FROM stitched AS st
-                ),
-                page AS (
-                    SELECT count(*) AS taken, max(z.seq) AS page_last_seq,
-                        string_agg(
-                            CASE WHEN mode.envelopes
-                                THEN '{{"id":"' || z.created_ms || '-' || z.seq || '","event":'
-                                    || to_json(z.event)::text || ',"data":' || z.data || '}}'
-                                ELSE z.data END,
-                            ',' ORDER BY z.seq
-                        ) FILTER (WHERE mode.json_mode) AS json_messages,
-                        array_agg(z.data ORDER BY z.seq) FILTER (WHERE NOT mode.json_mode) AS byte_messages
-                    FROM sized AS z CROSS JOIN mode
-                    WHERE z.n = 1 OR z.bytes_through <= $4::bigint
-                )
-                SELECT {head_columns}, oldest.oldest_seq, page.taken, page.page_last_seq,
-                    page.json_messages, page.byte_messages
-                FROM {s}.run_streams AS r
-                CROSS JOIN oldest
-                CROSS JOIN page
-                WHERE r.run_id = $1
-            """,
-            # $1 run_id: a read resets a sliding TTL (streams without one are not
-            # written; an expired stream stays expired: a touch cannot revive it).
-            touch_stream=f"""
-                UPDATE {s}.run_streams AS r SET stream_touched_at = now()
-                WHERE r.run_id = $1 AND r.stream_ttl_seconds IS NOT NULL AND NOT {EXPIRED_SQL}
-            """,
-            # $1 run_id, $2 content type, $3 TTL seconds, $4 expires at.
-            create_stream=f"""
-                INSERT INTO {s}.run_streams AS r (
-                    run_id, status, content_type, stream_ttl_seconds, stream_expires_at, stream_touched_at)
-                VALUES ($1, 'active', $2, $3, $4, now())
-                ON CONFLICT (run_id) DO NOTHING
-                RETURNING r.run_id
-            """,
-            # $1 run_id: the row, locked for a create-or-compare or a delete.
-            lock_stream=f"SELECT {head_columns} FROM {s}.run_streams AS r WHERE r.run_id = $1 FOR UPDATE",
-            # $1 run_id (locked, no fork reads it): revision 0008's function deletes
-            # its events (the trim function), its row, and releases its source,
-            # which goes too when soft-deleted and this was its last fork.
-            delete_stream=f"SELECT run_id, last_seq, events_deleted FROM {s}.pgbridge_delete_stream($1)",
-            # $1 run_id: a run born from publish (no content type), if it is new.
-            ensure_run=f"""
-                INSERT INTO {s}.run_streams (run_id, status) VALUES ($1, 'active')
-                ON CONFLICT (run_id) DO NOTHING
-            """,
-            # Revision 0006's function (pgbridge/stream_ddl.py): checks and
-            # appends under the run row's lock; one row says what happened.
-            # $1 run_id, $2 request content type (NULL: no check), $3 event
-            # names, $4 data texts, $5 close, $6 Stream-Seq, $7 producer id,
-            # $8 epoch, $9 producer seq.
-            stream_append=f"""
-                SELECT outcome, last_seq, last_ms, closed, producer_epoch, producer_seq, event_seq, event_ms
-                FROM {s}.pgbridge_stream_append(
-                    $1::text, $2::text, $3::text[], $4::text[], $5::boolean, $6::text, $7::text,
-                    $8::bigint, $9::bigint)
-            """,
-            # $1 run_id, $2 content type, $3 TTL seconds, $4 expires at,
-            # $5 source run_id, $6 requested offset seq, $7 sub-offset,
-            # $8 fork_seq. Its own events start after fork_seq (none yet).
-            create_fork=f"""
-                INSERT INTO {s}.run_streams AS r (
-                    run_id, status, content_type, stream_ttl_seconds, stream_expires_at, stream_touched_at,
-                    fork_source_run_id, fork_offset_seq, fork_sub_offset, fork_seq, last_seq, first_seq)
-                VALUES ($1, 'active', $2, $3, $4, now(), $5, $6, $7, $8::bigint, $8::bigint, $8::bigint + 1)
-                ON CONFLICT (run_id) DO NOTHING
-                RETURNING r.run_id
-            """,
-            # $1 source run_id (locked): one more fork reads its events.
-            add_fork_ref=f"UPDATE {s}.run_streams SET fork_refs = fork_refs + 1 WHERE run_id = $1",
-            # $1 run_id (locked): deleted while forks read it; its events stay.
-            soft_delete_stream=f"""
-                UPDATE {s}.run_streams SET stream_deleted_at = now()
-                WHERE run_id = $1 AND stream_deleted_at IS NULL
-            """,
-            # Group commit of protocol appends: many requests, one statement (one
-            # transaction, one WAL flush), each checked and appended by the same
-            # function in array order, so every request keeps its own outcome.
-            # Per request ($1..$9, one element each): run_id, content type, the
-            # first and last index of its events in $10/$11 (empty when last <
-            # first), close, Stream-Seq, producer id, epoch, producer seq.
-            stream_append_many=f"""
-                SELECT b.ord, a.outcome, a.last_seq, a.last_ms, a.closed, a.producer_epoch,
-                    a.producer_seq, a.event_seq, a.event_ms
-                FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::boolean[], $6::text[],
-                    $7::text[], $8::bigint[], $9::bigint[])
-                    WITH ORDINALITY AS b(run_id, content_type, first_event, last_event, close, stream_seq,
-                        producer_id, epoch, producer_seq, ord)
-                CROSS JOIN LATERAL {s}.pgbridge_stream_append(
-                    b.run_id, b.content_type, ($10::text[])[b.first_event:b.last_event],
-                    ($11::text[])[b.first_event:b.last_event], b.close, b.stream_seq, b.producer_id,
-                    b.epoch, b.producer_seq) AS a
-                ORDER BY b.ord
-            """,
-        )
+        # Imported here, not at the top, so this class's change stays within
+        # its own lines of this shared, temporary module.
+        from pgbridge.sql import load_into
+
+        return load_into(cls, "streams.sql", schema)

@@ -6,7 +6,8 @@ import asyncpg
 import pytest
 
 from pgbridge import DatabaseUnavailableError, PublishOutcomeUnknownError, StreamBridgeError
-from pgbridge.engine.publish import AppendRequest, _AbortedByConflict, _classify_append_failure
+from pgbridge.engine.publish import AppendRequest, _classify_append_failure
+from pgbridge.exceptions import RolledBackByConflictError
 
 ONE = AppendRequest("run", "token", "1")
 
@@ -50,4 +51,4 @@ def test_other_server_errors_are_plain_bridge_errors() -> None:
 )
 def test_a_batch_rolled_back_by_a_lock_conflict_is_sent_again(exc: Exception) -> None:
     error = _classify_append_failure(exc, [ONE])
-    assert isinstance(error, _AbortedByConflict) and not isinstance(error, PublishOutcomeUnknownError)
+    assert isinstance(error, RolledBackByConflictError) and not isinstance(error, PublishOutcomeUnknownError)
