@@ -56,6 +56,7 @@ from pgbridge.retention.policy import RetentionPolicy, RetentionReport
 from pgbridge.retention.sweep import RetentionPass, RetentionProgress
 from pgbridge.sql import DEFAULT_SCHEMA, RUN_STATUSES
 from pgbridge.sql.queries import Queries, notify_channel
+from pgbridge.store import wakeups
 from pgbridge.store.events import Appended, EventStore, LoggedEvent, Page, RunInfo
 
 if TYPE_CHECKING:
@@ -212,6 +213,7 @@ class PostgresStreamBridge(StreamBridge):
             on_reconnect=self._after_listener_reconnect,
             ping_interval=self.options.listener_ping_interval,
             connect_timeout=self.options.connect_timeout,
+            ping_sql=queries.listener_ping,
             probe=self._send_listener_check,
         )
         self._poll_task: asyncio.Task[None] | None = None
@@ -484,7 +486,7 @@ class PostgresStreamBridge(StreamBridge):
         """An active run becomes ``awaiting_input`` until its next publish or terminal."""
         self._require_running()
         validate_run_id(run_id)
-        await self._db.fetch(self._db.queries.mark_awaiting_input, run_id)
+        await self._store.mark_awaiting_input(run_id)
 
     def _after_commit(
         self, run_id: str, appended: Appended, event: str, data_text: str, terminal: bool
@@ -664,7 +666,7 @@ class PostgresStreamBridge(StreamBridge):
 
     async def _send_listener_check(self, channel: str) -> None:
         """start(): a NOTIFY from a pooled session, which the new listener must receive."""
-        await self._db.fetch(self._db.queries.notify_listener_check, channel)
+        await wakeups.notify_listener_check(self._db, channel)
 
     # -- background -----------------------------------------------------------
 
