@@ -17,12 +17,11 @@ import enum
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
 
 from pgbridge.audit import verify as audit
 from pgbridge.audit.chain import ChainReport
-from pgbridge.connector import Backoff, Database, is_connection_error
+from pgbridge.connector import AsyncLifecycle, Backoff, Database, is_connection_error
 from pgbridge.contract import (
     TERMINAL_STATES,
     JSONValue,
@@ -161,7 +160,7 @@ class BridgeOptions:
             )
 
 
-class PostgresStreamBridge(StreamBridge):
+class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
     """A durable, resumable StreamBridge on PostgreSQL.
 
     Connects nothing until :meth:`start` (or ``async with``). Every process
@@ -329,18 +328,6 @@ class PostgresStreamBridge(StreamBridge):
             if self._replica_db is not None:
                 await self._replica_db.close()
             await self._db.close()
-
-    async def __aenter__(self) -> PostgresStreamBridge:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def _require_running(self) -> None:
         if self._state is _Lifecycle.RUNNING:

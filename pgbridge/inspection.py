@@ -24,12 +24,11 @@ import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 import asyncpg
 
-from pgbridge.connector import Database
+from pgbridge.connector import AsyncLifecycle, Database
 from pgbridge.contract import JSONValue, ResumeResult
 from pgbridge.exceptions import InvalidEventError, StreamNotFoundError
 from pgbridge.ids import RetainedRange, parse_event_id, resolve_cursor, validate_run_id
@@ -193,7 +192,7 @@ class Stats:
         }
 
 
-class Inspector:
+class Inspector(AsyncLifecycle):
     """Read-only access to a schema's runs and events (one small pool, at most two connections)."""
 
     def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, connect_timeout: float = 10.0) -> None:
@@ -216,18 +215,6 @@ class Inspector:
 
     async def close(self) -> None:
         await self._db.close()
-
-    async def __aenter__(self) -> Inspector:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- runs -------------------------------------------------------------------
 
