@@ -17,12 +17,11 @@ import enum
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
 
 from pgbridge.audit import verify as audit
 from pgbridge.audit.chain import ChainReport
-from pgbridge.connector import Backoff, Database, is_connection_error
+from pgbridge.connector import AsyncLifecycle, Backoff, Database, is_connection_error
 from pgbridge.contract import (
     TERMINAL_STATES,
     JSONValue,
@@ -57,6 +56,7 @@ from pgbridge.retention.policy import RetentionPolicy, RetentionReport
 from pgbridge.retention.sweep import RetentionPass, RetentionProgress
 from pgbridge.sql import DEFAULT_SCHEMA, RUN_STATUSES
 from pgbridge.sql.queries import Queries, notify_channel
+from pgbridge.store import wakeups
 from pgbridge.store.events import Appended, EventStore, LoggedEvent, Page, RunInfo
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class BridgeOptions:
             )
 
 
-class PostgresStreamBridge(StreamBridge):
+class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
     """A durable, resumable StreamBridge on PostgreSQL.
 
     Connects nothing until :meth:`start` (or ``async with``). Every process
@@ -213,6 +213,7 @@ class PostgresStreamBridge(StreamBridge):
             on_reconnect=self._after_listener_reconnect,
             ping_interval=self.options.listener_ping_interval,
             connect_timeout=self.options.connect_timeout,
+            ping_sql=queries.listener_ping,
             probe=self._send_listener_check,
         )
         self._poll_task: asyncio.Task[None] | None = None
@@ -328,18 +329,6 @@ class PostgresStreamBridge(StreamBridge):
             if self._replica_db is not None:
                 await self._replica_db.close()
             await self._db.close()
-
-    async def __aenter__(self) -> PostgresStreamBridge:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def _require_running(self) -> None:
         if self._state is _Lifecycle.RUNNING:
@@ -485,7 +474,7 @@ class PostgresStreamBridge(StreamBridge):
         """An active run becomes ``awaiting_input`` until its next publish or terminal."""
         self._require_running()
         validate_run_id(run_id)
-        await self._db.fetch(self._db.queries.mark_awaiting_input, run_id)
+        await self._store.mark_awaiting_input(run_id)
 
     def _after_commit(
         self, run_id: str, appended: Appended, event: str, data_text: str, terminal: bool
@@ -665,7 +654,7 @@ class PostgresStreamBridge(StreamBridge):
 
     async def _send_listener_check(self, channel: str) -> None:
         """start(): a NOTIFY from a pooled session, which the new listener must receive."""
-        await self._db.fetch(self._db.queries.notify_listener_check, channel)
+        await wakeups.notify_listener_check(self._db, channel)
 
     # -- background -----------------------------------------------------------
 

@@ -9,12 +9,14 @@ statement was in flight leaves its outcome unknown and is reported as such.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 import asyncpg
 
@@ -73,6 +75,31 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         return random.uniform(0, min(self.maximum, self.initial * 2**attempt))
+
+
+class AsyncLifecycle(abc.ABC):
+    """An object that holds connections from :meth:`start` to :meth:`close`;
+    ``async with`` does both (the bridge, the inspector)."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Open what the object needs (pools, connections, background tasks)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release it all."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
 class Database:

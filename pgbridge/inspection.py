@@ -24,10 +24,9 @@ import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
-from pgbridge.connector import Database
+from pgbridge.connector import AsyncLifecycle, Database
 from pgbridge.contract import ResumeResult
 from pgbridge.exceptions import InvalidEventError, StreamNotFoundError
 from pgbridge.ids import parse_event_id, resolve_cursor, validate_run_id
@@ -106,7 +105,7 @@ class Stats:
         }
 
 
-class Inspector:
+class Inspector(AsyncLifecycle):
     """Read-only access to a schema's runs and events (one small pool, at most two connections)."""
 
     def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, connect_timeout: float = 10.0) -> None:
@@ -129,18 +128,6 @@ class Inspector:
 
     async def close(self) -> None:
         await self._db.close()
-
-    async def __aenter__(self) -> Inspector:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- runs -------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ import asyncpg
 
 from pgbridge.connector import Backoff, is_connection_error
 from pgbridge.exceptions import DatabaseUnavailableError, StreamBridgeError, TopologyConfigurationError
-from pgbridge.lsn import format_lsn, parse_lsn
+from pgbridge.lsn import parse_lsn
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +46,15 @@ ProbeSender = Callable[[str], Awaitable[None]]
 ANY_SEQ = "*"
 
 
-def encode_wake(run_id: str, seq: int | None, lsn: int | None = None) -> str:
-    """NOTIFY payload: the newest seq (or ``*``), ``@`` and the primary's WAL
-    position after the commit (when known), a space, the run id (which may
-    hold spaces). The notifier builds the same text in SQL (queries.notify_runs)."""
-    head = ANY_SEQ if seq is None else str(seq)
-    if lsn is not None:
-        head += "@" + format_lsn(lsn)
-    return f"{head} {run_id}"
-
-
 def decode_wake(payload: str) -> tuple[str, int | None, int | None]:
-    """Inverse of :func:`encode_wake`: ``(run_id, seq, lsn)``; ValueError if malformed."""
+    """A wake-up's ``(run_id, seq, lsn)``; ValueError if malformed.
+
+    The payload is written in one place, the ``notify_runs`` statement
+    (pgbridge/sql/events.sql): the newest seq (or ``*``), ``@`` and the
+    primary's WAL position after the commit, a space, the run id (which may
+    hold spaces). A payload without ``@<lsn>`` (no position) is accepted too.
+    tests/db/test_wake_payload.py decodes what that statement sends.
+    """
     head, _, run_id = payload.partition(" ")
     seq_text, at, lsn_text = head.partition("@")
     lsn = parse_lsn(lsn_text) if at else None
@@ -78,10 +75,13 @@ class Listener:
         on_reconnect: Callable[[], None],
         ping_interval: float,
         connect_timeout: float,
+        ping_sql: str,
         probe: ProbeSender | None = None,
         backoff: Backoff | None = None,
     ) -> None:
         self._dsn = dsn
+        #: The ping's statement (``listener_ping``, pgbridge/sql/events.sql).
+        self._ping_sql = ping_sql
         self._probe = probe
         self._channel = channel
         self._on_wake = on_wake
@@ -152,7 +152,7 @@ class Listener:
                 # A connection that stalled is trouble, not a misconfiguration:
                 # only a listener that still answers yet hears nothing is refused.
                 try:
-                    await conn.fetchval("SELECT 1", timeout=self._connect_timeout)
+                    await conn.fetchval(self._ping_sql, timeout=self._connect_timeout)
                 except Exception as exc:
                     raise DatabaseUnavailableError(
                         f"the listener connection stopped answering during its start check: {exc}"
@@ -201,7 +201,7 @@ class Listener:
         if conn is None or conn.is_closed():
             return False
         try:
-            await conn.fetchval("SELECT 1", timeout=self._connect_timeout)
+            await conn.fetchval(self._ping_sql, timeout=self._connect_timeout)
         except Exception as exc:
             logger.warning("pgbridge listener ping failed: %s", exc)
             return False

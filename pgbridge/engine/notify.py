@@ -11,6 +11,8 @@ queue trouble) only delays readers until their next poll.
 Each payload also carries the primary's WAL insert position, read by the
 NOTIFY statement itself, after the commits it reports: a reader with a
 ``replica_dsn`` reads from the standby only once it has replayed that far.
+The statement (``notify_runs``, pgbridge/sql/events.sql) is the one place
+the payload is written; :func:`pgbridge.engine.listen.decode_wake` reads it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import asyncio
 import logging
 
 from pgbridge.connector import Database
-from pgbridge.engine.listen import ANY_SEQ
+from pgbridge.store import wakeups
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +59,8 @@ class Notifier:
         try:
             while self._pending:
                 batch, self._pending = self._pending, {}
-                heads = [ANY_SEQ if seq is None else str(seq) for seq in batch.values()]
                 try:
-                    await self._db.fetch(self._db.queries.notify_runs, self._channel, heads, list(batch))
+                    await wakeups.notify_runs(self._db, self._channel, batch)
                     self.statements_sent += 1
                 except Exception as exc:
                     # Readers elsewhere still find these events at their next poll.

@@ -55,7 +55,7 @@ from pgbridge.exceptions import (
 )
 from pgbridge.ids import format_event_id
 from pgbridge.metrics import NO_METRICS, BridgeMetrics
-from pgbridge.store.events import Appended
+from pgbridge.store.events import Appended, EventStore
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class Publisher:
         metrics: BridgeMetrics = NO_METRICS,
     ) -> None:
         self._db = db
+        self._store = EventStore(db)
         self._metrics = metrics
         self._on_commit = on_commit
         self._commits: GroupCommit[Sequence[AppendRequest], list[AppendResult], list[Appended | None]]
@@ -209,32 +210,19 @@ class Publisher:
     async def _append_once(self, requests: list[AppendRequest]) -> list[AppendResult]:
         async with self._db.connection() as conn:
             try:
-                rows = await conn.fetch(
-                    self._db.queries.append_events,
-                    [r.run_id for r in requests],
-                    [r.event for r in requests],
-                    [r.data_text for r in requests],
-                    [r.terminal for r in requests],
-                    [r.status for r in requests],
-                )
+                outcomes = await self._store.append_batch(conn, requests)
             except Exception as exc:
                 raise _classify_append_failure(exc, requests) from exc
             finally:
                 self._db.statements += 1
-        appended: list[AppendResult] = [None] * len(requests)
-        for row in rows:
-            if row["seq"] is not None:
-                appended[row["ord"] - 1] = Appended(seq=row["seq"], ms=row["created_ms"])
-            elif row["refused"] in ("content_type", "gone"):
-                appended[row["ord"] - 1] = Refused(row["refused"])
-        return appended
+        return [
+            o.appended or (Refused(o.refused) if o.refused in ("content_type", "gone") else None)
+            for o in outcomes
+        ]
 
     async def terminal_event(self, run_id: str) -> Appended | None:
         """The committed terminal event of *run_id*, if it has one."""
-        rows = await self._db.fetch(self._db.queries.terminal_event_of_run, run_id)
-        if not rows:
-            return None
-        return Appended(seq=rows[0]["terminal_seq"], ms=rows[0]["last_ms"])
+        return await self._store.terminal_event(run_id)
 
 
 def _classify_append_failure(exc: Exception, requests: list[AppendRequest]) -> StreamBridgeError:

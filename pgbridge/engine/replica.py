@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from pgbridge.connector import Database
 from pgbridge.exceptions import StreamBridgeError, TopologyConfigurationError
-from pgbridge.lsn import parse_lsn
+from pgbridge.store import server
 from pgbridge.store.events import EventStore, Page, RunState
 
 logger = logging.getLogger(__name__)
@@ -103,33 +103,27 @@ class ReadRouter:
         #: Standby reads whose answer was older than what the reader knew (then read on the primary).
         self.replica_short_reads = 0
 
-    @property
-    def has_replica(self) -> bool:
-        return self._replica is not None
-
     async def check_replica(self) -> None:
         """At start: refuse a ``replica_dsn`` that is not a hot standby of the primary."""
         replica = self._replica_db
         if replica is None:
             return
-        queries = replica.queries
-        (row,) = await replica.fetch(queries.server_in_recovery)
-        if not row[0]:
+        if not await server.in_recovery(replica):
             raise TopologyConfigurationError(
                 "replica_dsn must point at a hot standby of the primary (streaming replication), "
                 "but that server is not in recovery (pg_is_in_recovery() is false): WAL positions "
                 "could not tell whether it holds an event"
             )
         try:
-            (mine,) = await replica.fetch(queries.server_system_identifier)
-            (theirs,) = await self._primary.db.fetch(queries.server_system_identifier)
+            mine = await server.system_identifier(replica)
+            theirs = await server.system_identifier(self._primary.db)
         except StreamBridgeError as exc:  # pg_control_system() not allowed: skip this check
             logger.info("pgbridge could not compare system identifiers of primary and replica: %s", exc)
             return
-        if mine[0] != theirs[0]:
+        if mine != theirs:
             raise TopologyConfigurationError(
                 "replica_dsn points at a standby of another cluster (system identifier "
-                f"{mine[0]}, the primary's is {theirs[0]}): give it a standby of dsn's server"
+                f"{mine}, the primary's is {theirs}): give it a standby of dsn's server"
             )
 
     async def read_after(
@@ -194,6 +188,6 @@ class ReadRouter:
 
     async def _read_replay_position(self) -> None:
         assert self._replica_db is not None
-        (row,) = await self._replica_db.fetch(self._replica_db.queries.replica_replay_position)
-        if row[0] is not None:
-            self.replayed_lsn = max(self.replayed_lsn, parse_lsn(row[0]))
+        position = await server.replay_position(self._replica_db)
+        if position is not None:
+            self.replayed_lsn = max(self.replayed_lsn, position)

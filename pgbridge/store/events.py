@@ -6,9 +6,10 @@ waiters, retries or wake-ups; the engine modules above compose it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
@@ -150,12 +151,81 @@ class Appended:
     ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class AppendOutcome:
+    """What ``pgbridge_append_batch`` did with one event of a batch."""
+
+    #: Where the event was stored; None when its run refused it.
+    appended: Appended | None = None
+    #: Why its run refused it: ``terminal`` (the run had, or got earlier in the
+    #: batch, its terminal event), ``content_type`` (a non-JSON Durable Stream)
+    #: or ``gone`` (a soft-deleted stream forks still read); None when stored.
+    refused: str | None = None
+
+
+class NewEvent(Protocol):
+    """One event of an append batch, as the batch function takes it
+    (pgbridge.engine.publish.AppendRequest is one)."""
+
+    @property
+    def run_id(self) -> str:
+        """The run it is appended to."""
+
+    @property
+    def event(self) -> str:
+        """The event's name."""
+
+    @property
+    def data_text(self) -> str:
+        """The data as JSON text."""
+
+    @property
+    def terminal(self) -> bool:
+        """Whether it ends the run."""
+
+    @property
+    def status(self) -> str:
+        """The run's status after it: ``active``, or a terminal event's state."""
+
+
 class EventStore:
     """The bridge's reads and writes, one SQL statement each."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.queries = db.queries
+
+    async def append_batch(self, conn: asyncpg.Connection, events: Sequence[NewEvent]) -> list[AppendOutcome]:
+        """Append *events* in one statement (one transaction) on *conn*; one outcome per event, in order.
+
+        The caller borrows *conn* and gets the driver's exception as it is,
+        because what a failure means for the events (not written, or unknown)
+        depends on where it happened (pgbridge.engine.publish decides).
+        """
+        rows = await conn.fetch(
+            self.queries.append_events,
+            [e.run_id for e in events],
+            [e.event for e in events],
+            [e.data_text for e in events],
+            [e.terminal for e in events],
+            [e.status for e in events],
+        )
+        outcomes = [AppendOutcome()] * len(events)
+        for row in rows:
+            stored = Appended(seq=row["seq"], ms=row["created_ms"]) if row["seq"] is not None else None
+            outcomes[row["ord"] - 1] = AppendOutcome(stored, None if stored else row["refused"])
+        return outcomes
+
+    async def terminal_event(self, run_id: str) -> Appended | None:
+        """The committed terminal event of *run_id*, if it has one."""
+        rows = await self.db.fetch(self.queries.terminal_event_of_run, run_id)
+        if not rows:
+            return None
+        return Appended(seq=rows[0]["terminal_seq"], ms=rows[0]["last_ms"])
+
+    async def mark_awaiting_input(self, run_id: str) -> None:
+        """An open run becomes ``awaiting_input`` (a terminal run is left as it is)."""
+        await self.db.fetch(self.queries.mark_awaiting_input, run_id)
 
     async def retained_range(self, run_id: str, cursor_seq: int) -> RetainedRange:
         """The run's retained seqs and the creation time of event *cursor_seq*."""

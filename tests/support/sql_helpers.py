@@ -21,17 +21,17 @@ async def connected(dsn: str) -> AsyncIterator[asyncpg.Connection]:
 async def evict_prefix(dsn: str, run_id: str, keep_from_seq: int) -> None:
     """Delete a run's events before *keep_from_seq* with retention's own SQL,
     wake-up of its readers included."""
-    from pgbridge.engine.listen import encode_wake
     from pgbridge.sql.queries import Queries, notify_channel
 
-    sql = Queries.for_schema().retention
+    queries = Queries.for_schema()
+    sql = queries.retention
     async with connected(dsn) as conn:
         async with conn.transaction():
             (row,) = await conn.fetch(sql.lock_runs, [run_id])
             through = min(keep_from_seq - 1, row["last_seq"])
             if through >= row["first_seq"]:
                 await conn.execute(sql.trim_run_prefixes, [run_id], [row["first_seq"]], [through])
-        await conn.execute("SELECT pg_notify($1, $2)", notify_channel("public"), encode_wake(run_id, None))
+        await conn.execute(queries.notify_runs, notify_channel("public"), [None], [run_id])
 
 
 async def append_without_notify(dsn: str, run_id: str, event: str, data_json: str) -> str:

@@ -1,11 +1,19 @@
-"""The NOTIFY payload and WAL positions: pure, no database."""
+"""The NOTIFY payload and WAL positions: pure, no database.
+
+The payload is written by one SQL statement (``notify_runs`` in
+pgbridge/sql/events.sql) and read by :func:`decode_wake`; the test that runs
+that statement on a real server and decodes what arrives is
+tests/db/test_wake_payload.py. Here: the decoder, and the separators the
+statement uses.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from pgbridge.engine.listen import decode_wake, encode_wake
+from pgbridge.engine.listen import ANY_SEQ, decode_wake
 from pgbridge.lsn import format_lsn, parse_lsn
+from pgbridge.sql.queries import Queries
 
 
 def test_wal_positions_parse_to_integers_that_order_like_the_wal() -> None:
@@ -22,18 +30,30 @@ def test_text_that_is_not_a_wal_position_is_refused(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("run_id", "seq", "lsn"),
-    [("run-1", 7, None), ("run with spaces", 7, 123), ("r", None, 2**40 + 5), ("r", None, None)],
+    ("payload", "run_id", "seq", "lsn"),
+    [
+        ("7 run-1", "run-1", 7, None),
+        ("7@0/7B run with spaces", "run with spaces", 7, 123),
+        ("*@100/5 r", "r", None, 2**40 + 5),
+        ("* r", "r", None, None),
+    ],
 )
-def test_wake_payloads_round_trip_seq_wal_position_and_run_id(
-    run_id: str, seq: int | None, lsn: int | None
+def test_wake_payloads_give_seq_wal_position_and_run_id(
+    payload: str, run_id: str, seq: int | None, lsn: int | None
 ) -> None:
-    assert decode_wake(encode_wake(run_id, seq, lsn)) == (run_id, seq, lsn)
+    assert decode_wake(payload) == (run_id, seq, lsn)
+    if lsn is not None:
+        assert format_lsn(lsn) in payload
 
 
 def test_the_payload_the_notify_statement_builds_decodes_with_its_wal_position() -> None:
-    # queries.notify_runs builds head || '@' || pg_current_wal_insert_lsn()::text || ' ' || run_id
+    # notify_runs builds coalesce(seq::text, '*') || '@' || pg_current_wal_insert_lsn()::text || ' ' || run_id
     assert decode_wake("42@0/3000148 a run") == ("a run", 42, 0x3000148)
     assert decode_wake("*@0/3000148 a run") == ("a run", None, 0x3000148)
     with pytest.raises(ValueError):
         decode_wake("42@nonsense run")
+
+
+def test_the_notify_statement_writes_the_separators_and_the_any_seq_mark_the_decoder_reads() -> None:
+    text = Queries.for_schema().notify_runs
+    assert f"coalesce(w.seq::text, '{ANY_SEQ}') || '@' || l.lsn || ' ' || w.run_id" in text

@@ -1,0 +1,297 @@
+-- The core statements of a bridge (pgbridge.sql.queries.Queries), in the order of an event's life:
+--   publish  append_events, terminal_event_of_run, mark_awaiting_input;
+--   read     resolve_cursor, read_events_after, resolve_fork_cursor, read_inherited_events_after,
+--            run_summary, run_heads, recent_open_runs, recent_ended_runs;
+--   wake-ups notify_runs (it writes the wake payload: pgbridge.engine.listen.decode_wake reads it),
+--            notify_listener_check, listener_ping;
+--   server   schema_revision, replica_replay_position, server_in_recovery, server_system_identifier;
+--   audit    chain_head, chain_rows, run_ids.
+-- Run through pgbridge.store (events.py, wakeups.py, server.py, audit.py), the connector
+-- (schema_revision) and the LISTEN connection (listener_ping).
+--
+-- Every statement on the publish, subscribe and replay paths filters on a single run_id, so each
+-- would route to one shard if the tables were distributed by run_id; the exceptions are named in
+-- docs/scaling.md (among them the reads along a Durable Streams fork's chain of sources,
+-- resolve_fork_cursor and read_inherited_events_after, run only for a fork).
+--
+-- The fork reads share one shape, written out in each: the CTE "chain" walks run $1's chain of
+-- fork sources. Each run of the chain gives its events in (lo, hi], lo its own fork point (0 for a
+-- run that is no fork), hi the lowest fork point below it (none for the run read), so every seq
+-- comes from exactly one run. "oldest" is the oldest offset a read may start from: the highest
+-- point up to which retention deleted a run's part of the chain (0: none did); a run that forks
+-- read is never trimmed, so only what went before a fork counts. The creation time of one seq of
+-- the view is a scalar subquery over "chain": one primary-key lookup in the run that holds it.
+
+-- name: append_events
+-- Every publish (one event, or a group-commit batch): pgbridge_append_batch (pgbridge/batch_ddl.py,
+-- revisions 0004 and 0008) assigns seqs under each run row's lock, chains the hashes, updates each
+-- run row once and inserts the events in one statement; with publish => true it also refuses a
+-- non-JSON stream's run and recreates an expired stream's, on the row it locks anyway.
+-- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
+-- flags, $5 text[] statuses, one element per event. One row per event: ord (1-based), seq and
+-- created_ms; seq is NULL where the run refused the event, refused says why ('terminal',
+-- 'content_type' or 'gone').
+-- Index: run_streams and run_events primary keys. Locks: each run's row FOR UPDATE, runs in
+-- run_id order (two batches never deadlock on each other).
+SELECT ord, seq, created_ms, refused
+FROM {schema}.pgbridge_append_batch(
+    $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], publish => true);
+
+-- name: terminal_event_of_run
+-- The committed terminal event of a run: always its last, so its ID is last_ms-last_seq (a Durable
+-- Stream closed before any event has terminal_seq 0 and no ms: last_ms 0).
+-- $1 text run id. No row: no such run, or not terminal.
+-- Index: run_streams primary key. No locks.
+SELECT terminal_seq, coalesce(last_ms, 0) AS last_ms
+FROM {schema}.run_streams
+WHERE run_id = $1 AND terminal_seq IS NOT NULL;
+
+-- name: mark_awaiting_input
+-- An open run becomes awaiting_input until its next publish or terminal event (a terminal run is
+-- left as it is).
+-- $1 text run id.
+-- Index: run_streams primary key. Locks: the run's row (an UPDATE), for the statement's length.
+UPDATE {schema}.run_streams
+SET status = 'awaiting_input', awaiting_input_since = now(), updated_at = now()
+WHERE run_id = $1 AND status IN ('active', 'awaiting_input');
+
+-- name: resolve_cursor
+-- Where a cursor stands: the run's retained range and the creation time of the event the cursor
+-- names. fork_seq (NULL but for a Durable Streams fork) comes with the row read anyway: a fork's
+-- cursor resolves against its stitched view instead (resolve_fork_cursor), with no extra statement
+-- for other runs.
+-- $1 text run id, $2 bigint the cursor's seq. No row: no such run.
+-- Index: run_streams and run_events primary keys. No locks.
+SELECT r.first_seq, r.last_seq, r.fork_seq, e.created_ms AS stored_ms
+FROM {schema}.run_streams AS r
+LEFT JOIN {schema}.run_events AS e ON e.run_id = r.run_id AND e.seq = $2
+WHERE r.run_id = $1;
+
+-- name: read_events_after
+-- The next page of a run's own events after a cursor, with the run's state, in one snapshot, so a
+-- reader sees the retained range and the rows consistently. Rows in seq order; a run with no event
+-- after the cursor gives one row whose event columns are NULL.
+-- $1 text run id, $2 bigint cursor seq, $3 bigint page size. No row: no such run.
+-- Index: run_streams primary key, then a range scan of the run_events primary key. No locks.
+SELECT r.first_seq, r.first_ms, r.last_seq, r.last_ms, r.terminal_seq,
+       e.seq, e.created_ms, e.event, e.data::text AS data, e.terminal
+FROM {schema}.run_streams AS r
+LEFT JOIN LATERAL (
+    SELECT seq, created_ms, event, data, terminal
+    FROM {schema}.run_events
+    WHERE run_id = $1 AND seq > $2
+    ORDER BY seq
+    LIMIT $3
+) AS e ON true
+WHERE r.run_id = $1
+ORDER BY e.seq;
+
+-- name: resolve_fork_cursor
+-- A fork's cursor, resolved against its view along its chain of sources (what a stream read gives):
+-- the retained range from oldest_seq + 1 to the fork's last_seq, and the creation time of event $2
+-- in whichever run of the chain holds it (stored_ms, NULL when not retained).
+-- $1 text the fork's run id, $2 bigint the cursor's seq. No row: no such run.
+-- Index: run_streams primary key (one lookup per run of the chain), run_events primary key.
+-- No locks.
+WITH RECURSIVE chain (run_id, source, lo, hi, first_seq) AS (
+    SELECT c.run_id, c.fork_source_run_id, coalesce(c.fork_seq, 0), NULL::bigint, c.first_seq
+    FROM {schema}.run_streams AS c WHERE c.run_id = $1
+    UNION ALL
+    SELECT p.run_id, p.fork_source_run_id, coalesce(p.fork_seq, 0), least(chain.lo, chain.hi),
+        p.first_seq
+    FROM chain JOIN {schema}.run_streams AS p ON p.run_id = chain.source
+),
+oldest AS (
+    SELECT coalesce(
+        max(least(ch.first_seq - 1, ch.hi)) FILTER (WHERE ch.first_seq - 1 > ch.lo), 0
+    ) AS oldest_seq
+    FROM chain AS ch
+)
+SELECT oldest.oldest_seq, r.last_seq, r.fork_seq,
+       (
+           SELECT ev.created_ms
+           FROM chain AS owner
+           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = $2::bigint
+           WHERE $2::bigint > owner.lo AND (owner.hi IS NULL OR $2::bigint <= owner.hi)
+       ) AS stored_ms
+FROM {schema}.run_streams AS r CROSS JOIN oldest
+WHERE r.run_id = $1;
+
+-- name: read_inherited_events_after
+-- The events a fork inherits (seq <= fork_seq, stored in its chain of sources) after a cursor,
+-- with the stitched view's state in one snapshot: its retained range starts after oldest_seq, and
+-- first_ms / last_ms are the creation times of its first and last events, wherever they are
+-- stored. The fork's own events come from read_events_after. Seqs are gapless from oldest_seq on,
+-- so the wanted events are the seq range (after, after + $3]: bounding each run's scan by it (not
+-- only by LIMIT) keeps the plan an index range scan of those rows whatever the planner's row
+-- estimates say (with a LIMIT alone, a stale estimate of a long run's rows made PostgreSQL fetch
+-- and sort all of them).
+-- $1 text the fork's run id, $2 bigint cursor seq, $3 bigint page size. No row: no such run.
+-- Index: run_streams primary key (one lookup per run of the chain), range scans of the run_events
+-- primary key. No locks.
+WITH RECURSIVE chain (run_id, source, lo, hi, first_seq) AS (
+    SELECT c.run_id, c.fork_source_run_id, coalesce(c.fork_seq, 0), NULL::bigint, c.first_seq
+    FROM {schema}.run_streams AS c WHERE c.run_id = $1
+    UNION ALL
+    SELECT p.run_id, p.fork_source_run_id, coalesce(p.fork_seq, 0), least(chain.lo, chain.hi),
+        p.first_seq
+    FROM chain JOIN {schema}.run_streams AS p ON p.run_id = chain.source
+),
+oldest AS (
+    SELECT coalesce(
+        max(least(ch.first_seq - 1, ch.hi)) FILTER (WHERE ch.first_seq - 1 > ch.lo), 0
+    ) AS oldest_seq
+    FROM chain AS ch
+),
+stitched AS (
+    SELECT x.seq, x.created_ms, x.event, x.data
+    FROM chain CROSS JOIN LATERAL (
+        SELECT ev.seq, ev.created_ms, ev.event, ev.data
+        FROM {schema}.run_events AS ev
+        WHERE ev.run_id = chain.run_id AND ev.seq > greatest($2, chain.lo)
+          AND (chain.hi IS NULL OR ev.seq <= chain.hi)
+          AND ev.seq <= (SELECT greatest($2, oldest.oldest_seq) FROM oldest) + $3
+        ORDER BY ev.seq
+        LIMIT $3
+    ) AS x
+    ORDER BY x.seq
+    LIMIT $3
+)
+SELECT r.fork_seq, oldest.oldest_seq, r.last_seq, r.terminal_seq,
+       (
+           SELECT ev.created_ms
+           FROM chain AS owner
+           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = oldest.oldest_seq + 1
+           WHERE oldest.oldest_seq + 1 > owner.lo AND (owner.hi IS NULL OR oldest.oldest_seq + 1 <= owner.hi)
+       ) AS first_ms,
+       (
+           SELECT ev.created_ms
+           FROM chain AS owner
+           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = r.last_seq
+           WHERE r.last_seq > owner.lo AND (owner.hi IS NULL OR r.last_seq <= owner.hi)
+       ) AS last_ms,
+       e.seq, e.created_ms, e.event, e.data::text AS data
+FROM {schema}.run_streams AS r
+CROSS JOIN oldest
+LEFT JOIN stitched AS e ON e.seq <= r.fork_seq
+WHERE r.run_id = $1
+ORDER BY e.seq;
+
+-- name: run_summary
+-- What dashboards and health checks show of a run: its row alone (counts and IDs derive from the
+-- seqs and their times: pgbridge.store.events.RunInfo).
+-- $1 text run id. No row: no such run.
+-- Index: run_streams primary key. No locks.
+SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq,
+       created_at, updated_at, ended_at, awaiting_input_since
+FROM {schema}.run_streams
+WHERE run_id = $1;
+
+-- name: run_heads
+-- The poll (the safety net for lost wake-ups): where many followed runs stand, in one statement; a
+-- feed is re-read only if its run moved. Cross-run (docs/scaling.md).
+-- $1 text[] run ids. Runs that do not exist give no row.
+-- Index: run_streams primary key. No locks.
+SELECT run_id, first_seq, last_seq, terminal_seq
+FROM {schema}.run_streams
+WHERE run_id = ANY($1::text[]);
+
+-- name: recent_open_runs
+-- The open runs (no terminal event yet) by last activity, newest first, for list_runs.
+-- $1 text status, or NULL for any; $2 bigint limit.
+-- Index: none matches every open run (run_streams_open_updated_idx, revision 0008, holds bridge-born
+-- runs only), so this scans run_streams and sorts by updated_at. No locks.
+SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq,
+       created_at, updated_at, ended_at, awaiting_input_since
+FROM {schema}.run_streams
+WHERE terminal_seq IS NULL AND ($1::text IS NULL OR status = $1)
+ORDER BY updated_at DESC
+LIMIT $2;
+
+-- name: recent_ended_runs
+-- The ended runs by end time, newest first, for list_runs (see recent_open_runs).
+-- $1 text status, or NULL for any; $2 bigint limit.
+-- Index: run_streams_ended_idx, read backwards. No locks.
+SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq,
+       created_at, updated_at, ended_at, awaiting_input_since
+FROM {schema}.run_streams
+WHERE ended_at IS NOT NULL AND ($1::text IS NULL OR status = $1)
+ORDER BY ended_at DESC
+LIMIT $2;
+
+-- name: notify_runs
+-- The wake-ups that piled up, one NOTIFY each, in one statement (one transaction); distinct
+-- payloads are never merged. This statement is the one definition of the wake payload
+-- "<seq>@<lsn> <run_id>": the run's newest seq ('*' for NULL: re-read regardless, e.g. retention
+-- deleted events), the primary's WAL insert position read after the commits being reported (how
+-- far a standby must have replayed to hold them, pgbridge.engine.replica), and the run id (which
+-- may hold spaces). pgbridge.engine.listen.decode_wake reads it; tests/db/test_wake_payload.py
+-- runs this statement and decodes what arrives.
+-- $1 text channel, $2 bigint[] newest seqs (NULL elements: any seq), $3 text[] run ids.
+-- No table, no locks.
+SELECT pg_notify($1, coalesce(w.seq::text, '*') || '@' || l.lsn || ' ' || w.run_id)
+FROM (SELECT pg_current_wal_insert_lsn()::text AS lsn) AS l,
+     unnest($2::bigint[], $3::text[]) AS w(seq, run_id);
+
+-- name: notify_listener_check
+-- start(): a NOTIFY from a pooled session on a fresh channel that only the starting listener
+-- follows; it must arrive, or the listener goes through a transaction-mode pooler
+-- (pgbridge.engine.listen).
+-- $1 text the probe channel.
+-- No table, no locks.
+SELECT pg_notify($1, 'pgbridge listener check');
+
+-- name: listener_ping
+-- Whether the LISTEN connection still answers (its periodic ping, and the start check's test of a
+-- connection that heard nothing).
+-- No parameters, no table, no locks.
+SELECT 1;
+
+-- name: schema_revision
+-- The alembic revision the schema is at: start() refuses any but pgbridge.sql.SCHEMA_REVISION.
+-- No parameters.
+-- Index: none (alembic_version has one row). No locks.
+SELECT version_num FROM {schema}.alembic_version;
+
+-- name: replica_replay_position
+-- Where a hot standby's replay stands, as a WAL position text (NULL on a server not in recovery):
+-- a read goes to the standby only once it has replayed what the reader was woken for.
+-- No parameters, no table, no locks.
+SELECT pg_last_wal_replay_lsn()::text;
+
+-- name: server_in_recovery
+-- start() with replica_dsn: is that server a hot standby?
+-- No parameters, no table, no locks.
+SELECT pg_is_in_recovery();
+
+-- name: server_system_identifier
+-- start() with replica_dsn: the cluster's system identifier (the standby's must be the primary's).
+-- Needs the right to run pg_control_system(); the caller skips the check when refused.
+-- No parameters, no table, no locks.
+SELECT system_identifier::text FROM pg_control_system();
+
+-- name: chain_head
+-- Where a run's hash chain starts (trimmed_hash: the last deleted event's hash, NULL if retention
+-- deleted none) and how it ends, for verify and export; read in the same REPEATABLE READ snapshot
+-- as chain_rows.
+-- $1 text run id. No row: no such run.
+-- Index: run_streams primary key. No locks.
+SELECT status, first_seq, last_seq, trimmed_hash, last_hash
+FROM {schema}.run_streams
+WHERE run_id = $1;
+
+-- name: chain_rows
+-- Every stored event of a run in seq order with its hash, for verify and export (read through a
+-- server-side cursor: constant memory for a run of any length).
+-- $1 text run id.
+-- Index: range scan of the run_events primary key. No locks.
+SELECT seq, created_ms, event, data::text AS data, hash
+FROM {schema}.run_events
+WHERE run_id = $1
+ORDER BY seq;
+
+-- name: run_ids
+-- Every run id in order, for verify --all (read through a server-side cursor). Cross-run.
+-- No parameters.
+-- Index: run_streams primary key (a full index scan). No locks.
+SELECT run_id FROM {schema}.run_streams ORDER BY run_id;

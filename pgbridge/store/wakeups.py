@@ -1,0 +1,24 @@
+"""Sending wake-ups: the NOTIFYs that tell other processes a run moved.
+
+The payload is written by the SQL alone (``notify_runs`` in
+``pgbridge/sql/events.sql``); :func:`pgbridge.engine.listen.decode_wake`
+reads it. Nothing here decides when to send: pgbridge.engine.notify
+coalesces, and the bridge's start() probes its listener.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pgbridge.connector import Database
+
+
+async def notify_runs(db: Database, channel: str, heads: Mapping[str, int | None]) -> None:
+    """One NOTIFY on *channel* per run of *heads* (run id -> newest seq, None: re-read
+    regardless), in one statement; each payload carries the primary's WAL position."""
+    await db.fetch(db.queries.notify_runs, channel, list(heads.values()), list(heads))
+
+
+async def notify_listener_check(db: Database, channel: str) -> None:
+    """The start check's NOTIFY on the fresh *channel*, from a pooled session."""
+    await db.fetch(db.queries.notify_listener_check, channel)

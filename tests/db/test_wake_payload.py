@@ -1,0 +1,57 @@
+"""The wake payload, end to end: what ``notify_runs`` sends is what the listener decodes.
+
+The payload is written in SQL only (pgbridge/sql/events.sql) and read in
+Python only (:func:`pgbridge.engine.listen.decode_wake`): this runs the
+statement on a real server, through the store function the notifier uses,
+and decodes what a LISTEN connection receives, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from pgbridge.connector import Database
+from pgbridge.engine.listen import decode_wake
+from pgbridge.lsn import parse_lsn
+from pgbridge.sql.queries import Queries
+from pgbridge.store import wakeups
+
+HEADS: dict[str, int | None] = {
+    "run-1": 7,
+    "run with spaces": 7,
+    "r": None,
+    "an @odd * run id": 2**62,
+    "é-ünïcode": 1,
+}
+
+
+async def test_every_payload_notify_runs_sends_decodes_to_its_run_seq_and_a_wal_position(dsn: str) -> None:
+    channel = "pgbridge_test_wake"
+    received: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(dsn)
+    db = Database(
+        dsn,
+        Queries.for_schema(),
+        min_size=1,
+        max_size=1,
+        connect_timeout=10,
+        command_timeout=10,
+        statement_cache_size=10,
+    )
+    await db.open()
+    try:
+        await listener.add_listener(channel, lambda *args: received.put_nowait(args[-1]))
+        before = parse_lsn(await listener.fetchval("SELECT pg_current_wal_insert_lsn()::text"))
+        await wakeups.notify_runs(db, channel, HEADS)
+        after = parse_lsn(await listener.fetchval("SELECT pg_current_wal_insert_lsn()::text"))
+        payloads = [await asyncio.wait_for(received.get(), timeout=10) for _ in HEADS]
+    finally:
+        await db.close()
+        await listener.close()
+
+    decoded = [decode_wake(payload) for payload in payloads]
+    assert [(run_id, seq) for run_id, seq, _ in decoded] == list(HEADS.items())
+    for _, _, lsn in decoded:
+        assert lsn is not None and before <= lsn <= after
