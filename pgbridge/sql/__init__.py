@@ -49,10 +49,31 @@ class Statement:
     text: str
 
 
+#: The file of SQL pieces that several statements share (see :func:`with_fragments`).
+FRAGMENTS_FILE: Final = "fragments.sql"
+
+
 @cache
 def statements_of(filename: str) -> tuple[Statement, ...]:
-    """The named statements of ``pgbridge/sql/<filename>``, in file order, schema not filled in."""
-    return parse_statements(files(__package__).joinpath(filename).read_text(encoding="utf-8"), filename)
+    """The named statements of ``pgbridge/sql/<filename>``, in file order, fragments put in, schema not."""
+    found = parse_statements(files(__package__).joinpath(filename).read_text(encoding="utf-8"), filename)
+    if filename == FRAGMENTS_FILE:
+        return found
+    fragments = {f.name: f.text for f in statements_of(FRAGMENTS_FILE)}
+    return tuple(Statement(s.name, s.description, with_fragments(s.text, fragments)) for s in found)
+
+
+def with_fragments(text: str, fragments: dict[str, str]) -> str:
+    """*text* with each ``{name}`` of a fragment replaced by the fragment's text.
+
+    A fragment is a piece of SQL several statements share (the CTEs that walk a
+    Durable Streams fork's chain of sources, a stream head's columns), written
+    once in ``fragments.sql``. Only the names of fragments are replaced, so
+    ``{schema}`` and any other brace in the SQL are left alone.
+    """
+    for name, fragment in fragments.items():
+        text = text.replace("{" + name + "}", fragment)
+    return text
 
 
 def parse_statements(source: str, filename: str) -> tuple[Statement, ...]:

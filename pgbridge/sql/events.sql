@@ -93,20 +93,7 @@ ORDER BY e.seq;
 -- $1 text the fork's run id, $2 bigint the cursor's seq. No row: no such run.
 -- Index: run_streams primary key (one lookup per run of the chain), run_events primary key.
 -- No locks.
-WITH RECURSIVE chain (run_id, source, lo, hi, first_seq) AS (
-    SELECT c.run_id, c.fork_source_run_id, coalesce(c.fork_seq, 0), NULL::bigint, c.first_seq
-    FROM {schema}.run_streams AS c WHERE c.run_id = $1
-    UNION ALL
-    SELECT p.run_id, p.fork_source_run_id, coalesce(p.fork_seq, 0), least(chain.lo, chain.hi),
-        p.first_seq
-    FROM chain JOIN {schema}.run_streams AS p ON p.run_id = chain.source
-),
-oldest AS (
-    SELECT coalesce(
-        max(least(ch.first_seq - 1, ch.hi)) FILTER (WHERE ch.first_seq - 1 > ch.lo), 0
-    ) AS oldest_seq
-    FROM chain AS ch
-)
+WITH RECURSIVE {fork_chain}
 SELECT oldest.oldest_seq, r.last_seq, r.fork_seq,
        (
            SELECT ev.created_ms
@@ -129,34 +116,8 @@ WHERE r.run_id = $1;
 -- $1 text the fork's run id, $2 bigint cursor seq, $3 bigint page size. No row: no such run.
 -- Index: run_streams primary key (one lookup per run of the chain), range scans of the run_events
 -- primary key. No locks.
-WITH RECURSIVE chain (run_id, source, lo, hi, first_seq) AS (
-    SELECT c.run_id, c.fork_source_run_id, coalesce(c.fork_seq, 0), NULL::bigint, c.first_seq
-    FROM {schema}.run_streams AS c WHERE c.run_id = $1
-    UNION ALL
-    SELECT p.run_id, p.fork_source_run_id, coalesce(p.fork_seq, 0), least(chain.lo, chain.hi),
-        p.first_seq
-    FROM chain JOIN {schema}.run_streams AS p ON p.run_id = chain.source
-),
-oldest AS (
-    SELECT coalesce(
-        max(least(ch.first_seq - 1, ch.hi)) FILTER (WHERE ch.first_seq - 1 > ch.lo), 0
-    ) AS oldest_seq
-    FROM chain AS ch
-),
-stitched AS (
-    SELECT x.seq, x.created_ms, x.event, x.data
-    FROM chain CROSS JOIN LATERAL (
-        SELECT ev.seq, ev.created_ms, ev.event, ev.data
-        FROM {schema}.run_events AS ev
-        WHERE ev.run_id = chain.run_id AND ev.seq > greatest($2, chain.lo)
-          AND (chain.hi IS NULL OR ev.seq <= chain.hi)
-          AND ev.seq <= (SELECT greatest($2, oldest.oldest_seq) FROM oldest) + $3
-        ORDER BY ev.seq
-        LIMIT $3
-    ) AS x
-    ORDER BY x.seq
-    LIMIT $3
-)
+WITH RECURSIVE {fork_chain},
+{stitched_events}
 SELECT r.fork_seq, oldest.oldest_seq, r.last_seq, r.terminal_seq,
        (
            SELECT ev.created_ms

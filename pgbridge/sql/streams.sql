@@ -24,16 +24,7 @@
 -- Where a stream stands (HEAD, and a PUT's comparison), with whether it expired.
 -- $1 run_id (text).
 -- One lookup on run_streams_pkey; no lock.
-SELECT r.run_id, r.content_type, r.first_seq, r.last_seq, r.terminal_seq,
-    r.stream_ttl_seconds, r.stream_expires_at,
-    (extract(epoch FROM r.created_at) * 1000000)::bigint AS created_us,
-    r.fork_source_run_id, r.fork_offset_seq, r.fork_sub_offset, r.fork_seq, r.fork_refs,
-    r.stream_deleted_at IS NOT NULL AS soft_deleted,
-    (
-        (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
-        OR (r.stream_ttl_seconds IS NOT NULL
-            AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
-    ) AS expired
+SELECT {stream_head_columns}
 FROM {schema}.run_streams AS r
 WHERE r.run_id = $1;
 
@@ -49,34 +40,8 @@ WHERE r.run_id = $1;
 -- $1 run_id (text), $2 read after this seq (bigint), $3 most messages (bigint), $4 most bytes
 -- of message data (bigint; the first message is always taken), $5 the JSON content type (text).
 -- run_streams_pkey for each run of the chain, a range scan of run_events_pkey per run; no lock.
-WITH RECURSIVE chain (run_id, source, lo, hi, first_seq) AS (
-    SELECT c.run_id, c.fork_source_run_id, coalesce(c.fork_seq, 0), NULL::bigint, c.first_seq
-    FROM {schema}.run_streams AS c WHERE c.run_id = $1
-    UNION ALL
-    SELECT p.run_id, p.fork_source_run_id, coalesce(p.fork_seq, 0), least(chain.lo, chain.hi),
-        p.first_seq
-    FROM chain JOIN {schema}.run_streams AS p ON p.run_id = chain.source
-),
-oldest AS (
-    SELECT coalesce(
-        max(least(ch.first_seq - 1, ch.hi)) FILTER (WHERE ch.first_seq - 1 > ch.lo), 0
-    ) AS oldest_seq
-    FROM chain AS ch
-),
-stitched AS (
-    SELECT x.seq, x.created_ms, x.event, x.data
-    FROM chain CROSS JOIN LATERAL (
-        SELECT ev.seq, ev.created_ms, ev.event, ev.data
-        FROM {schema}.run_events AS ev
-        WHERE ev.run_id = chain.run_id AND ev.seq > greatest($2, chain.lo)
-          AND (chain.hi IS NULL OR ev.seq <= chain.hi)
-          AND ev.seq <= (SELECT greatest($2, oldest.oldest_seq) FROM oldest) + $3
-        ORDER BY ev.seq
-        LIMIT $3
-    ) AS x
-    ORDER BY x.seq
-    LIMIT $3
-),
+WITH RECURSIVE {fork_chain},
+{stitched_events},
 mode AS (
     SELECT m.content_type IS NULL AS envelopes, coalesce(m.content_type, $5) = $5 AS json_mode
     FROM {schema}.run_streams AS m WHERE m.run_id = $1
@@ -100,16 +65,7 @@ page AS (
     FROM sized AS z CROSS JOIN mode
     WHERE z.n = 1 OR z.bytes_through <= $4::bigint
 )
-SELECT r.run_id, r.content_type, r.first_seq, r.last_seq, r.terminal_seq,
-    r.stream_ttl_seconds, r.stream_expires_at,
-    (extract(epoch FROM r.created_at) * 1000000)::bigint AS created_us,
-    r.fork_source_run_id, r.fork_offset_seq, r.fork_sub_offset, r.fork_seq, r.fork_refs,
-    r.stream_deleted_at IS NOT NULL AS soft_deleted,
-    (
-        (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
-        OR (r.stream_ttl_seconds IS NOT NULL
-            AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
-    ) AS expired,
+SELECT {stream_head_columns},
     oldest.oldest_seq, page.taken, page.page_last_seq, page.json_messages, page.byte_messages
 FROM {schema}.run_streams AS r
 CROSS JOIN oldest
@@ -148,16 +104,7 @@ RETURNING r.run_id;
 -- the same head columns as stream_head.
 -- $1 run_id (text).
 -- run_streams_pkey; FOR UPDATE on the run row until commit.
-SELECT r.run_id, r.content_type, r.first_seq, r.last_seq, r.terminal_seq,
-    r.stream_ttl_seconds, r.stream_expires_at,
-    (extract(epoch FROM r.created_at) * 1000000)::bigint AS created_us,
-    r.fork_source_run_id, r.fork_offset_seq, r.fork_sub_offset, r.fork_seq, r.fork_refs,
-    r.stream_deleted_at IS NOT NULL AS soft_deleted,
-    (
-        (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
-        OR (r.stream_ttl_seconds IS NOT NULL
-            AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
-    ) AS expired
+SELECT {stream_head_columns}
 FROM {schema}.run_streams AS r
 WHERE r.run_id = $1
 FOR UPDATE;

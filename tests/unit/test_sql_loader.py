@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from importlib.resources import files
 
 import pytest
 
-from pgbridge.sql import SCHEMA_PLACEHOLDER, load_into, parse_statements
+from pgbridge.sql import (
+    FRAGMENTS_FILE,
+    SCHEMA_PLACEHOLDER,
+    load_into,
+    parse_statements,
+    statements_of,
+    with_fragments,
+)
 
 SOURCE = f"""
 -- A file may start with comments that belong to no statement.
@@ -54,3 +63,21 @@ def test_a_statement_class_and_its_file_name_the_same_statements(monkeypatch: py
     monkeypatch.setattr(sql, "load_statements", lambda filename, schema: {"one": "1", "two": "2"})
     with pytest.raises(ValueError, match=r"missing \[\], undeclared \['two'\]"):
         load_into(_Declared, "x.sql", "public", schema="public")
+
+
+def test_a_fragment_is_put_in_by_name_and_other_braces_stay() -> None:
+    text = "WITH RECURSIVE {chain} SELECT '{}'::int[], {schema}.f('{\"a\": 1}')"
+    assert with_fragments(text, {"chain": "c AS (SELECT 1)"}) == (
+        "WITH RECURSIVE c AS (SELECT 1) SELECT '{}'::int[], {schema}.f('{\"a\": 1}')"
+    )
+
+
+def test_every_statement_file_is_whole_once_its_fragments_are_in() -> None:
+    """No ``{name}`` is left in any statement but ``{schema}``: a misspelt fragment fails here."""
+    leftovers = {
+        f"{path.name}: {statement.name}": sorted(set(re.findall(r"\{(\w+)\}", statement.text)) - {"schema"})
+        for path in sorted(files("pgbridge.sql").iterdir())  # type: ignore[attr-defined]
+        if path.name.endswith(".sql") and path.name != FRAGMENTS_FILE
+        for statement in statements_of(path.name)
+    }
+    assert {k: v for k, v in leftovers.items() if v} == {}

@@ -1,0 +1,60 @@
+-- Pieces of SQL that several statements share, written once. A statement names one as
+-- {fragment_name}; the loader (pgbridge/sql/__init__.py) puts the text in before it fills in
+-- {schema}. `python -m pgbridge.sql FILE NAME` prints a statement whole, ready for psql.
+-- They exist because the schema has no SQL function for these reads; a later revision may
+-- turn the fork chain into one.
+
+-- name: fork_chain
+-- The CTEs `chain` and `oldest` of a Durable Streams fork ($1: its run id): `chain` walks the
+-- run and its sources, each with the seq range (lo, hi] it contributes to the stitched view
+-- (hi NULL for the run itself); `oldest` is the last seq of that view that retention deleted
+-- (0 when none), so the view's retained range starts at oldest_seq + 1.
+-- Index: run_streams primary key, one lookup per run of the chain. No locks.
+chain (run_id, source, lo, hi, first_seq) AS (
+    SELECT c.run_id, c.fork_source_run_id, coalesce(c.fork_seq, 0), NULL::bigint, c.first_seq
+    FROM {schema}.run_streams AS c WHERE c.run_id = $1
+    UNION ALL
+    SELECT p.run_id, p.fork_source_run_id, coalesce(p.fork_seq, 0), least(chain.lo, chain.hi),
+        p.first_seq
+    FROM chain JOIN {schema}.run_streams AS p ON p.run_id = chain.source
+),
+oldest AS (
+    SELECT coalesce(
+        max(least(ch.first_seq - 1, ch.hi)) FILTER (WHERE ch.first_seq - 1 > ch.lo), 0
+    ) AS oldest_seq
+    FROM chain AS ch
+);
+
+-- name: stitched_events
+-- The CTE `stitched` (after fork_chain): at most $3 events of the stitched view after seq $2,
+-- in seq order, each read from the run of the chain that stores it. Seqs are gapless from
+-- oldest_seq on, so bounding each run's scan by the seq range (not only by LIMIT) keeps the
+-- plan a range scan of the run_events primary key whatever the row estimates say.
+stitched AS (
+    SELECT x.seq, x.created_ms, x.event, x.data
+    FROM chain CROSS JOIN LATERAL (
+        SELECT ev.seq, ev.created_ms, ev.event, ev.data
+        FROM {schema}.run_events AS ev
+        WHERE ev.run_id = chain.run_id AND ev.seq > greatest($2, chain.lo)
+          AND (chain.hi IS NULL OR ev.seq <= chain.hi)
+          AND ev.seq <= (SELECT greatest($2, oldest.oldest_seq) FROM oldest) + $3
+        ORDER BY ev.seq
+        LIMIT $3
+    ) AS x
+    ORDER BY x.seq
+    LIMIT $3
+);
+
+-- name: stream_head_columns
+-- The columns of a Durable Stream's head (alias r: its run_streams row), with whether it
+-- expired (past Expires-At, or idle for longer than its TTL).
+r.run_id, r.content_type, r.first_seq, r.last_seq, r.terminal_seq,
+    r.stream_ttl_seconds, r.stream_expires_at,
+    (extract(epoch FROM r.created_at) * 1000000)::bigint AS created_us,
+    r.fork_source_run_id, r.fork_offset_seq, r.fork_sub_offset, r.fork_seq, r.fork_refs,
+    r.stream_deleted_at IS NOT NULL AS soft_deleted,
+    (
+        (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+        OR (r.stream_ttl_seconds IS NOT NULL
+            AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+    ) AS expired;
