@@ -1,4 +1,4 @@
--- pgbridge's schema at head (revision 0008) in schema public: what
+-- pgbridge's schema at head (revision 0009) in schema public: what
 -- `pgbridge migrate` leaves in an empty database, as DDL.
 --
 -- GENERATED from a migrated database, do not edit. After adding a revision:
@@ -100,6 +100,20 @@ CREATE TABLE public.run_stream_producers (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT run_stream_producers_pkey PRIMARY KEY (run_id, producer_id),
     CONSTRAINT run_stream_producers_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.run_streams(run_id) ON DELETE CASCADE
+);
+
+CREATE TABLE public.run_deletions (
+    run_id text NOT NULL,
+    deleted_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    via text NOT NULL,
+    status text NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    last_seq bigint NOT NULL,
+    events_deleted bigint NOT NULL,
+    last_hash bytea,
+    CONSTRAINT run_deletions_pkey PRIMARY KEY (run_id, deleted_at),
+    CONSTRAINT run_deletions_counts_check CHECK (((last_seq >= 0) AND ((events_deleted >= 0) AND (events_deleted <= last_seq)))),
+    CONSTRAINT run_deletions_via_check CHECK (((char_length(via) >= 1) AND (char_length(via) <= 64)))
 );
 
 CREATE OR REPLACE FUNCTION public.pgbridge_link_hash(prev bytea, run_id text, seq bigint, created_ms bigint, event text, data text)
@@ -269,39 +283,6 @@ BEGIN
 END
 $function$;
 
-CREATE OR REPLACE FUNCTION public.pgbridge_delete_stream(p_run_id text)
- RETURNS TABLE(run_id text, last_seq bigint, events_deleted bigint)
- LANGUAGE plpgsql
-AS $function$
-DECLARE
-    current_run text := p_run_id;
-    r record;
-    src record;
-    gone bigint;
-BEGIN
-    LOOP
-        SELECT u.first_seq, u.last_seq, u.fork_source_run_id INTO r
-        FROM "public".run_streams AS u WHERE u.run_id = current_run FOR UPDATE;
-        EXIT WHEN NOT FOUND;
-        gone := 0;
-        IF r.first_seq <= r.last_seq THEN
-            gone := "public".pgbridge_trim_run_prefixes(ARRAY[current_run], ARRAY[r.first_seq], ARRAY[r.last_seq]);
-        END IF;
-        DELETE FROM "public".run_streams AS u WHERE u.run_id = current_run;
-        run_id := current_run;
-        last_seq := r.last_seq;
-        events_deleted := gone;
-        RETURN NEXT;
-        EXIT WHEN r.fork_source_run_id IS NULL;
-        UPDATE "public".run_streams AS u SET fork_refs = greatest(u.fork_refs - 1, 0)
-        WHERE u.run_id = r.fork_source_run_id
-        RETURNING u.fork_refs, u.stream_deleted_at INTO src;
-        EXIT WHEN NOT FOUND OR src.fork_refs > 0 OR src.stream_deleted_at IS NULL;
-        current_run := r.fork_source_run_id;
-    END LOOP;
-END
-$function$;
-
 CREATE OR REPLACE FUNCTION public.pgbridge_append_batch(run_ids text[], events text[], datas text[], terminals boolean[], statuses text[], publish boolean DEFAULT false)
  RETURNS TABLE(ord integer, seq bigint, created_ms bigint, refused text)
  LANGUAGE plpgsql
@@ -363,7 +344,7 @@ BEGIN
                     refusal := 'gone';
                 ELSIF run_row.expired THEN
                     -- Gone: deleted as a DELETE would; the publish starts a new run below.
-                    PERFORM "public".pgbridge_delete_stream(current_run);
+                    PERFORM "public".pgbridge_delete_stream(current_run, 'expiry');
                     have_row := false;
                 END IF;
             END IF;
@@ -424,7 +405,73 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION public.pgbridge_guard_run_deletions()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    RAISE EXCEPTION 'pgbridge: run_deletions is append-only, % is refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'a deletion record is kept for good (docs/audit.md)';
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.pgbridge_record_run_deletion()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM "public".run_deletions AS d
+                   WHERE d.run_id = OLD.run_id AND d.deleted_at >= now()) THEN
+        INSERT INTO "public".run_deletions
+            (run_id, deleted_at, via, status, started_at, last_seq, events_deleted, last_hash)
+        VALUES (OLD.run_id, clock_timestamp(), 'sql', OLD.status, OLD.created_at, OLD.last_seq, 0, OLD.last_hash);
+    END IF;
+    RETURN NULL;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.pgbridge_delete_stream(p_run_id text, p_via text)
+ RETURNS TABLE(run_id text, last_seq bigint, events_deleted bigint)
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    current_run text := p_run_id;
+    r record;
+    src record;
+    gone bigint;
+BEGIN
+    LOOP
+        SELECT u.first_seq, u.last_seq, u.fork_source_run_id, u.status, u.created_at, u.last_hash INTO r
+        FROM "public".run_streams AS u WHERE u.run_id = current_run FOR UPDATE;
+        EXIT WHEN NOT FOUND;
+        gone := 0;
+        IF r.first_seq <= r.last_seq THEN
+            gone := "public".pgbridge_trim_run_prefixes(ARRAY[current_run], ARRAY[r.first_seq], ARRAY[r.last_seq]);
+        END IF;
+        INSERT INTO "public".run_deletions
+            (run_id, deleted_at, via, status, started_at, last_seq, events_deleted, last_hash)
+        VALUES (current_run, clock_timestamp(), p_via, r.status, r.created_at, r.last_seq, gone, r.last_hash);
+        DELETE FROM "public".run_streams AS u WHERE u.run_id = current_run;
+        run_id := current_run;
+        last_seq := r.last_seq;
+        events_deleted := gone;
+        RETURN NEXT;
+        EXIT WHEN r.fork_source_run_id IS NULL;
+        UPDATE "public".run_streams AS u SET fork_refs = greatest(u.fork_refs - 1, 0)
+        WHERE u.run_id = r.fork_source_run_id
+        RETURNING u.fork_refs, u.stream_deleted_at INTO src;
+        EXIT WHEN NOT FOUND OR src.fork_refs > 0 OR src.stream_deleted_at IS NULL;
+        current_run := r.fork_source_run_id;
+    END LOOP;
+END
+$function$;
+
+CREATE TRIGGER run_deletions_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.run_deletions FOR EACH STATEMENT EXECUTE FUNCTION public.pgbridge_guard_run_deletions();
+
 CREATE TRIGGER run_events_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.run_events FOR EACH STATEMENT EXECUTE FUNCTION public.pgbridge_guard_run_events();
+
+CREATE TRIGGER run_streams_record_deletion AFTER DELETE ON public.run_streams FOR EACH ROW EXECUTE FUNCTION public.pgbridge_record_run_deletion();
 
 CREATE VIEW public.pgbridge_runs AS
  SELECT r.run_id,
@@ -469,6 +516,6 @@ CREATE VIEW public.pgbridge_events AS
     to_timestamp((e.created_ms::numeric / 1000.0)::double precision) AS created_at
    FROM public.run_events e;
 
-INSERT INTO public.alembic_version (version_num) VALUES ('0008');
+INSERT INTO public.alembic_version (version_num) VALUES ('0009');
 
 COMMIT;

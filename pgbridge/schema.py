@@ -154,6 +154,37 @@ run_stream_producers = Table(
     Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=text("now()")),
 )
 
+# One row per run deleted (revision 0009), written in the deleting transaction
+# by pgbridge_delete_stream (or, for any other DELETE of a run row, a trigger
+# on run_streams: via 'sql'): when, by which path, and the run's hash chain as
+# it stood. Append-only: a trigger refuses UPDATE, DELETE and TRUNCATE.
+# ``pgbridge verify`` reports a deleted run from it.
+run_deletions = Table(
+    "run_deletions",
+    metadata,
+    Column("run_id", Text, primary_key=True),
+    Column(
+        "deleted_at",
+        TIMESTAMP(timezone=True),
+        primary_key=True,
+        server_default=text("clock_timestamp()"),
+    ),
+    # http, api, retention, expiry, or sql (a DELETE outside pgbridge's functions).
+    Column("via", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    # The run's created_at: tells this life of the run id from later ones.
+    Column("started_at", TIMESTAMP(timezone=True), nullable=False),
+    # Seqs 1..last_seq were published; last_hash ends the chain (NULL: no event).
+    Column("last_seq", BigInteger, nullable=False),
+    # The events still stored that went with the run (retention deleted the others).
+    Column("events_deleted", BigInteger, nullable=False),
+    Column("last_hash", BYTEA),
+    CheckConstraint("char_length(via) BETWEEN 1 AND 64", name="run_deletions_via_check"),
+    CheckConstraint(
+        "last_seq >= 0 AND events_deleted BETWEEN 0 AND last_seq", name="run_deletions_counts_check"
+    ),
+)
+
 # Every retention scan has an index that finds exactly the rows it acts on,
 # so a pass costs in proportion to what it deletes, not to the table's size:
 # the reaper looks for open runs by last activity; tombstone removal for ended

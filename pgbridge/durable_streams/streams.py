@@ -49,6 +49,7 @@ from pgbridge.exceptions import (
 from pgbridge.store.streams import (
     AppendOutcome,
     AppendOutcomeKind,
+    DeletionPath,
     Producer,
     StreamAppend,
     StreamConfig,
@@ -63,6 +64,7 @@ __all__ = [
     "AppendOutcome",
     "AppendOutcomeKind",
     "DeleteOutcome",
+    "DeletionPath",
     "DurableStreams",
     "ForkConflictError",
     "ForkPositionError",
@@ -74,7 +76,8 @@ __all__ = [
     "StreamPage",
 ]
 
-DeleteOutcome = Literal["deleted", "not_found", "gone"]
+#: ``published``: a run published through the bridge, refused (``allow_published=False``).
+DeleteOutcome = Literal["deleted", "not_found", "gone", "published"]
 
 
 def _same(request: StreamAppend, outcome: AppendOutcome) -> AppendOutcome:
@@ -245,7 +248,7 @@ class DurableStreams:
             return None
         head = locked.head
         if locked.expired and not head.soft_deleted and head.fork_refs == 0:
-            await self._store.delete(conn, run_id)
+            await self._store.delete(conn, run_id, "expiry")
             return None
         if locked.expired and not head.soft_deleted:
             await self._store.soft_delete(conn, run_id)
@@ -300,19 +303,27 @@ class DurableStreams:
         if locked.head.fork_refs > 0:
             await self._store.soft_delete(conn, run_id)
         else:
-            await self._store.delete(conn, run_id)
+            await self._store.delete(conn, run_id, "expiry")
 
-    async def delete(self, run_id: str) -> DeleteOutcome:
+    async def delete(
+        self, run_id: str, *, allow_published: bool = True, via: DeletionPath = "api"
+    ) -> DeleteOutcome:
         """Delete the stream and its events (through the retention trim).
 
         A stream that forks still read is soft-deleted instead: its events
         stay for them, and its path answers ``gone`` until its last fork
-        goes. ``not_found`` when there is no stream (or it expired).
+        goes. ``not_found`` when there is no stream (or it expired). A run
+        published through the bridge (not created by a PUT, nor a fork) is
+        audit history: unless *allow_published*, nothing changes and the
+        outcome is ``published``, decided under the run row's lock.
 
         A stream no fork reads goes through ``pgbridge_delete_stream`` (revision
-        0008), the one implementation shared with a publish to an expired stream
-        and the retention sweep: if it was a fork, its source is released, and
-        goes too when it was soft-deleted and this was its last fork (up the chain).
+        0009), the one implementation shared with a publish to an expired stream
+        and the retention sweep: it records the deletion in ``run_deletions``
+        (with *via*: ``http`` for a protocol DELETE, ``api`` for a call from
+        Python) in the same transaction; if it was a fork, its source is
+        released, and goes too when it was soft-deleted and this was its last
+        fork (up the chain).
         """
         self._require_running()
         async with self._transaction() as conn:
@@ -321,10 +332,12 @@ class DurableStreams:
                 return "not_found"
             if locked.head.soft_deleted:
                 return "gone"
+            if locked.head.born_from_publish and not allow_published:
+                return "published"
             if locked.head.fork_refs > 0:
                 await self._store.soft_delete(conn, run_id)
             else:
-                await self._store.delete(conn, run_id)
+                await self._store.delete(conn, run_id, "expiry" if locked.expired else via)
             outcome: DeleteOutcome = "not_found" if locked.expired else "deleted"
         self._wake(run_id, None)
         return outcome

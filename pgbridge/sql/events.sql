@@ -5,7 +5,7 @@
 --   wake-ups notify_runs (it writes the wake payload: pgbridge.engine.listen.decode_wake reads it),
 --            notify_listener_check, listener_ping;
 --   server   schema_revision, replica_replay_position, server_in_recovery, server_system_identifier;
---   audit    chain_head, chain_rows, run_ids.
+--   audit    chain_head, chain_rows, run_ids, last_deletion.
 -- Run through pgbridge.store (events.py, wakeups.py, server.py, audit.py), the connector
 -- (schema_revision) and the LISTEN connection (listener_ping).
 --
@@ -256,3 +256,14 @@ ORDER BY seq;
 -- No parameters.
 -- Index: run_streams primary key (a full index scan). No locks.
 SELECT run_id FROM {schema}.run_streams ORDER BY run_id;
+
+-- name: last_deletion
+-- The newest record of a run's deletion (run_deletions, revision 0009), for verify when the run
+-- has no row: when, by which path, and its chain as it stood. No row: never deleted.
+-- $1 text run id.
+-- Index: run_deletions primary key (run_id, deleted_at), read backwards from the newest. No locks.
+SELECT run_id, deleted_at, via, status, started_at, last_seq, events_deleted, last_hash
+FROM {schema}.run_deletions
+WHERE run_id = $1
+ORDER BY deleted_at DESC
+LIMIT 1;

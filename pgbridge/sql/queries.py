@@ -45,6 +45,7 @@ class Queries:
     chain_head: str
     chain_rows: str
     run_ids: str
+    last_deletion: str
     recent_open_runs: str
     recent_ended_runs: str
     retention: RetentionQueries

@@ -168,8 +168,9 @@ SELECT {schema}.pgbridge_trim_run_prefixes($1::text[], $2::bigint[], $3::bigint[
 -- name: delete_tombstones
 -- Delete up to $2 tombstones (ended runs whose events are all gone) more than
 -- $1 seconds after their end, each through pgbridge_delete_stream (revision
--- 0008), as a DELETE would: a fork's tombstone releases its source, and a
--- soft-deleted source whose last fork it was goes too. One row per run row
+-- 0009), as a DELETE would: a fork's tombstone releases its source, and a
+-- soft-deleted source whose last fork it was goes too. Each run row deleted is
+-- recorded in run_deletions with via 'retention'. One row per run row
 -- deleted: (run_id, events_deleted, tombstone), tombstone marking the rows this
 -- scan chose (the batch count), events_deleted those of a source that went too.
 -- $1 float8: seconds after the end; $2 int: most tombstones.
@@ -185,7 +186,7 @@ FROM (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ) AS t
-CROSS JOIN LATERAL {schema}.pgbridge_delete_stream(t.run_id) AS d
+CROSS JOIN LATERAL {schema}.pgbridge_delete_stream(t.run_id, 'retention') AS d
 ORDER BY t.ended_at;
 
 
@@ -264,16 +265,16 @@ WHERE run_id = ANY($1::text[]) AND stream_deleted_at IS NULL;
 
 
 -- name: delete_streams
--- Delete expired streams no fork reads, as a DELETE does, through revision 0008's
--- pgbridge_delete_stream: events (the trim function), row, then the source's
--- fork_refs, up the chain. One row per run row deleted: (run_id, last_seq,
--- events_deleted), in the order of $1.
+-- Delete expired streams no fork reads, as a DELETE does, through revision 0009's
+-- pgbridge_delete_stream: events (the trim function), the deletion's record in
+-- run_deletions (via 'expiry'), row, then the source's fork_refs, up the chain. One
+-- row per run row deleted: (run_id, last_seq, events_deleted), in the order of $1.
 -- $1 text[]: run ids, locked by lock_expired_streams in this transaction.
 -- Index: the primary keys of run_streams and run_events.
 -- Locks: the rows, already held; pgbridge_delete_stream locks a released source.
 SELECT d.run_id, d.last_seq, d.events_deleted
 FROM unnest($1::text[]) WITH ORDINALITY AS x(id, ord)
-CROSS JOIN LATERAL {schema}.pgbridge_delete_stream(x.id) AS d
+CROSS JOIN LATERAL {schema}.pgbridge_delete_stream(x.id, 'expiry') AS d
 ORDER BY x.ord;
 
 

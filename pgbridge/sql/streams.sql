@@ -111,13 +111,15 @@ FOR UPDATE;
 
 
 -- name: delete_stream
--- Delete a stream no fork reads: revision 0008's function deletes its events (through the
--- retention trim function, so the audit chain stays right), its row, and releases its source,
--- which goes too when soft-deleted and this was its last fork (up the chain). One row per run
--- row deleted.
--- $1 run_id (text; its row locked by the caller).
--- run_streams_pkey, run_events_pkey; row locks on each run of the chain it deletes or updates.
-SELECT run_id, last_seq, events_deleted FROM {schema}.pgbridge_delete_stream($1);
+-- Delete a stream no fork reads: revision 0009's function deletes its events (through the
+-- retention trim function, so the audit chain stays right), records the deletion in
+-- run_deletions, deletes its row, and releases its source, which goes too when soft-deleted
+-- and this was its last fork (up the chain). One row per run row deleted.
+-- $1 run_id (text; its row locked by the caller), $2 the path that deletes, for the record
+-- (text: http, api, expiry).
+-- run_streams_pkey, run_events_pkey, run_deletions_pkey; row locks on each run of the chain it
+-- deletes or updates.
+SELECT run_id, last_seq, events_deleted FROM {schema}.pgbridge_delete_stream($1, $2::text);
 
 
 -- name: ensure_run

@@ -34,6 +34,11 @@ AppendOutcomeKind = Literal[
     "gone",
 ]
 
+#: The path a deletion took, as ``run_deletions.via`` records it (revision 0009): a
+#: protocol DELETE (``http``), ``bridge.streams.delete`` (``api``), or an expired stream
+#: a PUT or a publish found (``expiry``). Retention's statements name their own.
+DeletionPath = Literal["http", "api", "expiry"]
+
 
 @dataclass(frozen=True, slots=True)
 class Producer:
@@ -93,6 +98,12 @@ class StreamHead:
     def envelopes(self) -> bool:
         """Whether messages are the events' envelopes (a run born from publish)."""
         return self.stored_content_type is None
+
+    @property
+    def born_from_publish(self) -> bool:
+        """Whether the run was published through the bridge (not created by a PUT, nor a fork):
+        its history is audit history, which a protocol DELETE may not remove unless allowed."""
+        return self.stored_content_type is None and self.fork_source_run_id is None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> StreamHead:
@@ -382,10 +393,13 @@ class StreamStore:
         """Mark the stream deleted while forks read it (its row locked by the caller)."""
         await conn.execute(self._q.soft_delete_stream, run_id)
 
-    async def delete(self, conn: asyncpg.Connection, run_id: str) -> None:
+    async def delete(self, conn: asyncpg.Connection, run_id: str, via: DeletionPath) -> None:
         """Delete a stream no fork reads (its row locked by the caller), and release its source,
-        which goes too when it was soft-deleted and this was its last fork (up the chain)."""
-        await conn.fetch(self._q.delete_stream, run_id)
+        which goes too when it was soft-deleted and this was its last fork (up the chain).
+
+        Each run row deleted is recorded in ``run_deletions`` (revision 0009) with *via*,
+        in the caller's transaction."""
+        await conn.fetch(self._q.delete_stream, run_id, via)
 
 
 def _stored_head(row: asyncpg.Record) -> StoredHead:

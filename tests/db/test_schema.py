@@ -500,5 +500,48 @@ async def test_downgrading_0008_restores_the_0004_append_and_drops_the_delete_fu
     assert index is None
     await migrate(dsn)
     assert await schema_diff(dsn) == []
-    assert {"pgbridge_append_batch/6", "pgbridge_delete_stream/1"} <= await function_names(dsn)
+    assert {"pgbridge_append_batch/6", "pgbridge_delete_stream/2"} <= await function_names(dsn)
     assert "pgbridge_append_batch/5" not in await function_names(dsn)
+
+
+# -- deletion records (revision 0009) ---------------------------------------------------
+
+
+async def test_downgrading_0009_restores_the_0008_functions_and_drops_the_deletion_records(dsn: str) -> None:
+    await downgrade(dsn, "0008")
+    names = await function_names(dsn)
+    assert "pgbridge_delete_stream/1" in names and "pgbridge_delete_stream/2" not in names
+    assert not {"pgbridge_guard_run_deletions/0", "pgbridge_record_run_deletion/0"} & names
+    body_of = "SELECT prosrc FROM pg_proc WHERE proname = $1"
+    conn = await asyncpg.connect(dsn)
+    try:
+        table = await conn.fetchval("SELECT to_regclass('public.run_deletions')")
+        trigger = await conn.fetchval(
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'run_streams_record_deletion'"
+        )
+        delete_body = await conn.fetchval(body_of, "pgbridge_delete_stream")
+        append_body = await conn.fetchval(body_of, "pgbridge_append_batch")
+    finally:
+        await conn.close()
+    assert table is None and trigger == 0
+    assert delete_body == function_body("pgbridge_delete_stream", "0008")
+    assert append_body == function_body("pgbridge_append_batch", "0008")
+    await migrate(dsn)
+    assert await schema_diff(dsn) == []
+    names = await function_names(dsn)
+    assert "pgbridge_delete_stream/2" in names and "pgbridge_delete_stream/1" not in names
+
+
+async def test_a_run_row_deleted_in_sql_is_recorded_too(dsn: str) -> None:
+    async with PostgresStreamBridge(dsn) as bridge:
+        await bridge.publish("run", "token", 1)
+        conn = await asyncpg.connect(dsn)
+        try:
+            last_hash = await conn.fetchval("SELECT last_hash FROM run_streams WHERE run_id = 'run'")
+            await conn.execute("DELETE FROM run_streams WHERE run_id = 'run'")
+            records = await conn.fetch("SELECT via, last_seq, events_deleted, last_hash FROM run_deletions")
+        finally:
+            await conn.close()
+        assert [tuple(r) for r in records] == [("sql", 1, 0, last_hash)]
+        report = await bridge.verify("run")
+    assert report.verdict == "deleted" and report.deletion is not None and report.deletion.via == "sql"

@@ -81,6 +81,12 @@ async def run_row(dsn: str, run_id: str) -> asyncpg.Record | None:
         return await conn.fetchrow("SELECT * FROM run_streams WHERE run_id = $1", run_id)
 
 
+async def deletion_rows(dsn: str, run_id: str) -> list[asyncpg.Record]:
+    """The records of *run_id*'s deletions (run_deletions, revision 0009), oldest first."""
+    async with connected(dsn) as conn:
+        return await conn.fetch("SELECT * FROM run_deletions WHERE run_id = $1 ORDER BY deleted_at", run_id)
+
+
 async def count_runs(dsn: str) -> int:
     async with connected(dsn) as conn:
         return int(await conn.fetchval("SELECT count(*) FROM run_streams"))
