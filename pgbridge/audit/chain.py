@@ -27,6 +27,8 @@ import hashlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
 #: The hash a run's first event chains from.
 GENESIS = bytes(32)
@@ -81,8 +83,63 @@ class ChainHead:
 
 
 @dataclass(frozen=True, slots=True)
+class RunDeletion:
+    """The record of a run's deletion (``run_deletions``, revision 0009): when, by which path,
+    and its chain as it stood then."""
+
+    run_id: str
+    deleted_at: datetime
+    #: ``http`` (a Durable Streams DELETE), ``api`` (``bridge.streams.delete``), ``retention``
+    #: (a tombstone), ``expiry`` (an expired stream), ``sql`` (a DELETE outside pgbridge).
+    via: str
+    #: The run's status, and its start (its ``created_at``), when it was deleted.
+    status: str
+    started_at: datetime
+    #: Seqs 1..last_seq had been published; the chain's head hash (None: no event).
+    last_seq: int
+    last_hash: bytes | None
+    #: The events still stored that went with the run (retention had deleted the others).
+    events_deleted: int
+
+    def describe(self) -> str:
+        """One line for people: ``deleted at ... by http: last seq 12, head <hex>, ...``."""
+        head = self.last_hash.hex() if self.last_hash is not None else "none (no event)"
+        return (
+            f"deleted at {self.deleted_at.isoformat(timespec='seconds')} by {self.via}: "
+            f"last seq {self.last_seq}, head hash {head}, "
+            f"{self.events_deleted} stored event(s) deleted with it"
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "deleted_at": self.deleted_at.isoformat(),
+            "via": self.via,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "last_seq": self.last_seq,
+            "last_hash": self.last_hash.hex() if self.last_hash is not None else None,
+            "events_deleted": self.events_deleted,
+        }
+
+
+#: What :attr:`ChainReport.verdict` says.
+Verdict = Literal["ok", "broken", "deleted", "no such run"]
+#: The :attr:`ChainReport.problem` of a run that has no row, deleted or never there.
+DELETED: Verdict = "deleted"
+NO_SUCH_RUN: Verdict = "no such run"
+
+
+@dataclass(frozen=True, slots=True)
 class ChainReport:
-    """The verdict on one run."""
+    """The verdict on one run.
+
+    ``ok`` is True only for a chain that was checked and holds. A run that is
+    gone is not ``ok`` either, but not broken: ``problem`` is ``"deleted"``
+    (with :attr:`deletion`, the record its deletion left) or ``"no such run"``
+    (no row and no record: the id never existed here). :attr:`verdict` names
+    the four cases.
+    """
 
     run_id: str
     ok: bool
@@ -91,15 +148,43 @@ class ChainReport:
     broken_at: int | None = None
     problem: str | None = None
     detail: str | None = None
+    #: The record of the run's deletion, when the run was deleted.
+    deletion: RunDeletion | None = None
+
+    @classmethod
+    def deleted(cls, deletion: RunDeletion) -> ChainReport:
+        return cls(deletion.run_id, False, 0, None, DELETED, deletion.describe(), deletion)
+
+    @classmethod
+    def no_such_run(cls, run_id: str) -> ChainReport:
+        detail = f"no run {run_id!r} in the database, and no record of its deletion"
+        return cls(run_id, False, 0, None, NO_SUCH_RUN, detail)
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.ok:
+            return "ok"
+        if self.problem == DELETED:
+            return DELETED
+        if self.problem == NO_SUCH_RUN:
+            return NO_SUCH_RUN
+        return "broken"
+
+    @property
+    def broken(self) -> bool:
+        """Whether the chain was checked and found broken (not a deleted or unknown run)."""
+        return self.verdict == "broken"
 
     def to_json(self) -> dict[str, object]:
         return {
             "run_id": self.run_id,
             "ok": self.ok,
+            "verdict": self.verdict,
             "events_checked": self.events_checked,
             "broken_at": self.broken_at,
             "problem": self.problem,
             "detail": self.detail,
+            "deletion": None if self.deletion is None else self.deletion.to_json(),
         }
 
 

@@ -24,11 +24,18 @@ Progress = Callable[[int], None]
 
 
 async def verify_run(db: Database, run_id: str, *, progress: Progress | None = None) -> ChainReport:
-    """Recompute *run_id*'s chain; *progress* is told how many events were checked, now and then."""
+    """Recompute *run_id*'s chain; *progress* is told how many events were checked, now and then.
+
+    A run with no row is reported from the record of its deletion (``problem == "deleted"``,
+    :attr:`ChainReport.deletion`), or as ``"no such run"`` when none was ever recorded.
+    """
     async with db.connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         found = await chains.chain_head(conn, db.queries, run_id)
         if found is None:
-            return ChainReport(run_id, False, 0, None, "unknown run", f"no run {run_id!r} in the database")
+            deletion = await chains.last_deletion(conn, db.queries, run_id)
+            if deletion is not None:
+                return ChainReport.deleted(deletion)
+            return ChainReport.no_such_run(run_id)
         checker = ChainChecker(run_id, found.head)
         count = 0
         async for row in chains.chain_rows(conn, db.queries, run_id):
@@ -53,6 +60,9 @@ async def export_run(db: Database, run_id: str, out: TextIO) -> int:
     async with db.connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         found = await chains.chain_head(conn, db.queries, run_id)
         if found is None:
+            deletion = await chains.last_deletion(conn, db.queries, run_id)
+            if deletion is not None:
+                raise StreamNotFoundError(f"run {run_id!r} was {deletion.describe()}")
             raise StreamNotFoundError(f"no run {run_id!r} in the database")
         out.write(header_line(run_id, found.status, found.head))
         written = 0

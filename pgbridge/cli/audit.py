@@ -67,15 +67,26 @@ def _print_reports(reports: list[ChainReport], *, as_json: bool) -> int:
 def _format(report: ChainReport, *, as_json: bool) -> str:
     if as_json:
         return json.dumps(report.to_json())
-    verdict = "ok" if report.ok else f"BROKEN at seq {report.broken_at}: {report.problem} ({report.detail})"
+    if report.verdict == "broken":
+        verdict = f"BROKEN at seq {report.broken_at}: {report.problem} ({report.detail})"
+    elif report.verdict == "deleted" and report.deletion is not None:
+        verdict = report.deletion.describe()
+    else:
+        verdict = report.verdict  # ok, or no such run
     return f"{report.run_id:<40} {report.events_checked:>10}  {verdict}"
 
 
 def _summary(reports: list[ChainReport], *, as_json: bool) -> int:
-    broken = [r for r in reports if not r.ok]
+    """Exit status 1 unless every chain verified: one is broken, or a run named is gone."""
+    broken = sum(r.verdict == "broken" for r in reports)
+    deleted = sum(r.verdict == "deleted" for r in reports)
+    missing = sum(r.verdict == "no such run" for r in reports)
     if not as_json:
-        print(f"{len(reports)} run(s) checked, {len(broken)} broken", file=sys.stderr)
-    return 1 if broken else 0
+        line = f"{len(reports)} run(s) checked, {broken} broken"
+        line += f", {deleted} deleted" if deleted else ""
+        line += f", {missing} not found" if missing else ""
+        print(line, file=sys.stderr)
+    return 0 if all(r.ok for r in reports) else 1
 
 
 def _progress(events: int) -> None:

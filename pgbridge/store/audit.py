@@ -1,4 +1,4 @@
-"""Reading runs' hash chains: the head of a chain, its rows, the run ids.
+"""Reading runs' hash chains: the head of a chain, its rows, the run ids, a deletion's record.
 
 Each function runs on a connection the caller holds inside a read-only
 REPEATABLE READ transaction (pgbridge.audit.verify), so the head and the
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from pgbridge.audit.chain import GENESIS, ChainHead, ChainRow
+from pgbridge.audit.chain import GENESIS, ChainHead, ChainRow, RunDeletion
 from pgbridge.sql.queries import Queries
 
 #: Rows fetched from the server per round trip while reading a chain.
@@ -44,6 +44,24 @@ async def chain_head(conn: asyncpg.Connection, queries: Queries, run_id: str) ->
         last_hash=record["last_hash"],
     )
     return StoredChain(record["status"], head)
+
+
+async def last_deletion(conn: asyncpg.Connection, queries: Queries, run_id: str) -> RunDeletion | None:
+    """The newest record of *run_id*'s deletion (``run_deletions``); None if it was never deleted."""
+    record = await conn.fetchrow(queries.last_deletion, run_id)
+    if record is None:
+        return None
+    last_hash = record["last_hash"]
+    return RunDeletion(
+        run_id=record["run_id"],
+        deleted_at=record["deleted_at"],
+        via=record["via"],
+        status=record["status"],
+        started_at=record["started_at"],
+        last_seq=record["last_seq"],
+        last_hash=None if last_hash is None else bytes(last_hash),
+        events_deleted=record["events_deleted"],
+    )
 
 
 async def chain_rows(conn: asyncpg.Connection, queries: Queries, run_id: str) -> AsyncIterator[ChainRow]:

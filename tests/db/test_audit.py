@@ -18,6 +18,8 @@ import pytest_asyncio
 from pgbridge import PostgresStreamBridge, RetentionPolicy, StreamStatus
 from pgbridge.audit.chain import GENESIS, link_hash
 from pgbridge.audit.export import verify_export
+from pgbridge.durable_streams.messages import MESSAGE_EVENT
+from pgbridge.durable_streams.streams import StreamConfig
 from tests.support.helpers import collect
 from tests.support.sql_helpers import backdate_run, connected, guard_lifted
 
@@ -90,8 +92,72 @@ async def test_a_tombstone_and_a_run_trimmed_to_nothing_verify(bridge: PostgresS
     assert await verdict(bridge) == (True, None, None)
 
 
-async def test_an_unknown_run_does_not_verify(bridge: PostgresStreamBridge) -> None:
-    assert (await verdict(bridge, "never"))[0:3:2] == (False, "unknown run")
+async def test_a_run_id_that_never_existed_is_no_such_run_not_a_broken_chain(
+    bridge: PostgresStreamBridge,
+) -> None:
+    report = await bridge.verify("never")
+    assert (report.ok, report.broken_at, report.problem, report.verdict) == (
+        False,
+        None,
+        "no such run",
+        "no such run",
+    )
+    assert report.deletion is None and "never" in (report.detail or "")
+
+
+# -- deleted runs: the record revision 0009 keeps ------------------------------------------
+
+
+async def test_a_stream_deleted_through_the_api_verifies_as_deleted_with_its_head_and_count(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    config = StreamConfig("application/json")
+    await bridge.streams.create("stream", config, [(MESSAGE_EVENT, str(i)) for i in range(3)])
+    async with connected(dsn) as conn:
+        row = await conn.fetchrow("SELECT last_hash, created_at FROM run_streams WHERE run_id = 'stream'")
+    assert await bridge.streams.delete("stream") == "deleted"
+    report = await bridge.verify("stream")
+    assert (report.ok, report.broken_at, report.problem) == (False, None, "deleted")
+    assert report.verdict == "deleted" and not report.broken
+    deletion = report.deletion
+    assert deletion is not None
+    assert (deletion.run_id, deletion.via, deletion.status) == ("stream", "api", "active")
+    assert (deletion.last_seq, deletion.events_deleted, deletion.last_hash) == (3, 3, row["last_hash"])
+    assert deletion.started_at == row["created_at"] and deletion.deleted_at >= row["created_at"]
+    assert report.to_json()["deletion"] == deletion.to_json()
+    assert deletion.to_json()["last_hash"] == row["last_hash"].hex()
+
+
+async def test_deletion_records_are_append_only(bridge: PostgresStreamBridge, dsn: str) -> None:
+    await bridge.streams.create("stream", StreamConfig("application/json"), [(MESSAGE_EVENT, "1")])
+    await bridge.streams.delete("stream")
+    for statement in (
+        "UPDATE run_deletions SET via = 'nothing'",
+        "DELETE FROM run_deletions",
+        "TRUNCATE run_deletions",
+    ):
+        async with connected(dsn) as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await conn.execute(statement)
+    assert (await bridge.verify("stream")).verdict == "deleted"
+
+
+async def test_verify_command_says_deleted_and_no_such_run(bridge: PostgresStreamBridge, dsn: str) -> None:
+    await bridge.streams.create("gone", StreamConfig("application/json"), [(MESSAGE_EVENT, "1")])
+    async with connected(dsn) as conn:
+        last_hash = await conn.fetchval("SELECT last_hash FROM run_streams WHERE run_id = 'gone'")
+    await bridge.streams.delete("gone")
+    await publish_run(bridge, 2, "kept")
+    code, out, err = await cli("verify", "--dsn", dsn, "kept", "gone", "nope")
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "ok" in lines["kept"]
+    assert "deleted" in lines["gone"] and "by api" in lines["gone"] and last_hash.hex() in lines["gone"]
+    assert "last seq 1" in lines["gone"]
+    assert "no such run" in lines["nope"]
+    assert "BROKEN" not in out and "None" not in out
+    assert code == 1 and "3 run(s) checked, 0 broken, 1 deleted, 1 not found" in err
+    code, out, _ = await cli("verify", "--dsn", dsn, "--json", "gone")
+    assert code == 1 and '"verdict": "deleted"' in out and '"via": "api"' in out
 
 
 # -- tampering, done in SQL by the owner with the guard lifted ------------------------------
@@ -192,6 +258,7 @@ async def runtime_role(dsn: str) -> AsyncIterator[str]:
             GRANT SELECT, INSERT ON run_events TO {role};
             GRANT EXECUTE ON FUNCTION pgbridge_trim_run_prefixes(text[], bigint[], bigint[]) TO {role};
             GRANT SELECT, INSERT, UPDATE ON retention_last_pass TO {role};
+            GRANT SELECT, INSERT ON run_deletions TO {role};
             GRANT SELECT ON pgbridge_runs, pgbridge_events TO {role};
             """
         )
@@ -217,6 +284,8 @@ async def runtime_role(dsn: str) -> AsyncIterator[str]:
         ["CREATE INDEX ON run_events (event)"],
         ["CREATE TABLE public.shadow (a int)"],
         ["UPDATE alembic_version SET version_num = '0001'"],
+        ["DELETE FROM run_deletions"],
+        ["ALTER TABLE run_streams DISABLE TRIGGER run_streams_record_deletion"],
     ],
     ids=[
         "update",
@@ -231,6 +300,8 @@ async def runtime_role(dsn: str) -> AsyncIterator[str]:
         "create index",
         "create table",
         "rewrite the schema revision",
+        "delete a deletion record",
+        "delete runs unrecorded",
     ],
 )
 async def test_the_runtime_role_can_neither_rewrite_history_nor_change_the_schema(
@@ -257,6 +328,22 @@ async def test_the_runtime_role_publishes_reads_and_runs_retention(runtime_role:
         assert report.events_deleted == 5
         assert len(await collect(bridge.subscribe(RUN, last_event_id="0-0"))) == 1 + 2  # gap + kept
         assert await verdict(bridge) == (True, None, None)
+
+
+async def test_the_runtime_role_deletes_tombstones_and_their_records_stay(
+    runtime_role: str, dsn: str
+) -> None:
+    async with PostgresStreamBridge(runtime_role) as bridge:
+        await publish_run(bridge, 2)
+        await bridge.publish_end(RUN)
+        await backdate_run(dsn, RUN, 40 * 86400)
+        report = await bridge.run_retention(RetentionPolicy(ended_run_ttl=86400, tombstone_ttl=86400))
+        assert report.runs_deleted == 1
+        deleted = await bridge.verify(RUN)
+    assert deleted.deletion is not None and (deleted.deletion.via, deleted.deletion.last_seq) == (
+        "retention",
+        3,
+    )
 
 
 async def test_a_runtime_role_that_may_not_record_the_pass_still_runs_retention(

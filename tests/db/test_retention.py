@@ -31,6 +31,7 @@ from tests.support.sql_helpers import (
     backdate_run,
     connected,
     count_runs,
+    deletion_rows,
     event_rows,
     hold_retention_lock,
     run_row,
@@ -228,6 +229,21 @@ async def test_tombstones_are_deleted_after_ended_run_ttl_plus_tombstone_ttl(
     assert counts(await bridge.run_retention(policy)) == report(events=8, runs=1)
     assert await run_row(dsn, "gone") is None
     assert await run_row(dsn, "kept") is not None
+
+
+async def test_a_tombstone_retention_deletes_leaves_a_record_verify_reports(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await ended_run(bridge, dsn, "gone", ended_ago=40 * DAY)
+    before = await run_row(dsn, "gone")
+    assert before is not None
+    await bridge.run_retention(RetentionPolicy(ended_run_ttl=7 * DAY, tombstone_ttl=30 * DAY))
+    [record] = await deletion_rows(dsn, "gone")
+    assert (record["via"], record["status"], record["last_seq"]) == ("retention", "ended", 4)
+    assert record["last_hash"] == before["last_hash"] and record["events_deleted"] == 0
+    report = await bridge.verify("gone")
+    assert report.verdict == "deleted" and report.deletion is not None
+    assert (report.deletion.via, report.deletion.last_seq) == ("retention", 4)
 
 
 async def test_a_run_id_reused_after_its_tombstone_went_is_a_new_life(

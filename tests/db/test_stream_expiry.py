@@ -28,7 +28,7 @@ from pgbridge.durable_streams.forks import ForkRequest
 from pgbridge.durable_streams.messages import JSON_TYPE, MESSAGE_EVENT, bytes_message
 from pgbridge.durable_streams.streams import StreamConfig
 from pgbridge.sql.queries import StreamQueries
-from tests.support.sql_helpers import backdate_events, connected, stream_row
+from tests.support.sql_helpers import backdate_events, connected, deletion_rows, stream_row
 
 BINARY = "application/octet-stream"
 #: Sweeps only: no rule of its own would delete anything of these tests' runs.
@@ -77,6 +77,28 @@ async def test_a_pass_deletes_an_expired_streams_events_and_run_row(
     report = await bridge.run_retention(SWEEP_ONLY)
     assert await row_of(dsn, "idle") is None
     assert (report.streams_expired, report.events_deleted, report.runs_deleted) == (1, 3, 1)
+
+
+async def test_a_swept_stream_leaves_a_deletion_record(bridge: PostgresStreamBridge, dsn: str) -> None:
+    await make_stream(bridge, "idle", JSON_TYPE, b"1", b"2")
+    last_hash = (await row_of(dsn, "idle"))["last_hash"]  # type: ignore[index]
+    await expire(dsn, "idle")
+    await bridge.run_retention(SWEEP_ONLY)
+    [record] = await deletion_rows(dsn, "idle")
+    # The sweep trims the events first, then deletes the row: 0 left for the deletion itself.
+    assert (record["via"], record["last_seq"], record["last_hash"]) == ("expiry", 2, last_hash)
+    assert (await bridge.verify("idle")).verdict == "deleted"
+
+
+async def test_a_publish_that_finds_a_stream_expired_records_its_deletion(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await make_stream(bridge, "old", JSON_TYPE, b"1", b"2", b"3")
+    await expire(dsn, "old")
+    await bridge.publish("old", "token", "new")
+    [record] = await deletion_rows(dsn, "old")
+    assert (record["via"], record["last_seq"], record["events_deleted"]) == ("expiry", 3, 3)
+    assert (await bridge.verify("old")).ok  # the new run verifies; the record stays
 
 
 async def test_a_pass_deletes_a_stream_past_its_expires_at(bridge: PostgresStreamBridge, dsn: str) -> None:
