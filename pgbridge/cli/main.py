@@ -259,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="Durable Streams: the largest append body; 413 beyond (default: %(default)s)",
     )
+    serve.add_argument(
+        "--allow-run-deletion",
+        action="store_true",
+        help="Durable Streams: let DELETE remove runs published through the bridge (audit history; "
+        "refused with 403 by default). Every deletion is recorded (docs/audit.md)",
+    )
     return parser
 
 
@@ -327,7 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_level=args.log_level,
                 bridge_options=serve_bridge_options(args),
                 stream_settings=DurableStreamSettings(
-                    long_poll_timeout=args.long_poll_timeout, max_append_bytes=args.max_append_bytes
+                    long_poll_timeout=args.long_poll_timeout,
+                    max_append_bytes=args.max_append_bytes,
+                    allow_run_deletion=args.allow_run_deletion,
                 ),
             )
             return 0

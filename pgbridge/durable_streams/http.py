@@ -124,6 +124,10 @@ class DurableStreamSettings:
     read_chunk_bytes: int = 1024 * 1024
     #: Messages one catch-up response or SSE event carries, at most.
     read_chunk_messages: int = 4096
+    #: Whether a DELETE may delete a run published through the bridge (audit history;
+    #: ``pgbridge serve --allow-run-deletion``). Off: 403, and nothing changes. Streams
+    #: created by a PUT (and forks) are deletable either way. Every deletion is recorded.
+    allow_run_deletion: bool = False
 
 
 def durable_stream_routes(
@@ -316,7 +320,15 @@ class _Handler:
         return _append_response(outcome, producer)
 
     async def delete(self, request: Request, run_id: str) -> Response:
-        outcome = await self._streams().delete(run_id)
+        allowed = self._settings.allow_run_deletion
+        outcome = await self._streams().delete(run_id, allow_published=allowed, via="http")
+        if outcome == "published":
+            return _error(
+                403,
+                f"run {run_id!r} was published through the bridge and is audit history; start the "
+                "server with --allow-run-deletion (DurableStreamSettings(allow_run_deletion=True)) "
+                "to delete it",
+            )
         if outcome == "gone":
             return _gone(run_id)
         if outcome == "not_found":

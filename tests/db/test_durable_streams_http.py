@@ -12,9 +12,12 @@ import pytest
 import pytest_asyncio
 
 from pgbridge import END_SENTINEL, PostgresStreamBridge, Producer, ProducerFencedError, StreamTerminatedError
+from pgbridge.durable_streams.http import DurableStreamSettings
+from pgbridge.http.app import create_app
 from tests.support.helpers import collect, take
 from tests.support.http_server import ServerProcess
 from tests.support.postgres_server import DatabaseFactory
+from tests.support.sql_helpers import deletion_rows, run_row
 
 MAX_APPEND = 4096
 
@@ -277,3 +280,85 @@ async def test_an_error_is_json_with_the_protocols_headers(client: httpx.AsyncCl
     assert response.headers["Content-Type"] == "application/json"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.json() == {"error": f"no stream {path.removeprefix('/v1/stream/')!r}"}
+
+
+# -- deleting: a run published through the bridge is audit history -------------------
+
+
+async def publish_run(bridge: PostgresStreamBridge, count: int) -> str:
+    run_id = f"published-{uuid.uuid4().hex[:10]}"
+    for i in range(count):
+        await bridge.publish(run_id, "token", {"n": i})
+    return run_id
+
+
+async def test_deleting_a_published_run_is_refused_and_changes_nothing(
+    client: httpx.AsyncClient, bridge: PostgresStreamBridge, http_dsn: str
+) -> None:
+    run_id = await publish_run(bridge, 3)
+    path = f"/v1/stream/{run_id}"
+    before = await stored(client, path)
+    response = await client.delete(path)
+    assert response.status_code == 403
+    reason = response.json()["error"]
+    assert "published through the bridge" in reason and "audit history" in reason
+    assert "--allow-run-deletion" in reason
+    assert await stored(client, path) == before
+    report = await bridge.verify(run_id)
+    assert (report.ok, report.events_checked) == (True, 3)
+    assert await deletion_rows(http_dsn, run_id) == []
+
+
+async def test_deleting_a_durable_streams_stream_leaves_a_record_verify_reports(
+    client: httpx.AsyncClient, bridge: PostgresStreamBridge, http_dsn: str
+) -> None:
+    path = await make_stream(client, body=b'[{"a":1},{"b":2}]')
+    run_id = path.removeprefix("/v1/stream/")
+    last_hash = (await run_row(http_dsn, run_id))["last_hash"]  # type: ignore[index]
+    assert (await client.delete(path)).status_code == 204
+    assert (await client.get(path)).status_code == 404
+    report = await bridge.verify(run_id)
+    assert (report.ok, report.verdict) == (False, "deleted")
+    assert report.deletion is not None
+    assert (report.deletion.via, report.deletion.last_seq, report.deletion.events_deleted) == ("http", 2, 2)
+    assert report.deletion.last_hash == last_hash
+    [record] = await deletion_rows(http_dsn, run_id)
+    assert (record["via"], record["last_seq"], record["last_hash"]) == ("http", 2, last_hash)
+
+
+async def test_a_server_started_with_allow_run_deletion_deletes_a_published_run_and_records_it(
+    http_dsn: str, bridge: PostgresStreamBridge
+) -> None:
+    run_id = await publish_run(bridge, 3)
+    last_hash = (await run_row(http_dsn, run_id))["last_hash"]  # type: ignore[index]
+    process = ServerProcess(http_dsn, extra_args=("--allow-run-deletion",))
+    await process.start()
+    try:
+        async with process.client() as http:
+            assert (await http.delete(f"/v1/stream/{run_id}")).status_code == 204
+    finally:
+        await process.stop()
+    report = await bridge.verify(run_id)
+    assert report.verdict == "deleted" and report.deletion is not None
+    assert (report.deletion.via, report.deletion.last_seq, report.deletion.events_deleted) == ("http", 3, 3)
+    assert report.deletion.last_hash == last_hash and report.deletion.status == "active"
+
+
+async def in_process(bridge: PostgresStreamBridge, settings: DurableStreamSettings) -> httpx.AsyncClient:
+    app = create_app(bridge, manage_bridge=False, stream_settings=settings)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
+
+
+async def test_the_python_api_deletes_published_runs_only_when_told_to(
+    bridge: PostgresStreamBridge, http_dsn: str
+) -> None:
+    run_id = await publish_run(bridge, 2)
+    async with await in_process(bridge, DurableStreamSettings()) as http:
+        refused = await http.delete(f"/v1/stream/{run_id}")
+    assert refused.status_code == 403 and "allow_run_deletion" in refused.json()["error"]
+    assert (await bridge.verify(run_id)).ok
+    async with await in_process(bridge, DurableStreamSettings(allow_run_deletion=True)) as http:
+        assert (await http.delete(f"/v1/stream/{run_id}")).status_code == 204
+    report = await bridge.verify(run_id)
+    assert report.verdict == "deleted" and report.deletion is not None
+    assert (report.deletion.via, report.deletion.last_seq) == ("http", 2)
