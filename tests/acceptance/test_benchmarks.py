@@ -78,3 +78,20 @@ async def test_soak_script_runs_a_short_soak_and_accounts_for_every_event() -> N
     out, _ = await asyncio.wait_for(process.communicate(), 110)
     assert process.returncode == 0, out.decode()[-3000:]
     assert '"ok": true' in out.decode()
+
+
+async def test_append_cost_benchmark_measures_the_head_function_and_a_candidate(admin_dsn: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCHMARKS / "append_cost.py"),
+        "--dsn", admin_dsn,
+        "--candidate", str(BENCHMARKS / "candidates" / "set_based_append.sql"),
+        "--samples", "3",
+        "--rounds", "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 100)
+    assert process.returncode == 0, out.decode()
+    assert "| head |" in out.decode() and "| candidate |" in out.decode()
+    assert "candidate / head:" in out.decode()

@@ -1,0 +1,166 @@
+"""What ``pgbridge_append_batch`` costs PostgreSQL per event, by the shape of the batch.
+
+    python benchmarks/append_cost.py                       # embedded PostgreSQL
+    python benchmarks/append_cost.py --dsn URI             # another server (a scratch database is made on it)
+    python benchmarks/append_cost.py --candidate FILE.sql  # and a candidate function, side by side
+
+Server time per event of one call of the append function, as the publisher
+sends it, for three batch shapes: 100 runs x 1 event (many publishers at
+once), 1 run x 100 events (a burst into one run) and 1 run x 1 event (a lone
+publish: the fixed cost of a call). Each sample is one call inside a
+transaction, minus a statement that receives the same five arrays and does
+nothing with them, so the round trip and the parameters' transfer are not
+counted; the commit is not counted either. The median of ``--samples`` calls
+after a warm-up is reported.
+
+With ``--candidate``, the file's ``CREATE OR REPLACE FUNCTION`` (``__SCHEMA__``
+for the schema, as in the revisions) replaces the head function, and the two
+are measured in alternating rounds in the same session, so machine noise hits
+both alike: compare the ratio, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import statistics
+import time
+from pathlib import Path
+
+import asyncpg
+
+from pgbridge.bench.servers import embedded_server, scratch_database
+from pgbridge.embedded import dsn_from_environment
+from pgbridge.migrate import migrate
+from pgbridge.sql.queries import Queries
+
+VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+
+#: (runs, events per run) of a batch.
+SHAPES = ((100, 1), (1, 100), (1, 1))
+
+DATA = json.dumps({"type": "token", "text": "an agent's token " * 9, "index": 1})
+
+#: Receives the same arrays as the append and does nothing with them: the baseline.
+BASELINE = (
+    "SELECT cardinality($1::text[]) + cardinality($2::text[]) + cardinality($3::text[])"
+    " + cardinality($4::boolean[]) + cardinality($5::text[])"
+)
+
+
+def head_function_sql() -> str:
+    """``CREATE FUNCTION pgbridge_append_batch`` as the newest revision that creates it."""
+    pattern = re.compile(
+        r"^CREATE (?:OR REPLACE )?FUNCTION __SCHEMA__\.pgbridge_append_batch\(.*?\$body\$;$", re.S | re.M
+    )
+    for path in sorted(VERSIONS.glob("[0-9]*_*.sql"), reverse=True):
+        upgrade = path.read_text(encoding="utf-8").split("\n-- migrate:upgrade\n", 1)[1]
+        upgrade = upgrade.split("\n-- migrate:downgrade\n", 1)[0]
+        if match := pattern.search(upgrade):
+            return match.group().replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+    raise LookupError(f"no revision in {VERSIONS} creates pgbridge_append_batch")
+
+
+def batch(runs: int, per_run: int) -> tuple[list[str], list[str], list[str], list[bool], list[str]]:
+    """The five arrays of one call: *runs* runs x *per_run* events. The same runs every call, so
+    each call appends to runs that exist, as in steady state."""
+    run_ids = [f"run-{r}" for r in range(runs) for _ in range(per_run)]
+    n = len(run_ids)
+    return run_ids, ["token"] * n, [DATA] * n, [False] * n, ["active"] * n
+
+
+async def per_event_us(conn: asyncpg.Connection, append: str, shape: tuple[int, int], samples: int) -> float:
+    """Median server µs per event of *append* for one batch *shape*."""
+    runs, per_run = shape
+    found: list[float] = []
+    for round_ in range(samples + 5):
+        args = batch(runs, per_run)
+        async with conn.transaction():
+            started = time.perf_counter()
+            await conn.fetchval(BASELINE, *args)
+            baseline = time.perf_counter()
+            await conn.fetch(append, *args)
+            done = time.perf_counter()
+        if round_ >= 5:  # warm-up: the function's plans are cached after a few calls
+            found.append(((done - baseline) - (baseline - started)) / (runs * per_run) * 1e6)
+    return statistics.median(found)
+
+
+async def measure(
+    dsn: str, functions: dict[str, str], args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    await migrate(dsn)
+    append = Queries.for_schema().append_events
+    results: dict[str, dict[str, list[float]]] = {
+        name: {f"{r}x{e}": [] for r, e in SHAPES} for name in functions
+    }
+    for _ in range(args.rounds):
+        for name, sql in functions.items():
+            conn = await asyncpg.connect(dsn)  # a new session: the function's plans are its own
+            try:
+                await conn.execute(sql.replace("__SCHEMA__", '"public"'))
+                await conn.close()
+                conn = await asyncpg.connect(dsn)
+                for runs, per_run in SHAPES:
+                    figure = await per_event_us(conn, append, (runs, per_run), args.samples)
+                    results[name][f"{runs}x{per_run}"].append(figure)
+            finally:
+                await conn.close()
+    return {name: {k: statistics.median(v) for k, v in shapes.items()} for name, shapes in results.items()}
+
+
+def report(server: str, figures: dict[str, dict[str, float]]) -> str:
+    lines = [
+        f"\n## pgbridge_append_batch: PostgreSQL time per event ({server})\n",
+        "| function | 100 runs x 1 event | 1 run x 100 events | 1 run x 1 event (a call's fixed cost) |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, shapes in figures.items():
+        lines.append(
+            f"| {name} | {shapes['100x1']:.1f} µs | {shapes['1x100']:.1f} µs | {shapes['1x1']:.0f} µs |"
+        )
+    if "candidate" in figures:
+        head, candidate = figures["head"], figures["candidate"]
+        ratios = ", ".join(f"{shape} {candidate[shape] / head[shape]:.2f}" for shape in head)
+        lines.append(f"\ncandidate / head: {ratios}")
+    return "\n".join(lines)
+
+
+async def benchmark(args: argparse.Namespace, functions: dict[str, str]) -> dict[str, dict[str, float]]:
+    with contextlib.ExitStack() as servers:
+        admin_dsn = args.dsn or dsn_from_environment() or servers.enter_context(embedded_server())
+        async with scratch_database(admin_dsn) as dsn:
+            figures = await measure(dsn, functions, args)
+            conn = await asyncpg.connect(dsn)
+            server = f"PostgreSQL {await conn.fetchval('SHOW server_version')}"
+            await conn.close()
+    print(report(server, figures))
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dsn", help="an existing server (default: $PGBRIDGE_DSN, else an embedded one)")
+    parser.add_argument(
+        "--candidate", help="a CREATE OR REPLACE FUNCTION pgbridge_append_batch file to compare"
+    )
+    parser.add_argument("--samples", type=int, default=40, help="calls measured per shape and round")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of head and candidate")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    functions = {"head": head_function_sql()}
+    if args.candidate:
+        functions["candidate"] = Path(args.candidate).read_text(encoding="utf-8")
+    figures = asyncio.run(benchmark(args, functions))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

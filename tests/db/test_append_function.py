@@ -1,0 +1,92 @@
+"""``pgbridge_append_batch`` itself, called as the publisher calls it.
+
+The bridge's group commit retries a batch PostgreSQL rolls back as a deadlock
+victim, which would hide a broken lock order; these tests call the function
+on connections of their own, so a deadlock fails them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import asyncpg
+
+from pgbridge.sql.queries import Queries
+from tests.support.sql_helpers import connected
+
+APPEND = Queries.for_schema().append_events
+
+
+async def append(
+    conn: asyncpg.Connection, run_ids: list[str], terminal_at: int | None = None
+) -> list[asyncpg.Record]:
+    n = len(run_ids)
+    terminals = [i == terminal_at for i in range(n)]
+    statuses = ["ended" if t else "active" for t in terminals]
+    return await conn.fetch(APPEND, run_ids, ["token"] * n, ['{"i": 1}'] * n, terminals, statuses)
+
+
+async def test_overlapping_batches_in_any_order_never_deadlock_and_keep_seqs_gapless(dsn: str) -> None:
+    runs = [f"run-{i}" for i in range(12)]  # none exists yet: each batch also creates rows
+    rng = random.Random(7)
+    written: dict[str, int] = dict.fromkeys(runs, 0)
+
+    async def writer() -> None:
+        async with connected(dsn) as conn:
+            for _ in range(25):
+                batch = rng.sample(runs, 6) * 2
+                rng.shuffle(batch)
+                async with conn.transaction():
+                    rows = await append(conn, batch)
+                for run_id, row in zip(batch, rows, strict=True):
+                    assert row["seq"] is not None
+                    written[run_id] += 1
+
+    await asyncio.gather(*(writer() for _ in range(6)))  # a deadlock raises DeadlockDetectedError here
+    async with connected(dsn) as conn:
+        for run_id in runs:
+            seqs = [
+                r["seq"]
+                for r in await conn.fetch("SELECT seq FROM run_events WHERE run_id = $1 ORDER BY seq", run_id)
+            ]
+            assert seqs == list(range(1, written[run_id] + 1))
+            last_seq = await conn.fetchval("SELECT last_seq FROM run_streams WHERE run_id = $1", run_id)
+            assert last_seq == written[run_id]
+
+
+async def test_each_run_of_a_batch_is_numbered_from_its_own_last_seq_in_the_batchs_order(dsn: str) -> None:
+    async with connected(dsn) as conn:
+        await append(conn, ["b", "b"])
+        rows = await append(conn, ["a", "b", "a", "c", "b"])
+    assert [(r["ord"], r["seq"]) for r in rows] == [(1, 1), (2, 3), (3, 2), (4, 1), (5, 4)]
+
+
+async def test_a_runs_events_after_its_first_terminal_in_the_batch_are_refused_and_others_go_on(
+    dsn: str,
+) -> None:
+    async with connected(dsn) as conn:
+        rows = await append(conn, ["a", "b", "a", "a", "b"], terminal_at=2)
+        assert [(r["seq"], r["refused"]) for r in rows] == [
+            (1, None),
+            (1, None),
+            (2, None),
+            (None, "terminal"),
+            (2, None),
+        ]
+        run = await conn.fetchrow(
+            "SELECT status, last_seq, terminal_seq, ended_at FROM run_streams WHERE run_id = 'a'"
+        )
+        assert (run["status"], run["last_seq"], run["terminal_seq"]) == ("ended", 2, 2)
+        assert run["ended_at"] is not None
+        again = await append(conn, ["a"])
+        assert (again[0]["seq"], again[0]["refused"]) == (None, "terminal")
+
+
+async def test_first_ms_is_set_by_the_first_event_of_a_run_that_held_none(dsn: str) -> None:
+    async with connected(dsn) as conn:
+        rows = await append(conn, ["a", "a"])
+        first_ms = await conn.fetchval("SELECT first_ms FROM run_streams WHERE run_id = 'a'")
+        assert first_ms == rows[0]["created_ms"]
+        await append(conn, ["a"])
+        assert await conn.fetchval("SELECT first_ms FROM run_streams WHERE run_id = 'a'") == first_ms
