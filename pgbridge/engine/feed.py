@@ -100,6 +100,10 @@ class RunFeed:
         self._last_error: BaseException | None = None
         #: Range reads this feed ran (for tests and metrics).
         self.reads = 0
+        #: Bumped whenever the feed learns that retention deleted events (its
+        #: own process's pass, or a read that found the retained start moved):
+        #: a subscriber compares it between yields (see :attr:`retained_from`).
+        self.trims = 0
 
     # -- wake-ups ---------------------------------------------------------
 
@@ -143,16 +147,32 @@ class RunFeed:
             or head.terminal_seq != self.state.terminal_seq
         )
 
+    @property
+    def retained_from(self) -> int:
+        """The first seq the feed knows to be retained (what retention has not deleted).
+
+        A subscriber holding a page it read before :attr:`trims` last moved
+        must not yield an event below this: retention deleted it after the
+        read (docs/behaviour.md §4). An attribute, not a query: the feed
+        learns of trims from its own process's pass (:meth:`forget_before`,
+        before the pass returns) and from the reads that retention's NOTIFY
+        causes (:meth:`_integrate`).
+        """
+        return self.state.first_seq
+
     def forget_before(self, first_seq: int) -> None:
         """Retention deleted the events before *first_seq*: drop them, then re-read.
 
         A subscriber that had not read them yet now reads its own page,
-        which reports the gap, instead of being served from memory.
+        which reports the gap, instead of being served from memory; one
+        that is yielding from a page it read before sees :attr:`trims` move
+        and re-reads before its next yield.
         """
         self.known.first_seq = max(self.known.first_seq, first_seq)
         if first_seq > self.state.first_seq:
             self.state.first_seq = first_seq
             self.state.first_ms = None  # unknown until the re-read below
+            self.trims += 1
         while self._buffer and self._buffer[0].seq < first_seq:
             self._buffer.popleft()
         self.wake(None)
@@ -227,6 +247,8 @@ class RunFeed:
             self.high_seq = max(self.high_seq, head.state.last_seq - self._buffer_size)
 
     def _integrate(self, page: Page) -> None:
+        if page.state.exists and page.state.first_seq > self.state.first_seq:
+            self.trims += 1  # retention deleted events (another process's pass)
         self.state = page.state
         assert self.high_seq is not None
         events = [e for e in page.events if e.seq > self.high_seq]

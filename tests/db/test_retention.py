@@ -432,6 +432,22 @@ async def test_events_of_a_catch_up_page_that_retention_deletes_are_not_yielded_
     assert [e.id for e in rest] == ids[6:]
 
 
+async def test_a_fetched_page_in_another_process_stops_at_the_trim_once_its_wake_up_arrived(
+    make_bridge: BridgeFactory,
+) -> None:
+    writer, reader = await make_bridge(), await make_bridge(poll_interval=3600)
+    ids = await publish_many(writer, "run", 5)
+    stream = reader.subscribe("run")
+    assert [e.id for e in await take(stream, 1)] == ids[:1]  # seqs 2..5 fetched, not yielded
+    await writer.run_retention(only(max_events_per_run=1))
+    feed = reader._feeds.get("run")
+    assert feed is not None
+    await wait_until(lambda: feed.state.first_seq == 5)  # retention's NOTIFY reached the reader
+    gap, last = await take(stream, 2)
+    assert gap.event == GAP_EVENT and gap.data["gap_count"] == 3  # type: ignore[index]
+    assert last.id == ids[4]
+
+
 async def test_a_live_subscriber_in_another_process_is_woken_to_report_the_gap(
     make_bridge: BridgeFactory, dsn: str
 ) -> None:
