@@ -1,11 +1,14 @@
 """One shared reader per run per process: how many subscribers cost one query.
 
 A :class:`RunFeed` follows the tail of one run for every subscriber of that
-run in this process. A wake-up (a local publish, a NOTIFY, the poll, a
-listener reconnect) makes the feed run one range read from its newest seq;
-the events land in a small buffer every subscriber reads from, and each
-subscriber's waiter is set. A local publish hands its committed event
-straight to the feed, so same-process subscribers need no query at all.
+run in this process. A wake-up (a NOTIFY, the poll, a listener reconnect)
+queues the feed for the :class:`FeedRegistry`'s shared read: one statement
+reads, from each woken feed's newest seq, every run that woke since the
+previous one (a NOTIFY statement from another process wakes many runs at
+once); the events land in each feed's small buffer every subscriber reads
+from, and each subscriber's waiter is set. A local publish hands its
+committed event straight to the feed, so same-process subscribers need no
+query at all unless it does not follow what the feed holds.
 
 Subscribers that are behind the buffer (catching up from an old cursor, or
 too slow to keep up) read their own pages directly: catch-up is individual,
@@ -79,10 +82,21 @@ class RunFeed:
     """The shared tail of one run: a contiguous buffer of its newest events."""
 
     def __init__(
-        self, run_id: str, reads: ReadRouter, *, buffer_size: int, page_size: int, clock: Callable[[], float]
+        self,
+        run_id: str,
+        reads: ReadRouter,
+        *,
+        buffer_size: int,
+        page_size: int,
+        clock: Callable[[], float],
+        refill: Callable[[RunFeed], None],
     ) -> None:
         self.run_id = run_id
         self._reads = reads
+        #: Queues this (synced) feed for its registry's next shared read of every woken run.
+        self._refill = refill
+        #: True while a shared read that includes this feed is in flight.
+        self.refilling = False
         self._buffer_size = buffer_size
         self._page_size = page_size
         self._clock = clock
@@ -100,6 +114,10 @@ class RunFeed:
         self._last_error: BaseException | None = None
         #: Range reads this feed ran (for tests and metrics).
         self.reads = 0
+        #: Bumped whenever the feed learns that retention deleted events (its
+        #: own process's pass, or a read that found the retained start moved):
+        #: a subscriber compares it between yields (see :attr:`retained_from`).
+        self.trims = 0
 
     # -- wake-ups ---------------------------------------------------------
 
@@ -110,8 +128,11 @@ class RunFeed:
             return  # nobody has started following yet; the first read syncs
         if seq is not None and self.synced and seq <= self.high_seq:
             return  # already have it (typically our own publish echoed by NOTIFY)
-        if self._task is not None:
-            self._dirty = True
+        if self._task is not None or self.refilling:
+            self._dirty = True  # a read is in flight: read again once it is done
+            return
+        if self.synced:
+            self._refill(self)  # with every other run that woke: one statement for all
             return
         self._task = asyncio.create_task(self._read_until_current(), name=f"pgbridge-feed:{self.run_id}")
 
@@ -143,16 +164,32 @@ class RunFeed:
             or head.terminal_seq != self.state.terminal_seq
         )
 
+    @property
+    def retained_from(self) -> int:
+        """The first seq the feed knows to be retained (what retention has not deleted).
+
+        A subscriber holding a page it read before :attr:`trims` last moved
+        must not yield an event below this: retention deleted it after the
+        read (docs/behaviour.md §4). An attribute, not a query: the feed
+        learns of trims from its own process's pass (:meth:`forget_before`,
+        before the pass returns) and from the reads that retention's NOTIFY
+        causes (:meth:`_integrate`).
+        """
+        return self.state.first_seq
+
     def forget_before(self, first_seq: int) -> None:
         """Retention deleted the events before *first_seq*: drop them, then re-read.
 
         A subscriber that had not read them yet now reads its own page,
-        which reports the gap, instead of being served from memory.
+        which reports the gap, instead of being served from memory; one
+        that is yielding from a page it read before sees :attr:`trims` move
+        and re-reads before its next yield.
         """
         self.known.first_seq = max(self.known.first_seq, first_seq)
         if first_seq > self.state.first_seq:
             self.state.first_seq = first_seq
             self.state.first_ms = None  # unknown until the re-read below
+            self.trims += 1
         while self._buffer and self._buffer[0].seq < first_seq:
             self._buffer.popleft()
         self.wake(None)
@@ -213,6 +250,31 @@ class RunFeed:
         finally:
             self._task = None
 
+    def start_refill(self, now: float) -> tuple[str, int, Known]:
+        """This feed joins a shared read (:meth:`FeedRegistry.refill`): what to read."""
+        assert self.synced and self.high_seq is not None and self._task is None
+        self.refilling = True
+        self._dirty = False
+        self.last_read_at = now
+        return self.run_id, self.high_seq, self.known
+
+    def refilled(self, page: Page | None, error: BaseException | None = None) -> bool:
+        """The shared read answered *page* for this feed (or failed with *error*).
+
+        Returns whether the feed must be read again at once (its page was cut
+        at the limit, or it was woken while the read was in flight).
+        """
+        self.refilling = False
+        if page is None:
+            # Waiters keep heartbeating; the poll (which re-reads failed feeds) retries.
+            self._last_error = error
+            return False
+        self.reads += 1
+        self._integrate(page)
+        self._last_error = None
+        self.wake_waiters()
+        return page.truncated or self._dirty
+
     async def _skip_to_tail(self) -> None:
         """Start the shared buffer near the run's end, not at the first subscriber's cursor.
 
@@ -227,6 +289,8 @@ class RunFeed:
             self.high_seq = max(self.high_seq, head.state.last_seq - self._buffer_size)
 
     def _integrate(self, page: Page) -> None:
+        if page.state.exists and page.state.first_seq > self.state.first_seq:
+            self.trims += 1  # retention deleted events (another process's pass)
         self.state = page.state
         assert self.high_seq is not None
         events = [e for e in page.events if e.seq > self.high_seq]
@@ -271,6 +335,11 @@ class FeedRegistry:
         self._page_size = page_size
         self._clock = clock
         self._feeds: dict[str, RunFeed] = {}
+        #: Feeds woken since the shared read in flight began, by run id (in wake-up order).
+        self._woken: dict[str, RunFeed] = {}
+        self._refill_task: asyncio.Task[None] | None = None
+        #: Shared reads run (one statement each, whatever the number of runs in it).
+        self.refills = 0
 
     def __len__(self) -> int:
         return len(self._feeds)
@@ -288,6 +357,7 @@ class FeedRegistry:
                 buffer_size=self._buffer_size,
                 page_size=self._page_size,
                 clock=self._clock,
+                refill=self._queue_refill,
             )
             self._feeds[run_id] = feed
         waiter = Waiter()
@@ -304,6 +374,50 @@ class FeedRegistry:
         feed = self._feeds.get(run_id)
         if feed is not None and not feed.waiters:
             del self._feeds[run_id]
+
+    # -- the shared read of every run that woke ---------------------------------------
+
+    def _queue_refill(self, feed: RunFeed) -> None:
+        """*feed* woke: read it with every other feed that woke, in one statement.
+
+        Wake-ups arrive in bursts (a NOTIFY statement from another process
+        carries every run it committed to since its previous one, and the
+        listener delivers them one after another): the first starts the
+        read task, the rest join the same read, and those that wake while
+        it is in flight join the next one.
+        """
+        self._woken[feed.run_id] = feed
+        if self._refill_task is None:
+            self._refill_task = asyncio.create_task(self._refill_woken(), name="pgbridge-feeds")
+
+    async def _refill_woken(self) -> None:
+        try:
+            while self._woken:
+                woken, self._woken = self._woken, {}
+                feeds = [f for f in woken.values() if self._feeds.get(f.run_id) is f]
+                if feeds:
+                    await self.refill(feeds)
+        finally:
+            self._refill_task = None
+
+    async def refill(self, feeds: list[RunFeed]) -> None:
+        """One range read for all of *feeds* (each bounded by the page size), then each
+        integrates its page and wakes its subscribers; routed per run (pgbridge.engine.replica)."""
+        now = self._clock()
+        reads = [feed.start_refill(now) for feed in feeds]
+        pages: list[Page] | None = None
+        error: BaseException | None = None
+        try:
+            pages = await self.reads.read_many(reads, self._page_size)
+            self.refills += 1
+        except Exception as exc:
+            # Waiters keep heartbeating; the poll or a listener reconnect retries.
+            error = exc
+            logger.warning("pgbridge feeds of %d run(s) could not read: %s", len(feeds), exc)
+        finally:
+            for index, feed in enumerate(feeds):
+                if feed.refilled(pages[index] if pages is not None else None, error):
+                    self._queue_refill(feed)
 
     def wake(self, run_id: str, seq: int | None = None, lsn: int | None = None) -> None:
         feed = self._feeds.get(run_id)

@@ -8,6 +8,13 @@ previous NOTIFY was in flight, in one statement. An idle notifier costs
 nothing and adds no delay. A lost NOTIFY (crash between commit and send,
 queue trouble) only delays readers until their next poll.
 
+The publisher's answer does not wait for any of it: the notifier's task is
+started on the event loop's next turn, after the committed batch's callers
+have been answered, so borrowing a connection and sending the NOTIFY happen
+off their path (measured: commit to answer p50 224 µs when the task was
+started at once, 111 µs deferred, 100 µs with no NOTIFY at all;
+docs/performance.md).
+
 Each payload also carries the primary's WAL insert position, read by the
 NOTIFY statement itself, after the commits it reports: a reader with a
 ``replica_dsn`` reads from the standby only once it has replayed that far.
@@ -34,6 +41,7 @@ class Notifier:
         self._channel = channel
         self._pending: dict[str, int | None] = {}
         self._task: asyncio.Task[None] | None = None
+        self._starting = False
         #: NOTIFY statements sent (one per flush, whatever the number of runs).
         self.statements_sent = 0
 
@@ -46,11 +54,23 @@ class Notifier:
             pending = self._pending[run_id]
             seq = None if seq is None or pending is None else max(seq, pending)
         self._pending[run_id] = seq
-        if self._task is None:
+        if self._task is None and not self._starting:
+            # Started from a callback, not now: a commit reports its events here before
+            # its publishers are answered, and a task made now would take its first step
+            # (borrow a connection, send the NOTIFY) before they resume; made by the
+            # callback, its first step is queued behind their wake-ups.
+            self._starting = True
+            asyncio.get_running_loop().call_soon(self._start)
+
+    def _start(self) -> None:
+        self._starting = False
+        if self._task is None and self._pending:
             self._task = asyncio.create_task(self._flush_pending(), name="pgbridge-notifier")
 
     async def close(self) -> None:
         """Send what is still pending, then stop."""
+        if self._task is None and self._pending:
+            self._start()  # its start was scheduled for the loop's next turn: start it now
         task = self._task
         if task is not None:
             await task

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pgbridge.connector import Database
@@ -151,6 +152,65 @@ class ReadRouter:
             known.learn(page.state)
             known.verified_epoch = max(known.verified_epoch, epoch)
         return page
+
+    async def read_many(self, reads: Sequence[tuple[str, int, Known]], limit: int) -> list[Page]:
+        """For each ``(run_id, cursor, known)`` of *reads* (distinct runs), what :meth:`read_after`
+        would give, in one statement per server: the runs whose knowledge the standby has
+        replayed (one position check for all of them) are read there together, and the rest,
+        with any standby answer older than its reader's knowledge, on the primary together.
+        Routing stays per run, exactly as :meth:`read_after` routes a single read."""
+        pages: list[Page | None] = [None] * len(reads)
+        if self._replica is not None and asyncio.get_running_loop().time() >= self._replica_down_until:
+            trusted = [i for i, (_, _, known) in enumerate(reads) if known.trusted]
+            if trusted:
+                await self._try_replica_many(reads, trusted, limit, pages)
+        rest = [i for i, page in enumerate(pages) if page is None]
+        if rest:
+            epochs = [reads[i][2].epoch for i in rest]
+            answered = await self._primary.read_many_after([(reads[i][0], reads[i][1]) for i in rest], limit)
+            self.primary_reads += len(rest)
+            for i, epoch, page in zip(rest, epochs, answered, strict=True):
+                known = reads[i][2]
+                known.learn(page.state)
+                known.verified_epoch = max(known.verified_epoch, epoch)
+                pages[i] = page
+        filled = [page for page in pages if page is not None]
+        assert len(filled) == len(reads)
+        return filled
+
+    async def _try_replica_many(
+        self,
+        reads: Sequence[tuple[str, int, Known]],
+        trusted: list[int],
+        limit: int,
+        pages: list[Page | None],
+    ) -> None:
+        """Fill *pages* at the positions of *trusted* the standby can answer safely."""
+        assert self._replica is not None
+        try:
+            if max(reads[i][2].lsn for i in trusted) > self.replayed_lsn:
+                await self._refresh_replay_position()
+            eligible = [i for i in trusted if reads[i][2].lsn <= self.replayed_lsn]
+            if not eligible:
+                return
+            answered = await self._replica.read_many_after(
+                [(reads[i][0], reads[i][1]) for i in eligible], limit
+            )
+        except StreamBridgeError as exc:
+            logger.warning(
+                "pgbridge replica read failed; reading the primary for %g s: %s", REPLICA_RETRY_AFTER, exc
+            )
+            self.replayed_lsn = 0
+            self._replica_down_until = asyncio.get_running_loop().time() + REPLICA_RETRY_AFTER
+            return
+        for i, page in zip(eligible, answered, strict=True):
+            known = reads[i][2]
+            if not known.satisfied_by(page.state):
+                self.replica_short_reads += 1
+                continue
+            self.replica_reads += 1
+            known.learn(page.state)
+            pages[i] = page
 
     async def _try_replica(self, run_id: str, cursor: int, limit: int, known: Known) -> Page | None:
         assert self._replica is not None

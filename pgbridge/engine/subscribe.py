@@ -111,6 +111,8 @@ async def subscription(
                 return
             waiter.clear()
             page: Page | None = None
+            # Trims the feed learns of from here on may cover events of the page read below.
+            trims_seen: int | None = None
             try:
                 if cursor is None:
                     start = await ctx.start(run_id, last_event_id)
@@ -118,6 +120,7 @@ async def subscription(
                 if fork_seq is not None and cursor < fork_seq:
                     page = await ctx.read_inherited(run_id, cursor, fork_seq)
                 else:
+                    trims_seen = feed.trims
                     page = await feed.read_after(cursor)
                 failures = 0
             except DatabaseUnavailableError:
@@ -134,9 +137,19 @@ async def subscription(
                     if on_gap == "stop":
                         return
                     cursor = page.state.first_seq - 1
+                trimmed = False
                 for logged in page.events:
                     if logged.seq <= cursor:
                         continue
+                    if (
+                        trims_seen is not None
+                        and feed.trims != trims_seen
+                        and logged.seq < feed.retained_from
+                    ):
+                        # Retention deleted this event after the page was read (docs/behaviour.md
+                        # §4): read again, which reports the gap, instead of yielding it.
+                        trimmed = True
+                        break
                     yield logged.event
                     cursor, position = logged.seq, logged.event.id
                     heartbeat_due = loop.time() + heartbeat_interval
@@ -144,6 +157,8 @@ async def subscription(
                         return
                     if ctx.is_closed():
                         break
+                if trimmed:
+                    continue
                 terminal_seq = page.state.terminal_seq
                 if terminal_seq is not None and cursor >= terminal_seq:
                     yield END_SENTINEL

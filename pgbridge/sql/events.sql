@@ -1,7 +1,7 @@
 -- The core statements of a bridge (pgbridge.sql.queries.Queries), in the order of an event's life:
 --   publish  append_events, terminal_event_of_run, mark_awaiting_input;
---   read     resolve_cursor, read_events_after, resolve_fork_cursor, read_inherited_events_after,
---            run_summary, run_heads, recent_open_runs, recent_ended_runs;
+--   read     resolve_cursor, read_events_after, read_runs_events_after, resolve_fork_cursor,
+--            read_inherited_events_after, run_summary, run_heads, recent_open_runs, recent_ended_runs;
 --   wake-ups notify_runs (it writes the wake payload: pgbridge.engine.listen.decode_wake reads it),
 --            notify_listener_check, listener_ping;
 --   server   schema_revision, replica_replay_position, server_in_recovery, server_system_identifier;
@@ -85,6 +85,30 @@ LEFT JOIN LATERAL (
 ) AS e ON true
 WHERE r.run_id = $1
 ORDER BY e.seq;
+
+-- name: read_runs_events_after
+-- The live tails of every run that woke at once (the feeds of one process, pgbridge.engine.feed):
+-- for each run, its next page after its cursor with its state, as read_events_after gives it for
+-- one run, all in one statement and one snapshot, so a wake-up costs one statement whatever the
+-- number of runs that woke. Rows grouped by ord (the run's 1-based position in $1), in seq order
+-- within a run; a run with no event after its cursor gives one row whose event columns are NULL.
+-- Cross-run (docs/scaling.md).
+-- $1 text[] run ids (distinct), $2 bigint[] their cursor seqs, $3 bigint page size per run. A run
+-- that does not exist gives no row.
+-- Index: run_streams primary key per run, then a range scan of the run_events primary key per
+-- run (each bounded by $3). No locks.
+SELECT w.ord, r.first_seq, r.first_ms, r.last_seq, r.last_ms, r.terminal_seq,
+       e.seq, e.created_ms, e.event, e.data::text AS data, e.terminal
+FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS w(run_id, after_seq, ord)
+JOIN {schema}.run_streams AS r ON r.run_id = w.run_id
+LEFT JOIN LATERAL (
+    SELECT seq, created_ms, event, data, terminal
+    FROM {schema}.run_events
+    WHERE run_id = w.run_id AND seq > w.after_seq
+    ORDER BY seq
+    LIMIT $3
+) AS e ON true
+ORDER BY w.ord, e.seq;
 
 -- name: resolve_fork_cursor
 -- A fork's cursor, resolved against its view along its chain of sources (what a stream read gives):

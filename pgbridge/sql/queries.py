@@ -30,6 +30,7 @@ class Queries:
     terminal_event_of_run: str
     resolve_cursor: str
     read_events_after: str
+    read_runs_events_after: str
     resolve_fork_cursor: str
     read_inherited_events_after: str
     mark_awaiting_input: str

@@ -282,23 +282,21 @@ class EventStore:
     async def read_after(self, run_id: str, cursor_seq: int, limit: int) -> Page:
         """Events of *run_id* with seq > *cursor_seq*, at most *limit*, with the run's state."""
         rows = await self.db.fetch(self.queries.read_events_after, run_id, cursor_seq, limit)
-        if not rows:
-            return Page(state=RunState())
-        head = rows[0]
-        state = RunState(
-            exists=True,
-            first_seq=head["first_seq"],
-            first_ms=head["first_ms"],
-            last_seq=head["last_seq"],
-            last_ms=head["last_ms"],
-            terminal_seq=head["terminal_seq"],
+        return _page(rows, limit)
+
+    async def read_many_after(self, reads: Sequence[tuple[str, int]], limit: int) -> list[Page]:
+        """For each ``(run_id, cursor_seq)`` of *reads* (distinct runs), what :meth:`read_after`
+        would give, in one statement; pages in the order of *reads*."""
+        rows = await self.db.fetch(
+            self.queries.read_runs_events_after,
+            [run_id for run_id, _ in reads],
+            [cursor for _, cursor in reads],
+            limit,
         )
-        events = [
-            LoggedEvent.from_stored(row["seq"], row["created_ms"], row["event"], row["data"], row["terminal"])
-            for row in rows
-            if row["seq"] is not None
-        ]
-        return Page(state=state, events=events, truncated=len(events) >= limit)
+        by_run: list[list[asyncpg.Record]] = [[] for _ in reads]
+        for row in rows:
+            by_run[row["ord"] - 1].append(row)
+        return [_page(run_rows, limit) for run_rows in by_run]
 
     async def read_inherited_after(self, run_id: str, cursor_seq: int, fork_seq: int, limit: int) -> Page:
         """The events the fork *run_id* inherits (seq <= *fork_seq*, stored in its chain of
@@ -331,3 +329,25 @@ class EventStore:
             if row["seq"] is not None
         ]
         return Page(state=state, events=events, truncated=bool(events) or head["oldest_seq"] >= fork_seq)
+
+
+def _page(rows: Sequence[asyncpg.Record], limit: int) -> Page:
+    """One run's page from the rows of a range read (``read_events_after`` or
+    ``read_runs_events_after``): the run's state from the first row, then its events."""
+    if not rows:
+        return Page(state=RunState())
+    head = rows[0]
+    state = RunState(
+        exists=True,
+        first_seq=head["first_seq"],
+        first_ms=head["first_ms"],
+        last_seq=head["last_seq"],
+        last_ms=head["last_ms"],
+        terminal_seq=head["terminal_seq"],
+    )
+    events = [
+        LoggedEvent.from_stored(row["seq"], row["created_ms"], row["event"], row["data"], row["terminal"])
+        for row in rows
+        if row["seq"] is not None
+    ]
+    return Page(state=state, events=events, truncated=len(events) >= limit)

@@ -408,6 +408,62 @@ async def test_a_live_subscriber_whose_unread_events_are_deleted_gets_a_gap_mark
     assert [e.id for e in rest] == more[4:]
 
 
+async def test_events_of_a_fetched_page_that_retention_deletes_are_not_yielded_after_the_pass(
+    bridge: PostgresStreamBridge,
+) -> None:
+    # docs/behaviour.md §4: the subscriber fetched seqs 1..5 in one page (from the
+    # run's shared tail) and has yielded only the first when the pass deletes 1..4.
+    ids = await publish_many(bridge, "run", 5)
+    stream = bridge.subscribe("run")
+    assert [e.id for e in await take(stream, 1)] == ids[:1]
+    await bridge.run_retention(only(max_events_per_run=1))  # keeps seq 5
+    gap, last = await take(stream, 2)
+    assert gap.event == GAP_EVENT and gap.id == ""
+    assert gap.data == {
+        "requested_event_id": ids[0],
+        "gap_count": 3,  # seqs 2..4, fetched but not yielded
+        "earliest_available_event_id": ids[4],
+        "latest_available_event_id": ids[4],
+    }
+    assert last.id == ids[4]
+
+
+async def test_events_of_a_catch_up_page_that_retention_deletes_are_not_yielded_after_the_pass(
+    make_bridge: BridgeFactory,
+) -> None:
+    # The same for a subscriber behind the shared tail, reading a page of its own.
+    bridge = await make_bridge(feed_buffer_size=2)
+    ids = await publish_many(bridge, "run", 8)
+    stream = bridge.subscribe("run", last_event_id=ids[0])
+    assert [e.id for e in await take(stream, 1)] == ids[1:2]  # its page holds seqs 2..8
+    await bridge.run_retention(only(max_events_per_run=2))  # keeps 7, 8
+    gap, *rest = await take(stream, 3)
+    assert gap.event == GAP_EVENT
+    assert gap.data == {
+        "requested_event_id": ids[1],
+        "gap_count": 4,  # seqs 3..6
+        "earliest_available_event_id": ids[6],
+        "latest_available_event_id": ids[7],
+    }
+    assert [e.id for e in rest] == ids[6:]
+
+
+async def test_a_fetched_page_in_another_process_stops_at_the_trim_once_its_wake_up_arrived(
+    make_bridge: BridgeFactory,
+) -> None:
+    writer, reader = await make_bridge(), await make_bridge(poll_interval=3600)
+    ids = await publish_many(writer, "run", 5)
+    stream = reader.subscribe("run")
+    assert [e.id for e in await take(stream, 1)] == ids[:1]  # seqs 2..5 fetched, not yielded
+    await writer.run_retention(only(max_events_per_run=1))
+    feed = reader._feeds.get("run")
+    assert feed is not None
+    await wait_until(lambda: feed.state.first_seq == 5)  # retention's NOTIFY reached the reader
+    gap, last = await take(stream, 2)
+    assert gap.event == GAP_EVENT and gap.data["gap_count"] == 3  # type: ignore[index]
+    assert last.id == ids[4]
+
+
 async def test_a_live_subscriber_in_another_process_is_woken_to_report_the_gap(
     make_bridge: BridgeFactory, dsn: str
 ) -> None:

@@ -17,10 +17,12 @@ from pgbridge import (
     PublishOutcomeUnknownError,
     StreamEvent,
 )
+from pgbridge.sql.queries import Queries, notify_channel
 from tests.conftest import BridgeFactory
 from tests.support.helpers import collect, take, wait_until
 from tests.support.sql_helpers import (
     append_without_notify,
+    connected,
     connection_count,
     evict_prefix,
     find_event,
@@ -346,5 +348,29 @@ async def test_the_poll_checks_every_idle_run_in_one_statement(make_bridge: Brid
     before = reader.statements_run
     await asyncio.sleep(1.0)  # about ten poll ticks, 50 idle runs
     assert reader.statements_run - before <= 12  # one statement per tick, not one per run
+    for stream in streams:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_wake_up_of_many_runs_reads_them_all_in_one_statement(
+    make_bridge: BridgeFactory, dsn: str
+) -> None:
+    writer = await make_bridge()
+    reader = await make_bridge(poll_interval=3600)
+    runs = [f"run-{i}" for i in range(30)]
+    for run in runs:
+        await writer.publish(run, "token", 0)
+    streams = [reader.subscribe(run, heartbeat_interval=60) for run in runs]
+    for stream in streams:
+        await take(stream, 1)
+    await asyncio.sleep(0.2)  # the writer's own wake-ups, already read, are behind us
+    sent = {run: [await append_without_notify(dsn, run, "token", str(i)) for i in range(3)] for run in runs}
+    refills, statements = reader._feeds.refills, reader.statements_run
+    async with connected(dsn) as conn:  # one NOTIFY statement for every run, as a notifier sends it
+        await conn.execute(Queries.for_schema().notify_runs, notify_channel("public"), [3] * len(runs), runs)
+    got = await asyncio.gather(*(take(stream, 3) for stream in streams))
+    assert {run: [e.id for e in events] for run, events in zip(runs, got, strict=True)} == sent
+    assert reader._feeds.refills - refills == 1  # one read for the 30 runs that woke
+    assert reader.statements_run - statements == 1
     for stream in streams:
         await stream.aclose()  # type: ignore[attr-defined]

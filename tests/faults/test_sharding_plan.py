@@ -9,7 +9,7 @@ a single run id. Two checks:
   on the topology's primary, whose ``pg_stat_statements`` (``track = all``,
   so the statements inside ``pgbridge_append_batch`` count too) must show
   only statements that touch no pgbridge table, filter on one run id, or
-  are the poll named in docs/scaling.md; and, with ``batch_per_run``, that
+  are the poll or the feeds' read of what woke, named in docs/scaling.md; and, with ``batch_per_run``, that
   every append call touched exactly one run;
 * every statement of the SQL registry (``pgbridge/sql/queries.py``) that
   touches the tables without a single-run filter is named in
@@ -47,6 +47,8 @@ APPEND_CALL = re.compile(r"pgbridge_append_batch\(")
 APPEND_INSERT = re.compile(r"INSERT INTO \S*run_events.*unnest\(new_ord", re.S)
 #: Cross-run statements the workload may run, each named in docs/scaling.md.
 POLL = re.compile(r"run_id\s*=\s*ANY\(\$1::text\[\]\)")
+#: The feeds' shared read of every run that woke (read_runs_events_after): run ids and cursors as arrays.
+WOKEN = re.compile(r"unnest\(\$1::text\[\],\s*\$2::bigint\[\]\)\s*WITH ORDINALITY")
 #: Run ids passed as an array: the statement may touch several runs.
 RUN_ARRAY = re.compile(r"\$1::text\[\]")
 SCALING_DOC = Path(__file__).resolve().parents[2] / "docs" / "scaling.md"
@@ -102,11 +104,12 @@ async def test_every_statement_of_publish_subscribe_and_replay_routes_to_one_run
         query
         for query in touching
         if not (ONE_RUN.search(query) or APPEND_CALL.search(query) or APPEND_INSERT.search(query))
-        and not POLL.search(query)
+        and not (POLL.search(query) or WOKEN.search(query))
     ]
     assert unexplained == [], "statements that would span shards:\n" + "\n---\n".join(unexplained)
     assert any("LEFT JOIN LATERAL" in q for q in touching), "the workload replayed"
     assert any(POLL.search(q) for q in touching), "the workload polled"
+    assert any(WOKEN.search(q) for q in touching), "the feeds read what woke"
 
     # With batch_per_run, each append call touched one run: the run-row lock
     # runs once per run per call, plus once more for each run it created.
@@ -136,5 +139,6 @@ def test_every_cross_run_statement_of_the_sql_registry_is_named_in_the_sharding_
     plan = SCALING_DOC.read_text()
     missing = [name for name in cross_run if f"`{name.split('.')[-1]}`" not in plan]
     assert missing == [], f"cross-run statements not listed in docs/scaling.md: {missing}"
-    assert "run_heads" in cross_run  # the poll: the one cross-run statement on a reader's path
+    assert "run_heads" in cross_run  # the poll: a cross-run statement on a reader's path
+    assert "read_runs_events_after" in cross_run  # the feeds' read of every run that woke: the other
     assert "append_events" in cross_run  # group commit, single-run only with batch_per_run
