@@ -47,6 +47,7 @@ from pgbridge.exceptions import ConfigurationError, InvalidEventError
 from pgbridge.http.auth import BearerTokenAuth
 from pgbridge.http.common import BridgeGetter, bridge_getter, error_response
 from pgbridge.http.frames import event_frame, gap_frame, heartbeat_frame, retry_line
+from pgbridge.http.shutdown import EndReadsOnShutdown
 from pgbridge.metrics import exposition, registry_for
 from pgbridge.store.events import RunInfo
 
@@ -138,6 +139,7 @@ def create_app(
         )
     if token:
         middleware.append(Middleware(BearerTokenAuth, token=token))
+    middleware.append(Middleware(EndReadsOnShutdown))
     routes += durable_stream_routes(bridge, stream_settings)
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
