@@ -11,9 +11,8 @@ import logging
 import warnings
 from collections.abc import Sequence
 
-import uvicorn
-
-from pgbridge.http.server import SHUTDOWN_GRACE_SECONDS, exit_normally_on_sigterm
+from pgbridge.http.logs import RedactCredentials, log_config
+from pgbridge.http.server import serve_app
 
 
 class RunIdDefault(logging.Filter):
@@ -29,6 +28,7 @@ def configure_logging() -> None:
     """pgbridge's records carry ``run_id`` in their extras: show it on every line."""
     handler = logging.StreamHandler()
     handler.addFilter(RunIdDefault())
+    handler.addFilter(RedactCredentials())  # no token or password in a log line
     line = "%(asctime)s %(levelname)-7s %(name)s [run=%(run_id)s] %(message)s"
     handler.setFormatter(logging.Formatter(line))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
@@ -43,12 +43,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     configure_logging()
-    exit_normally_on_sigterm()
-    uvicorn.run(
-        "examples.agent_app.main:app",
-        host=args.host,
-        port=args.port,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    # pgbridge's server: uvicorn, with open streams ended at once on Ctrl-C (the app
+    # adds EndReadsOnShutdown) and credentials redacted from uvicorn's log lines too.
+    serve_app(
+        "examples.agent_app.main:app", host=args.host, port=args.port, logging=log_config(root_level=None)
     )
 
 

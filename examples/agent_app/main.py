@@ -30,6 +30,7 @@ from examples.agent_app.agent import run_agent
 from pgbridge import InvalidEventError, PostgresStreamBridge, StreamBridge, migrate
 from pgbridge.embedded import default_data_dir, dsn_from_environment, start_embedded
 from pgbridge.http.app import StreamSettings, sse_routes
+from pgbridge.http.shutdown import EndReadsOnShutdown
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="pgbridge agent app example", lifespan=lifespan)
+# On shutdown (Ctrl-C), open streams end at once instead of holding the server
+# for its grace period; clients reconnect and resume (python -m examples.agent_app).
+app.add_middleware(EndReadsOnShutdown)
 
 
 class StartRun(BaseModel):

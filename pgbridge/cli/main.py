@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import os
 import re
+import shlex
 import sys
 import time
 import warnings
@@ -19,7 +20,12 @@ from pathlib import Path
 
 from pgbridge.cli import inspect as inspect_cli
 from pgbridge.cli.signals import until_signalled
-from pgbridge.exceptions import ConfigurationError, InvalidEventError, StreamBridgeError
+from pgbridge.exceptions import (
+    ConfigurationError,
+    InvalidEventError,
+    SchemaNotMigratedError,
+    StreamBridgeError,
+)
 from pgbridge.retention.policy import RetentionPolicy, RetentionReport
 from pgbridge.sql import DEFAULT_SCHEMA
 
@@ -49,7 +55,21 @@ def resolve_dsn(args: argparse.Namespace) -> str:
         return dsn
     folder = args.data_dir or default_data_dir()
     print(f"using the embedded PostgreSQL in {folder}", file=sys.stderr)
+    args.embedded_folder = folder  # for the hint of an unmigrated schema (_explain)
     return start_embedded(folder)
+
+
+def _explain(exc: StreamBridgeError, args: argparse.Namespace) -> str:
+    """*exc* as one line; on the embedded server, a hint that works once this process has
+    stopped it (``--data-dir``, not a DSN of its socket)."""
+    folder = getattr(args, "embedded_folder", None)
+    if not isinstance(exc, SchemaNotMigratedError) or folder is None:
+        return str(exc)
+    command = f"pgbridge migrate --data-dir {shlex.quote(str(folder))}"
+    schema = getattr(args, "schema", DEFAULT_SCHEMA)
+    if schema != DEFAULT_SCHEMA:
+        command += f" --schema {shlex.quote(schema)}"
+    return f"the embedded PostgreSQL in {folder} is not migrated for this pgbridge: run `{command}` first"
 
 
 def parse_duration(text: str) -> float:
@@ -152,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgbridge", description="A durable, resumable event log for agent runs, on PostgreSQL."
     )
+    parser.add_argument("--version", action="version", version=f"pgbridge {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     migrate = commands.add_parser("migrate", help="create or upgrade pgbridge's tables")
     _add_connection_options(migrate)
@@ -202,7 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--token",
         default=os.environ.get(TOKEN_ENV),
-        help=f"require this bearer token (default: ${TOKEN_ENV})",
+        help=f"require this bearer token (default: ${TOKEN_ENV}); needed on a non-loopback --host",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve on a non-loopback --host without a token (anyone who can reach it can write)",
     )
     serve.add_argument(
         "--cors-origin",
@@ -281,6 +307,15 @@ def serve_bridge_options(args: argparse.Namespace) -> dict[str, object]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pgbridge")
+    except PackageNotFoundError:  # pragma: no cover - a source tree that is not installed
+        return "(version unknown)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     args = build_parser().parse_args(argv)
@@ -318,9 +353,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "serve":
             from pgbridge.durable_streams.http import DurableStreamSettings
+            from pgbridge.embedded import dsn_from_environment
             from pgbridge.http.app import StreamSettings
-            from pgbridge.http.server import run_server
+            from pgbridge.http.server import exposure_warning, run_server
 
+            warning = exposure_warning(args.host, args.port, token=args.token, insecure=args.insecure)
+            if warning:
+                print(f"pgbridge: {warning}", file=sys.stderr)
+            embedded = not (args.dsn or dsn_from_environment())
             run_server(
                 resolve_dsn(args),
                 host=args.host,
@@ -337,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     max_append_bytes=args.max_append_bytes,
                     allow_run_deletion=args.allow_run_deletion,
                 ),
+                migrate=embedded,  # the user's own throwaway server: migrated on its first start
             )
             return 0
         if args.command == "retention":
@@ -347,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pgbridge: {exc}", file=sys.stderr)
         return 2
     except StreamBridgeError as exc:
-        print(f"pgbridge: {exc}", file=sys.stderr)
+        print(f"pgbridge: {_explain(exc, args)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -60,51 +60,46 @@ from pgbridge.exceptions import (
 from pgbridge.http.common import BridgeGetter, bridge_getter, error_response
 from pgbridge.ids import validate_run_id
 
-#: Headers every response carries (section 12.7) and CORS for browsers.
+#: Headers every response carries (section 12.7). Not CORS: that is for the app
+#: to configure (``pgbridge serve --cors-origin``; see :data:`CORS_EXPOSE_HEADERS`).
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cross-Origin-Resource-Policy": "cross-origin",
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": ", ".join(
-        [
-            "Stream-Next-Offset",
-            "Stream-Cursor",
-            "Stream-Up-To-Date",
-            "Stream-Closed",
-            "Stream-TTL",
-            "Stream-Expires-At",
-            "Stream-SSE-Data-Encoding",
-            "Producer-Epoch",
-            "Producer-Seq",
-            "Producer-Expected-Seq",
-            "Producer-Received-Seq",
-            "ETag",
-            "Location",
-            "Content-Type",
-        ]
-    ),
 }
-_CORS_PREFLIGHT = {
-    "Access-Control-Allow-Methods": "GET, HEAD, PUT, POST, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": ", ".join(
-        [
-            "Authorization",
-            "Content-Type",
-            "If-None-Match",
-            "Stream-TTL",
-            "Stream-Expires-At",
-            "Stream-Closed",
-            "Stream-Seq",
-            "Stream-Forked-From",
-            "Stream-Fork-Offset",
-            "Stream-Fork-Sub-Offset",
-            "Producer-Id",
-            "Producer-Epoch",
-            "Producer-Seq",
-        ]
-    ),
-    "Access-Control-Max-Age": "600",
-}
+#: The methods of a stream's URL.
+STREAM_METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS")
+#: What a browser on an allowed origin may send, and read, in CORS terms.
+CORS_ALLOW_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "If-None-Match",
+    "Stream-TTL",
+    "Stream-Expires-At",
+    "Stream-Closed",
+    "Stream-Seq",
+    "Stream-Forked-From",
+    "Stream-Fork-Offset",
+    "Stream-Fork-Sub-Offset",
+    "Producer-Id",
+    "Producer-Epoch",
+    "Producer-Seq",
+)
+CORS_EXPOSE_HEADERS = (
+    "Stream-Next-Offset",
+    "Stream-Cursor",
+    "Stream-Up-To-Date",
+    "Stream-Closed",
+    "Stream-TTL",
+    "Stream-Expires-At",
+    "Stream-SSE-Data-Encoding",
+    "Producer-Epoch",
+    "Producer-Seq",
+    "Producer-Expected-Seq",
+    "Producer-Received-Seq",
+    "ETag",
+    "Location",
+    "Content-Type",
+)
 _CACHEABLE = "public, max-age=60, stale-while-revalidate=300"
 _DECIMAL = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 _MAX_SAFE_INTEGER = 2**53 - 1
@@ -184,8 +179,9 @@ class _StreamEndpoint(HTTPEndpoint):
     handler: ClassVar[_Handler]
 
     async def options(self, request: Request) -> Response:
-        """A CORS preflight: answered without looking at the stream."""
-        return _response(204, headers=_CORS_PREFLIGHT)
+        """The methods the URL allows, without looking at the stream. A CORS preflight
+        is answered by the app's CORS middleware when an origin is configured."""
+        return _response(204, headers={"Allow": ", ".join(STREAM_METHODS)})
 
     async def head(self, request: Request) -> Response:
         return await _answer(request, self.handler.head)

@@ -14,24 +14,30 @@ Mount :func:`sse_routes` in an existing Starlette or FastAPI app, or serve
   which that SDK asks after a dropped stream to decide whether to reconnect.
 * ``GET /runs`` (``?status=``, ``?limit=``) and ``GET /runs/{run_id}``: JSON.
 * ``GET /runs/{run_id}/view``: an HTML page following the run live.
+* ``GET /ui/runs``: an HTML page listing the runs, each linked to its viewer.
+* ``GET /`` (:func:`create_app`): an index page: the version, links to the pages.
 * ``GET /metrics`` (``create_app(..., expose_metrics=True)``): the bridge's
   Prometheus metrics (see :mod:`pgbridge.metrics`).
 
-Every stream ends after the run's terminal event. A client that resumes
-after the terminal event gets ``204 No Content``, which tells a browser's
-``EventSource`` to stop reconnecting. A client that disconnects releases its
-subscription at once; the run goes on. This module holds no SQL: it uses the
-bridge's public methods.
+A stream waits for a run that does not exist yet (docs/behaviour.md §6);
+with ``?wait=0`` it answers 404 instead. A bad query parameter is a 400
+naming what it accepts. Every stream ends after the run's terminal event.
+A client that resumes after the terminal event gets ``204 No Content``,
+which tells a browser's ``EventSource`` to stop reconnecting. A client that
+disconnects releases its subscription at once; the run goes on. This module
+holds no SQL: it uses the bridge's public methods.
 """
 
 from __future__ import annotations
 
 import contextlib
+import html
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from importlib.resources import files
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -40,13 +46,20 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from pgbridge.bridge import PostgresStreamBridge
+from pgbridge.bridge import MAX_LIST_LIMIT, PostgresStreamBridge
 from pgbridge.contract import CANCELLED_SENTINEL, END_SENTINEL, GAP_EVENT, HEARTBEAT_SENTINEL
-from pgbridge.durable_streams.http import DurableStreamSettings, durable_stream_routes
+from pgbridge.durable_streams.http import (
+    CORS_ALLOW_HEADERS,
+    CORS_EXPOSE_HEADERS,
+    STREAM_METHODS,
+    DurableStreamSettings,
+    durable_stream_routes,
+)
 from pgbridge.exceptions import ConfigurationError, InvalidEventError
 from pgbridge.http.auth import BearerTokenAuth
 from pgbridge.http.common import BridgeGetter, bridge_getter, error_response
 from pgbridge.http.frames import event_frame, gap_frame, heartbeat_frame, retry_line
+from pgbridge.http.shutdown import EndReadsOnShutdown
 from pgbridge.metrics import exposition, registry_for
 from pgbridge.store.events import RunInfo
 
@@ -60,6 +73,9 @@ LANGGRAPH_STATUS = {
 }
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_PAGE_HEADERS = {"Cache-Control": "no-cache"}
+#: How a yes/no query parameter (``?envelope=``, ``?wait=``) may be written.
+_YES, _NO = ("1", "true", "yes"), ("0", "false", "no")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +102,7 @@ def sse_routes(
     return [
         Route("/health", handlers.health, methods=["GET"]),
         Route("/runs", handlers.list_runs, methods=["GET"]),
+        Route("/ui/runs", handlers.runs_page, methods=["GET"]),
         Route("/runs/{run_id:path}/stream", handlers.stream, methods=["GET"]),
         Route("/runs/{run_id:path}/view", handlers.view, methods=["GET"]),
         Route("/runs/{run_id:path}", handlers.run_status, methods=["GET"]),
@@ -109,12 +126,13 @@ def create_app(
     With *token*, every endpoint answers 401 unless the request carries
     ``Authorization: Bearer <token>`` (or ``?access_token=<token>``, for
     ``EventSource``, which cannot set headers). *cors_origins* lists the
-    origins browsers may call it from (``["*"]`` for any). With
+    origins browsers may call it from (``["*"]`` for any), on every route
+    alike; with none, no response carries CORS headers. With
     *expose_metrics*, ``GET /metrics`` serves the registry the bridge reports
     into (behind the token too: give Prometheus the bearer token). Every run
     is also a Durable Stream under ``/v1/stream/`` (:mod:`pgbridge.durable_streams.http`).
     """
-    routes = sse_routes(bridge, settings)
+    routes: list[BaseRoute] = [Route("/", _index, methods=["GET"]), *sse_routes(bridge, settings)]
     if expose_metrics:
         routes.append(metrics_route(bridge))
 
@@ -127,17 +145,19 @@ def create_app(
             yield
 
     middleware = []
-    if cors_origins:
+    if cors_origins:  # outside the auth: a preflight carries no credentials
         middleware.append(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(cors_origins),
-                allow_methods=["GET"],
-                allow_headers=["Authorization", "Last-Event-ID", "Cache-Control"],
+                allow_methods=list(STREAM_METHODS),
+                allow_headers=["Last-Event-ID", "Cache-Control", *CORS_ALLOW_HEADERS],
+                expose_headers=list(CORS_EXPOSE_HEADERS),
             )
         )
     if token:
         middleware.append(Middleware(BearerTokenAuth, token=token))
+    middleware.append(Middleware(EndReadsOnShutdown))
     routes += durable_stream_routes(bridge, stream_settings)
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
@@ -177,8 +197,11 @@ class _Handlers:
         after a dropped connection."""
         bridge = self._bridge()
         cursor = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or None
-        envelope = request.query_params.get("envelope", "").lower() in ("1", "true", "yes")
         try:
+            envelope = _yes_or_no(request, "envelope", default=False)
+            wait = _yes_or_no(request, "wait", default=True)
+            if not wait and await bridge.run_info(run_id) is None:
+                return error_response(404, f"no run {run_id!r} (and ?wait=0: not waiting for it)")
             if cursor is not None and await _is_after_terminal(bridge, run_id, cursor):
                 return Response(status_code=204)
             events = bridge.subscribe(
@@ -202,9 +225,9 @@ class _Handlers:
     async def list_runs(self, request: Request) -> Response:
         status = request.query_params.get("status") or None
         try:
-            limit = int(request.query_params.get("limit", "100"))
+            limit = _whole_number(request, "limit", default=100, maximum=MAX_LIST_LIMIT)
             runs = await self._bridge().list_runs(status=status, limit=limit)
-        except (InvalidEventError, ValueError) as exc:
+        except InvalidEventError as exc:
             return error_response(400, str(exc))
         return JSONResponse({"runs": [self._run_json(run) for run in runs]})
 
@@ -242,7 +265,61 @@ class _Handlers:
     # -- the viewer -----------------------------------------------------------------
 
     async def view(self, request: Request) -> Response:
-        return HTMLResponse(_viewer_html(), headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(_page("viewer.html"), headers=_PAGE_HEADERS)
+
+    async def runs_page(self, request: Request) -> Response:
+        return HTMLResponse(_page("runs.html"), headers=_PAGE_HEADERS)
+
+
+async def _index(request: Request) -> Response:
+    """``GET /``: what this server is and where its pages are."""
+    root = request.scope.get("root_path", "")
+    token = request.query_params.get("access_token")
+    query = "?" + urlencode({"access_token": token}) if token else ""
+
+    def link(path: str, text: str) -> str:
+        return f'<a href="{html.escape(root + path + query)}">{html.escape(text)}</a>'
+
+    body = _page("index.html")
+    for name, value in {
+        "version": html.escape(f"pgbridge {_version()}"),
+        "runs_page": link("/ui/runs", "runs"),
+        "runs_json": link("/runs", "/runs"),
+        "health": link("/health", "/health"),
+        "base": html.escape(root),
+        "query": html.escape(query),
+    }.items():
+        body = body.replace("{{" + name + "}}", value)
+    return HTMLResponse(body, headers=_PAGE_HEADERS)
+
+
+def _version() -> str:
+    try:
+        return version("pgbridge")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree not installed
+        return "(version unknown)"
+
+
+def _yes_or_no(request: Request, name: str, *, default: bool) -> bool:
+    """A yes/no query parameter; InvalidEventError (a 400) for anything else."""
+    given = request.query_params.get(name)
+    if not given:
+        return default
+    if given.lower() in _YES:
+        return True
+    if given.lower() in _NO:
+        return False
+    raise InvalidEventError(f"{name} must be one of {', '.join(_YES + _NO)}, not {given!r}")
+
+
+def _whole_number(request: Request, name: str, *, default: int, maximum: int) -> int:
+    """A whole-number query parameter from 1 to *maximum*; InvalidEventError (a 400) otherwise."""
+    given = request.query_params.get(name)
+    if given is None:
+        return default
+    if not given.isascii() or not given.isdigit() or not 1 <= int(given) <= maximum:
+        raise InvalidEventError(f"{name} must be a whole number from 1 to {maximum}, not {given!r}")
+    return int(given)
 
 
 async def _is_after_terminal(bridge: PostgresStreamBridge, run_id: str, cursor: str) -> bool:
@@ -279,5 +356,5 @@ def _segment(text: str) -> str:
     return quote(text, safe="")
 
 
-def _viewer_html() -> str:
-    return files("pgbridge.http").joinpath("viewer.html").read_text(encoding="utf-8")
+def _page(name: str) -> str:
+    return files("pgbridge.http").joinpath(name).read_text(encoding="utf-8")

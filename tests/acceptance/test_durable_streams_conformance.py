@@ -24,11 +24,15 @@ PASSED_FLOOR = 332
 
 @pytest_asyncio.fixture
 async def open_server(databases: DatabaseFactory) -> AsyncIterator[ServerProcess]:
-    """``pgbridge serve`` without a token (the suite sends none), on a database of its own."""
+    """``pgbridge serve`` without a token (the suite sends none), on a database of its own.
+
+    The suite checks a CORS preflight from another origin: CORS is off unless
+    configured, so the server is started with ``--cors-origin '*'``."""
     require_suite()
     url = await databases.create()
     # The suite's shortest long-poll test gives up after vitest's default 5 s.
-    process = ServerProcess(url, token="", extra_args=("--long-poll-timeout", "3"))
+    args = ("--long-poll-timeout", "3", "--cors-origin", "*")
+    process = ServerProcess(url, token="", extra_args=args)
     await process.start()
     yield process
     await process.stop()

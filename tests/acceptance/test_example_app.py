@@ -42,10 +42,25 @@ async def app_dsn(databases: DatabaseFactory) -> AsyncIterator[str]:
 
 @pytest_asyncio.fixture(scope="module")
 async def app_url(app_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    log_path = tmp_path_factory.mktemp("agent_app") / "app.log"
+    process, url = await launch(app_dsn, log_path)
+    try:
+        yield url
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def launch(dsn: str, log_path: Path) -> tuple[asyncio.subprocess.Process, str]:
+    """``python -m examples.agent_app`` on *dsn*, answering; its output in *log_path*."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("agent_app") / "app.log"
-    env = {**os.environ, "PGBRIDGE_DSN": app_dsn, "AGENT_APP_TOKEN_DELAY": "0.01", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PGBRIDGE_DSN": dsn, "AGENT_APP_TOKEN_DELAY": "0.01", "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -60,15 +75,11 @@ async def app_url(app_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Asy
         )
     try:
         await _wait_until_ready(process, url, log_path)
-        yield url
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 15)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    return process, url
 
 
 async def _wait_until_ready(process: asyncio.subprocess.Process, url: str, log_path: Path) -> None:
@@ -153,3 +164,39 @@ async def test_cancelling_a_run_ends_its_stream_with_a_cancel_event(client: http
 async def test_the_app_migrated_the_empty_database_it_was_given(app_url: str, app_dsn: str) -> None:
     async with connected(app_dsn) as conn:
         assert await conn.fetchval("SELECT version_num FROM alembic_version") == head_revision()
+
+
+async def test_ctrl_c_with_a_client_on_a_live_stream_shuts_the_app_down_cleanly(
+    app_dsn: str, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "app.log"
+    process, url = await launch(app_dsn, log_path)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=20) as http:
+            _, stream_url = await start_run(http, tokens=10_000)  # runs for minutes
+            frames: list[ServerSentEvent] = []
+            streaming = asyncio.Event()
+
+            async def follow() -> None:
+                async with aconnect_sse(http, "GET", stream_url) as source:
+                    async for frame in source.aiter_sse():
+                        frames.append(frame)
+                        if len(frames) == 5:
+                            streaming.set()
+
+            reader = asyncio.ensure_future(follow())
+            await asyncio.wait_for(streaming.wait(), 20)
+            started = asyncio.get_running_loop().time()
+            process.send_signal(signal.SIGINT)
+            code = await asyncio.wait_for(process.wait(), 30)
+            took = asyncio.get_running_loop().time() - started
+            await asyncio.wait_for(reader, 5)  # the stream ended, without an error
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    log = _text(log_path)
+    assert code == 0, log
+    assert took < 3.0, (took, log)  # not uvicorn's 2 s grace period, then cancelled tasks
+    for noise in ("Traceback", "Exception in ASGI application", "timeout graceful shutdown exceeded"):
+        assert noise not in log, log

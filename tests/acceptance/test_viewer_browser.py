@@ -106,3 +106,51 @@ async def test_the_viewer_shows_every_event_once_in_order_across_a_server_kill_a
                 await page.screenshot(path=screenshot)
     finally:
         await server.stop()
+
+
+async def test_the_viewer_header_counts_follow_its_rows(dsn: str, browser: Browser) -> None:
+    server = ServerProcess(dsn)
+    await server.start()
+    try:
+        async with PostgresStreamBridge(dsn) as publisher:
+            await publisher.publish("counted", "token", 0)
+            page = await browser.new_page()
+            await page.goto(f"{server.url}/runs/counted/view?access_token={server.token}")
+            await page.wait_for_function(
+                "() => document.getElementById('counts').textContent.startsWith('1 ')"
+            )
+            for i in range(1, 4):
+                await publisher.publish("counted", "token", i)
+            await page.wait_for_function("() => document.querySelectorAll('tr[data-id]').length === 4")
+            # With the rows, well before the page's periodic (5 s) status refresh.
+            await page.wait_for_function(
+                "() => document.getElementById('counts').textContent === '4 published · 4 retained'",
+                timeout=1500,
+            )
+    finally:
+        await server.stop()
+
+
+async def test_the_runs_page_lists_runs_linked_to_their_viewers(dsn: str, browser: Browser) -> None:
+    server = ServerProcess(dsn)
+    await server.start()
+    try:
+        async with PostgresStreamBridge(dsn) as publisher:
+            await publisher.publish("listed/one", "token", 0)
+            await publisher.publish_end("listed/one")
+            await publisher.publish("listed-two", "token", 0)
+        page = await browser.new_page()
+        await page.goto(f"{server.url}/?access_token={server.token}")
+        await page.click("a[href^='/ui/runs']")  # the index page links to the runs page
+        await page.wait_for_function("() => document.querySelectorAll('tr[data-run]').length === 2")
+        rows = await page.eval_on_selector_all(
+            "tr[data-run]", "rows => rows.map(r => [...r.cells].slice(0, 3).map(c => c.textContent))"
+        )
+        assert sorted(rows) == [["listed-two", "active", "1"], ["listed/one", "ended", "2"]]
+        await page.click("text=listed/one")
+        await page.wait_for_function(
+            "() => document.getElementById('connection').textContent.startsWith('finished')"
+        )
+        assert await shown_ids(page) != []
+    finally:
+        await server.stop()

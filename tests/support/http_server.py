@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -28,6 +29,8 @@ class ServerProcess:
     extra_args: tuple[str, ...] = ()
     port: int = field(default_factory=free_port)
     process: asyncio.subprocess.Process | None = None
+    #: Where the server's standard output and error go (appended); None: nowhere.
+    log: Path | None = None
 
     @property
     def url(self) -> str:
@@ -43,15 +46,17 @@ class ServerProcess:
     async def start(self) -> None:
         args = ["serve", "--dsn", self.dsn, "--port", str(self.port), "--token", self.token]
         args += ["--heartbeat", "0.2", "--retry-ms", "200", *self.extra_args]
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "pgbridge.cli",
-            *args,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(self.log.open("ab")) if self.log else asyncio.subprocess.DEVNULL
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "pgbridge.cli",
+                *args,
+                stdout=out,
+                stderr=out,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         await self._wait_until_ready()
 
     async def _wait_until_ready(self, timeout: float = 60) -> None:
