@@ -36,7 +36,7 @@ def curl_block() -> str:
 
 
 async def run_block(server: ServerProcess) -> str:
-    script = f"curl() {{ command curl --max-time {CURL_SECONDS} -sS \"$@\"; }}\n" + curl_block().replace(
+    script = f'curl() {{ command curl --max-time {CURL_SECONDS} -sS "$@"; }}\n' + curl_block().replace(
         "http://127.0.0.1:8000", server.url
     )
     process = await asyncio.create_subprocess_exec(
