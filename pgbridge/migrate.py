@@ -68,6 +68,7 @@ async def _migrate_now(dsn: str, schema: str, revision: str) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from pgbridge.connector import is_connection_error
+    from pgbridge.dsn import redact_dsn
     from pgbridge.migration_support import async_engine_for_dsn
 
     engine = async_engine_for_dsn(dsn)
@@ -78,7 +79,7 @@ async def _migrate_now(dsn: str, schema: str, revision: str) -> None:
         raise StreamBridgeError(f"migration failed: {exc}") from exc
     except Exception as exc:
         if is_connection_error(exc):
-            raise DatabaseUnavailableError(f"cannot reach PostgreSQL at {dsn!r} to migrate: {exc}") from exc
+            raise DatabaseUnavailableError(f"cannot reach PostgreSQL at {redact_dsn(dsn)!r} to migrate: {exc}") from exc
         raise
     finally:
         await engine.dispose()
