@@ -20,12 +20,12 @@ from typing import Any, Self, TypeVar
 
 import asyncpg
 
+from pgbridge.dsn import redact_dsn
 from pgbridge.exceptions import (
     DatabaseUnavailableError,
     SchemaNotMigratedError,
     StreamBridgeError,
 )
-from pgbridge.dsn import redact_dsn
 from pgbridge.sql import SCHEMA_REVISION
 from pgbridge.sql.queries import Queries
 
@@ -136,7 +136,9 @@ class Database:
         try:
             self._pool = await asyncpg.create_pool(self.dsn, reset=_no_session_reset, **self._pool_options)
         except asyncpg.InvalidCatalogNameError as exc:
-            raise DatabaseUnavailableError(f"the database in {redact_dsn(self.dsn)!r} does not exist: {exc}") from exc
+            raise DatabaseUnavailableError(
+                f"the database in {redact_dsn(self.dsn)!r} does not exist: {exc}"
+            ) from exc
         except asyncpg.InvalidAuthorizationSpecificationError as exc:
             raise DatabaseUnavailableError(f"PostgreSQL refused the login: {exc}") from exc
         except Exception as exc:

@@ -55,7 +55,5 @@ def redact_dsn(dsn: str) -> str:
             authority = f"{user}:{MASK}@{hosts}"
     query_start = tail.find("?")
     if query_start != -1:
-        tail = tail[:query_start] + _QUERY_SECRET.sub(
-            lambda m: m.group("key") + MASK, tail[query_start:]
-        )
+        tail = tail[:query_start] + _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, tail[query_start:])
     return scheme + authority + tail

@@ -30,6 +30,7 @@ from pgbridge.connector import AsyncLifecycle, Database
 from pgbridge.contract import ResumeResult
 from pgbridge.exceptions import InvalidEventError, StreamNotFoundError
 from pgbridge.ids import parse_event_id, resolve_cursor, validate_run_id
+from pgbridge.retention.policy import RetentionPolicy
 from pgbridge.sql import DEFAULT_SCHEMA, RUN_STATUSES
 from pgbridge.sql.queries import Queries
 from pgbridge.store.inspection import (
@@ -43,6 +44,7 @@ from pgbridge.store.inspection import (
     TableSize,
     json_value,
 )
+from pgbridge.store.retention import RetentionStore, released_sources
 
 __all__ = [
     "CURSOR_PREFETCH",
@@ -52,6 +54,7 @@ __all__ = [
     "Inspector",
     "OldestEvent",
     "RetentionPassRecord",
+    "RetentionPreview",
     "RunSummary",
     "Stats",
     "StatusCount",
@@ -102,6 +105,42 @@ class Stats:
             "by_status": [plain(c) for c in self.by_status],
             "oldest_event": plain(self.oldest_event) if self.oldest_event else None,
             "last_retention_pass": plain(self.last_retention_pass) if self.last_retention_pass else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPreview:
+    """What a retention pass with ``policy`` would do now (``pgbridge retention --dry-run``).
+
+    Counted by one read-only statement that follows the pass step by step
+    (``preview_pass`` in ``pgbridge/sql/retention.sql``): nothing is locked or
+    written. It is exact for the database as it is when read; what is
+    published, read or ended between the preview and a pass changes the pass.
+    """
+
+    policy: RetentionPolicy
+    runs_dead_lettered: int
+    #: Events each rule would delete, in the pass's order: ``max_events_per_run``,
+    #: ``max_event_age``, ``ended_run_ttl``, ``expired_streams`` (each counts only what the
+    #: rules before it left), and ``deleted_sources``: the events of soft-deleted Durable
+    #: Streams that go with their last fork.
+    events_by_rule: dict[str, int]
+    #: Expired Durable Streams the pass would remove (deleted, or soft-deleted while forks read them).
+    streams_expired: int
+    #: Run rows: expired streams deleted, tombstones past their time, sources that go with their last fork.
+    runs_deleted: int
+
+    @property
+    def events_deleted(self) -> int:
+        return sum(self.events_by_rule.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "events_deleted": self.events_deleted,
+            "runs_deleted": self.runs_deleted,
+            "runs_dead_lettered": self.runs_dead_lettered,
+            "streams_expired": self.streams_expired,
+            "events_by_rule": dict(self.events_by_rule),
         }
 
 
@@ -198,6 +237,22 @@ class Inspector(AsyncLifecycle):
         retained = await snapshot.retained_range(run_id, seq)
         assert retained is not None  # the run row was read in this snapshot
         return resolve_cursor(cursor, retained)
+
+    # -- retention --------------------------------------------------------------
+
+    async def retention_preview(self, policy: RetentionPolicy) -> RetentionPreview:
+        """What one retention pass with *policy* would delete now, per rule, deleting nothing."""
+        store = RetentionStore(self._queries.retention, self.schema)
+        async with self._db.connection() as conn:
+            preview = await store.preview_pass(conn, policy)
+        cascaded_runs, cascaded_events = released_sources(preview.released, preview.releasable)
+        return RetentionPreview(
+            policy=policy,
+            runs_dead_lettered=preview.runs_dead_lettered,
+            events_by_rule={**preview.events_by_rule, "deleted_sources": cascaded_events},
+            streams_expired=preview.streams_expired,
+            runs_deleted=preview.streams_deleted + preview.tombstones_deleted + cascaded_runs,
+        )
 
     # -- stats ------------------------------------------------------------------
 

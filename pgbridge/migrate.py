@@ -79,7 +79,9 @@ async def _migrate_now(dsn: str, schema: str, revision: str) -> None:
         raise StreamBridgeError(f"migration failed: {exc}") from exc
     except Exception as exc:
         if is_connection_error(exc):
-            raise DatabaseUnavailableError(f"cannot reach PostgreSQL at {redact_dsn(dsn)!r} to migrate: {exc}") from exc
+            raise DatabaseUnavailableError(
+                f"cannot reach PostgreSQL at {redact_dsn(dsn)!r} to migrate: {exc}"
+            ) from exc
         raise
     finally:
         await engine.dispose()

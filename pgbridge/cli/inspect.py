@@ -46,7 +46,7 @@ def _positive_int(text: str) -> int:
 
 
 def add_parsers(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    commands: argparse._SubParsersAction[Any],
     *,
     connection_options: AddOptions,
     duration: Callable[[str], float],
@@ -54,7 +54,7 @@ def add_parsers(
     """Add the four commands to the ``pgbridge`` parser."""
 
     def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, help=help, description=description)
+        parser: argparse.ArgumentParser = commands.add_parser(name, help=help, description=description)
         connection_options(parser)
         return parser
 

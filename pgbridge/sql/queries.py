@@ -91,6 +91,7 @@ class RetentionQueries:
     vacuum_run_events: str
     vacuum_run_streams: str
     record_pass: str
+    preview_pass: str
 
     @classmethod
     def for_schema(cls, schema: str) -> RetentionQueries:
