@@ -136,10 +136,10 @@ def event_json(line: EventLine) -> str:
 def gap_line(data: JSONValue) -> str:
     """The ``__gap__`` marker of a subscription, as a line."""
     info = data if isinstance(data, dict) else {}
-    return (
-        f"-- gap: {info.get('gap_count')} event(s) deleted by retention after "
-        f"{info.get('requested_event_id')}; going on from {info.get('earliest_available_event_id')} --"
-    )
+    after = f" after {info['requested_event_id']}" if info.get("requested_event_id") else ""
+    earliest = info.get("earliest_available_event_id")
+    going_on = f"going on from {earliest}" if earliest else "none is left"
+    return f"-- gap: {info.get('gap_count')} event(s) deleted by retention{after}; {going_on} --"
 
 
 def gap_json(run_id: str, data: JSONValue) -> str:

@@ -279,7 +279,10 @@ async def _follow(dsn: str, args: argparse.Namespace, seen: _Seen) -> int:
             if item == HEARTBEAT_SENTINEL:
                 continue
             if item == END_SENTINEL:
-                _note(f"run {args.run!r} has already ended; nothing follows {args.after}")
+                if seen.last_id is not None:
+                    _note(f"run {args.run!r} has already ended; nothing follows {seen.last_id}")
+                else:
+                    _note(f"run {args.run!r} has already ended and no event of it is left to print")
                 continue
             if item.event == GAP_EVENT:
                 printer.gap(args.run, item.data)
