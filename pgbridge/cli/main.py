@@ -263,8 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pgbridge.migrate import migrate
 
             dsn = resolve_dsn(args)
-            asyncio.run(migrate(dsn, schema=args.schema))
-            print(f"schema {args.schema!r} is up to date")
+            print(asyncio.run(migrate(dsn, schema=args.schema)).describe())
             return 0
         if args.command == "demo":
             from pgbridge.cli.demo import run_demo

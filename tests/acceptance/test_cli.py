@@ -13,7 +13,7 @@ import asyncpg
 import psutil
 import pytest
 
-from pgbridge import PostgresStreamBridge
+from pgbridge import PostgresStreamBridge, migrate
 from pgbridge.sql import SCHEMA_REVISION
 from tests.support.cli import terminal_session
 from tests.support.http_server import ServerProcess
@@ -46,6 +46,30 @@ async def test_migrate_creates_the_tables(databases: DatabaseFactory) -> None:
     finally:
         await conn.close()
     await databases.drop(dsn)
+
+
+async def test_migrate_says_which_revisions_it_applied_and_when_there_was_nothing_to_do(
+    databases: DatabaseFactory,
+) -> None:
+    dsn = await databases.create_empty()
+    try:
+        await migrate(dsn, revision="0005")
+        code, out = await run_cli("migrate", "--dsn", dsn)
+        assert code == 0, out
+        assert out == (
+            f"schema 'public': applied 0006 → {SCHEMA_REVISION} ({int(SCHEMA_REVISION) - 5} revision(s); it was at 0005), "
+            f"now at revision {SCHEMA_REVISION}\n"
+        )
+        code, out = await run_cli("migrate", "--dsn", dsn)
+        assert (code, out) == (
+            0,
+            f"schema 'public' is already at revision {SCHEMA_REVISION}: nothing to apply\n",
+        )
+        code, out = await run_cli("migrate", "--dsn", dsn, "--schema", "fresh")
+        assert code == 0, out
+        assert f"schema 'fresh': applied 0001 → {SCHEMA_REVISION} (" in out and "no pgbridge tables" in out
+    finally:
+        await databases.drop(dsn)
 
 
 async def test_migrate_reports_an_unreachable_server_without_a_traceback() -> None:
