@@ -57,7 +57,8 @@ async def test_migrate_says_which_revisions_it_applied_and_when_there_was_nothin
         code, out = await run_cli("migrate", "--dsn", dsn)
         assert code == 0, out
         assert out == (
-            f"schema 'public': applied 0006 → {SCHEMA_REVISION} ({int(SCHEMA_REVISION) - 5} revision(s); it was at 0005), "
+            f"schema 'public': applied 0006 → {SCHEMA_REVISION} "
+            f"({int(SCHEMA_REVISION) - 5} revision(s); it was at 0005), "
             f"now at revision {SCHEMA_REVISION}\n"
         )
         code, out = await run_cli("migrate", "--dsn", dsn)
