@@ -89,7 +89,8 @@ class Stats:
     #: The database server's clock when the stats were read.
     checked_at: datetime
     tables: list[TableSize]
-    #: One entry per run status, in the order of RUN_STATUSES (zeros included).
+    #: One entry per run status, in the order of RUN_STATUSES (zeros included), then
+    #: ``deleted``: Durable Streams deleted while forks read them (when there are some).
     by_status: list[StatusCount]
     oldest_event: OldestEvent | None
     last_retention_pass: RetentionPassRecord | None
@@ -227,10 +228,12 @@ class Inspector(AsyncLifecycle):
             run = await snapshot.run(run_id)
             if run is None:
                 raise StreamNotFoundError(f"no run {run_id!r} in schema {self.schema!r}")
+            if run.deleted or run.expired:
+                raise StreamNotFoundError(_gone_message(run))
             resume = await self._resolve(snapshot, run_id, after, parsed.seq if parsed else 0)
             if resume.status == "unknown":
                 raise InvalidEventError(_unknown_cursor_message(run, after))
-            events = snapshot.events_after(run_id, resume.next_offset - 1, limit, prefetch=CURSOR_PREFETCH)
+            events = snapshot.events_after(run, resume.next_offset - 1, limit, prefetch=CURSOR_PREFETCH)
             yield EventListing(run=run, resume=resume, events=events)
 
     async def _resolve(self, snapshot: Snapshot, run_id: str, cursor: str | None, seq: int) -> ResumeResult:
@@ -268,10 +271,21 @@ class Inspector(AsyncLifecycle):
             schema=self.schema,
             checked_at=checked_at,
             tables=tables,
-            by_status=[counted.get(status, StatusCount(status, 0, 0, 0)) for status in RUN_STATUSES],
+            by_status=[counted.get(status, StatusCount(status, 0, 0, 0)) for status in RUN_STATUSES]
+            + [counted[status] for status in counted if status not in RUN_STATUSES],
             oldest_event=oldest,
             last_retention_pass=last_pass,
         )
+
+
+def _gone_message(run: RunSummary) -> str:
+    """Why a deleted or expired Durable Stream lists no events, as its URL answers."""
+    if run.deleted:
+        return (
+            f"stream {run.run_id!r} was deleted (its URL answers 410 Gone); its "
+            f"{run.events_retained} event(s) are kept only for the forks that read them"
+        )
+    return f"stream {run.run_id!r} has expired (its URL answers 404): a retention pass will remove it"
 
 
 def _unknown_cursor_message(run: RunSummary, cursor: str | None) -> str:

@@ -29,6 +29,8 @@ STATUS_STYLES = {
     "ended": "blue",
     "cancelled": "magenta",
     "errored": "bold red",
+    "deleted": "dim",
+    "expired": "dim",
 }
 #: Wide enough that no plain table is ever wrapped or cut.
 PLAIN_WIDTH = 10_000
@@ -149,14 +151,33 @@ def gap_json(run_id: str, data: JSONValue) -> str:
 # -- runs ------------------------------------------------------------------------------
 
 
+def status_key(run: RunSummary) -> str:
+    """What a run is, as every surface says it: a Durable Stream deleted while forks read
+    it (410) is ``deleted``, one past its TTL or Expires-At (404) ``expired``."""
+    if run.deleted:
+        return "deleted"
+    if run.expired:
+        return "expired"
+    return run.status
+
+
 def status_label(run: RunSummary) -> str:
-    return f"{run.status} (dead letter)" if run.terminal_event == "dead_letter" else run.status
+    if run.deleted:
+        return "deleted (kept for forks)"
+    if run.terminal_event == "dead_letter":
+        return f"{run.status} (dead letter)"
+    return status_key(run)
 
 
 def events_label(run: RunSummary) -> str:
+    """The events a read of the run gives, then where some come from and what retention took:
+    ``12 (+3 deleted)``, ``2 (2 from <source>)`` for a fork."""
+    notes = []
+    if run.events_inherited:
+        notes.append(f"{run.events_inherited} from {run.fork_of}")
     if run.events_deleted:
-        return f"{run.events_retained} (+{run.events_deleted} deleted)"
-    return str(run.events_retained)
+        notes.append(f"+{run.events_deleted} deleted")
+    return f"{run.events_retained} ({', '.join(notes)})" if notes else str(run.events_retained)
 
 
 def runs_table(runs: Iterable[RunSummary], *, colour: bool) -> Table:
@@ -175,7 +196,7 @@ def runs_table(runs: Iterable[RunSummary], *, colour: bool) -> Table:
     for run in runs:
         table.add_row(
             run.run_id,
-            Text(status_label(run), style=STATUS_STYLES.get(run.status, "") if colour else ""),
+            Text(status_label(run), style=STATUS_STYLES.get(status_key(run), "") if colour else ""),
             events_label(run),
             run.first_event_id or "-",
             run.last_event_id or "-",

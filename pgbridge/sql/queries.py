@@ -111,6 +111,8 @@ class InspectQueries:
 
     runs: str
     run: str
+    fork_view: str
+    fork_events_after: str
     events_after: str
     table_sizes: str
     runs_by_status: str
