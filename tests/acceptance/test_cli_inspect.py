@@ -96,7 +96,8 @@ async def test_runs_json_gives_one_object_per_run_with_the_views_columns(
     assert code == 0
     (run,) = [json.loads(line) for line in out.splitlines()]
     assert list(run) == [*RUNS_VIEW_COLUMNS, "fork_of", "events_inherited", "deleted", "expired"]
-    assert (run["fork_of"], run["events_inherited"], run["deleted"], run["expired"]) == (None, 0, False, False)
+    streams_facts = (run["fork_of"], run["events_inherited"], run["deleted"], run["expired"])
+    assert streams_facts == (None, 0, False, False)
     assert (run["status"], run["first_event_id"], run["last_event_id"]) == ("active", ids[0], ids[1])
     assert isinstance(run["duration"], float)
 
