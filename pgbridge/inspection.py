@@ -29,7 +29,7 @@ from typing import Any
 from pgbridge.connector import AsyncLifecycle, Database
 from pgbridge.contract import ResumeResult
 from pgbridge.exceptions import InvalidEventError, StreamNotFoundError
-from pgbridge.ids import parse_event_id, resolve_cursor, validate_run_id
+from pgbridge.ids import format_event_id, parse_event_id, resolve_cursor, validate_run_id
 from pgbridge.retention.policy import RetentionPolicy
 from pgbridge.sql import DEFAULT_SCHEMA, RUN_STATUSES
 from pgbridge.sql.queries import Queries
@@ -235,6 +235,23 @@ class Inspector(AsyncLifecycle):
                 raise InvalidEventError(_unknown_cursor_message(run, after))
             events = snapshot.events_after(run, resume.next_offset - 1, limit, prefetch=CURSOR_PREFETCH)
             yield EventListing(run=run, resume=resume, events=events)
+
+    async def event_before_last(self, run_id: str, count: int) -> str | None:
+        """The ID of the event just before *run_id*'s last *count* retained events (its last
+        event for 0), to read or follow from there like ``tail -n``; None when the run retains
+        *count* events or fewer (start from its first), or does not exist."""
+        validate_run_id(run_id)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise InvalidEventError(f"count must be a whole number >= 0, not {count!r}")
+        async with self._store.snapshot() as snapshot:
+            run = await snapshot.run(run_id)
+            if run is None or run.last_seq - count < run.first_seq:
+                return None
+            seq = run.last_seq - count
+            retained = await snapshot.retained_range(run_id, seq)
+            if retained is None or retained.stored_ms is None:
+                return None
+            return format_event_id(retained.stored_ms, seq)
 
     async def _resolve(self, snapshot: Snapshot, run_id: str, cursor: str | None, seq: int) -> ResumeResult:
         retained = await snapshot.retained_range(run_id, seq)

@@ -45,6 +45,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def add_parsers(
     commands: argparse._SubParsersAction[Any],
     *,
@@ -98,6 +108,13 @@ def add_parsers(
         "event. Ctrl-C stops and prints the last event ID seen, to resume from with --from.",
     )
     _add_run(tail, after_help="resume after this event ID")
+    tail.add_argument(
+        "-n",
+        "--lines",
+        type=_count,
+        metavar="N",
+        help="start with the last N events (0: only new ones), like tail -n (default: all of them)",
+    )
     tail.add_argument("--wait", action="store_true", help="wait for a run that has not started yet")
     tail.add_argument(
         "--json",
@@ -248,11 +265,28 @@ async def _tail(dsn: str, args: argparse.Namespace) -> int:
 
 
 def _report_interrupt(args: argparse.Namespace, seen: _Seen) -> None:
-    command = ["pgbridge", "tail", args.run]
-    if seen.last_id:
-        command += ["--from", seen.last_id]
     _note(f"last event ID: {seen.last_id or 'none (no event was printed)'}")
-    _note(f"resume with: {shlex.join(command)}")
+    _note(f"resume with: {shlex.join(resume_command(args, seen.last_id))}")
+
+
+def resume_command(args: argparse.Namespace, last_id: str | None) -> list[str]:
+    """The ``pgbridge tail`` that goes on after *last_id*, with the options the user gave to
+    reach the same database (a DSN's password shown as ``***``, as everywhere)."""
+    from pgbridge.dsn import redact_dsn
+    from pgbridge.sql import DEFAULT_SCHEMA
+
+    command = ["pgbridge", "tail", args.run]
+    if last_id:
+        command += ["--from", last_id]
+    if args.dsn:
+        command += ["--dsn", redact_dsn(args.dsn)]
+    if args.data_dir is not None:
+        command += ["--data-dir", str(args.data_dir)]
+    if args.schema != DEFAULT_SCHEMA:
+        command += ["--schema", args.schema]
+    if args.json:
+        command.append("--json")
+    return command
 
 
 async def _follow(dsn: str, args: argparse.Namespace, seen: _Seen) -> int:
@@ -275,7 +309,10 @@ async def _follow(dsn: str, args: argparse.Namespace, seen: _Seen) -> int:
                 )
             if resume.status == "unknown":
                 raise InvalidEventError(f"{args.after!r} is not an event ID of run {args.run!r}")
-        async for item in bridge.subscribe(args.run, last_event_id=args.after):
+        start = args.after
+        if args.after is None and args.lines is not None and info is not None:
+            start = seen.last_id = await _before_last(dsn, args, args.lines)
+        async for item in bridge.subscribe(args.run, last_event_id=start):
             if item == HEARTBEAT_SENTINEL:
                 continue
             if item == END_SENTINEL:
@@ -292,6 +329,14 @@ async def _follow(dsn: str, args: argparse.Namespace, seen: _Seen) -> int:
             printer.event(EventLine.from_id(args.run, item.id, item.event, item.data))
             seen.last_id = item.id
     return 0
+
+
+async def _before_last(dsn: str, args: argparse.Namespace, count: int) -> str | None:
+    """The ID of the event before the run's last *count* (None: start from its first)."""
+    from pgbridge.inspection import Inspector
+
+    async with Inspector(dsn, schema=args.schema) as inspector:
+        return await inspector.event_before_last(args.run, count)
 
 
 # -- stats ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from pgbridge import PostgresStreamBridge, RetentionPolicy, StreamStatus
+from pgbridge import PostgresStreamBridge, RetentionPolicy, StreamStatus, migrate
 from tests.support.catalog import EVENTS_VIEW_COLUMNS, RUNS_VIEW_COLUMNS
 from tests.support.cli import ANSI, cli, cli_env, on_a_terminal, start_cli
 from tests.support.run_seeds import seed_agent_runs
@@ -295,7 +295,49 @@ async def test_tail_interrupted_before_any_event_says_none_was_printed(dsn: str)
     _, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 130
     assert "last event ID: none" in err.decode()
-    assert "resume with: pgbridge tail later\n" in err.decode()
+    assert f"resume with: pgbridge tail later --dsn {dsn}\n" in err.decode()
+
+
+async def test_tail_n_prints_the_last_n_events_then_follows(bridge: PostgresStreamBridge, dsn: str) -> None:
+    ids = await publish_tokens(bridge, "run", 5)
+    process = await start_cli("tail", "run", "-n", "2", "--dsn", dsn)
+    printed = [event_ids(await read_event_line(process))[0] for _ in range(2)]
+    assert printed == ids[3:]
+    ids.append(await bridge.publish_end("run"))
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert event_ids(out.decode()) == ids[5:]
+
+
+@pytest.mark.parametrize(("lines", "first"), [("0", 4), ("1", 3), ("3", 1), ("10", 0)])
+async def test_tail_n_of_an_ended_run_prints_its_last_n_events_and_stops(
+    bridge: PostgresStreamBridge, dsn: str, lines: str, first: int
+) -> None:
+    ids = await publish_tokens(bridge, "run", 3)
+    ids.append(await bridge.publish_end("run"))
+    code, out, _ = await cli("tail", "run", "--lines", lines, "--dsn", dsn)
+    assert code == 0
+    assert event_ids(out) == ids[first:]
+
+
+async def test_tail_interrupted_names_a_resume_command_with_the_options_given(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await migrate(dsn, schema="other")
+    async with PostgresStreamBridge(dsn, schema="other") as other:
+        ids = await publish_tokens(other, "run", 2)
+    password_dsn = dsn.replace("://postgres@", "://postgres:hunter2@")
+    process = await start_cli("tail", "run", "--dsn", password_dsn, "--schema", "other", "--json")
+    for _ in ids:
+        await read_event_line(process)
+    process.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    shown = dsn.replace("://postgres@", "://postgres:***@")
+    assert (
+        f"resume with: pgbridge tail run --from {ids[1]} --dsn {shown} --schema other --json\n"
+        in err.decode()
+    )
+    assert "hunter2" not in err.decode()
 
 
 async def test_tail_waits_for_a_run_that_has_not_started_when_asked(
