@@ -333,10 +333,8 @@ async def test_tail_interrupted_names_a_resume_command_with_the_options_given(
     process.send_signal(signal.SIGINT)
     _, err = await asyncio.wait_for(process.communicate(), 60)
     shown = dsn.replace("://postgres@", "://postgres:***@")
-    assert (
-        f"resume with: pgbridge tail run --from {ids[1]} --dsn {shown} --schema other --json\n"
-        in err.decode()
-    )
+    resume = f"resume with: pgbridge tail run --from {ids[1]} --dsn '{shown}' --schema other --json\n"
+    assert resume in err.decode()
     assert "hunter2" not in err.decode()
 
 
