@@ -86,7 +86,16 @@ def add_parsers(
         "--limit", type=_positive_int, default=50, metavar="N", help="at most N runs (default: %(default)s)"
     )
     runs.add_argument(
-        "--json", action="store_true", help="one JSON object per line: the columns of pgbridge_runs"
+        "--json",
+        action="store_true",
+        help="one JSON object per line: the columns of pgbridge_runs, then fork_of, "
+        "events_inherited, deleted, expired",
+    )
+    runs.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column, however wide the terminal (by default a terminal gets the columns that "
+        "fit it, the run id always whole)",
     )
 
     events = command(
@@ -178,8 +187,25 @@ async def _runs(dsn: str, args: argparse.Namespace) -> int:
             print(json.dumps(run.to_json()))
     elif not runs:
         _note("no runs" + (" match" if args.status or args.since is not None else ""))
+    elif not _colour():
+        _show(runs_table(runs, colour=False))
+    elif args.wide:  # every column whole: the terminal wraps long lines
+        from rich.console import Console
+
+        from pgbridge.cli.format import PLAIN_WIDTH
+
+        Console(highlight=False, soft_wrap=True, width=PLAIN_WIDTH).print(runs_table(runs, colour=True))
     else:
-        _show(runs_table(runs, colour=_colour()))
+        from rich.console import Console
+
+        from pgbridge.cli.format import hidden_columns
+
+        console = Console(highlight=False)  # no soft wrap: the table's cells may wrap to fit
+        width = console.width
+        console.print(runs_table(runs, colour=True, width=width))
+        hidden = hidden_columns(runs, width)
+        if hidden:
+            _note(f"({', '.join(hidden)} left out to fit {width} columns: --wide shows every column)")
     return 0
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from pgbridge import PostgresStreamBridge, RetentionPolicy, StreamStatus, migrate
 from tests.support.catalog import EVENTS_VIEW_COLUMNS, RUNS_VIEW_COLUMNS
-from tests.support.cli import ANSI, cli, cli_env, on_a_terminal, start_cli
+from tests.support.cli import ANSI, cli, cli_env, on_a_terminal, start_cli, terminal_session
 from tests.support.run_seeds import seed_agent_runs
 from tests.support.sql_helpers import evict_prefix
 
@@ -86,6 +86,50 @@ async def test_runs_prints_a_table_of_runs_newest_activity_first(
     assert "errored (dead letter)" in by_run["run-dead"]
     assert "10 (+40 deleted)" in by_run["run-trimmed"]
     assert "1m 30s" in by_run["run-42"]
+
+
+def visible(terminal_output: str) -> list[str]:
+    """The lines a terminal shows: colours removed, line ends as written."""
+    return [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in terminal_output.splitlines()]
+
+
+async def test_runs_on_an_80_column_terminal_fits_it_and_never_cuts_a_run_id(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await seed_agent_runs(bridge, dsn)
+    long_id = "run-e90eff0c-5d2b-4bd0-9a36-8f2f0b1b2e7c"
+    await bridge.publish(long_id, "token", 0)
+    code, out, err = await terminal_session("runs", "--dsn", dsn, columns=80)
+    assert code == 0, err
+    lines = visible(out)
+    assert all(len(line) <= 80 for line in lines), lines
+    assert "…" not in out
+    assert lines[0].split()[:3] == ["RUN", "STATUS", "EVENTS"]  # the rest as fits
+    assert any(line.startswith(long_id + " ") for line in lines)
+    firsts = {line.split()[0] for line in lines[1:] if line and not line.startswith(" ")}
+    assert {"run-live", "run-dead", "run-42", "run-trimmed", long_id} <= firsts
+    assert "--wide shows every column" in err
+
+
+async def test_runs_wide_on_an_80_column_terminal_shows_every_column_whole(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await seed_agent_runs(bridge, dsn)
+    out = await on_a_terminal("runs", "--dsn", dsn, "--wide", columns=80)
+    lines = visible(out)
+    assert lines[0].split() == [
+        "RUN",
+        "STATUS",
+        "EVENTS",
+        "FIRST",
+        "ID",
+        "LAST",
+        "ID",
+        "STARTED",
+        "ENDED",
+        "DURATION",
+    ]
+    assert "…" not in out and len(lines[0]) > 80  # one line per run: the terminal wraps it
 
 
 async def test_runs_json_gives_one_object_per_run_with_the_views_columns(
