@@ -14,6 +14,7 @@ import pytest
 
 from tests.acceptance.test_cli import _wait_gone
 from tests.support.cli import cli_env
+from tests.support.helpers import wait_until
 
 #: Drives whole processes from outside; .ci/run runs it in its first pass only (see pyproject.toml).
 pytestmark = pytest.mark.once
@@ -74,7 +75,7 @@ async def test_bench_stopped_with_sigterm_stops_its_embedded_postgresql_and_remo
     )
     postmaster = None
     try:
-        postmaster = await asyncio.wait_for(_embedded_server_up(tmp_path), 120)
+        postmaster = await _embedded_server_up(tmp_path)
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), 60)
         assert process.stderr is not None
@@ -92,9 +93,15 @@ async def test_bench_stopped_with_sigterm_stops_its_embedded_postgresql_and_remo
 
 async def _embedded_server_up(folder: Path) -> int:
     """The postmaster's pid once the benchmark's embedded server in *folder* accepts connections."""
-    while (pid := await asyncio.to_thread(_ready_postmaster, folder)) is None:
-        await asyncio.sleep(0.2)
-    return pid
+    found: list[int] = []
+
+    def ready() -> bool:
+        pid = _ready_postmaster(folder)
+        found.extend([] if pid is None else [pid])
+        return bool(found)
+
+    await wait_until(ready, timeout=120)
+    return found[0]
 
 
 def _ready_postmaster(folder: Path) -> int | None:
