@@ -87,6 +87,20 @@ async def test_demo_resumes_in_a_new_process_with_nothing_lost_or_repeated(dsn: 
     assert "OK: every event arrived exactly once, in order" in out
 
 
+async def test_demo_shows_the_rows_its_sql_returns_in_the_order_it_returns_them(dsn: str) -> None:
+    code, out = await run_cli("demo", "--dsn", dsn, "--events", "10")
+    assert code == 0, out
+    shown_sql = out.split("the run is plain SQL:\n", 1)[1].split(";\n", 1)[0]
+    printed = [line.split()[0] for line in out.split(";\n", 1)[1].splitlines() if line.startswith("  ")]
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(shown_sql)  # pasted into psql as printed
+    finally:
+        await conn.close()
+    assert printed == [row["event_id"] for row in rows] and len(printed) == 3
+    assert [int(i.split("-")[1]) for i in printed] == [9, 10, 11]  # the last three, oldest first
+
+
 async def test_retention_runs_one_pass_and_prints_what_it_deleted(dsn: str) -> None:
     async with PostgresStreamBridge(dsn) as bridge:
         for i in range(5):
