@@ -50,8 +50,8 @@ def redact_dsn(dsn: str) -> str:
     authority, tail = rest[:end], rest[end:]
     userinfo, separator, hosts = authority.rpartition("@")
     if separator:
-        user, colon, _password = userinfo.partition(":")
-        if colon:
+        user, colon, password = userinfo.partition(":")
+        if colon and password:  # an empty password (the embedded server's "postgres:@") hides nothing
             authority = f"{user}:{MASK}@{hosts}"
     query_start = tail.find("?")
     if query_start != -1:

@@ -52,7 +52,9 @@ def resolve_dsn(args: argparse.Namespace) -> str:
         return dsn
     folder = args.data_dir or default_data_dir()
     print(f"using the embedded PostgreSQL in {folder}", file=sys.stderr)
-    return start_embedded(folder)
+    dsn = start_embedded(folder)
+    print(f"  (psql '{dsn.replace(':@', '@', 1)}' reaches it while this command runs)", file=sys.stderr)
+    return dsn
 
 
 def policy_from_args(args: argparse.Namespace) -> RetentionPolicy:

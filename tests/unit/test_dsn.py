@@ -50,6 +50,7 @@ def test_a_password_is_replaced_wherever_the_dsn_holds_it(dsn: str, shown: str) 
     [
         "postgresql://postgres@127.0.0.1:5432/postgres",
         "postgresql:///postgres?host=/tmp/pgdata",
+        "postgresql://postgres:@/postgres?host=/tmp/pgdata",  # the embedded server's: no password
         "postgresql://app@h1,h2/db",
         "host=localhost dbname=db",
         "",
