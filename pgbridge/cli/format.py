@@ -332,12 +332,23 @@ def _retention_line(stats: Stats) -> str:
         )
     ago = human_duration(stats.checked_at - last.finished_at)
     took = human_duration(last.finished_at - last.started_at)
-    policy = " ".join(f"{name}={value}" for name, value in last.policy.items())
+    policy = " ".join(
+        f"--{name.replace('_', '-')} {_policy_value(name, value)}" for name, value in last.policy.items()
+    )
     return (
         f"last retention pass: {local_time(last.finished_at)} ({ago} ago, took {took}, pass #{last.passes}): "
         f"events deleted {last.events_deleted:,}, runs deleted {last.runs_deleted:,}, "
         f"runs dead-lettered {last.runs_dead_lettered:,}\n  policy: {policy}"
     )
+
+
+def _policy_value(name: str, value: Any) -> str:
+    """A recorded policy's value as ``pgbridge retention`` takes it: ``7d``, ``none``, ``10000``."""
+    from pgbridge.cli.retention import format_duration
+
+    if value is None or name == "max_events_per_run" or not isinstance(value, int | float):
+        return "none" if value is None else str(value)
+    return format_duration(float(value))
 
 
 def plain(renderable: RenderableType) -> str:
