@@ -443,7 +443,7 @@ async def test_stats_prints_sizes_counts_the_oldest_event_and_the_last_retention
         assert re.search(rf"^{table}\s+\d+", out, re.MULTILINE)
     assert re.search(r"^active\s+1\s+2\s+3$", out, re.MULTILINE)
     assert f"oldest retained event: {oldest[1]} of run 'run'" in out
-    assert "last retention pass:" in out and "events deleted 1," in out and "max_events_per_run=2" in out
+    assert "last retention pass:" in out and "events deleted 1," in out and "--max-events-per-run 2 " in out
 
 
 async def test_stats_json_is_one_object(bridge: PostgresStreamBridge, dsn: str) -> None:
