@@ -20,6 +20,7 @@ from typing import Any, Self, TypeVar
 
 import asyncpg
 
+from pgbridge.dsn import redact_dsn
 from pgbridge.exceptions import (
     DatabaseUnavailableError,
     SchemaNotMigratedError,
@@ -135,13 +136,15 @@ class Database:
         try:
             self._pool = await asyncpg.create_pool(self.dsn, reset=_no_session_reset, **self._pool_options)
         except asyncpg.InvalidCatalogNameError as exc:
-            raise DatabaseUnavailableError(f"the database in {self.dsn!r} does not exist: {exc}") from exc
+            raise DatabaseUnavailableError(
+                f"the database in {redact_dsn(self.dsn)!r} does not exist: {exc}"
+            ) from exc
         except asyncpg.InvalidAuthorizationSpecificationError as exc:
             raise DatabaseUnavailableError(f"PostgreSQL refused the login: {exc}") from exc
         except Exception as exc:
             if is_connection_error(exc):
                 raise DatabaseUnavailableError(
-                    f"cannot connect to PostgreSQL at {self.dsn!r}: {exc}"
+                    f"cannot connect to PostgreSQL at {redact_dsn(self.dsn)!r}: {exc}"
                 ) from exc
             raise
         try:
@@ -212,7 +215,7 @@ class Database:
             return rows
 
     async def _check_schema_revision(self) -> None:
-        command = f"pgbridge migrate --dsn '{self.dsn}' --schema {self.queries.schema}"
+        command = f"pgbridge migrate --dsn '{redact_dsn(self.dsn)}' --schema {self.queries.schema}"
         try:
             rows = await self.fetch(self.queries.schema_revision)
         except StreamBridgeError as exc:

@@ -29,7 +29,8 @@ from typing import Any
 from pgbridge.connector import AsyncLifecycle, Database
 from pgbridge.contract import ResumeResult
 from pgbridge.exceptions import InvalidEventError, StreamNotFoundError
-from pgbridge.ids import parse_event_id, resolve_cursor, validate_run_id
+from pgbridge.ids import format_event_id, parse_event_id, resolve_cursor, validate_run_id
+from pgbridge.retention.policy import RetentionPolicy
 from pgbridge.sql import DEFAULT_SCHEMA, RUN_STATUSES
 from pgbridge.sql.queries import Queries
 from pgbridge.store.inspection import (
@@ -43,6 +44,7 @@ from pgbridge.store.inspection import (
     TableSize,
     json_value,
 )
+from pgbridge.store.retention import RetentionStore, released_sources
 
 __all__ = [
     "CURSOR_PREFETCH",
@@ -52,6 +54,7 @@ __all__ = [
     "Inspector",
     "OldestEvent",
     "RetentionPassRecord",
+    "RetentionPreview",
     "RunSummary",
     "Stats",
     "StatusCount",
@@ -86,7 +89,8 @@ class Stats:
     #: The database server's clock when the stats were read.
     checked_at: datetime
     tables: list[TableSize]
-    #: One entry per run status, in the order of RUN_STATUSES (zeros included).
+    #: One entry per run status, in the order of RUN_STATUSES (zeros included), then
+    #: ``deleted``: Durable Streams deleted while forks read them (when there are some).
     by_status: list[StatusCount]
     oldest_event: OldestEvent | None
     last_retention_pass: RetentionPassRecord | None
@@ -102,6 +106,42 @@ class Stats:
             "by_status": [plain(c) for c in self.by_status],
             "oldest_event": plain(self.oldest_event) if self.oldest_event else None,
             "last_retention_pass": plain(self.last_retention_pass) if self.last_retention_pass else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPreview:
+    """What a retention pass with ``policy`` would do now (``pgbridge retention --dry-run``).
+
+    Counted by one read-only statement that follows the pass step by step
+    (``preview_pass`` in ``pgbridge/sql/retention.sql``): nothing is locked or
+    written. It is exact for the database as it is when read; what is
+    published, read or ended between the preview and a pass changes the pass.
+    """
+
+    policy: RetentionPolicy
+    runs_dead_lettered: int
+    #: Events each rule would delete, in the pass's order: ``max_events_per_run``,
+    #: ``max_event_age``, ``ended_run_ttl``, ``expired_streams`` (each counts only what the
+    #: rules before it left), and ``deleted_sources``: the events of soft-deleted Durable
+    #: Streams that go with their last fork.
+    events_by_rule: dict[str, int]
+    #: Expired Durable Streams the pass would remove (deleted, or soft-deleted while forks read them).
+    streams_expired: int
+    #: Run rows: expired streams deleted, tombstones past their time, sources that go with their last fork.
+    runs_deleted: int
+
+    @property
+    def events_deleted(self) -> int:
+        return sum(self.events_by_rule.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "events_deleted": self.events_deleted,
+            "runs_deleted": self.runs_deleted,
+            "runs_dead_lettered": self.runs_dead_lettered,
+            "streams_expired": self.streams_expired,
+            "events_by_rule": dict(self.events_by_rule),
         }
 
 
@@ -188,16 +228,51 @@ class Inspector(AsyncLifecycle):
             run = await snapshot.run(run_id)
             if run is None:
                 raise StreamNotFoundError(f"no run {run_id!r} in schema {self.schema!r}")
+            if run.deleted or run.expired:
+                raise StreamNotFoundError(_gone_message(run))
             resume = await self._resolve(snapshot, run_id, after, parsed.seq if parsed else 0)
             if resume.status == "unknown":
                 raise InvalidEventError(_unknown_cursor_message(run, after))
-            events = snapshot.events_after(run_id, resume.next_offset - 1, limit, prefetch=CURSOR_PREFETCH)
+            events = snapshot.events_after(run, resume.next_offset - 1, limit, prefetch=CURSOR_PREFETCH)
             yield EventListing(run=run, resume=resume, events=events)
+
+    async def event_before_last(self, run_id: str, count: int) -> str | None:
+        """The ID of the event just before *run_id*'s last *count* retained events (its last
+        event for 0), to read or follow from there like ``tail -n``; None when the run retains
+        *count* events or fewer (start from its first), or does not exist."""
+        validate_run_id(run_id)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise InvalidEventError(f"count must be a whole number >= 0, not {count!r}")
+        async with self._store.snapshot() as snapshot:
+            run = await snapshot.run(run_id)
+            if run is None or run.last_seq - count < run.first_seq:
+                return None
+            seq = run.last_seq - count
+            retained = await snapshot.retained_range(run_id, seq)
+            if retained is None or retained.stored_ms is None:
+                return None
+            return format_event_id(retained.stored_ms, seq)
 
     async def _resolve(self, snapshot: Snapshot, run_id: str, cursor: str | None, seq: int) -> ResumeResult:
         retained = await snapshot.retained_range(run_id, seq)
         assert retained is not None  # the run row was read in this snapshot
         return resolve_cursor(cursor, retained)
+
+    # -- retention --------------------------------------------------------------
+
+    async def retention_preview(self, policy: RetentionPolicy) -> RetentionPreview:
+        """What one retention pass with *policy* would delete now, per rule, deleting nothing."""
+        store = RetentionStore(self._queries.retention, self.schema)
+        async with self._db.connection() as conn:
+            preview = await store.preview_pass(conn, policy)
+        cascaded_runs, cascaded_events = released_sources(preview.released, preview.releasable)
+        return RetentionPreview(
+            policy=policy,
+            runs_dead_lettered=preview.runs_dead_lettered,
+            events_by_rule={**preview.events_by_rule, "deleted_sources": cascaded_events},
+            streams_expired=preview.streams_expired,
+            runs_deleted=preview.streams_deleted + preview.tombstones_deleted + cascaded_runs,
+        )
 
     # -- stats ------------------------------------------------------------------
 
@@ -213,10 +288,21 @@ class Inspector(AsyncLifecycle):
             schema=self.schema,
             checked_at=checked_at,
             tables=tables,
-            by_status=[counted.get(status, StatusCount(status, 0, 0, 0)) for status in RUN_STATUSES],
+            by_status=[counted.get(status, StatusCount(status, 0, 0, 0)) for status in RUN_STATUSES]
+            + [counted[status] for status in counted if status not in RUN_STATUSES],
             oldest_event=oldest,
             last_retention_pass=last_pass,
         )
+
+
+def _gone_message(run: RunSummary) -> str:
+    """Why a deleted or expired Durable Stream lists no events, as its URL answers."""
+    if run.deleted:
+        return (
+            f"stream {run.run_id!r} was deleted (its URL answers 410 Gone); its "
+            f"{run.events_retained} event(s) are kept only for the forks that read them"
+        )
+    return f"stream {run.run_id!r} has expired (its URL answers 404): a retention pass will remove it"
 
 
 def _unknown_cursor_message(run: RunSummary, cursor: str | None) -> str:

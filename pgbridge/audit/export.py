@@ -61,7 +61,9 @@ def verify_export(lines: Iterable[str]) -> ChainReport:
         raise ValueError("the export is empty: no header line")
     header = _parse(first, 1)
     if header.get("format") != CHAIN_VERSION:
-        raise ValueError(f"not a {CHAIN_VERSION} export (format {header.get('format')!r})")
+        found = header.get("format")
+        said = "its header names no format" if found is None else f"its header says format {found!r}"
+        raise ValueError(f"not a {CHAIN_VERSION} export: {said}")
     head = ChainHead(
         first_seq=int(header["first_seq"]),
         last_seq=int(header["last_seq"]),

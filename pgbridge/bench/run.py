@@ -64,7 +64,19 @@ async def run_benchmark(dsn: str | None, *, quick: bool, out_dir: Path, durable_
     could not be measured (the report says which). With *durable_streams*,
     measure the Durable Streams endpoint against the reference server
     instead, and write ``durable-streams.md`` and ``durable-streams.json``.
+
+    SIGINT and SIGTERM stop it through its ``finally`` blocks: the scratch
+    database is dropped, an embedded server stopped and its temporary folder
+    removed; the exit status is then 130 or 143, as a shell reports.
     """
+    from pgbridge.cli.signals import until_signalled
+
+    return await until_signalled(
+        _run_benchmark(dsn, quick=quick, out_dir=out_dir, durable_streams=durable_streams)
+    )
+
+
+async def _run_benchmark(dsn: str | None, *, quick: bool, out_dir: Path, durable_streams: bool) -> int:
     sizes = Sizes.quick() if quick else Sizes.full()
     with contextlib.ExitStack() as stack:
         if dsn is None:

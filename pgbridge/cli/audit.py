@@ -8,7 +8,7 @@ import json
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 
-from pgbridge.audit.chain import ChainReport
+from pgbridge.audit.chain import CHAIN_VERSION, ChainReport
 from pgbridge.audit.export import verify_export
 from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.exceptions import StreamNotFoundError
@@ -22,12 +22,21 @@ def run_verify(args: argparse.Namespace, resolve_dsn: DsnResolver) -> int:
         if args.runs or args.all:
             print("pgbridge: --file checks one export; give no RUN and no --all with it", file=sys.stderr)
             return 2
-        with args.file.open(encoding="utf-8") as lines:
-            try:
+        try:
+            with args.file.open(encoding="utf-8") as lines:
                 report = verify_export(lines)
-            except ValueError as exc:
-                print(f"pgbridge: {args.file}: {exc}", file=sys.stderr)
-                return 2
+        except OSError as exc:
+            print(f"pgbridge: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        except KeyError as exc:
+            print(
+                f"pgbridge: {args.file}: not a {CHAIN_VERSION} export: a line has no {exc} field",
+                file=sys.stderr,
+            )
+            return 2
+        except (ValueError, TypeError) as exc:
+            print(f"pgbridge: {args.file}: {exc}", file=sys.stderr)
+            return 2
         return _print_reports([report], as_json=args.json)
     if not args.runs and not args.all:
         print("pgbridge: name the runs to verify, or --all", file=sys.stderr)
@@ -108,5 +117,8 @@ async def _export(dsn: str, args: argparse.Namespace) -> int:
         except StreamNotFoundError as exc:
             print(f"pgbridge: {exc}", file=sys.stderr)
             return 1
+        except OSError as exc:
+            print(f"pgbridge: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     print(f"exported {written} event(s) of run {args.run!r}", file=sys.stderr)
     return 0

@@ -125,7 +125,7 @@ async def _show_sql(dsn: str, schema: str, run_id: str) -> None:
     print("\nthe run is plain SQL:\n" + query.replace("$1", f"'{run_id}'") + ";")
     conn = await asyncpg.connect(dsn)
     try:
-        for row in reversed(await conn.fetch(query, run_id)):
+        for row in await conn.fetch(query, run_id):
             print(f"  {row['event_id']:<20} {row['event']:<6} {row['data']}")
     finally:
         await conn.close()

@@ -29,6 +29,8 @@ STATUS_STYLES = {
     "ended": "blue",
     "cancelled": "magenta",
     "errored": "bold red",
+    "deleted": "dim",
+    "expired": "dim",
 }
 #: Wide enough that no plain table is ever wrapped or cut.
 PLAIN_WIDTH = 10_000
@@ -136,10 +138,10 @@ def event_json(line: EventLine) -> str:
 def gap_line(data: JSONValue) -> str:
     """The ``__gap__`` marker of a subscription, as a line."""
     info = data if isinstance(data, dict) else {}
-    return (
-        f"-- gap: {info.get('gap_count')} event(s) deleted by retention after "
-        f"{info.get('requested_event_id')}; going on from {info.get('earliest_available_event_id')} --"
-    )
+    after = f" after {info['requested_event_id']}" if info.get("requested_event_id") else ""
+    earliest = info.get("earliest_available_event_id")
+    going_on = f"going on from {earliest}" if earliest else "none is left"
+    return f"-- gap: {info.get('gap_count')} event(s) deleted by retention{after}; {going_on} --"
 
 
 def gap_json(run_id: str, data: JSONValue) -> str:
@@ -149,41 +151,130 @@ def gap_json(run_id: str, data: JSONValue) -> str:
 # -- runs ------------------------------------------------------------------------------
 
 
+def status_key(run: RunSummary) -> str:
+    """What a run is, as every surface says it: a Durable Stream deleted while forks read
+    it (410) is ``deleted``, one past its TTL or Expires-At (404) ``expired``."""
+    if run.deleted:
+        return "deleted"
+    if run.expired:
+        return "expired"
+    return run.status
+
+
 def status_label(run: RunSummary) -> str:
-    return f"{run.status} (dead letter)" if run.terminal_event == "dead_letter" else run.status
+    if run.deleted:
+        return "deleted (kept for forks)"
+    if run.terminal_event == "dead_letter":
+        return f"{run.status} (dead letter)"
+    return status_key(run)
 
 
 def events_label(run: RunSummary) -> str:
+    """The events a read of the run gives, then where some come from and what retention took:
+    ``12 (+3 deleted)``, ``2 (2 from <source>)`` for a fork."""
+    notes = []
+    if run.events_inherited:
+        notes.append(f"{run.events_inherited} from {run.fork_of}")
     if run.events_deleted:
-        return f"{run.events_retained} (+{run.events_deleted} deleted)"
-    return str(run.events_retained)
+        notes.append(f"+{run.events_deleted} deleted")
+    return f"{run.events_retained} ({', '.join(notes)})" if notes else str(run.events_retained)
 
 
-def runs_table(runs: Iterable[RunSummary], *, colour: bool) -> Table:
+#: The columns of ``pgbridge runs``: name, justification, and the order they are dropped in
+#: to fit a narrow terminal (highest first; the run id is never dropped nor cut).
+RUN_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("RUN", "left", 0),
+    ("STATUS", "left", 1),
+    ("EVENTS", "right", 2),
+    ("FIRST ID", "left", 7),
+    ("LAST ID", "left", 3),
+    ("STARTED", "left", 5),
+    ("ENDED", "left", 6),
+    ("DURATION", "right", 4),
+)
+#: Spaces between two columns of a table.
+COLUMN_GAP = 2
+#: The columns of RUN_COLUMNS whose cells may wrap between words on a narrow terminal.
+WRAPPING_COLUMNS = frozenset({1, 2})
+
+
+def _narrowest(cell: str, *, wraps: bool) -> int:
+    """The narrowest a cell can be: its longest word when it may wrap, else all of it."""
+    return max(map(len, cell.split())) if wraps and cell.strip() else len(cell)
+
+
+def run_cells(run: RunSummary) -> list[str]:
+    """A run's row of ``pgbridge runs``, in the order of :data:`RUN_COLUMNS`."""
+    return [
+        run.run_id,
+        status_label(run),
+        events_label(run),
+        run.first_event_id or "-",
+        run.last_event_id or "-",
+        local_time(run.started_at),
+        local_time(run.ended_at),
+        human_duration(run.duration),
+    ]
+
+
+def fitting_columns(rows: list[list[str]], width: int | None) -> dict[int, int | None]:
+    """The :data:`RUN_COLUMNS` to show so that every line fits in *width* (all of them for
+    None), by index, each with the width to give it (None: as wide as its cells). The least
+    useful go first, the run id never; STATUS and EVENTS may wrap between words first."""
+    shown = list(range(len(RUN_COLUMNS)))
+    if width is None:
+        return dict.fromkeys(shown)
+    natural = [max([len(RUN_COLUMNS[i][0])] + [len(row[i]) for row in rows]) for i in shown]
+    narrowest = [
+        max([len(RUN_COLUMNS[i][0])] + [_narrowest(row[i], wraps=i in WRAPPING_COLUMNS) for row in rows])
+        for i in shown
+    ]
+
+    def total(widths: list[int]) -> int:
+        return sum(widths[i] for i in shown) + COLUMN_GAP * (len(shown) - 1)
+
+    for index in sorted(shown, key=lambda i: -RUN_COLUMNS[i][2]):
+        if total(narrowest) <= width or RUN_COLUMNS[index][2] == 0:
+            break
+        shown.remove(index)
+    widths = list(natural)
+    while total(widths) > width:  # narrow the widest wrapping column shown, a character at a time
+        candidates = [i for i in shown if i in WRAPPING_COLUMNS and widths[i] > narrowest[i]]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda i: widths[i] - narrowest[i])
+        widths[widest] -= 1
+    return {i: (widths[i] if i in WRAPPING_COLUMNS else None) for i in shown}
+
+
+def runs_table(runs: Iterable[RunSummary], *, colour: bool, width: int | None = None) -> Table:
+    """The table of ``pgbridge runs``: every column, or (given a terminal's *width*) those that
+    fit it, the least useful dropped first. The run id is never cut: if it alone is wider
+    than the terminal, it wraps."""
+    listed = list(runs)
+    rows = [run_cells(run) for run in listed]
+    shown = fitting_columns(rows, width)
     table = Table(box=None, pad_edge=False, header_style="bold" if colour else "")
-    for name, justify in (
-        ("RUN", "left"),
-        ("STATUS", "left"),
-        ("EVENTS", "right"),
-        ("FIRST ID", "left"),
-        ("LAST ID", "left"),
-        ("STARTED", "left"),
-        ("ENDED", "left"),
-        ("DURATION", "right"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for run in runs:
-        table.add_row(
-            run.run_id,
-            Text(status_label(run), style=STATUS_STYLES.get(run.status, "") if colour else ""),
-            events_label(run),
-            run.first_event_id or "-",
-            run.last_event_id or "-",
-            local_time(run.started_at),
-            local_time(run.ended_at),
-            human_duration(run.duration),
-        )
+    for index, fixed in shown.items():
+        name, justify, _ = RUN_COLUMNS[index]
+        if index == 0:  # never cut: as wide as the longest id, or folded when wider than the terminal
+            longest = max([len(name)] + [len(cells[0]) for cells in rows])
+            table.add_column(name, justify="left", overflow="fold", min_width=min(longest, width or longest))
+        elif fixed is not None:
+            table.add_column(name, justify=justify, overflow="fold", width=fixed)  # type: ignore[arg-type]
+        else:
+            table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for run, cells in zip(listed, rows, strict=True):
+        styled: list[RenderableType] = list(cells)
+        styled[1] = Text(cells[1], style=STATUS_STYLES.get(status_key(run), "") if colour else "")
+        table.add_row(*(styled[i] for i in shown))
     return table
+
+
+def hidden_columns(runs: Iterable[RunSummary], width: int) -> list[str]:
+    """The columns :func:`runs_table` leaves out at *width*."""
+    shown = fitting_columns([run_cells(run) for run in runs], width)
+    return [name for index, (name, _, _) in enumerate(RUN_COLUMNS) if index not in shown]
 
 
 # -- stats -------------------------------------------------------------------------------
@@ -241,12 +332,23 @@ def _retention_line(stats: Stats) -> str:
         )
     ago = human_duration(stats.checked_at - last.finished_at)
     took = human_duration(last.finished_at - last.started_at)
-    policy = " ".join(f"{name}={value}" for name, value in last.policy.items())
+    policy = " ".join(
+        f"--{name.replace('_', '-')} {_policy_value(name, value)}" for name, value in last.policy.items()
+    )
     return (
         f"last retention pass: {local_time(last.finished_at)} ({ago} ago, took {took}, pass #{last.passes}): "
         f"events deleted {last.events_deleted:,}, runs deleted {last.runs_deleted:,}, "
         f"runs dead-lettered {last.runs_dead_lettered:,}\n  policy: {policy}"
     )
+
+
+def _policy_value(name: str, value: Any) -> str:
+    """A recorded policy's value as ``pgbridge retention`` takes it: ``7d``, ``none``, ``10000``."""
+    from pgbridge.cli.retention import format_duration
+
+    if value is None or name == "max_events_per_run" or not isinstance(value, int | float):
+        return "none" if value is None else str(value)
+    return format_duration(float(value))
 
 
 def plain(renderable: RenderableType) -> str:

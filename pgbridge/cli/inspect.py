@@ -45,8 +45,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def add_parsers(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    commands: argparse._SubParsersAction[Any],
     *,
     connection_options: AddOptions,
     duration: Callable[[str], float],
@@ -54,7 +64,7 @@ def add_parsers(
     """Add the four commands to the ``pgbridge`` parser."""
 
     def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, help=help, description=description)
+        parser: argparse.ArgumentParser = commands.add_parser(name, help=help, description=description)
         connection_options(parser)
         return parser
 
@@ -76,7 +86,16 @@ def add_parsers(
         "--limit", type=_positive_int, default=50, metavar="N", help="at most N runs (default: %(default)s)"
     )
     runs.add_argument(
-        "--json", action="store_true", help="one JSON object per line: the columns of pgbridge_runs"
+        "--json",
+        action="store_true",
+        help="one JSON object per line: the columns of pgbridge_runs, then fork_of, "
+        "events_inherited, deleted, expired",
+    )
+    runs.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column, however wide the terminal (by default a terminal gets the columns that "
+        "fit it, the run id always whole)",
     )
 
     events = command(
@@ -98,6 +117,13 @@ def add_parsers(
         "event. Ctrl-C stops and prints the last event ID seen, to resume from with --from.",
     )
     _add_run(tail, after_help="resume after this event ID")
+    tail.add_argument(
+        "-n",
+        "--lines",
+        type=_count,
+        metavar="N",
+        help="start with the last N events (0: only new ones), like tail -n (default: all of them)",
+    )
     tail.add_argument("--wait", action="store_true", help="wait for a run that has not started yet")
     tail.add_argument(
         "--json",
@@ -161,8 +187,25 @@ async def _runs(dsn: str, args: argparse.Namespace) -> int:
             print(json.dumps(run.to_json()))
     elif not runs:
         _note("no runs" + (" match" if args.status or args.since is not None else ""))
+    elif not _colour():
+        _show(runs_table(runs, colour=False))
+    elif args.wide:  # every column whole: the terminal wraps long lines
+        from rich.console import Console
+
+        from pgbridge.cli.format import PLAIN_WIDTH
+
+        Console(highlight=False, soft_wrap=True, width=PLAIN_WIDTH).print(runs_table(runs, colour=True))
     else:
-        _show(runs_table(runs, colour=_colour()))
+        from rich.console import Console
+
+        from pgbridge.cli.format import hidden_columns
+
+        console = Console(highlight=False)  # no soft wrap: the table's cells may wrap to fit
+        width = console.width
+        console.print(runs_table(runs, colour=True, width=width))
+        hidden = hidden_columns(runs, width)
+        if hidden:
+            _note(f"({', '.join(hidden)} left out to fit {width} columns: --wide shows every column)")
     return 0
 
 
@@ -248,11 +291,28 @@ async def _tail(dsn: str, args: argparse.Namespace) -> int:
 
 
 def _report_interrupt(args: argparse.Namespace, seen: _Seen) -> None:
-    command = ["pgbridge", "tail", args.run]
-    if seen.last_id:
-        command += ["--from", seen.last_id]
     _note(f"last event ID: {seen.last_id or 'none (no event was printed)'}")
-    _note(f"resume with: {shlex.join(command)}")
+    _note(f"resume with: {shlex.join(resume_command(args, seen.last_id))}")
+
+
+def resume_command(args: argparse.Namespace, last_id: str | None) -> list[str]:
+    """The ``pgbridge tail`` that goes on after *last_id*, with the options the user gave to
+    reach the same database (a DSN's password shown as ``***``, as everywhere)."""
+    from pgbridge.dsn import redact_dsn
+    from pgbridge.sql import DEFAULT_SCHEMA
+
+    command = ["pgbridge", "tail", args.run]
+    if last_id:
+        command += ["--from", last_id]
+    if args.dsn:
+        command += ["--dsn", redact_dsn(args.dsn)]
+    if args.data_dir is not None:
+        command += ["--data-dir", str(args.data_dir)]
+    if args.schema != DEFAULT_SCHEMA:
+        command += ["--schema", args.schema]
+    if args.json:
+        command.append("--json")
+    return command
 
 
 async def _follow(dsn: str, args: argparse.Namespace, seen: _Seen) -> int:
@@ -275,11 +335,17 @@ async def _follow(dsn: str, args: argparse.Namespace, seen: _Seen) -> int:
                 )
             if resume.status == "unknown":
                 raise InvalidEventError(f"{args.after!r} is not an event ID of run {args.run!r}")
-        async for item in bridge.subscribe(args.run, last_event_id=args.after):
+        start = args.after
+        if args.after is None and args.lines is not None and info is not None:
+            start = seen.last_id = await _before_last(dsn, args, args.lines)
+        async for item in bridge.subscribe(args.run, last_event_id=start):
             if item == HEARTBEAT_SENTINEL:
                 continue
             if item == END_SENTINEL:
-                _note(f"run {args.run!r} has already ended; nothing follows {args.after}")
+                if seen.last_id is not None:
+                    _note(f"run {args.run!r} has already ended; nothing follows {seen.last_id}")
+                else:
+                    _note(f"run {args.run!r} has already ended and no event of it is left to print")
                 continue
             if item.event == GAP_EVENT:
                 printer.gap(args.run, item.data)
@@ -289,6 +355,14 @@ async def _follow(dsn: str, args: argparse.Namespace, seen: _Seen) -> int:
             printer.event(EventLine.from_id(args.run, item.id, item.event, item.data))
             seen.last_id = item.id
     return 0
+
+
+async def _before_last(dsn: str, args: argparse.Namespace, count: int) -> str | None:
+    """The ID of the event before the run's last *count* (None: start from its first)."""
+    from pgbridge.inspection import Inspector
+
+    async with Inspector(dsn, schema=args.schema) as inspector:
+        return await inspector.event_before_last(args.run, count)
 
 
 # -- stats ------------------------------------------------------------------------------

@@ -9,16 +9,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shlex
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from pgbridge.cli import inspect as inspect_cli
+from pgbridge.cli import retention as retention_cli
+from pgbridge.cli.retention import parse_duration
 from pgbridge.cli.signals import until_signalled
 from pgbridge.exceptions import (
     ConfigurationError,
@@ -29,8 +31,9 @@ from pgbridge.exceptions import (
 from pgbridge.retention.policy import RetentionPolicy, RetentionReport
 from pgbridge.sql import DEFAULT_SCHEMA
 
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?)\s*([smhd]?)", re.ASCII)
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+if TYPE_CHECKING:
+    from pgbridge.inspection import RetentionPreview
+
 TOKEN_ENV = "PGBRIDGE_TOKEN"
 CORS_ENV = "PGBRIDGE_CORS_ORIGINS"
 
@@ -56,7 +59,9 @@ def resolve_dsn(args: argparse.Namespace) -> str:
     folder = args.data_dir or default_data_dir()
     print(f"using the embedded PostgreSQL in {folder}", file=sys.stderr)
     args.embedded_folder = folder  # for the hint of an unmigrated schema (_explain)
-    return start_embedded(folder)
+    dsn = start_embedded(folder)
+    print(f"  (psql '{dsn.replace(':@', '@', 1)}' reaches it while this command runs)", file=sys.stderr)
+    return dsn
 
 
 def _explain(exc: StreamBridgeError, args: argparse.Namespace) -> str:
@@ -72,62 +77,8 @@ def _explain(exc: StreamBridgeError, args: argparse.Namespace) -> str:
     return f"the embedded PostgreSQL in {folder} is not migrated for this pgbridge: run `{command}` first"
 
 
-def parse_duration(text: str) -> float:
-    """Seconds from ``"90"``, ``"90s"``, ``"15m"``, ``"12h"`` or ``"7d"``."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 600, 10m, 12h, 7d)")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-def _optional_duration(text: str) -> float | None:
-    """A duration, or ``none`` to switch the rule off."""
-    return None if text.strip().lower() == "none" else parse_duration(text)
-
-
-def _optional_count(text: str) -> int | None:
-    if text.strip().lower() == "none":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-
-
-#: The retention policy's rules as ``pgbridge retention`` options: the field, how its
-#: value is read, the metavar and the help (the default, the policy's, is added to it).
-_POLICY_OPTIONS: tuple[tuple[str, Callable[[str], object], str, str], ...] = (
-    ("max_events_per_run", _optional_count, "N", "keep the newest N events of each run"),
-    ("max_event_age", _optional_duration, "AGE", "delete each run's events older than AGE"),
-    ("ended_run_ttl", _optional_duration, "TTL", "delete a run's events TTL after it ended"),
-    ("tombstone_ttl", _optional_duration, "TTL", "then delete its run row TTL later"),
-    ("active_timeout", parse_duration, "T", "dead-letter an active run silent for T"),
-    ("awaiting_input_timeout", parse_duration, "T", "the same for a run awaiting input"),
-)
-
-
-def _add_retention_options(parser: argparse.ArgumentParser) -> None:
-    defaults = RetentionPolicy()
-    parser.add_argument(
-        "--every", type=parse_duration, metavar="SECONDS", help="keep going: one pass every SECONDS"
-    )
-    rules = parser.add_argument_group(
-        "policy", "durations in seconds or with a unit (10m, 12h, 7d); 'none' switches a rule off"
-    )
-    for name, parse, metavar, help_text in _POLICY_OPTIONS:
-        default = getattr(defaults, name)
-        unit = "" if default is None or parse is _optional_count else " s"  # a duration's default
-        rules.add_argument(
-            "--" + name.replace("_", "-"),
-            type=parse,
-            default=default,
-            metavar=metavar,
-            help=f"{help_text} (default: %(default)s{unit})",
-        )
-
-
 def policy_from_args(args: argparse.Namespace) -> RetentionPolicy:
-    return RetentionPolicy(**{name: getattr(args, name) for name, *_ in _POLICY_OPTIONS})
+    return retention_cli.policy_from_args(args)
 
 
 def format_report(report: RetentionReport, seconds: float) -> str:
@@ -142,17 +93,26 @@ def _pass_progress(report: RetentionReport) -> str:
     )
 
 
-async def run_retention_passes(dsn: str, schema: str, policy: RetentionPolicy, every: float | None) -> int:
+async def run_retention_passes(
+    dsn: str, schema: str, policy: RetentionPolicy, every: float | None, *, ask: bool = False
+) -> int:
     """One pass (or one every *every* seconds, until interrupted), printing each report.
 
     On a terminal, a bar shows what the running pass has deleted so far (a
-    pass does not know its total before it ends).
+    pass does not know its total before it ends). With *ask*, what the pass
+    would do is shown first and it runs only if the user says yes.
     """
     from pgbridge.bridge import PostgresStreamBridge
     from pgbridge.cli.progress import progress_bars
 
+    print(f"policy: {retention_cli.describe_policy(policy)}", flush=True)
+    if ask:
+        preview = await _preview(dsn, schema, policy)
+        print("a pass now would:", *retention_cli.preview_lines(preview), sep="\n", flush=True)
+        if not retention_cli.confirm("run this pass?"):
+            print("nothing was deleted", file=sys.stderr)
+            return 1
     async with PostgresStreamBridge(dsn, schema=schema, pool_min_size=1, pool_max_size=2) as bridge:
-        print(f"policy: {policy}", flush=True)
         with progress_bars() as bars:
             bar = bars.add("retention pass")
             while True:
@@ -168,8 +128,30 @@ async def run_retention_passes(dsn: str, schema: str, policy: RetentionPolicy, e
                 await asyncio.sleep(every)
 
 
+async def _preview(dsn: str, schema: str, policy: RetentionPolicy) -> RetentionPreview:
+    from pgbridge.inspection import Inspector
+
+    async with Inspector(dsn, schema=schema) as inspector:
+        return await inspector.retention_preview(policy)
+
+
+async def run_dry_run(dsn: str, schema: str, policy: RetentionPolicy) -> int:
+    """``retention --dry-run``: what a pass would delete now, per rule; nothing is deleted."""
+    print(f"policy: {retention_cli.describe_policy(policy)}", flush=True)
+    preview = await _preview(dsn, schema, policy)
+    print("dry run, nothing was deleted; a pass now would:", *retention_cli.preview_lines(preview), sep="\n")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the command's --help has the rest), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pgbridge", description="A durable, resumable event log for agent runs, on PostgreSQL."
     )
     parser.add_argument("--version", action="version", version=f"pgbridge {_version()}")
@@ -186,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a retention pass (dead-letter stale runs, delete old events and runs) and print it",
     )
     _add_connection_options(retention)
-    _add_retention_options(retention)
+    retention_cli.add_options(retention)
     verify = commands.add_parser(
         "verify", help="recompute runs' hash chains; exit 1 if any is broken (or check an export offline)"
     )
@@ -324,8 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pgbridge.migrate import migrate
 
             dsn = resolve_dsn(args)
-            asyncio.run(migrate(dsn, schema=args.schema))
-            print(f"schema {args.schema!r} is up to date")
+            print(asyncio.run(migrate(dsn, schema=args.schema)).describe())
             return 0
         if args.command == "demo":
             from pgbridge.cli.demo import run_demo
@@ -382,7 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "retention":
             policy = policy_from_args(args)
-            passes = run_retention_passes(resolve_dsn(args), args.schema, policy, args.every)
+            if args.dry_run:
+                return asyncio.run(run_dry_run(resolve_dsn(args), args.schema, policy))
+            ask = retention_cli.wants_confirmation(args)
+            passes = run_retention_passes(resolve_dsn(args), args.schema, policy, args.every, ask=ask)
             return asyncio.run(until_signalled(passes))
     except (InvalidEventError, ConfigurationError) as exc:  # bad input: as argparse's usage errors
         print(f"pgbridge: {exc}", file=sys.stderr)

@@ -25,11 +25,11 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from pgbridge.connector import Backoff, is_connection_error
+from pgbridge.dsn import redact_dsn
 from pgbridge.exceptions import DatabaseUnavailableError, StreamBridgeError, TopologyConfigurationError
 from pgbridge.lsn import parse_lsn
 
@@ -158,7 +158,7 @@ class Listener:
                         f"the listener connection stopped answering during its start check: {exc}"
                     ) from exc
                 raise TopologyConfigurationError(
-                    f"the listener connection ({_redact(self._dsn)}) did not receive a NOTIFY sent from "
+                    f"the listener connection ({redact_dsn(self._dsn)}) did not receive a NOTIFY sent from "
                     f"another session within {self._connect_timeout:g} s, so it would miss every wake-up. "
                     "This is what happens when it goes through a transaction-mode pooler such as PgBouncer "
                     "(LISTEN does nothing there): give the bridge listen_dsn=<a direct connection to the "
@@ -224,15 +224,3 @@ class Listener:
         logger.info("pgbridge listener reconnected after %d attempt(s)", attempt + 1)
         # Anything could have been published while we were away.
         self._on_reconnect()
-
-
-def _redact(dsn: str) -> str:
-    """*dsn* without its password, for error messages."""
-    try:
-        parts = urlsplit(dsn)
-    except ValueError:
-        return "the configured DSN"
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))

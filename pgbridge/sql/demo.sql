@@ -4,9 +4,13 @@
 
 
 -- name: last_events
--- The run's last three events, newest first: each one's event ID (created_ms-seq),
--- name, and data as stored (its exact JSON text).
+-- The run's last three events, oldest first (the newest three, read newest first, then put
+-- back in order): each one's event ID (created_ms-seq), name, and data as stored (its exact
+-- JSON text). The demo prints the rows in the order this returns them.
 -- $1 text: the run id.
 -- Index: run_events' primary key (run_id, seq), read backwards. Locks: none (a plain read).
-SELECT created_ms || '-' || seq AS event_id, event, data::text AS data
-FROM {schema}.run_events WHERE run_id = $1 ORDER BY seq DESC LIMIT 3;
+SELECT event_id, event, data FROM (
+    SELECT seq, created_ms || '-' || seq AS event_id, event, data::text AS data
+    FROM {schema}.run_events WHERE run_id = $1 ORDER BY seq DESC LIMIT 3
+) AS last_three
+ORDER BY seq;

@@ -11,14 +11,25 @@
 -- name: runs
 -- The most recently active runs, newest first: open runs by their last activity
 -- (pgbridge_runs.last_activity_at, run_streams.updated_at), ended runs by their
--- end, each side read backwards and cut at $3 before the two are merged.
+-- end, each side read backwards and cut at $3 before the two are merged. With
+-- each, what the view does not say of a Durable Stream (the columns of `run`):
+-- the source it forks (fork_of, fork_seq), whether it was deleted while forks read
+-- it (deleted: its URL answers 410) or expired (gone for every request).
 -- $1 text: a status, or NULL for any; $2 float8: only runs active within this
 -- many seconds, or NULL for all; $3 int: most runs.
 -- Index: ended runs along run_streams_ended_idx (ended_at) WHERE ended_at IS NOT
 -- NULL; open runs have no partial index of their own since revision 0006 narrowed
--- run_streams_open_updated_idx to bridge-born runs (content_type IS NULL).
+-- run_streams_open_updated_idx to bridge-born runs (content_type IS NULL); then
+-- the primary key of run_streams for each run listed.
 -- Locks: none.
-SELECT * FROM (
+SELECT recent.*, r.fork_source_run_id AS fork_of, r.fork_seq,
+       r.stream_deleted_at IS NOT NULL AS deleted,
+       (r.stream_deleted_at IS NULL AND (
+           (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+           OR (r.stream_ttl_seconds IS NOT NULL
+               AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+       )) AS expired
+FROM (
     (SELECT *, last_activity_at AS active_at FROM {schema}.pgbridge_runs
      WHERE terminal_seq IS NULL AND ($1::text IS NULL OR status = $1)
        AND ($2::float8 IS NULL OR last_activity_at >= now() - make_interval(secs => $2::float8))
@@ -29,16 +40,69 @@ SELECT * FROM (
        AND ($2::float8 IS NULL OR ended_at >= now() - make_interval(secs => $2::float8))
      ORDER BY ended_at DESC LIMIT $3)
 ) AS recent
-ORDER BY active_at DESC, run_id
+JOIN {schema}.run_streams AS r ON r.run_id = recent.run_id
+ORDER BY recent.active_at DESC, recent.run_id
 LIMIT $3;
 
 
 -- name: run
--- One run as the pgbridge_runs view shows it; no row: no such run.
+-- One run as the pgbridge_runs view shows it, with what the view does not say of a
+-- Durable Stream: fork_of and fork_seq (NULL but for a fork), deleted (soft-deleted
+-- while forks read it: its URL answers 410), expired (past its Expires-At or idle
+-- longer than its TTL: gone for every request); no row: no such run.
 -- $1 text: run id.
 -- Index: the primary keys of run_streams and (for the terminal event) run_events.
 -- Locks: none.
-SELECT * FROM {schema}.pgbridge_runs WHERE run_id = $1;
+SELECT v.*, r.fork_source_run_id AS fork_of, r.fork_seq,
+       r.stream_deleted_at IS NOT NULL AS deleted,
+       (r.stream_deleted_at IS NULL AND (
+           (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+           OR (r.stream_ttl_seconds IS NOT NULL
+               AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+       )) AS expired
+FROM {schema}.pgbridge_runs AS v
+JOIN {schema}.run_streams AS r ON r.run_id = v.run_id
+WHERE v.run_id = $1;
+
+
+-- name: fork_view
+-- A fork's stitched view, as a read of its stream gives it (docs/durable-streams.md):
+-- where it starts after what retention took from its chain (oldest_seq: the view
+-- holds seqs oldest_seq + 1 .. the fork's last_seq), and the creation time of that
+-- first event, in whichever run of the chain stores it (NULL: the view is empty).
+-- $1 text: the fork's run id. No row: no such run.
+-- Index: run_streams primary key (one lookup per run of the chain), run_events
+-- primary key. Locks: none.
+WITH RECURSIVE {fork_chain}
+SELECT oldest.oldest_seq,
+       (
+           SELECT ev.created_ms
+           FROM chain AS owner
+           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = oldest.oldest_seq + 1
+           WHERE oldest.oldest_seq + 1 > owner.lo
+             AND (owner.hi IS NULL OR oldest.oldest_seq + 1 <= owner.hi)
+       ) AS first_ms
+FROM oldest;
+
+
+-- name: fork_events_after
+-- A fork's events after a seq, in seq order, as a read of its stream gives them:
+-- its sources' events up to its fork point, then its own (the stitched view of
+-- fragments.sql), with the columns of the pgbridge_events view; run_id is the
+-- fork's, and an inherited event is never terminal (it ends nothing in the fork).
+-- Read through a cursor, inside the snapshot that read the run.
+-- $1 text: the fork's run id; $2 bigint: after this seq; $3 bigint: most events.
+-- Index: run_streams primary key for each run of the chain, a range scan of the
+-- run_events primary key per run. Locks: none.
+WITH RECURSIVE {fork_chain},
+{stitched_events}
+SELECT $1::text AS run_id, st.seq, st.created_ms || '-' || st.seq AS event_id, st.event,
+       st.data::text AS data, coalesce(st.seq = r.terminal_seq AND st.seq > r.fork_seq, false) AS terminal,
+       st.created_ms, to_timestamp(st.created_ms / 1000.0) AS created_at
+FROM stitched AS st
+CROSS JOIN {schema}.run_streams AS r
+WHERE r.run_id = $1
+ORDER BY st.seq;
 
 
 -- name: events_after
@@ -73,14 +137,18 @@ ORDER BY total_bytes DESC, name;
 
 -- name: runs_by_status
 -- Runs and their events per status: exact event counts from each run's seqs,
--- with no scan of run_events. Only the statuses some run has.
+-- with no scan of run_events. Only the statuses some run has, and `deleted` for
+-- Durable Streams deleted while forks read them (their URL answers 410; their
+-- events stay for the forks). Events are counted where they are stored: a fork's
+-- inherited events count once, in its source.
 -- No parameters.
 -- Index: none (one pass over run_streams, one row per run). Locks: none.
-SELECT status, count(*) AS runs,
+SELECT CASE WHEN stream_deleted_at IS NOT NULL THEN 'deleted' ELSE status END AS status,
+       count(*) AS runs,
        sum(last_seq - first_seq + 1)::bigint AS events_retained,
        sum(last_seq)::bigint AS events_published
 FROM {schema}.run_streams
-GROUP BY status;
+GROUP BY 1;
 
 
 -- name: oldest_retained_event

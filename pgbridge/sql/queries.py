@@ -93,6 +93,7 @@ class RetentionQueries:
     vacuum_run_events: str
     vacuum_run_streams: str
     record_pass: str
+    preview_pass: str
 
     @classmethod
     def for_schema(cls, schema: str) -> RetentionQueries:
@@ -112,6 +113,8 @@ class InspectQueries:
 
     runs: str
     run: str
+    fork_view: str
+    fork_events_after: str
     events_after: str
     table_sizes: str
     runs_by_status: str

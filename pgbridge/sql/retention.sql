@@ -331,3 +331,99 @@ ON CONFLICT (id) DO UPDATE SET
     runs_dead_lettered = excluded.runs_dead_lettered,
     tables_vacuumed = excluded.tables_vacuumed, policy = excluded.policy,
     passes = p.passes + 1;
+
+
+-- name: preview_pass
+-- `pgbridge retention --dry-run`: what a pass with this policy would do now, per rule,
+-- counted in one read-only statement (nothing is locked, written or deleted). It follows
+-- the pass step by step on each run row: the reaper first (a dead-lettered run gets one
+-- more event and ends now), then the trims in the pass's order, each rule counting the
+-- events the ones before it left (max_events_per_run, max_event_age, ended_run_ttl, the
+-- expired streams'), then the removal of expired streams and of tombstones. Runs that forks
+-- read (fork_refs > 0) are never trimmed, as in the pass. `released` lists the deleted forks
+-- ([run_id, source]) and `releasable` the sources that go when their last fork does
+-- (soft-deleted, or expired and soft-deleted by this pass: [run_id, source, fork_refs,
+-- events]), for the caller to follow up the chain.
+-- $1 bigint: max_events_per_run (NULL: off); $2 float8: max_event_age (s, NULL: off);
+-- $3 float8: ended_run_ttl (s, NULL: off); $4 float8: tombstone_ttl (s, NULL: off);
+-- $5 float8: active_timeout (s); $6 float8: awaiting_input_timeout (s).
+-- Index: none: one pass over run_streams (a preview reads every run row), and for
+-- max_event_age a walk along the run_events primary key from each run's first event kept
+-- to its first one young enough (what the pass would read too).
+-- Locks: none (ACCESS SHARE).
+WITH cutoff AS (
+    SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - ($2::float8 * 1000)::bigint AS ms
+),
+base AS (
+    SELECT r.run_id, r.first_seq, r.last_seq, r.fork_refs, r.fork_source_run_id, r.ended_at,
+        r.stream_deleted_at IS NOT NULL AS soft_deleted,
+        (r.terminal_seq IS NULL AND r.content_type IS NULL
+         AND r.updated_at < now() - make_interval(
+             secs => CASE WHEN r.status = 'awaiting_input' THEN $6::float8 ELSE $5::float8 END)
+        ) AS dead_letter,
+        (r.stream_deleted_at IS NULL AND (
+            (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+            OR (r.stream_ttl_seconds IS NOT NULL
+                AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+        )) AS expired
+    FROM {schema}.run_streams AS r
+),
+reaped AS (
+    SELECT b.*, b.last_seq + b.dead_letter::int AS last_after,
+        CASE WHEN b.dead_letter THEN now() ELSE b.ended_at END AS ended_after
+    FROM base AS b
+),
+max_events AS (
+    SELECT x.*, CASE WHEN $1::bigint IS NOT NULL AND x.fork_refs = 0
+        THEN greatest(x.first_seq - 1, x.last_after - $1::bigint)
+        ELSE x.first_seq - 1 END AS t1
+    FROM reaped AS x
+),
+max_age AS (
+    SELECT x.*, CASE WHEN $2::float8 IS NOT NULL AND x.fork_refs = 0 AND x.t1 < x.last_seq
+        THEN greatest(x.t1, coalesce(
+            (SELECT e.seq - 1 FROM {schema}.run_events AS e, cutoff
+             WHERE e.run_id = x.run_id AND e.seq > x.t1 AND e.created_ms >= cutoff.ms
+             ORDER BY e.seq LIMIT 1),
+            x.last_seq))
+        ELSE x.t1 END AS t2
+    FROM max_events AS x
+),
+ended AS (
+    SELECT x.*, CASE WHEN $3::float8 IS NOT NULL AND x.fork_refs = 0
+            AND x.ended_after IS NOT NULL
+            AND (x.ended_after < now() - make_interval(secs => $3::float8)
+                 OR (x.dead_letter AND $3::float8 = 0))
+        THEN greatest(x.t2, x.last_after) ELSE x.t2 END AS t3
+    FROM max_age AS x
+),
+swept AS (
+    SELECT x.*, CASE WHEN x.expired AND x.fork_refs = 0
+        THEN greatest(x.t3, x.last_after) ELSE x.t3 END AS t4,
+        x.ended_after IS NOT NULL AND NOT x.expired AND x.fork_refs = 0
+            AND $3::float8 IS NOT NULL AND $4::float8 IS NOT NULL
+            AND (x.ended_after < now() - make_interval(secs => $3::float8 + $4::float8)
+                 OR (x.dead_letter AND $3::float8 + $4::float8 = 0)) AS old_tombstone
+    FROM ended AS x
+),
+fate AS (
+    SELECT x.*,
+        (x.expired AND x.fork_refs = 0)
+            OR (x.old_tombstone AND x.t4 >= x.last_after) AS deleted
+    FROM swept AS x
+)
+SELECT
+    count(*) FILTER (WHERE f.dead_letter) AS runs_dead_lettered,
+    coalesce(sum(f.t1 - (f.first_seq - 1)), 0)::bigint AS events_max_events_per_run,
+    coalesce(sum(f.t2 - f.t1), 0)::bigint AS events_max_event_age,
+    coalesce(sum(f.t3 - f.t2), 0)::bigint AS events_ended_run_ttl,
+    coalesce(sum(f.t4 - f.t3), 0)::bigint AS events_expired_streams,
+    count(*) FILTER (WHERE f.expired) AS streams_expired,
+    count(*) FILTER (WHERE f.expired AND f.fork_refs = 0) AS streams_deleted,
+    count(*) FILTER (WHERE f.deleted AND NOT f.expired) AS tombstones_deleted,
+    coalesce(json_agg(json_build_array(f.run_id, f.fork_source_run_id))
+        FILTER (WHERE f.deleted AND f.fork_source_run_id IS NOT NULL), '[]')::text AS released,
+    coalesce(json_agg(json_build_array(f.run_id, f.fork_source_run_id, f.fork_refs,
+                                       f.last_seq - f.first_seq + 1))
+        FILTER (WHERE f.fork_refs > 0 AND (f.soft_deleted OR f.expired)), '[]')::text AS releasable
+FROM fate AS f;

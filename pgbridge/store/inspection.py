@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,7 +38,15 @@ def json_value(value: object) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
-    """A row of the ``pgbridge_runs`` view (docs/sql.md says what each column means)."""
+    """A row of the ``pgbridge_runs`` view (docs/sql.md says what each column means), as a
+    read of the run's stream sees it, with what the view does not say of a Durable Stream.
+
+    For a fork the counts and first ID are those of its stitched view (what
+    ``GET /v1/stream/<fork>`` returns: its source's events up to the fork
+    point, then its own): ``events_retained`` counts both, ``events_inherited``
+    the source's among them, and ``events_deleted`` what retention took from
+    the chain before the fork existed (or from the fork's own events).
+    """
 
     run_id: str
     status: str
@@ -59,10 +67,31 @@ class RunSummary:
     awaiting_input_since: datetime | None
     ended_at: datetime | None
     duration: timedelta
+    #: The Durable Stream this run forks (None: no fork).
+    fork_of: str | None = None
+    #: Events of the retained view stored in the fork's sources (0 but for a fork).
+    events_inherited: int = 0
+    #: A Durable Stream deleted while forks read it: its URL answers 410, its events stay for them.
+    deleted: bool = False
+    #: A Durable Stream past its Expires-At or idle longer than its TTL: gone for every request.
+    expired: bool = False
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record) -> RunSummary:
-        return cls(**{f.name: row[f.name] for f in fields(cls)})
+    def from_row(cls, row: asyncpg.Record, fork: asyncpg.Record | None = None) -> RunSummary:
+        """From a row of ``runs`` or ``run``, and, for a fork, its ``fork_view`` row."""
+        summary = cls(**{f.name: row[f.name] for f in fields(cls) if f.name != "events_inherited"})
+        if fork is None or row["fork_seq"] is None:
+            return summary
+        oldest, first_ms = fork["oldest_seq"], fork["first_ms"]
+        retained = max(0, summary.last_seq - oldest)
+        return replace(
+            summary,
+            first_seq=oldest + 1,
+            events_retained=retained,
+            events_deleted=oldest,
+            events_inherited=max(0, min(row["fork_seq"], summary.last_seq) - oldest),
+            first_event_id=f"{first_ms}-{oldest + 1}" if retained and first_ms is not None else None,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A JSON object: times in ISO 8601, ``duration`` in seconds."""
@@ -146,13 +175,13 @@ class InspectionStore:
     async def recent_runs(self, *, status: str | None, since: float | None, limit: int) -> list[RunSummary]:
         """The *limit* most recently active runs of *status* (any: None), active within
         *since* seconds (any time: None), newest first."""
-        rows = await self._db.fetch(self._sql.runs, status, since, limit)
-        return [RunSummary.from_row(row) for row in rows]
+        async with self.snapshot() as snapshot:
+            return await snapshot.recent_runs(status=status, since=since, limit=limit)
 
     async def run(self, run_id: str) -> RunSummary | None:
         """One run, or None if there is no such run."""
-        rows = await self._db.fetch(self._sql.run, run_id)
-        return RunSummary.from_row(rows[0]) if rows else None
+        async with self.snapshot() as snapshot:
+            return await snapshot.run(run_id)
 
     @contextlib.asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Snapshot]:
@@ -162,41 +191,75 @@ class InspectionStore:
             self._db.connection() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
-            yield Snapshot(conn, self._sql, self._db.queries.resolve_cursor)
+            yield Snapshot(
+                conn, self._sql, self._db.queries.resolve_cursor, self._db.queries.resolve_fork_cursor
+            )
 
 
 class Snapshot:
     """The reads of :meth:`InspectionStore.snapshot`, all in its one transaction."""
 
-    def __init__(self, conn: asyncpg.Connection, queries: InspectQueries, resolve_cursor_sql: str) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        queries: InspectQueries,
+        resolve_cursor_sql: str,
+        resolve_fork_cursor_sql: str,
+    ) -> None:
         self._conn = conn
         self._sql = queries
         self._resolve_cursor = resolve_cursor_sql
+        self._resolve_fork_cursor = resolve_fork_cursor_sql
+
+    async def recent_runs(self, *, status: str | None, since: float | None, limit: int) -> list[RunSummary]:
+        """:meth:`InspectionStore.recent_runs`, a fork's counts from its stitched view (one
+        more statement per fork listed)."""
+        rows = await self._conn.fetch(self._sql.runs, status, since, limit)
+        return [await self._summary(row) for row in rows]
 
     async def run(self, run_id: str) -> RunSummary | None:
         """One run, or None if there is no such run."""
-        rows = await self._conn.fetch(self._sql.run, run_id)
-        return RunSummary.from_row(rows[0]) if rows else None
+        row = await self._conn.fetchrow(self._sql.run, run_id)
+        return None if row is None else await self._summary(row)
+
+    async def _summary(self, row: asyncpg.Record) -> RunSummary:
+        fork = None
+        if row["fork_seq"] is not None:
+            fork = await self._conn.fetchrow(self._sql.fork_view, row["run_id"])
+        return RunSummary.from_row(row, fork)
 
     async def retained_range(self, run_id: str, cursor_seq: int) -> RetainedRange | None:
-        """The run's retained seqs and the creation time of event *cursor_seq* (None: no such run)."""
+        """The run's retained seqs and the creation time of event *cursor_seq* (None: no such run);
+        a fork's, those of its stitched view."""
         lookup = cursor_seq if 0 <= cursor_seq <= MAX_BIGINT else 0
         row = await self._conn.fetchrow(self._resolve_cursor, run_id, lookup)
         if row is None:
             return None
+        if row["fork_seq"] is not None:
+            fork = await self._conn.fetchrow(self._resolve_fork_cursor, run_id, lookup)
+            assert fork is not None  # read in the same snapshot
+            return RetainedRange(
+                first=fork["oldest_seq"] + 1,
+                last=fork["last_seq"],
+                stored_ms=fork["stored_ms"],
+                fork_seq=fork["fork_seq"],
+            )
         return RetainedRange(first=row["first_seq"], last=row["last_seq"], stored_ms=row["stored_ms"])
 
     def events_after(
-        self, run_id: str, after_seq: int, limit: int | None, *, prefetch: int
+        self, run: RunSummary, after_seq: int, limit: int | None, *, prefetch: int
     ) -> AsyncIterator[EventRow]:
         """The run's events after *after_seq* in seq order, at most *limit* (all: None), read
-        through a server-side cursor *prefetch* rows per round trip; iterate inside the snapshot."""
-        return (
-            EventRow.from_row(row)
-            async for row in self._conn.cursor(
-                self._sql.events_after, run_id, after_seq, limit, prefetch=prefetch
+        through a server-side cursor *prefetch* rows per round trip; iterate inside the snapshot.
+        A fork's are those of its stitched view: its sources' up to the fork point, then its own."""
+        if run.fork_of is None:
+            rows = self._conn.cursor(self._sql.events_after, run.run_id, after_seq, limit, prefetch=prefetch)
+        else:
+            most = max(0, run.last_seq - after_seq) if limit is None else limit
+            rows = self._conn.cursor(
+                self._sql.fork_events_after, run.run_id, after_seq, most, prefetch=prefetch
             )
-        )
+        return (EventRow.from_row(row) async for row in rows)
 
     async def server_now(self) -> datetime:
         """The database server's clock (the start of the transaction)."""

@@ -65,6 +65,23 @@ class DeletedRun:
 
 
 @dataclass(frozen=True, slots=True)
+class PassPreview:
+    """What a pass would do now (``preview_pass``): per rule, before following deleted forks
+    up their chains (``released`` and ``releasable``, see :func:`released_sources`)."""
+
+    runs_dead_lettered: int
+    #: Events each rule would delete, in the pass's order (each counts what the ones before left).
+    events_by_rule: dict[str, int]
+    streams_expired: int
+    streams_deleted: int
+    tombstones_deleted: int
+    #: Deleted forks: (run_id, source run_id).
+    released: list[tuple[str, str]]
+    #: Sources that go when their last fork does: (run_id, source or None, fork_refs, events).
+    releasable: list[tuple[str, str | None, int, int]]
+
+
+@dataclass(frozen=True, slots=True)
 class DeletedTombstone:
     """A run row a tombstone scan deleted: the tombstone itself (``tombstone``), or a
     soft-deleted source whose last fork it was, with that source's events."""
@@ -168,6 +185,33 @@ class RetentionStore:
         rows = await conn.fetch(self._sql.delete_tombstones, float(after_end), limit)
         return [DeletedTombstone(row["run_id"], row["events_deleted"], row["tombstone"]) for row in rows]
 
+    # -- a dry run: read only ------------------------------------------------------
+
+    async def preview_pass(self, conn: asyncpg.Connection, policy: RetentionPolicy) -> PassPreview:
+        """What a pass with *policy* would do now, counted in one read-only statement."""
+        row = await conn.fetchrow(
+            self._sql.preview_pass,
+            policy.max_events_per_run,
+            _seconds(policy.max_event_age),
+            _seconds(policy.ended_run_ttl),
+            _seconds(policy.tombstone_ttl),
+            float(policy.active_timeout),
+            float(policy.awaiting_input_timeout),
+        )
+        assert row is not None  # an aggregate without GROUP BY
+        return PassPreview(
+            runs_dead_lettered=row["runs_dead_lettered"],
+            events_by_rule={
+                rule: row["events_" + rule]
+                for rule in ("max_events_per_run", "max_event_age", "ended_run_ttl", "expired_streams")
+            },
+            streams_expired=row["streams_expired"],
+            streams_deleted=row["streams_deleted"],
+            tombstones_deleted=row["tombstones_deleted"],
+            released=[(run_id, source) for run_id, source in json.loads(row["released"])],
+            releasable=[tuple(item) for item in json.loads(row["releasable"])],
+        )
+
     # -- vacuum, and the pass's record --------------------------------------------
 
     async def tables_due_for_vacuum(self, conn: asyncpg.Connection) -> list[VacuumTable]:
@@ -192,6 +236,31 @@ class RetentionStore:
             report.tables_vacuumed,
             json.dumps(asdict(policy)),
         )
+
+
+def released_sources(
+    released: list[tuple[str, str]], releasable: list[tuple[str, str | None, int, int]]
+) -> tuple[int, int]:
+    """Runs and events that go with deleted forks: a soft-deleted source goes when its last
+    fork does (pgbridge_delete_stream), and so on up the chain. Pure: (runs, events)."""
+    sources = {run_id: (source, refs, events) for run_id, source, refs, events in releasable}
+    freed: dict[str, int] = {}
+    queue = [source for _, source in released]
+    runs = events = 0
+    while queue:
+        source = queue.pop()
+        freed[source] = freed.get(source, 0) + 1
+        known = sources.get(source)
+        if known is not None and freed[source] == known[1]:
+            runs += 1
+            events += known[2]
+            if known[0] is not None:
+                queue.append(known[0])
+    return runs, events
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _candidates(rows: list[asyncpg.Record]) -> list[TrimCandidate]:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
+
+from tests.acceptance.test_cli import _wait_gone
+from tests.support.cli import cli_env
+from tests.support.helpers import wait_until
 
 #: Drives whole processes from outside; .ci/run runs it in its first pass only (see pyproject.toml).
 pytestmark = pytest.mark.once
@@ -52,3 +59,54 @@ async def test_quick_benchmark_writes_markdown_json_and_chart_with_every_workloa
     assert "batched_insert_rows_per_s" in report["ceilings"]
     assert len(report["targets"]) == 7
     assert "## Targets" in (out / "results.md").read_text()
+
+
+@pytest.mark.own_server
+async def test_bench_stopped_with_sigterm_stops_its_embedded_postgresql_and_removes_its_folder(
+    tmp_path: Path,
+) -> None:
+    env = cli_env(TMPDIR=str(tmp_path))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "pgbridge.cli", "bench", "--quick", "--out", str(tmp_path / "out")),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    postmaster = None
+    try:
+        postmaster = await _embedded_server_up(tmp_path)
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 60)
+        assert process.stderr is not None
+        err = (await process.stderr.read()).decode()
+        assert code == 143, err[-3000:]
+        await asyncio.to_thread(_wait_gone, postmaster, 30)
+        assert await asyncio.to_thread(lambda: list(tmp_path.glob("pgbridge-bench-*"))) == []
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        if postmaster is not None and psutil.pid_exists(postmaster):  # left behind: stop it
+            os.kill(postmaster, signal.SIGINT)
+
+
+async def _embedded_server_up(folder: Path) -> int:
+    """The postmaster's pid once the benchmark's embedded server in *folder* accepts connections."""
+    found: list[int] = []
+
+    def ready() -> bool:
+        pid = _ready_postmaster(folder)
+        found.extend([] if pid is None else [pid])
+        return bool(found)
+
+    await wait_until(ready, timeout=120)
+    return found[0]
+
+
+def _ready_postmaster(folder: Path) -> int | None:
+    for pid_file in folder.glob("pgbridge-bench-*/pgdata/postmaster.pid"):
+        lines = pid_file.read_text().splitlines()
+        if len(lines) >= 8 and lines[7].strip() == "ready":
+            return int(lines[0])
+    return None

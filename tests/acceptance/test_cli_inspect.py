@@ -9,9 +9,9 @@ import signal
 
 import pytest
 
-from pgbridge import PostgresStreamBridge, RetentionPolicy, StreamStatus
+from pgbridge import PostgresStreamBridge, RetentionPolicy, StreamStatus, migrate
 from tests.support.catalog import EVENTS_VIEW_COLUMNS, RUNS_VIEW_COLUMNS
-from tests.support.cli import ANSI, cli, cli_env, on_a_terminal, start_cli
+from tests.support.cli import ANSI, cli, cli_env, on_a_terminal, start_cli, terminal_session
 from tests.support.run_seeds import seed_agent_runs
 from tests.support.sql_helpers import evict_prefix
 
@@ -88,6 +88,50 @@ async def test_runs_prints_a_table_of_runs_newest_activity_first(
     assert "1m 30s" in by_run["run-42"]
 
 
+def visible(terminal_output: str) -> list[str]:
+    """The lines a terminal shows: colours removed, line ends as written."""
+    return [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in terminal_output.splitlines()]
+
+
+async def test_runs_on_an_80_column_terminal_fits_it_and_never_cuts_a_run_id(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await seed_agent_runs(bridge, dsn)
+    long_id = "run-e90eff0c-5d2b-4bd0-9a36-8f2f0b1b2e7c"
+    await bridge.publish(long_id, "token", 0)
+    code, out, err = await terminal_session("runs", "--dsn", dsn, columns=80)
+    assert code == 0, err
+    lines = visible(out)
+    assert all(len(line) <= 80 for line in lines), lines
+    assert "…" not in out
+    assert lines[0].split()[:3] == ["RUN", "STATUS", "EVENTS"]  # the rest as fits
+    assert any(line.startswith(long_id + " ") for line in lines)
+    firsts = {line.split()[0] for line in lines[1:] if line and not line.startswith(" ")}
+    assert {"run-live", "run-dead", "run-42", "run-trimmed", long_id} <= firsts
+    assert "--wide shows every column" in err
+
+
+async def test_runs_wide_on_an_80_column_terminal_shows_every_column_whole(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await seed_agent_runs(bridge, dsn)
+    out = await on_a_terminal("runs", "--dsn", dsn, "--wide", columns=80)
+    lines = visible(out)
+    assert lines[0].split() == [
+        "RUN",
+        "STATUS",
+        "EVENTS",
+        "FIRST",
+        "ID",
+        "LAST",
+        "ID",
+        "STARTED",
+        "ENDED",
+        "DURATION",
+    ]
+    assert "…" not in out and len(lines[0]) > 80  # one line per run: the terminal wraps it
+
+
 async def test_runs_json_gives_one_object_per_run_with_the_views_columns(
     bridge: PostgresStreamBridge, dsn: str
 ) -> None:
@@ -95,7 +139,9 @@ async def test_runs_json_gives_one_object_per_run_with_the_views_columns(
     code, out, _ = await cli("runs", "--dsn", dsn, "--json")
     assert code == 0
     (run,) = [json.loads(line) for line in out.splitlines()]
-    assert list(run) == list(RUNS_VIEW_COLUMNS)
+    assert list(run) == [*RUNS_VIEW_COLUMNS, "fork_of", "events_inherited", "deleted", "expired"]
+    streams_facts = (run["fork_of"], run["events_inherited"], run["deleted"], run["expired"])
+    assert streams_facts == (None, 0, False, False)
     assert (run["status"], run["first_event_id"], run["last_event_id"]) == ("active", ids[0], ids[1])
     assert isinstance(run["duration"], float)
 
@@ -293,7 +339,47 @@ async def test_tail_interrupted_before_any_event_says_none_was_printed(dsn: str)
     _, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 130
     assert "last event ID: none" in err.decode()
-    assert "resume with: pgbridge tail later\n" in err.decode()
+    assert f"resume with: pgbridge tail later --dsn {dsn}\n" in err.decode()
+
+
+async def test_tail_n_prints_the_last_n_events_then_follows(bridge: PostgresStreamBridge, dsn: str) -> None:
+    ids = await publish_tokens(bridge, "run", 5)
+    process = await start_cli("tail", "run", "-n", "2", "--dsn", dsn)
+    printed = [event_ids(await read_event_line(process))[0] for _ in range(2)]
+    assert printed == ids[3:]
+    ids.append(await bridge.publish_end("run"))
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert event_ids(out.decode()) == ids[5:]
+
+
+@pytest.mark.parametrize(("lines", "first"), [("0", 4), ("1", 3), ("3", 1), ("10", 0)])
+async def test_tail_n_of_an_ended_run_prints_its_last_n_events_and_stops(
+    bridge: PostgresStreamBridge, dsn: str, lines: str, first: int
+) -> None:
+    ids = await publish_tokens(bridge, "run", 3)
+    ids.append(await bridge.publish_end("run"))
+    code, out, _ = await cli("tail", "run", "--lines", lines, "--dsn", dsn)
+    assert code == 0
+    assert event_ids(out) == ids[first:]
+
+
+async def test_tail_interrupted_names_a_resume_command_with_the_options_given(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await migrate(dsn, schema="other")
+    async with PostgresStreamBridge(dsn, schema="other") as other:
+        ids = await publish_tokens(other, "run", 2)
+    password_dsn = dsn.replace("://postgres@", "://postgres:hunter2@")
+    process = await start_cli("tail", "run", "--dsn", password_dsn, "--schema", "other", "--json")
+    for _ in ids:
+        await read_event_line(process)
+    process.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    shown = dsn.replace("://postgres@", "://postgres:***@")
+    resume = f"resume with: pgbridge tail run --from {ids[1]} --dsn '{shown}' --schema other --json\n"
+    assert resume in err.decode()
+    assert "hunter2" not in err.decode()
 
 
 async def test_tail_waits_for_a_run_that_has_not_started_when_asked(
@@ -357,7 +443,7 @@ async def test_stats_prints_sizes_counts_the_oldest_event_and_the_last_retention
         assert re.search(rf"^{table}\s+\d+", out, re.MULTILINE)
     assert re.search(r"^active\s+1\s+2\s+3$", out, re.MULTILINE)
     assert f"oldest retained event: {oldest[1]} of run 'run'" in out
-    assert "last retention pass:" in out and "events deleted 1," in out and "max_events_per_run=2" in out
+    assert "last retention pass:" in out and "events deleted 1," in out and "--max-events-per-run 2 " in out
 
 
 async def test_stats_json_is_one_object(bridge: PostgresStreamBridge, dsn: str) -> None:

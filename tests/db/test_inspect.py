@@ -43,8 +43,13 @@ async def listed(inspector: Inspector, run_id: str, **options: object) -> list[E
 # -- the dataclasses are the views ------------------------------------------------
 
 
-def test_a_run_summary_has_the_columns_of_the_runs_view() -> None:
-    assert [f.name for f in fields(RunSummary)] == list(RUNS_VIEW_COLUMNS)
+#: What a RunSummary adds to the view's columns: the Durable Streams facts a read of the
+#: stream depends on (docs/cli.md "Forks and deleted streams").
+STREAM_COLUMNS = ("fork_of", "events_inherited", "deleted", "expired")
+
+
+def test_a_run_summary_has_the_columns_of_the_runs_view_then_the_streams_facts() -> None:
+    assert [f.name for f in fields(RunSummary)] == [*RUNS_VIEW_COLUMNS, *STREAM_COLUMNS]
 
 
 def test_an_event_row_has_the_columns_of_the_events_view() -> None:

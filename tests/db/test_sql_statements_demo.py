@@ -33,7 +33,7 @@ async def test_each_statement_prepares_with_the_parameters_its_header_describes(
     assert "$1 text" in statement.description and "Locks:" in statement.description
 
 
-async def test_the_last_events_read_newest_first_in_a_schema_other_than_public(dsn: str) -> None:
+async def test_the_last_events_read_oldest_first_in_a_schema_other_than_public(dsn: str) -> None:
     from pgbridge import PostgresStreamBridge
     from pgbridge.migrate import migrate
 
@@ -48,5 +48,5 @@ async def test_the_last_events_read_newest_first_in_a_schema_other_than_public(d
     finally:
         await conn.close()
     assert [(r["event_id"], r["event"], r["data"]) for r in rows] == [
-        (ids[i], "token", f'{{"i":{i}}}') for i in (4, 3, 2)
+        (ids[i], "token", f'{{"i":{i}}}') for i in (2, 3, 4)
     ]

@@ -38,20 +38,40 @@ async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
     return process.returncode, out.decode(), err.decode()
 
 
-async def on_a_terminal(*args: str) -> str:
-    """Standard output of ``pgbridge *args`` written to a pseudo-terminal."""
+async def on_a_terminal(*args: str, columns: int = 200, rows: int = 50) -> str:
+    """Standard output of ``pgbridge *args`` written to a pseudo-terminal *columns* wide."""
+    code, out, err = await terminal_session(*args, columns=columns, rows=rows)
+    assert code == 0, err
+    return out
+
+
+async def terminal_session(
+    *args: str,
+    columns: int = 200,
+    rows: int = 50,
+    typed: bytes | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str, str]:
+    """Exit status, terminal output and standard error of ``pgbridge *args`` run with its
+    standard output on a pseudo-terminal of *columns* x *rows*. With *typed*, standard input
+    is that terminal too, and *typed* is what the user types (echoed in the output)."""
     controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "pgbridge.cli",
         *args,
+        stdin=terminal if typed is not None else asyncio.subprocess.DEVNULL,
         stdout=terminal,
         stderr=asyncio.subprocess.PIPE,
-        env=cli_env(TERM="xterm-256color"),
+        env=env or cli_env(TERM="xterm-256color"),
     )
     os.close(terminal)
+    if typed is not None:
+        os.write(controller, typed)
+    assert process.stderr is not None
+    errors = asyncio.ensure_future(process.stderr.read())
 
     def read_all() -> bytes:
         chunks = []
@@ -68,5 +88,5 @@ async def on_a_terminal(*args: str) -> str:
     output = await asyncio.get_running_loop().run_in_executor(None, read_all)
     await asyncio.wait_for(process.wait(), 120)
     os.close(controller)
-    assert process.returncode == 0
-    return output.decode()
+    assert process.returncode is not None
+    return process.returncode, output.decode(), (await errors).decode()

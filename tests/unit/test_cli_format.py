@@ -47,3 +47,26 @@ def test_the_coloured_event_line_has_the_same_text() -> None:
 def test_a_gap_line_says_how_many_events_were_deleted_and_where_it_goes_on() -> None:
     data = {"requested_event_id": "1-1", "gap_count": 3, "earliest_available_event_id": "9-5"}
     assert gap_line(data) == "-- gap: 3 event(s) deleted by retention after 1-1; going on from 9-5 --"
+
+
+def test_stats_shows_the_last_pass_policy_as_the_options_that_give_it() -> None:
+    from dataclasses import asdict
+
+    from pgbridge import RetentionPolicy
+    from pgbridge.cli.format import stats_view
+    from pgbridge.inspection import RetentionPassRecord, Stats
+
+    now = datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
+    record = RetentionPassRecord(now, now, 1, 0, 0, 0, asdict(RetentionPolicy(max_events_per_run=500)), 3)
+    shown = plain_text(stats_view(Stats("public", now, [], [], None, record), colour=False))
+    assert (
+        "policy: --max-events-per-run 500 --max-event-age none --ended-run-ttl 7d --tombstone-ttl 30d "
+        "--active-timeout 10m --awaiting-input-timeout 2h" in shown
+    )
+    assert "604800" not in shown and "None" not in shown
+
+
+def plain_text(renderable: object) -> str:
+    from pgbridge.cli.format import plain
+
+    return plain(renderable)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "pgbridge.ids",
             "pgbridge.payload",
             "pgbridge.lsn",
+            "pgbridge.dsn",
             "pgbridge.audit.chain",
             "pgbridge.audit.export",
             "pgbridge.retention.policy",
