@@ -283,19 +283,20 @@ class RetentionPass:
 
         Each scan names at most ``batch_runs`` runs: one transaction's worth.
         *lock* (default :meth:`RetentionStore.lock_runs`) locks them and re-checks
-        what must still hold.
+        what must still hold. A scan may also name less than a run needs (the
+        age rule walks at most ``batch_events`` events of a run), so the pass
+        scans again after every batch that deleted something, and stops at the
+        first scan that leaves nothing to delete.
         """
         while True:
             rows = await find(self._batch_runs)
             wanted = {row.run_id: row.through for row in rows if row.through is not None}
-            deleted, cut_short = 0, False
-            if wanted:  # a batch ran: its progress is reported (none for a scan that found nothing)
-                deleted, cut_short = await self._trim_in_one_transaction(
-                    conn, wanted, lock or self._store.lock_runs
-                )
-                tally.add(events_deleted=deleted)
-            if len(rows) < self._batch_runs and not cut_short:
-                return
+            if not wanted:
+                return  # nothing (more) to delete: no batch, no progress report
+            deleted, cut_short = await self._trim_in_one_transaction(
+                conn, wanted, lock or self._store.lock_runs
+            )
+            tally.add(events_deleted=deleted)
             if deleted == 0 and not cut_short:
                 return  # candidates that no longer need anything: done
 

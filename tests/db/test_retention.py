@@ -157,6 +157,22 @@ async def test_max_event_age_leaves_runs_with_only_young_events_alone(
     assert seqs(await event_rows(dsn, "young")) == [1, 2]
 
 
+async def test_max_event_age_deletes_every_old_event_of_a_run_with_more_than_one_batch_of_them(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await publish_many(bridge, "long", 12)
+    await backdate_events(dsn, "long", through_seq=11, seconds=2 * HOUR)
+    small_batches = RetentionPass(
+        bridge._db,
+        on_dead_lettered=lambda run_id, seq: None,
+        on_trimmed=lambda run_id, seq: None,
+        batch_events=5,
+    )
+    result = await small_batches.run(only(max_event_age=HOUR), wait=True)
+    assert result is not None and counts(result) == report(events=11)
+    assert seqs(await event_rows(dsn, "long")) == [12]
+
+
 async def test_max_event_age_updates_the_earliest_event_id(bridge: PostgresStreamBridge, dsn: str) -> None:
     ids = await publish_many(bridge, "run", 5)
     await backdate_events(dsn, "run", through_seq=2, seconds=2 * HOUR)
