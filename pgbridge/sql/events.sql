@@ -164,11 +164,13 @@ ORDER BY e.seq;
 
 -- name: run_summary
 -- What dashboards and health checks show of a run: its row alone (counts and IDs derive from the
--- seqs and their times: pgbridge.store.events.RunInfo).
+-- seqs and their times: pgbridge.store.events.RunInfo). A Durable Streams fork (fork_seq set) is
+-- read again with fork_run_summary, whose counts are those of its stitched view.
 -- $1 text run id. No row: no such run.
 -- Index: run_streams primary key. No locks.
-SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq,
-       created_at, updated_at, ended_at, awaiting_input_since
+SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq, last_ms AS terminal_ms,
+       created_at, updated_at, ended_at, awaiting_input_since,
+       fork_seq, fork_source_run_id, stream_deleted_at IS NOT NULL AS deleted
 FROM {schema}.run_streams
 WHERE run_id = $1;
 
@@ -181,13 +183,44 @@ SELECT run_id, first_seq, last_seq, terminal_seq
 FROM {schema}.run_streams
 WHERE run_id = ANY($1::text[]);
 
+-- name: fork_run_summary
+-- A Durable Streams fork as dashboards see it: run_summary's columns, but first_seq, first_ms and
+-- last_ms are those of its stitched view (what a stream read of it gives: its inherited events
+-- count as its own, wherever they are stored), so every surface shows the same events. Its
+-- terminal ID keeps the fork's own last_ms (terminal_ms): a fork closed before any event of its
+-- own ends on an inherited event, and makes up no terminal event ID.
+-- $1 text the fork's run id. No row: no such run.
+-- Index: run_streams primary key (one lookup per run of the chain), run_events primary key.
+-- No locks.
+WITH RECURSIVE {fork_chain}
+SELECT r.run_id, r.status, oldest.oldest_seq + 1 AS first_seq,
+       (
+           SELECT ev.created_ms
+           FROM chain AS owner
+           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = oldest.oldest_seq + 1
+           WHERE oldest.oldest_seq + 1 > owner.lo AND (owner.hi IS NULL OR oldest.oldest_seq + 1 <= owner.hi)
+       ) AS first_ms,
+       r.last_seq,
+       (
+           SELECT ev.created_ms
+           FROM chain AS owner
+           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = r.last_seq
+           WHERE r.last_seq > owner.lo AND (owner.hi IS NULL OR r.last_seq <= owner.hi)
+       ) AS last_ms,
+       r.terminal_seq, r.last_ms AS terminal_ms,
+       r.created_at, r.updated_at, r.ended_at, r.awaiting_input_since,
+       r.fork_seq, r.fork_source_run_id, r.stream_deleted_at IS NOT NULL AS deleted
+FROM {schema}.run_streams AS r CROSS JOIN oldest
+WHERE r.run_id = $1;
+
 -- name: recent_open_runs
 -- The open runs (no terminal event yet) by last activity, newest first, for list_runs.
 -- $1 text status, or NULL for any; $2 bigint limit.
 -- Index: none matches every open run (run_streams_open_updated_idx, revision 0008, holds bridge-born
 -- runs only), so this scans run_streams and sorts by updated_at. No locks.
-SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq,
-       created_at, updated_at, ended_at, awaiting_input_since
+SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq, last_ms AS terminal_ms,
+       created_at, updated_at, ended_at, awaiting_input_since,
+       fork_seq, fork_source_run_id, stream_deleted_at IS NOT NULL AS deleted
 FROM {schema}.run_streams
 WHERE terminal_seq IS NULL AND ($1::text IS NULL OR status = $1)
 ORDER BY updated_at DESC
@@ -197,8 +230,9 @@ LIMIT $2;
 -- The ended runs by end time, newest first, for list_runs (see recent_open_runs).
 -- $1 text status, or NULL for any; $2 bigint limit.
 -- Index: run_streams_ended_idx, read backwards. No locks.
-SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq,
-       created_at, updated_at, ended_at, awaiting_input_since
+SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq, last_ms AS terminal_ms,
+       created_at, updated_at, ended_at, awaiting_input_since,
+       fork_seq, fork_source_run_id, stream_deleted_at IS NOT NULL AS deleted
 FROM {schema}.run_streams
 WHERE ended_at IS NOT NULL AND ($1::text IS NULL OR status = $1)
 ORDER BY ended_at DESC

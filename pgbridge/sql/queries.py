@@ -42,6 +42,7 @@ class Queries:
     server_system_identifier: str
     schema_revision: str
     run_summary: str
+    fork_run_summary: str
     run_heads: str
     chain_head: str
     chain_rows: str

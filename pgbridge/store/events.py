@@ -106,6 +106,10 @@ class RunInfo:
     updated_at: datetime
     ended_at: datetime | None
     awaiting_input_since: datetime | None
+    #: The stream this Durable Streams fork was forked from (its events count as the fork's).
+    fork_of: str | None = None
+    #: A Durable Stream deleted (or expired) while forks still read it: gone for every request.
+    deleted: bool = False
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> RunInfo:
@@ -122,14 +126,16 @@ class RunInfo:
             # A closed Durable Streams fork with no events of its own ends on an
             # inherited event, whose creation time its run row does not hold: no ID.
             terminal_event_id=(
-                format_event_id(row["last_ms"], row["terminal_seq"])
-                if row["terminal_seq"] and row["last_ms"] is not None
+                format_event_id(row["terminal_ms"], row["terminal_seq"])
+                if row["terminal_seq"] and row["terminal_ms"] is not None
                 else None
             ),
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             ended_at=row["ended_at"],
             awaiting_input_since=row["awaiting_input_since"],
+            fork_of=row["fork_source_run_id"],
+            deleted=row["deleted"],
         )
 
     @property
@@ -254,7 +260,17 @@ class EventStore:
 
     async def run_info(self, run_id: str) -> RunInfo | None:
         rows = await self.db.fetch(self.queries.run_summary, run_id)
-        return RunInfo.from_row(rows[0]) if rows else None
+        if not rows:
+            return None
+        return await self._as_seen(rows[0])
+
+    async def _as_seen(self, row: asyncpg.Record) -> RunInfo:
+        """*row* of a run as every surface shows it: a fork's counts are its stitched view's."""
+        if row["fork_seq"] is not None:
+            forked = await self.db.fetch(self.queries.fork_run_summary, row["run_id"])
+            if forked:
+                row = forked[0]
+        return RunInfo.from_row(row)
 
     async def run_heads(self, run_ids: list[str]) -> dict[str, RunState]:
         """Where each of *run_ids* stands (runs that do not exist are left out)."""
@@ -271,11 +287,12 @@ class EventStore:
 
     async def recent_runs(self, status: str | None, limit: int) -> list[RunInfo]:
         """The *limit* most recently active runs (of *status*, if given), newest first."""
-        runs: list[RunInfo] = []
+        rows: list[asyncpg.Record] = []
         if status in (None, "active", "awaiting_input"):
-            runs += map(RunInfo.from_row, await self.db.fetch(self.queries.recent_open_runs, status, limit))
+            rows += await self.db.fetch(self.queries.recent_open_runs, status, limit)
         if status not in ("active", "awaiting_input"):
-            runs += map(RunInfo.from_row, await self.db.fetch(self.queries.recent_ended_runs, status, limit))
+            rows += await self.db.fetch(self.queries.recent_ended_runs, status, limit)
+        runs = [await self._as_seen(row) for row in rows]  # a statement more only for a fork
         runs.sort(key=lambda run: run.updated_at, reverse=True)
         return runs[:limit]
 

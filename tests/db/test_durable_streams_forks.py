@@ -514,4 +514,37 @@ async def test_run_info_of_a_closed_fork_with_no_own_events_makes_up_no_terminal
     info = await bridge.run_info(run_of(path))
     assert info is not None and info.status == "ended"
     assert info.terminal_event_id is None
-    assert (info.first_event_id, info.last_event_id) == (None, None)
+    source_info = await bridge.run_info(run_of(source))
+    assert source_info is not None  # its first and last events are the fork's, as a read shows
+    assert (info.first_event_id, info.last_event_id) == (
+        source_info.first_event_id,
+        source_info.last_event_id,
+    )
+
+
+async def test_run_info_of_a_fork_counts_the_events_a_read_of_it_returns(
+    client: httpx.AsyncClient, bridge: PostgresStreamBridge
+) -> None:
+    # One truth on every surface: a fork whose read returns two inherited messages and one
+    # of its own has three events, all retained, none deleted (not "1 retained, 2 deleted").
+    source, _ = await make(client, b'{"s":1}', b'{"s":2}', headers=JSON)
+    path, _ = await fork(client, source)
+    await client.post(path, content=b'{"f":3}', headers=JSON)
+    info = await bridge.run_info(run_of(path))
+    source_info = await bridge.run_info(run_of(source))
+    assert info is not None and source_info is not None
+    assert (info.events_published, info.events_retained, info.events_deleted) == (3, 3, 0)
+    assert info.first_event_id == source_info.first_event_id
+    assert info.fork_of == run_of(source)
+    (listed,) = [run for run in await bridge.list_runs() if run.run_id == run_of(path)]
+    assert listed == info
+
+
+async def test_run_info_says_a_stream_deleted_while_forks_read_it_is_deleted(
+    client: httpx.AsyncClient, bridge: PostgresStreamBridge
+) -> None:
+    source, _ = await make(client, b"kept")
+    await fork(client, source)
+    assert (await client.delete(source)).status_code == 204  # soft-deleted: a fork still reads it
+    info = await bridge.run_info(run_of(source))
+    assert info is not None and info.deleted
