@@ -22,6 +22,7 @@ import asyncpg
 
 from pgbridge.dsn import redact_dsn
 from pgbridge.exceptions import (
+    ConfigurationError,
     DatabaseUnavailableError,
     SchemaNotMigratedError,
     StreamBridgeError,
@@ -141,6 +142,9 @@ class Database:
             ) from exc
         except asyncpg.InvalidAuthorizationSpecificationError as exc:
             raise DatabaseUnavailableError(f"PostgreSQL refused the login: {exc}") from exc
+        except (ValueError, asyncpg.ClientConfigurationError) as exc:  # asyncpg could not parse it
+            shown = redact_dsn(self.dsn)
+            raise ConfigurationError(f"not a valid PostgreSQL DSN: {shown!r} ({exc})") from None
         except Exception as exc:
             if is_connection_error(exc):
                 raise DatabaseUnavailableError(

@@ -54,6 +54,20 @@ async def test_no_command_shows_the_password_of_an_unreachable_dsn(command: tupl
     assert "postgresql://app:***@127.0.0.1:1/db" in err, err
 
 
+@pytest.mark.parametrize("command", COMMANDS[:5], ids=lambda c: c[0])
+async def test_a_dsn_that_does_not_parse_is_one_line_exit_2_without_its_password(
+    command: tuple[str, ...],
+) -> None:
+    code, out, err = await cli(*command, "--dsn", f"postgresql://app:{PASSWORD}@127.0.0.1:notaport/db")
+    assert code == 2, err
+    assert PASSWORD not in out + err and "Traceback" not in err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("pgbridge: not a valid PostgreSQL DSN: 'postgresql://app:***@")
+    )
+
+
 @pytest.mark.parametrize("command", COMMANDS[:4], ids=lambda c: c[0])
 async def test_no_command_shows_the_password_of_a_missing_database(
     admin_dsn: str, command: tuple[str, ...]
