@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
 import signal
 
 import pytest
@@ -339,7 +340,7 @@ async def test_tail_interrupted_before_any_event_says_none_was_printed(dsn: str)
     _, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 130
     assert "last event ID: none" in err.decode()
-    assert f"resume with: pgbridge tail later --dsn {dsn}\n" in err.decode()
+    assert f"resume with: pgbridge tail later --dsn {shlex.quote(dsn)}\n" in err.decode()
 
 
 async def test_tail_n_prints_the_last_n_events_then_follows(bridge: PostgresStreamBridge, dsn: str) -> None:
