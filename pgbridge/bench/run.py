@@ -144,12 +144,15 @@ async def measure(admin_dsn: str, sizes: Sizes, *, mode: str, server: str) -> di
             # A bar on a terminal: the ceilings, then each workload for each contender.
             with progress_bars() as bars:
                 bar = bars.add("benchmark", total=1 + len(WORKLOADS) * len(factories), detail="ceilings")
-                _say("ceilings: batched INSERT, COPY, single-row commit, NOTIFY round trip ...")
+                _say("ceilings: batched INSERT, COPY, single-row commit, NOTIFY round trip, append cost ...")
                 results["ceilings"] = await _guarded(
                     results["errors"],
                     "ceilings",
                     lambda: measure_ceilings(
-                        dsn, seconds=sizes.ceiling_seconds, round_trips=sizes.round_trips
+                        dsn,
+                        seconds=sizes.ceiling_seconds,
+                        round_trips=sizes.round_trips,
+                        append_samples=sizes.append_cost_samples,
                     ),
                 )
                 bar.advance()
