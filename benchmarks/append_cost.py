@@ -11,7 +11,10 @@ publish: the fixed cost of a call). Each sample is one call inside a
 transaction, minus a statement that receives the same five arrays and does
 nothing with them, so the round trip and the parameters' transfer are not
 counted; the commit is not counted either. The median of ``--samples`` calls
-after a warm-up is reported.
+after a warm-up is reported, and beside it a plain multi-row INSERT of the
+same rows measured the same way. The measuring code is
+``pgbridge/bench/append_cost.py``, which ``pgbridge bench`` runs too (a row
+of its PostgreSQL ceilings).
 
 With ``--candidate``, the file's ``CREATE OR REPLACE FUNCTION`` (``__SCHEMA__``
 for the schema, as in the revisions) replaces the head function, and the two
@@ -27,11 +30,11 @@ import contextlib
 import json
 import re
 import statistics
-import time
 from pathlib import Path
 
 import asyncpg
 
+from pgbridge.bench.append_cost import insert_per_row_us, per_event_us
 from pgbridge.bench.servers import embedded_server, scratch_database
 from pgbridge.embedded import dsn_from_environment
 from pgbridge.migrate import migrate
@@ -41,14 +44,8 @@ VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 
 #: (runs, events per run) of a batch.
 SHAPES = ((100, 1), (1, 100), (1, 1))
-
-DATA = json.dumps({"type": "token", "text": "an agent's token " * 9, "index": 1})
-
-#: Receives the same arrays as the append and does nothing with them: the baseline.
-BASELINE = (
-    "SELECT cardinality($1::text[]) + cardinality($2::text[]) + cardinality($3::text[])"
-    " + cardinality($4::boolean[]) + cardinality($5::text[])"
-)
+#: A scratch table shaped like run_events, for the plain INSERT.
+INSERT_TABLE = "append_cost_plain_insert"
 
 
 def head_function_sql() -> str:
@@ -64,31 +61,6 @@ def head_function_sql() -> str:
     raise LookupError(f"no revision in {VERSIONS} creates pgbridge_append_batch")
 
 
-def batch(runs: int, per_run: int) -> tuple[list[str], list[str], list[str], list[bool], list[str]]:
-    """The five arrays of one call: *runs* runs x *per_run* events. The same runs every call, so
-    each call appends to runs that exist, as in steady state."""
-    run_ids = [f"run-{r}" for r in range(runs) for _ in range(per_run)]
-    n = len(run_ids)
-    return run_ids, ["token"] * n, [DATA] * n, [False] * n, ["active"] * n
-
-
-async def per_event_us(conn: asyncpg.Connection, append: str, shape: tuple[int, int], samples: int) -> float:
-    """Median server µs per event of *append* for one batch *shape*."""
-    runs, per_run = shape
-    found: list[float] = []
-    for round_ in range(samples + 5):
-        args = batch(runs, per_run)
-        async with conn.transaction():
-            started = time.perf_counter()
-            await conn.fetchval(BASELINE, *args)
-            baseline = time.perf_counter()
-            await conn.fetch(append, *args)
-            done = time.perf_counter()
-        if round_ >= 5:  # warm-up: the function's plans are cached after a few calls
-            found.append(((done - baseline) - (baseline - started)) / (runs * per_run) * 1e6)
-    return statistics.median(found)
-
-
 async def measure(
     dsn: str, functions: dict[str, str], args: argparse.Namespace
 ) -> dict[str, dict[str, float]]:
@@ -97,7 +69,28 @@ async def measure(
     results: dict[str, dict[str, list[float]]] = {
         name: {f"{r}x{e}": [] for r, e in SHAPES} for name in functions
     }
-    for _ in range(args.rounds):
+    results["plain INSERT"] = {f"{r}x{e}": [] for r, e in SHAPES}
+    setup = await asyncpg.connect(dsn)
+    try:
+        await setup.execute(
+            f"CREATE TABLE {INSERT_TABLE} (LIKE run_events INCLUDING DEFAULTS INCLUDING INDEXES)"
+        )
+    finally:
+        await setup.close()
+    for number in range(args.rounds):
+        conn = await asyncpg.connect(dsn)
+        try:
+            for runs, per_run in SHAPES:
+                figure = await insert_per_row_us(
+                    conn,
+                    INSERT_TABLE,
+                    (runs, per_run),
+                    args.samples,
+                    prefix=f"insert-{number}-{runs}x{per_run}-",
+                )
+                results["plain INSERT"][f"{runs}x{per_run}"].append(figure)
+        finally:
+            await conn.close()
         for name, sql in functions.items():
             conn = await asyncpg.connect(dsn)  # a new session: the function's plans are its own
             try:

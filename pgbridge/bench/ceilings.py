@@ -10,7 +10,12 @@ with the same ~200-byte payloads, say how much of the room pgbridge uses:
 * COPY: ``copy_records_to_table`` into the same table;
 * a single-row INSERT and its commit, one at a time: the floor under a
   durable publish's latency;
-* a NOTIFY round trip: LISTEN on one connection, NOTIFY from another.
+* a NOTIFY round trip: LISTEN on one connection, NOTIFY from another;
+* the append statement's cost: PostgreSQL time per event inside
+  ``pgbridge_append_batch`` for 100 runs x 1 event and 1 run x 100 events,
+  next to a plain multi-row INSERT of the same rows
+  (:mod:`pgbridge.bench.append_cost`: round trip and parameter transfer
+  subtracted), so every change to the append statement is measured.
 
 The hash column gets a constant 32 bytes: these ceilings store rows, they
 do not compute pgbridge's hash chain.
@@ -23,12 +28,14 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
+from pgbridge.bench.append_cost import ShapeCost, measure_append_cost
 from pgbridge.bench.payload import token_payload
 from pgbridge.bench.stats import Summary, summarize
+from pgbridge.sql.queries import Queries
 
 TABLE = "bench_ceiling_events"
 COLUMNS = ["run_id", "seq", "created_ms", "event", "data", "terminal", "hash"]
@@ -56,6 +63,10 @@ class Ceilings:
     copy_rows_per_s: float
     single_insert_commit: Summary
     notify_round_trip: Summary
+    #: Calls measured per batch shape (after a warm-up) for ``append_cost``.
+    append_cost_samples: int = 0
+    #: By shape (``100x1``, ``1x100``): the append's and a plain INSERT's PostgreSQL µs per row.
+    append_cost: dict[str, ShapeCost] = field(default_factory=dict)
 
 
 def default_writers() -> int:
@@ -63,7 +74,9 @@ def default_writers() -> int:
     return min(8, 2 * (os.cpu_count() or 1))
 
 
-async def measure_ceilings(dsn: str, *, seconds: float, round_trips: int) -> Ceilings:
+async def measure_ceilings(
+    dsn: str, *, seconds: float, round_trips: int, append_samples: int = 40
+) -> Ceilings:
     """Every ceiling, one after the other, on the database *dsn*."""
     writers = default_writers()
     pool = await asyncpg.create_pool(dsn, min_size=writers, max_size=writers)
@@ -75,6 +88,11 @@ async def measure_ceilings(dsn: str, *, seconds: float, round_trips: int) -> Cei
         async with pool.acquire() as conn:
             commits = await _single_inserts(conn, round_trips, texts[0])
         notifies = await _notify_round_trips(dsn, pool, round_trips)
+        async with pool.acquire() as conn:
+            await conn.execute(f"TRUNCATE {TABLE}")
+            append_cost = await measure_append_cost(
+                conn, Queries.for_schema().append_events, TABLE, append_samples, tag=f"{time.monotonic_ns()}"
+            )
         await pool.execute(f"DROP TABLE {TABLE}")
     finally:
         await pool.close()
@@ -86,6 +104,8 @@ async def measure_ceilings(dsn: str, *, seconds: float, round_trips: int) -> Cei
         copy_rows_per_s=copied,
         single_insert_commit=summarize(commits),
         notify_round_trip=summarize(notifies),
+        append_cost_samples=append_samples,
+        append_cost=append_cost,
     )
 
 

@@ -12,20 +12,26 @@ same machine, driven by the same load client:
 Workloads, all JSON-mode streams and ~200-byte JSON messages (the token
 payload of every other workload, stamped with the sender's clock):
 
-(1) ``throughput``: N streams, N concurrent producers (one per stream),
-    each POSTing one message after the previous one was answered, for a
-    fixed time: acknowledged appends per second;
+(1) ``throughput``: N streams, N connections of ``wrk`` (a native load
+    client, so the client costs little CPU and does not hide the servers),
+    each POSTing one message after the previous one was answered, the
+    streams taken in turn (``pgbridge/bench/wrk/append.lua``), for a fixed
+    time: acknowledged appends per second, and the servers' CPU per append
+    (pgbridge serve and PostgreSQL apart);
 (2) ``append_latency``: one producer, one stream, sequential POSTs: p50/p99;
 (3) ``sse_latency``: one SSE reader (``live=sse``) on a stream, one paced
     producer: append sent to message received;
 (4) ``catch_up``: a long stream (filled in batches of JSON arrays) read
     from ``offset=-1`` to its tail, following ``Stream-Next-Offset``.
 
-The load client is aiohttp (httpx caps the reference server at a fraction
-of what it can do; see ``../shared/durable-streams/README.md``). A 2xx
-counts as an append only after both servers made it durable: pgbridge
-commits it in PostgreSQL, the reference ``fdatasync``\\ s the stream's
-segment file before answering. The report records both guarantees.
+Throughput is driven by ``wrk`` (Debian package ``wrk``: ``apt-get install
+wrk``; without it that workload fails, saying so, and the others still
+run). The other workloads need the response bodies (SSE, catch-up) or one
+request at a time, and use aiohttp (httpx caps the reference server at a
+fraction of what it can do; see ``../shared/durable-streams/README.md``).
+A 2xx counts as an append only after both servers made it durable:
+pgbridge commits it in PostgreSQL, the reference ``fdatasync``\\ s the
+stream's segment file before answering. The report records both guarantees.
 """
 
 from __future__ import annotations
@@ -41,10 +47,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -78,6 +85,10 @@ class DsSizes:
 
     streams: int = 100
     throughput_seconds: float = 10.0
+    #: wrk's threads for the throughput workload (each a core's worth of client at most).
+    wrk_threads: int = 1
+    #: An unmeasured wrk run before each measured one (connections opened, Node's JIT warm).
+    throughput_warmup_seconds: float = 1.0
     latency_appends: int = 2000
     sse_messages: int = 1000
     sse_interval: float = 0.005
@@ -95,6 +106,7 @@ class DsSizes:
         return cls(
             streams=10,
             throughput_seconds=1.0,
+            throughput_warmup_seconds=0.0,
             latency_appends=50,
             sse_messages=30,
             catch_up_messages=2000,
@@ -114,11 +126,108 @@ def _free_port() -> int:
 
 @dataclass
 class Served:
-    """A server under test: its base URL (streams under ``/v1/stream/``) and its process id."""
+    """A server under test: its base URL (streams under ``/v1/stream/``) and its process id;
+    for pgbridge also the PostgreSQL processes whose CPU is counted beside it."""
 
     url: str
     pid: int
     description: dict[str, Any]
+    postgres: PostgresCpu | None = None
+
+
+class PostgresCpu:
+    """CPU seconds of the PostgreSQL processes that serve the benchmark, as psutil sees them.
+
+    ``whole_server`` (a server of the benchmark's own, the embedded one): the
+    postmaster and every process under it (backends, WAL writer, checkpointer,
+    background writer, autovacuum), exited children included (the kernel adds
+    a reaped child's CPU to its parent's children times). Otherwise (a server
+    given with ``--dsn``, which others may use): only the backends connected
+    to the benchmark's scratch database, found in ``pg_stat_activity`` and
+    read with psutil when they run on this machine; the server's shared
+    processes are not counted, and a backend that exits mid-run loses its CPU.
+    """
+
+    def __init__(self, dsn: str, *, whole_server: bool) -> None:
+        self.dsn = dsn
+        self.whole_server = whole_server
+        self.postmaster: int | None = None
+        self.measured = ""
+
+    async def start(self) -> str | None:
+        """Find the processes; None, or why PostgreSQL's CPU cannot be measured here."""
+        import asyncpg
+        import psutil
+
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+            process = psutil.Process(backend)  # while the backend is there
+            if "postgres" not in process.name() and "postgres" not in " ".join(process.cmdline()):
+                raise psutil.NoSuchProcess(backend)  # that pid is something else: another machine's
+            postmaster = process.ppid()
+        except psutil.Error:
+            return "PostgreSQL's processes are not visible from this process (another machine?)"
+        finally:
+            await conn.close()
+        if self.whole_server:
+            self.postmaster = postmaster
+            self.measured = (
+                "the embedded server's postmaster and all its processes (backends, WAL writer, "
+                "checkpointer, background writer, autovacuum; exited ones included)"
+            )
+        else:
+            self.measured = (
+                "the backends of the benchmark's scratch database (pg_stat_activity); not the "
+                "server's shared processes (WAL writer, checkpointer, ...), which others use too"
+            )
+        return None
+
+    def between(self, before: Mapping[int, float], after: Mapping[int, float]) -> float:
+        """CPU seconds spent between two samples."""
+        if self.postmaster is not None:  # an exited process's CPU moved into the postmaster's entry
+            return sum(after.values()) - sum(before.values())
+        # Backends: new ones count whole; exited ones are gone with their CPU.
+        return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+    async def sample(self) -> dict[int, float]:
+        """CPU seconds so far by process (the postmaster's entry includes its reaped children)."""
+        import psutil
+
+        if self.postmaster is not None:
+            return await asyncio.to_thread(_tree_cpu, self.postmaster)
+        import asyncpg
+
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            pids = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+        found: dict[int, float] = {}
+        for row in pids:
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(int(row["pid"])).cpu_times()
+                found[int(row["pid"])] = float(times.user + times.system)
+        return found
+
+
+def _tree_cpu(postmaster: int) -> dict[int, float]:
+    import psutil
+
+    root = psutil.Process(postmaster)
+    found: dict[int, float] = {}
+    for child in root.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            found[child.pid] = float(times.user + times.system)
+    # Read after the children: one that exits in between is counted twice (rare, and
+    # small: an autovacuum worker), never lost.
+    times = root.cpu_times()
+    found[postmaster] = float(times.user + times.system + times.children_user + times.children_system)
+    return found
 
 
 def reference_unavailable_reason() -> str | None:
@@ -295,52 +404,189 @@ class _Client:
                 raise RuntimeError(f"POST {path}: {response.status} {(await response.text())[:200]}")
 
 
+#: The Lua script wrk runs for the throughput workload (shipped as package data).
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "append.lua"
+WRK_MISSING = (
+    "wrk is not installed: the append-throughput workload needs it as its load client "
+    "(Debian/Ubuntu: `apt-get install wrk`; macOS: `brew install wrk`)"
+)
+
+
+class WrkMissing(RuntimeError):
+    """The throughput workload cannot run: no ``wrk`` on the PATH."""
+
+
+def wrk_unavailable_reason() -> str | None:
+    """Why wrk cannot drive the throughput workload here, or None."""
+    return None if shutil.which("wrk") else WRK_MISSING
+
+
+def wrk_version() -> str | None:
+    import subprocess
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    done = subprocess.run([wrk, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    first = (done.stdout or done.stderr).strip().splitlines()
+    return first[0].split(" [")[0] if first else None  # "wrk 4.2.0 [epoll] Copyright ..."
+
+
+async def run_wrk(
+    base: str, path_prefix: str, streams: int, seconds: float, threads: int, body: bytes
+) -> dict[str, Any]:
+    """One wrk run of ``append.lua``: *streams* connections POSTing *body* to the streams
+    ``path_prefix0`` ... for *seconds* (whole seconds, at least one); what its ``done`` printed."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise WrkMissing(WRK_MISSING)
+    threads = max(1, min(threads, streams))
+    process = await asyncio.create_subprocess_exec(
+        wrk,
+        *("-t", str(threads), "-c", str(streams), "-d", f"{max(1, round(seconds))}s"),
+        *("--timeout", "30s", "-s", str(WRK_SCRIPT), base),
+        *("--", path_prefix, str(streams), str(threads), body.decode()),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith("pgbridge-wrk "):
+            report: dict[str, Any] = json.loads(line.removeprefix("pgbridge-wrk "))
+            return report
+    raise RuntimeError(
+        f"wrk exited ({process.returncode}) without its report: {(out + err).decode(errors='replace')[-500:]}"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ThroughputResult:
+    load_client: str
     streams: int
-    producers: int
+    connections: int
     seconds: float
+    #: Requests wrk saw answered with a 2xx in the measured run (it refuses any error).
     appends: int
     appends_per_s: float
+    #: wrk's latencies (its percentiles; count = appends).
     latency: Summary
+    #: Messages the server holds in the streams afterwards (warm-up included): at least every append.
+    stored_messages: int
+    #: The server process (pgbridge serve, or the reference's Node process): % of one core and µs per append.
     server_cpu_percent: float
-    #: The load client's own CPU (this process), % of one core: near 100 means it was the limit.
+    server_cpu_us_per_append: float
+    #: PostgreSQL's processes (pgbridge only; see ``postgres_measured``): µs per append.
+    postgres_cpu_us_per_append: float | None
+    #: The server and PostgreSQL together: µs per append.
+    total_cpu_us_per_append: float
+    postgres_measured: str | None
+    #: wrk's own CPU, % of one core.
     client_cpu_percent: float
+    #: The whole machine's CPU busy during the run (everything else on it included), %.
+    machine_cpu_percent: float
+
+
+async def _count_messages(client: _Client, paths: list[str]) -> int:
+    """Messages the server holds in *paths*, read from ``offset=-1`` to each stream's tail."""
+
+    async def count(path: str) -> int:
+        offset, total = "-1", 0
+        while True:
+            async with client.session.get(client.base + path, params={"offset": offset}) as response:
+                body = await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"GET {path} offset={offset}: {response.status}")
+                total += len(orjson.loads(body))
+                offset = response.headers["Stream-Next-Offset"]
+                if response.headers.get("Stream-Up-To-Date") == "true":
+                    return total
+
+    counts = []
+    for first in range(0, len(paths), 20):  # a few at a time: it is a check, not a load
+        counts += await asyncio.gather(*(count(path) for path in paths[first : first + 20]))
+    return sum(counts)
 
 
 async def throughput(client: _Client, served: Served, sizes: DsSizes, prefix: str) -> ThroughputResult:
+    """wrk drives *sizes.streams* connections, one per stream, for *sizes.throughput_seconds*."""
+    import psutil
+
+    if (reason := wrk_unavailable_reason()) is not None:
+        raise WrkMissing(reason)
     paths = [f"{prefix}tp-{i}" for i in range(sizes.streams)]
     await asyncio.gather(*(client.create(path) for path in paths))
-    loop = asyncio.get_running_loop()
-    took: list[float] = []
-
-    async def produce(path: str, deadline: float) -> int:
-        count = 0
-        while loop.time() < deadline:
-            started = time.perf_counter()
-            await client.append(path, _message(count))
-            took.append(time.perf_counter() - started)
-            count += 1
-        return count
-
-    cpu_before, client_before = _cpu_seconds(served.pid), time.process_time()
+    path_prefix = urlsplit(client.base).path + prefix + "tp-"
+    body = _message(0)
+    warm: dict[str, Any] = {"requests": 0}
+    if sizes.throughput_warmup_seconds > 0:
+        warm = await run_wrk(
+            served.url, path_prefix, sizes.streams, sizes.throughput_warmup_seconds, sizes.wrk_threads, body
+        )
+    postgres = served.postgres
+    pg_before = await postgres.sample() if postgres is not None else {}
+    machine_before = psutil.cpu_times()
+    server_before, client_before = _cpu_seconds(served.pid), _children_cpu_seconds()
     started = time.perf_counter()
-    deadline = loop.time() + sizes.throughput_seconds
-    counts = await asyncio.gather(*(produce(path, deadline) for path in paths))
-    seconds = time.perf_counter() - started
-    cpu = _cpu_seconds(served.pid) - cpu_before
-    client_cpu = time.process_time() - client_before
-    appends = sum(counts)
+    report = await run_wrk(
+        served.url, path_prefix, sizes.streams, sizes.throughput_seconds, sizes.wrk_threads, body
+    )
+    elapsed = time.perf_counter() - started
+    server_cpu = _cpu_seconds(served.pid) - server_before
+    client_cpu = _children_cpu_seconds() - client_before
+    machine = _busy_fraction(machine_before, psutil.cpu_times())
+    pg_cpu = postgres.between(pg_before, await postgres.sample()) if postgres is not None else None
+    errors = {kind: count for kind, count in report["errors"].items() if count}
+    if errors:
+        raise RuntimeError(f"wrk saw errors (status: a 4xx/5xx answer): {errors} of {report['requests']}")
+    appends = int(report["requests"])
+    if appends == 0:
+        raise RuntimeError("wrk completed no request")
+    seconds = report["duration_us"] / 1e6
+    stored = await _count_messages(client, paths)
+    if stored < appends + warm["requests"]:
+        raise RuntimeError(f"{appends + warm['requests']} appends acknowledged, {stored} stored")
+    latency = report["latency_us"]
+    per_append = 1e6 / appends
+
+    def ms(key: str) -> float:
+        return round(float(latency[key]) / 1000, 3)
+
     return ThroughputResult(
+        load_client=f"{wrk_version() or 'wrk'}, {max(1, min(sizes.wrk_threads, sizes.streams))} thread(s)",
         streams=len(paths),
-        producers=len(paths),
+        connections=len(paths),
         seconds=round(seconds, 3),
         appends=appends,
         appends_per_s=round(appends / seconds, 1),
-        latency=summarize(took),
-        server_cpu_percent=round(100 * cpu / seconds, 1),
-        client_cpu_percent=round(100 * client_cpu / seconds, 1),
+        latency=Summary(count=appends, p50=ms("p50"), p99=ms("p99"), mean=ms("mean"), max=ms("max")),
+        stored_messages=stored,
+        server_cpu_percent=round(100 * server_cpu / elapsed, 1),
+        server_cpu_us_per_append=round(server_cpu * per_append, 1),
+        postgres_cpu_us_per_append=None if pg_cpu is None else round(pg_cpu * per_append, 1),
+        total_cpu_us_per_append=round((server_cpu + (pg_cpu or 0.0)) * per_append, 1),
+        postgres_measured=postgres.measured if postgres is not None else None,
+        client_cpu_percent=round(100 * client_cpu / elapsed, 1),
+        machine_cpu_percent=round(100 * machine, 1),
     )
+
+
+def _children_cpu_seconds() -> float:
+    """CPU of this process's reaped children (wrk, once it has exited)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _busy_fraction(before: Any, after: Any) -> float:
+    """Share of the machine's CPU time that was not idle between two ``psutil.cpu_times()``."""
+
+    def total(times: Any) -> float:  # guest times are already in user and nice
+        return float(sum(v for k, v in times._asdict().items() if k not in ("guest", "guest_nice")))
+
+    idle = (after.idle + getattr(after, "iowait", 0.0)) - (before.idle + getattr(before, "iowait", 0.0))
+    total_seconds = total(after) - total(before)
+    return float(1 - idle / total_seconds) if total_seconds > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,17 +780,36 @@ def _median_round(key: str, measured: list[dict[str, Any]]) -> dict[str, Any]:
     return {**ordered[(len(ordered) - 1) // 2], "rounds": [m[name] for m in measured]}
 
 
-async def measure_durable_streams(dsn: str, sizes: DsSizes, say: Callable[[str], None]) -> dict[str, Any]:
-    """Every Durable Streams workload against pgbridge serve on *dsn* and the reference server."""
+async def measure_durable_streams(
+    dsn: str, sizes: DsSizes, say: Callable[[str], None], *, whole_server: bool = False
+) -> dict[str, Any]:
+    """Every Durable Streams workload against pgbridge serve on *dsn* and the reference server.
+
+    *whole_server*: the PostgreSQL server is the benchmark's own (embedded), so all its
+    processes' CPU counts towards pgbridge's appends; otherwise only the backends of *dsn*'s
+    database do (see :class:`PostgresCpu`).
+    """
+    wrk_missing = wrk_unavailable_reason()
     results: dict[str, Any] = {
         "sizes": asdict(sizes),
         "payload_bytes": payload_bytes(),
-        "load_client": "aiohttp (in the benchmark process)",
+        "load_client": {
+            "throughput": wrk_version() or wrk_missing,
+            "others": "aiohttp (in the benchmark process)",
+        },
         "durability": DURABILITY,
         "contenders": {},
         "errors": [],
     }
     errors: list[str] = results["errors"]
+    if wrk_missing is not None:
+        say(f"the throughput workload will fail: {wrk_missing}")
+    postgres = PostgresCpu(dsn, whole_server=whole_server)
+    if (why := await postgres.start()) is not None:
+        say(f"PostgreSQL's CPU is not measured: {why}")
+        results["postgres_cpu"] = {"skipped": why}
+    else:
+        results["postgres_cpu"] = {"measured": postgres.measured}
     folder = tempfile.gettempdir()  # where the reference's files and the embedded PostgreSQL live
     results["disk"] = {"folder": folder, "before": await asyncio.to_thread(fdatasync_latency, folder)}
     reason = reference_unavailable_reason()
@@ -552,6 +817,7 @@ async def measure_durable_streams(dsn: str, sizes: DsSizes, say: Callable[[str],
         servers: dict[str, Served] = {}
         try:
             servers["pgbridge"] = await stack.enter_async_context(pgbridge_server(dsn))
+            servers["pgbridge"].postgres = postgres if why is None else None
         except Exception as exc:
             errors.append(f"durable_streams/pgbridge: {type(exc).__name__}: {exc}")
             results["contenders"]["pgbridge"] = {"error": str(exc)}

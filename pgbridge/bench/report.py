@@ -316,7 +316,28 @@ def ceilings_table(results: Results) -> list[str]:
         f"| NOTIFY round trip (LISTEN on another connection): p50 / p99 | {number(notify.get('p50'))} / "
         f"{number(notify.get('p99'))} ms "
         f"| (a) publish → receive p50 is {ratio(pg_receive, notify.get('p50'))} of it |",
+        *_append_cost_rows(c),
     ]
+
+
+#: (key in ``ceilings.append_cost``, the shape in words)
+APPEND_SHAPES = (("100x1", "100 runs × 1 event"), ("1x100", "1 run × 100 events"))
+
+
+def _append_cost_rows(c: Mapping[str, Any]) -> list[str]:
+    """The append statement's PostgreSQL time per event by batch shape, next to a plain INSERT's."""
+    rows = []
+    samples = c.get("append_cost_samples")
+    for key, shape in APPEND_SHAPES:
+        append = number_at(c, ("append_cost", key, "append_us_per_event"))
+        insert = number_at(c, ("append_cost", key, "insert_us_per_row"))
+        rows.append(
+            f"| PostgreSQL time per event inside `pgbridge_append_batch`, {shape} in one call "
+            f"(round trip and parameters subtracted; median of {samples} calls) | {number(append)} µs "
+            f"| a plain multi-row INSERT of the same rows: {number(insert)} µs a row; the append is "
+            f"{ratio(append, insert)} of it |"
+        )
+    return rows
 
 
 def _percent(part: float | None, whole: float | None) -> str:

@@ -85,7 +85,9 @@ async def _run_benchmark(dsn: str | None, *, quick: bool, out_dir: Path, durable
         else:
             admin_dsn, server = dsn, "given DSN"
         if durable_streams:
-            return await _run_durable_streams(admin_dsn, quick=quick, server=server, out_dir=out_dir)
+            return await _run_durable_streams(
+                admin_dsn, quick=quick, server=server, out_dir=out_dir, whole_server=dsn is None
+            )
         results = await measure(admin_dsn, sizes, mode="quick" if quick else "full", server=server)
     files = write_report(results, out_dir)
     print(files.markdown.read_text(), flush=True)
@@ -93,7 +95,9 @@ async def _run_benchmark(dsn: str | None, *, quick: bool, out_dir: Path, durable
     return 1 if results["errors"] else 0
 
 
-async def _run_durable_streams(admin_dsn: str, *, quick: bool, server: str, out_dir: Path) -> int:
+async def _run_durable_streams(
+    admin_dsn: str, *, quick: bool, server: str, out_dir: Path, whole_server: bool
+) -> int:
     """The Durable Streams comparison in a scratch database; its report; 1 if anything failed."""
     from pgbridge.bench.durable_streams import DsSizes, measure_durable_streams
     from pgbridge.bench.durable_streams_report import write_ds_report
@@ -110,7 +114,10 @@ async def _run_durable_streams(admin_dsn: str, *, quick: bool, server: str, out_
     async with scratch_database(admin_dsn) as dsn:
         meta["postgres"] = await describe_postgres(dsn)
         sizes = DsSizes.quick() if quick else DsSizes.full()
-        results = {"meta": meta, **await measure_durable_streams(dsn, sizes, _say)}
+        results = {
+            "meta": meta,
+            **await measure_durable_streams(dsn, sizes, _say, whole_server=whole_server),
+        }
     meta["seconds"] = round(time.perf_counter() - started, 1)
     markdown, data = write_ds_report(results, out_dir)
     print(markdown.read_text(), flush=True)
@@ -144,12 +151,15 @@ async def measure(admin_dsn: str, sizes: Sizes, *, mode: str, server: str) -> di
             # A bar on a terminal: the ceilings, then each workload for each contender.
             with progress_bars() as bars:
                 bar = bars.add("benchmark", total=1 + len(WORKLOADS) * len(factories), detail="ceilings")
-                _say("ceilings: batched INSERT, COPY, single-row commit, NOTIFY round trip ...")
+                _say("ceilings: batched INSERT, COPY, single-row commit, NOTIFY round trip, append cost ...")
                 results["ceilings"] = await _guarded(
                     results["errors"],
                     "ceilings",
                     lambda: measure_ceilings(
-                        dsn, seconds=sizes.ceiling_seconds, round_trips=sizes.round_trips
+                        dsn,
+                        seconds=sizes.ceiling_seconds,
+                        round_trips=sizes.round_trips,
+                        append_samples=sizes.append_cost_samples,
                     ),
                 )
                 bar.advance()

@@ -62,6 +62,8 @@ class Sizes:
     idle_window: float = 3.0
     ceiling_seconds: float = 5.0
     round_trips: int = 2000
+    #: Calls of the append statement measured per batch shape (pgbridge/bench/append_cost.py).
+    append_cost_samples: int = 40
 
     @classmethod
     def full(cls) -> Sizes:
@@ -80,6 +82,7 @@ class Sizes:
             idle_window=1.0,
             ceiling_seconds=1.0,
             round_trips=200,
+            append_cost_samples=5,
         )
 
 

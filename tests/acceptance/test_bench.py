@@ -57,8 +57,17 @@ async def test_quick_benchmark_writes_markdown_json_and_chart_with_every_workloa
         assert "skipped" not in entries["pgbridge"] and "skipped" not in entries["inprocess"]
     assert report["errors"] == []
     assert "batched_insert_rows_per_s" in report["ceilings"]
+    # The append statement's PostgreSQL time per event, both batch shapes, next to a plain INSERT.
+    assert set(report["ceilings"]["append_cost"]) == {"100x1", "1x100"}
+    for shape, cost in report["ceilings"]["append_cost"].items():
+        assert cost["append_us_per_event"] > 0, (shape, cost)
+        assert isinstance(cost["insert_us_per_row"], float), (shape, cost)
+    text = (out / "results.md").read_text()
+    assert "inside `pgbridge_append_batch`, 100 runs × 1 event" in text
+    assert "inside `pgbridge_append_batch`, 1 run × 100 events" in text
+    assert "a plain multi-row INSERT of the same rows" in text
     assert len(report["targets"]) == 7
-    assert "## Targets" in (out / "results.md").read_text()
+    assert "## Targets" in text
 
 
 @pytest.mark.own_server
