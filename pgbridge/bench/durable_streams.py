@@ -58,6 +58,7 @@ import orjson
 import pgbridge
 from pgbridge.bench.payload import payload_bytes, token_payload
 from pgbridge.bench.stats import Summary, summarize
+from pgbridge.exceptions import BenchError
 
 #: What each side guarantees when it answers an append with a 2xx.
 DURABILITY = {
@@ -412,10 +413,6 @@ WRK_MISSING = (
 )
 
 
-class WrkMissing(RuntimeError):
-    """The throughput workload cannot run: no ``wrk`` on the PATH."""
-
-
 def wrk_unavailable_reason() -> str | None:
     """Why wrk cannot drive the throughput workload here, or None."""
     return None if shutil.which("wrk") else WRK_MISSING
@@ -439,7 +436,7 @@ async def run_wrk(
     ``path_prefix0`` ... for *seconds* (whole seconds, at least one); what its ``done`` printed."""
     wrk = shutil.which("wrk")
     if wrk is None:
-        raise WrkMissing(WRK_MISSING)
+        raise BenchError(WRK_MISSING)
     threads = max(1, min(threads, streams))
     process = await asyncio.create_subprocess_exec(
         wrk,
@@ -512,7 +509,7 @@ async def throughput(client: _Client, served: Served, sizes: DsSizes, prefix: st
     import psutil
 
     if (reason := wrk_unavailable_reason()) is not None:
-        raise WrkMissing(reason)
+        raise BenchError(reason)
     paths = [f"{prefix}tp-{i}" for i in range(sizes.streams)]
     await asyncio.gather(*(client.create(path) for path in paths))
     path_prefix = urlsplit(client.base).path + prefix + "tp-"
