@@ -6,7 +6,7 @@ waiters, retries or wake-ups; the engine modules above compose it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -35,23 +35,65 @@ def _decode(data_text: str) -> JSONValue:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class LoggedEvent:
-    """An event as stored: its seq and terminal flag beside the public event."""
+#: StreamEvent's slots, set directly: what its (frozen) dataclass ``__init__`` does, without
+#: the three ``object.__setattr__`` calls that made it a third of a replayed event's cost.
+#: tests/unit/test_stored_events.py checks the result equals ``StreamEvent(...)``.
+_new_object = object.__new__
+_set_id: Callable[[StreamEvent, str], None] = StreamEvent.__dict__["id"].__set__
+_set_event: Callable[[StreamEvent, str], None] = StreamEvent.__dict__["event"].__set__
+_set_data: Callable[[StreamEvent, JSONValue], None] = StreamEvent.__dict__["data"].__set__
 
-    seq: int
-    ms: int
-    event: StreamEvent
-    terminal: bool
+
+def stream_event(event_id: str, name: str, data: JSONValue) -> StreamEvent:
+    """``StreamEvent(event_id, name, data)``, built at a third of the cost (the replay path)."""
+    made: StreamEvent = _new_object(StreamEvent)
+    _set_id(made, event_id)
+    _set_event(made, name)
+    _set_data(made, data)
+    return made
+
+
+class LoggedEvent:
+    """An event as stored: seq, creation time, name, JSON text and terminal flag.
+
+    The public :class:`~pgbridge.contract.StreamEvent` (:attr:`event`) is
+    made, and the JSON text decoded, only when it is asked for, and once:
+    a page's events past where a subscriber stops (its terminal event, a
+    trim, a close) are never decoded, a feed's buffer decodes once for all
+    its subscribers, and the HTTP surfaces send :attr:`data_text` as it is.
+    """
+
+    __slots__ = ("_event", "data_text", "ms", "name", "seq", "terminal")
+
+    def __init__(self, seq: int, ms: int, name: str, data_text: str, terminal: bool) -> None:
+        self.seq = seq
+        self.ms = ms
+        self.name = name
+        #: The data as PostgreSQL stores it: the JSON text publish wrote.
+        self.data_text = data_text
+        self.terminal = terminal
+        self._event: StreamEvent | None = None
 
     @classmethod
     def from_stored(cls, seq: int, ms: int, name: str, data_text: str, terminal: bool) -> LoggedEvent:
-        return cls(
-            seq=seq,
-            ms=ms,
-            event=StreamEvent(id=format_event_id(ms, seq), event=name, data=_decode(data_text)),
-            terminal=terminal,
-        )
+        return cls(seq, ms, name, data_text, terminal)
+
+    @property
+    def id(self) -> str:
+        """The event ID (:func:`~pgbridge.ids.format_event_id`)."""
+        return f"{self.ms}-{self.seq}"
+
+    @property
+    def event(self) -> StreamEvent:
+        """The event as subscribers receive it, its data decoded (on first use)."""
+        made = self._event
+        if made is None:
+            # f"{ms}-{seq}" is format_event_id, inlined: once per replayed event.
+            made = self._event = stream_event(f"{self.ms}-{self.seq}", self.name, _decode(self.data_text))
+        return made
+
+    def __repr__(self) -> str:
+        return f"LoggedEvent(seq={self.seq}, ms={self.ms}, name={self.name!r}, terminal={self.terminal})"
 
 
 @dataclass(slots=True)
@@ -362,9 +404,9 @@ def _page(rows: Sequence[asyncpg.Record], limit: int) -> Page:
         last_ms=head["last_ms"],
         terminal_seq=head["terminal_seq"],
     )
+    if head["seq"] is None:
+        return Page(state=state)  # the one row of a run with nothing after the cursor
     events = [
-        LoggedEvent.from_stored(row["seq"], row["created_ms"], row["event"], row["data"], row["terminal"])
-        for row in rows
-        if row["seq"] is not None
+        LoggedEvent(row["seq"], row["created_ms"], row["event"], row["data"], row["terminal"]) for row in rows
     ]
     return Page(state=state, events=events, truncated=len(events) >= limit)
