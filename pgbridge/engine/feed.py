@@ -212,7 +212,7 @@ class RunFeed:
             return Page(state=self.state)
         start = cursor + 1 - first_buffered
         events = [self._buffer[i] for i in range(start, len(self._buffer))]
-        return Page(state=self.state, events=events)
+        return Page(state=self.state, events=events, shared=True)
 
     async def _sync_from(self, cursor: int) -> None:
         if self.high_seq is None:

@@ -183,6 +183,7 @@ async def subscription(
                 # count, the yield and the close check; the rest is per page.
                 trimmed = False
                 yielded = last
+                shared = page.shared
                 for logged in events:
                     seq = logged.seq
                     if seq <= cursor:
@@ -192,7 +193,7 @@ async def subscription(
                         # §4): read again, which reports the gap, instead of yielding it.
                         trimmed = True
                         break
-                    yield logged if stored else logged.event
+                    yield logged if stored else logged.event if shared else logged.new_event()
                     cursor, last = seq, logged
                     if logged.terminal:
                         return

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -392,7 +393,11 @@ async def test_the_stream_sends_each_event_s_stored_json_text_without_decoding_i
         def refuse(text: str) -> object:
             raise AssertionError(f"decoded {text!r}")
 
-        monkeypatch.setattr(events_module, "_decode", refuse)
+        # Every decoding of stored data goes through one of these.
+        monkeypatch.setattr(
+            events_module, "orjson", SimpleNamespace(loads=refuse, JSONDecodeError=ValueError)
+        )
+        monkeypatch.setattr(events_module, "decode_data", refuse)
         app = create_app(bridge, manage_bridge=False)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as http:
             plain = (await http.get(f"/runs/{run_id}/stream")).text
