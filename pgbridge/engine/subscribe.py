@@ -32,7 +32,7 @@ from pgbridge.contract import (
 from pgbridge.engine.feed import FeedRegistry
 from pgbridge.exceptions import DatabaseUnavailableError
 from pgbridge.metrics import NO_METRICS, BridgeMetrics
-from pgbridge.store.events import LoggedEvent, Page, RunState
+from pgbridge.store.events import LoggedEvent, Page, Record, RunState, event_id
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ async def subscription(
         extra={"run_id": run_id, "last_event_id": last_event_id},
     )
     position = last_event_id  # what a gap marker reports as requested
-    last: LoggedEvent | None = None  # the last event yielded (position is its ID)
+    last: LoggedEvent | Record | None = None  # the last event yielded (position is its ID)
     fork_seq: int | None = None  # set for a fork: the seqs up to it are read from its sources
     page_size = ctx.feeds.page_size
     limit = page_size  # grows while catch-up pages come back full
@@ -162,7 +162,7 @@ async def subscription(
             if page is not None and cursor is not None:
                 if page.state.exists and cursor < page.state.first_seq - 1:
                     if last is not None:
-                        position = last.id
+                        position = event_id(last)
                     marker = gap_marker(position, page.state.first_seq - 1 - cursor, page.state)
                     _log_gap(run_id, marker)
                     yield marker
@@ -170,35 +170,56 @@ async def subscription(
                     if on_gap == "stop":
                         return
                     cursor = page.state.first_seq - 1
-                events = page.events
-                if page.truncated and trims_seen is not None and not events[-1].terminal:
+                tail = page.tail()
+                if page.truncated and trims_seen is not None and tail is not None and not tail[1]:
                     # Catching up: read the next (larger) page while this one is yielded, so
                     # PostgreSQL's work on it overlaps this process's.
                     limit = min(limit * 2, page_size * CATCH_UP_GROWTH)
                     waiter.clear()  # before the read: a commit during it sets it again
-                    ahead_after, ahead_trims = events[-1].seq, feed.trims
+                    ahead_after, ahead_trims = tail[0], feed.trims
                     ahead = loop.create_task(feed.read_after(ahead_after, limit))
                     ahead.add_done_callback(_retrieve)
-                # The hot loop of a replay: per event, one comparison of the feed's trim
+                # The hot loops of a replay: per event, one comparison of the feed's trim
                 # count, the yield and the close check; the rest is per page.
                 trimmed = False
                 yielded = last
-                shared = page.shared
-                for logged in events:
-                    seq = logged.seq
-                    if seq <= cursor:
-                        continue
-                    if trims_seen is not None and feed.trims != trims_seen and seq < feed.retained_from:
-                        # Retention deleted this event after the page was read (docs/behaviour.md
-                        # §4): read again, which reports the gap, instead of yielding it.
-                        trimmed = True
-                        break
-                    yield logged if stored else logged.event if shared else logged.new_event()
-                    cursor, last = seq, logged
-                    if logged.terminal:
-                        return
-                    if is_closed():
-                        break
+                rows = page.rows
+                if rows is not None:
+                    # A page read for this subscriber alone: each event is made from its row as
+                    # it is yielded and kept by nobody here (no object a row to walk for the
+                    # garbage collector, nothing made for rows never yielded).
+                    seq_at, terminal_at = rows.seq_at, rows.terminal_at
+                    make = rows.logged if stored else rows.stream_event
+                    for row in rows.records:
+                        seq = row[seq_at]
+                        if seq <= cursor:
+                            continue
+                        if trims_seen is not None and feed.trims != trims_seen and seq < feed.retained_from:
+                            trimmed = True  # as below
+                            break
+                        yield make(row)
+                        cursor, last = seq, row
+                        if row[terminal_at]:
+                            return
+                        if is_closed():
+                            break
+                else:
+                    shared = page.shared
+                    for logged in page.events:
+                        seq = logged.seq
+                        if seq <= cursor:
+                            continue
+                        if trims_seen is not None and feed.trims != trims_seen and seq < feed.retained_from:
+                            # Retention deleted this event after the page was read (docs/behaviour.md
+                            # §4): read again, which reports the gap, instead of yielding it.
+                            trimmed = True
+                            break
+                        yield logged if stored else logged.event if shared else logged.new_event()
+                        cursor, last = seq, logged
+                        if logged.terminal:
+                            return
+                        if is_closed():
+                            break
                 if last is not yielded:
                     heartbeat_due = loop.time() + heartbeat_interval
                 if ahead is not None and cursor != ahead_after:
@@ -229,7 +250,7 @@ async def subscription(
         ctx.feeds.detach(feed, waiter)
         ctx.metrics.subscriber_ended()
         if last is not None:
-            position = last.id
+            position = event_id(last)
         logger.debug(
             "pgbridge subscriber of run %r ended after %r",
             run_id,
