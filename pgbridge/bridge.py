@@ -17,7 +17,7 @@ import enum
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, cast
 
 from pgbridge.audit import verify as audit
 from pgbridge.audit.chain import ChainReport
@@ -536,25 +536,51 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             raise InvalidEventError(f"heartbeat_interval must be positive, not {heartbeat_interval!r}")
         if on_gap not in ("continue", "stop"):
             raise InvalidEventError(f"on_gap must be 'continue' or 'stop', not {on_gap!r}")
-        made_after_close = self._state is _Lifecycle.CLOSED
-        return self._subscribe(run_id, last_event_id, heartbeat_interval, on_gap, made_after_close)
+        return cast(
+            AsyncIterator[StreamEvent],
+            self._subscription(run_id, last_event_id, heartbeat_interval, on_gap, stored=False),
+        )
 
-    async def _subscribe(
+    def subscribe_stored(
+        self, run_id: str, *, last_event_id: str | None = None, heartbeat_interval: float = 15.0
+    ) -> AsyncIterator[StreamEvent | LoggedEvent]:
+        """:meth:`subscribe` for the HTTP surfaces (internal): events come as
+        :class:`~pgbridge.store.events.LoggedEvent`, their data the stored JSON
+        text, never decoded (an SSE frame sends it as it is); sentinels and gap
+        markers are StreamEvents, as from :meth:`subscribe`."""
+        validate_run_id(run_id)
+        _validate_cursor_type(last_event_id)
+        if not heartbeat_interval > 0:
+            raise InvalidEventError(f"heartbeat_interval must be positive, not {heartbeat_interval!r}")
+        return self._subscription(run_id, last_event_id, heartbeat_interval, "continue", stored=True)
+
+    def _subscription(
         self,
         run_id: str,
         last_event_id: str | None,
         heartbeat_interval: float,
         on_gap: OnGap,
-        made_after_close: bool,
-    ) -> AsyncIterator[StreamEvent]:
-        if made_after_close or self._state is _Lifecycle.NEW:
-            self._require_running()
-        inner = subscription(self._subscription_ctx, run_id, last_event_id, heartbeat_interval, on_gap)
-        # aclosing: leaving this iterator early must release the inner one now,
-        # not whenever the garbage collector finalises it.
-        async with contextlib.aclosing(inner):
-            async for item in inner:
-                yield item
+        *,
+        stored: bool,
+    ) -> AsyncIterator[StreamEvent | LoggedEvent]:
+        # The subscription's own generator, not one that re-yields it: a hop less per
+        # event on a replay. Closing it (aclose, or leaving it to the garbage collector)
+        # releases the subscription as the wrapper did.
+        made_after_close = self._state is _Lifecycle.CLOSED
+
+        def before_start() -> None:
+            if made_after_close or self._state is _Lifecycle.NEW:
+                self._require_running()
+
+        return subscription(
+            self._subscription_ctx,
+            run_id,
+            last_event_id,
+            heartbeat_interval,
+            on_gap,
+            stored=stored,
+            before_start=before_start,
+        )
 
     # -- looking at runs ------------------------------------------------------
 

@@ -196,22 +196,23 @@ class RunFeed:
 
     # -- reads for subscribers ----------------------------------------------
 
-    async def read_after(self, cursor: int) -> Page:
-        """Events after *cursor*: from the buffer when it covers them, else a direct read."""
+    async def read_after(self, cursor: int, limit: int | None = None) -> Page:
+        """Events after *cursor*: from the buffer when it covers them, else a direct read
+        of at most *limit* events (the page size when None)."""
         if not self.synced:
             await self._sync_from(cursor)
         assert self.high_seq is not None
         first_buffered = self._buffer[0].seq if self._buffer else self.high_seq + 1
         if cursor < first_buffered - 1 or cursor < self.state.first_seq - 1:
             # Behind the shared tail (or behind retention): read our own page.
-            return await self._reads.read_after(self.run_id, cursor, self._page_size, self.known)
+            return await self._reads.read_after(self.run_id, cursor, limit or self._page_size, self.known)
         if cursor > self.high_seq:
             # The subscriber knows of events the feed has not read yet.
             self.wake(cursor)
             return Page(state=self.state)
         start = cursor + 1 - first_buffered
         events = [self._buffer[i] for i in range(start, len(self._buffer))]
-        return Page(state=self.state, events=events)
+        return Page(state=self.state, events=events, shared=True)
 
     async def _sync_from(self, cursor: int) -> None:
         if self.high_seq is None:
@@ -332,7 +333,8 @@ class FeedRegistry:
         self._store = store
         self.reads = reads or ReadRouter(store)
         self._buffer_size = buffer_size
-        self._page_size = page_size
+        #: Events per range read (a subscriber catching up reads larger pages: pgbridge.engine.subscribe).
+        self.page_size = page_size
         self._clock = clock
         self._feeds: dict[str, RunFeed] = {}
         #: Feeds woken since the shared read in flight began, by run id (in wake-up order).
@@ -355,7 +357,7 @@ class FeedRegistry:
                 run_id,
                 self.reads,
                 buffer_size=self._buffer_size,
-                page_size=self._page_size,
+                page_size=self.page_size,
                 clock=self._clock,
                 refill=self._queue_refill,
             )
@@ -408,7 +410,7 @@ class FeedRegistry:
         pages: list[Page] | None = None
         error: BaseException | None = None
         try:
-            pages = await self.reads.read_many(reads, self._page_size)
+            pages = await self.reads.read_many(reads, self.page_size)
             self.refills += 1
         except Exception as exc:
             # Waiters keep heartbeating; the poll or a listener reconnect retries.

@@ -32,7 +32,7 @@ from pgbridge.contract import (
 from pgbridge.engine.feed import FeedRegistry
 from pgbridge.exceptions import DatabaseUnavailableError
 from pgbridge.metrics import NO_METRICS, BridgeMetrics
-from pgbridge.store.events import Page, RunState
+from pgbridge.store.events import LoggedEvent, Page, Record, RunState, event_id
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +82,34 @@ def start_cursor(resume: ResumeResult) -> int:
     return resume.next_offset - 1 - resume.gap_count
 
 
+#: A subscriber behind the shared tail reads pages that grow (doubling) while each one
+#: comes back full, up to this many times the configured page size: fewer statements and
+#: hops per event for a long replay, the usual page again once it has caught up.
+CATCH_UP_GROWTH = 8
+
+
 async def subscription(
     ctx: SubscriptionContext,
     run_id: str,
     last_event_id: str | None,
     heartbeat_interval: float,
     on_gap: OnGap,
-) -> AsyncGenerator[StreamEvent, None]:
-    """The events of *run_id* after *last_event_id*, then live ones, until terminal."""
+    *,
+    stored: bool = False,
+    before_start: Callable[[], None] | None = None,
+) -> AsyncGenerator[StreamEvent | LoggedEvent, None]:
+    """The events of *run_id* after *last_event_id*, then live ones, until terminal.
+
+    With *stored*, events come as :class:`~pgbridge.store.events.LoggedEvent`
+    (their data as the stored JSON text, never decoded: the HTTP surfaces
+    send it as it is); sentinels and gap markers are StreamEvents either way.
+    *before_start* runs at the first read of the iterator (the bridge's
+    is-it-running check), before anything is attached.
+    """
+    if before_start is not None:
+        before_start()
     loop = asyncio.get_running_loop()
+    is_closed = ctx.is_closed
     feed, waiter = ctx.feeds.attach(run_id)
     ctx.metrics.subscriber_started()
     logger.debug(
@@ -100,36 +119,50 @@ async def subscription(
         extra={"run_id": run_id, "last_event_id": last_event_id},
     )
     position = last_event_id  # what a gap marker reports as requested
+    last: LoggedEvent | Record | None = None  # the last event yielded (position is its ID)
     fork_seq: int | None = None  # set for a fork: the seqs up to it are read from its sources
+    page_size = ctx.feeds.page_size
+    limit = page_size  # grows while catch-up pages come back full
+    #: The next catch-up page, read (after the page being yielded) while this one is yielded.
+    ahead: asyncio.Task[Page] | None = None
+    ahead_after = ahead_trims = 0
     try:
         cursor: int | None = None
         heartbeat_due = loop.time() + heartbeat_interval
         failures = 0
         while True:
-            if ctx.is_closed():
+            if is_closed():
                 yield CANCELLED_SENTINEL
                 return
-            waiter.clear()
             page: Page | None = None
             # Trims the feed learns of from here on may cover events of the page read below.
             trims_seen: int | None = None
             try:
-                if cursor is None:
-                    start = await ctx.start(run_id, last_event_id)
-                    cursor, fork_seq = start_cursor(start.resume), start.fork_seq
-                if fork_seq is not None and cursor < fork_seq:
-                    page = await ctx.read_inherited(run_id, cursor, fork_seq)
+                if ahead is not None:
+                    # Read while the previous page was yielded, after its last event (the
+                    # cursor); the waiter was cleared before that read began.
+                    task, ahead, trims_seen = ahead, None, ahead_trims
+                    page = await task
                 else:
-                    trims_seen = feed.trims
-                    page = await feed.read_after(cursor)
+                    waiter.clear()
+                    if cursor is None:
+                        start = await ctx.start(run_id, last_event_id)
+                        cursor, fork_seq = start_cursor(start.resume), start.fork_seq
+                    if fork_seq is not None and cursor < fork_seq:
+                        page = await ctx.read_inherited(run_id, cursor, fork_seq)
+                    else:
+                        trims_seen = feed.trims
+                        page = await feed.read_after(cursor, limit)
                 failures = 0
             except DatabaseUnavailableError:
                 failures += 1
-            if ctx.is_closed():
+            if is_closed():
                 yield CANCELLED_SENTINEL
                 return
             if page is not None and cursor is not None:
                 if page.state.exists and cursor < page.state.first_seq - 1:
+                    if last is not None:
+                        position = event_id(last)
                     marker = gap_marker(position, page.state.first_seq - 1 - cursor, page.state)
                     _log_gap(run_id, marker)
                     yield marker
@@ -137,33 +170,71 @@ async def subscription(
                     if on_gap == "stop":
                         return
                     cursor = page.state.first_seq - 1
+                tail = page.tail()
+                if page.truncated and trims_seen is not None and tail is not None and not tail[1]:
+                    # Catching up: read the next (larger) page while this one is yielded, so
+                    # PostgreSQL's work on it overlaps this process's.
+                    limit = min(limit * 2, page_size * CATCH_UP_GROWTH)
+                    waiter.clear()  # before the read: a commit during it sets it again
+                    ahead_after, ahead_trims = tail[0], feed.trims
+                    ahead = loop.create_task(feed.read_after(ahead_after, limit))
+                    ahead.add_done_callback(_retrieve)
+                # The hot loops of a replay: per event, one comparison of the feed's trim
+                # count, the yield and the close check; the rest is per page.
                 trimmed = False
-                for logged in page.events:
-                    if logged.seq <= cursor:
-                        continue
-                    if (
-                        trims_seen is not None
-                        and feed.trims != trims_seen
-                        and logged.seq < feed.retained_from
-                    ):
-                        # Retention deleted this event after the page was read (docs/behaviour.md
-                        # §4): read again, which reports the gap, instead of yielding it.
-                        trimmed = True
-                        break
-                    yield logged.event
-                    cursor, position = logged.seq, logged.event.id
+                yielded = last
+                rows = page.rows
+                if rows is not None:
+                    # A page read for this subscriber alone: each event is made from its row as
+                    # it is yielded and kept by nobody here (no object a row to walk for the
+                    # garbage collector, nothing made for rows never yielded).
+                    seq_at, terminal_at = rows.seq_at, rows.terminal_at
+                    make = rows.logged if stored else rows.stream_event
+                    for row in rows.records:
+                        seq = row[seq_at]
+                        if seq <= cursor:
+                            continue
+                        if trims_seen is not None and feed.trims != trims_seen and seq < feed.retained_from:
+                            trimmed = True  # as below
+                            break
+                        yield make(row)
+                        cursor, last = seq, row
+                        if row[terminal_at]:
+                            return
+                        if is_closed():
+                            break
+                else:
+                    shared = page.shared
+                    for logged in page.events:
+                        seq = logged.seq
+                        if seq <= cursor:
+                            continue
+                        if trims_seen is not None and feed.trims != trims_seen and seq < feed.retained_from:
+                            # Retention deleted this event after the page was read (docs/behaviour.md
+                            # §4): read again, which reports the gap, instead of yielding it.
+                            trimmed = True
+                            break
+                        yield logged if stored else logged.event if shared else logged.new_event()
+                        cursor, last = seq, logged
+                        if logged.terminal:
+                            return
+                        if is_closed():
+                            break
+                if last is not yielded:
                     heartbeat_due = loop.time() + heartbeat_interval
-                    if logged.terminal:
-                        return
-                    if ctx.is_closed():
-                        break
+                if ahead is not None and cursor != ahead_after:
+                    ahead.cancel()  # stopped before the page's end (a trim, a close): read anew
+                    ahead = None
                 if trimmed:
                     continue
                 terminal_seq = page.state.terminal_seq
                 if terminal_seq is not None and cursor >= terminal_seq:
                     yield END_SENTINEL
                     return
-                if page.truncated or ctx.is_closed():
+                if page.truncated:
+                    continue
+                limit = page_size
+                if is_closed():
                     continue
             remaining = heartbeat_due - loop.time()
             if remaining <= 0:
@@ -174,14 +245,25 @@ async def subscription(
                 remaining = min(remaining, max(ctx.backoff.delay(failures), 0.01))
             await waiter.wait(remaining)
     finally:
+        if ahead is not None:
+            ahead.cancel()
         ctx.feeds.detach(feed, waiter)
         ctx.metrics.subscriber_ended()
+        if last is not None:
+            position = event_id(last)
         logger.debug(
             "pgbridge subscriber of run %r ended after %r",
             run_id,
             position,
             extra={"run_id": run_id, "last_event_id": position},
         )
+
+
+def _retrieve(task: asyncio.Task[Page]) -> None:
+    """A read ahead's outcome, taken so a failure nobody awaits is not reported as lost
+    (the subscriber that awaits it gets the error, as from any read)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _log_gap(run_id: str, marker: StreamEvent) -> None:

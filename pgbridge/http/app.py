@@ -58,10 +58,10 @@ from pgbridge.durable_streams.http import (
 from pgbridge.exceptions import ConfigurationError, InvalidEventError
 from pgbridge.http.auth import BearerTokenAuth
 from pgbridge.http.common import BridgeGetter, bridge_getter, error_response
-from pgbridge.http.frames import event_frame, gap_frame, heartbeat_frame, retry_line
+from pgbridge.http.frames import event_frame, gap_frame, heartbeat_frame, retry_line, stored_event_frame
 from pgbridge.http.shutdown import EndReadsOnShutdown
 from pgbridge.metrics import exposition, registry_for
-from pgbridge.store.events import RunInfo
+from pgbridge.store.events import LoggedEvent, RunInfo
 
 #: LangGraph's run statuses for pgbridge's (an open run is "running" to it).
 LANGGRAPH_STATUS = {
@@ -204,7 +204,8 @@ class _Handlers:
                 return error_response(404, f"no run {run_id!r} (and ?wait=0: not waiting for it)")
             if cursor is not None and await _is_after_terminal(bridge, run_id, cursor):
                 return Response(status_code=204)
-            events = bridge.subscribe(
+            # Events with their stored JSON text: frames send it as it is (never decoded here).
+            events = bridge.subscribe_stored(
                 run_id, last_event_id=cursor, heartbeat_interval=self._settings.heartbeat_interval
             )
         except InvalidEventError as exc:
@@ -341,6 +342,10 @@ async def _frames(events: AsyncIterator[Any], retry_ms: int, *, envelope: bool) 
     retry = retry_line(retry_ms)
     async with contextlib.aclosing(events):  # type: ignore[type-var]
         async for item in events:
+            if isinstance(item, LoggedEvent):  # the stored JSON text goes out as it is
+                yield retry + stored_event_frame(item.id, item.name, item.data_text, envelope=envelope)
+                retry = ""
+                continue
             if item == HEARTBEAT_SENTINEL:
                 yield heartbeat_frame()
                 continue

@@ -53,6 +53,22 @@ def event_frame(event: StreamEvent, *, envelope: bool = False) -> str:
     return f"id: {event.id}\nevent: {_one_line(event.event)}\ndata: {_json(event.data)}\n\n"
 
 
+def stored_event_frame(event_id: str, name: str, data_text: str, *, envelope: bool = False) -> str:
+    """:func:`event_frame` of an event whose data is its stored JSON text, sent as it is
+    (publish stored it as ``json.dumps`` of the data with these same settings, so the
+    frame is the same, without decoding and encoding it again on every delivery).
+
+    Valid JSON holds a raw line break only as whitespace between tokens (inside a
+    string it is escaped), so text that has one (a Durable Streams append stored as
+    sent) gets spaces instead, which keep it the same JSON value.
+    """
+    if "\n" in data_text or "\r" in data_text:
+        data_text = _one_line(data_text)
+    if envelope:
+        return f'id: {event_id}\ndata: {{"event":{_json(name)},"data":{data_text}}}\n\n'
+    return f"id: {event_id}\nevent: {_one_line(name)}\ndata: {data_text}\n\n"
+
+
 def gap_frame(marker: StreamEvent) -> str:
     """The gap marker: ``event: gap`` with the counts, and no ``id:`` (it is not an event)."""
     return f"event: {GAP_FRAME_EVENT}\ndata: {_json(marker.data)}\n\n"

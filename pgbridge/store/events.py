@@ -6,10 +6,10 @@ waiters, retries or wake-ups; the engine modules above compose it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import asyncpg
 import orjson
@@ -35,23 +35,71 @@ def _decode(data_text: str) -> JSONValue:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class LoggedEvent:
-    """An event as stored: its seq and terminal flag beside the public event."""
+#: StreamEvent's slots, set directly: what its (frozen) dataclass ``__init__`` does, without
+#: the three ``object.__setattr__`` calls that made it a third of a replayed event's cost.
+#: tests/unit/test_stored_events.py checks the result equals ``StreamEvent(...)`` (LoggedEvent.event).
+_new_object = object.__new__
+_set_id: Callable[[StreamEvent, str], None] = StreamEvent.__dict__["id"].__set__
+_set_event: Callable[[StreamEvent, str], None] = StreamEvent.__dict__["event"].__set__
+_set_data: Callable[[StreamEvent, JSONValue], None] = StreamEvent.__dict__["data"].__set__
 
-    seq: int
-    ms: int
-    event: StreamEvent
-    terminal: bool
+
+class LoggedEvent:
+    """An event as stored: seq, creation time, name, JSON text and terminal flag.
+
+    The public :class:`~pgbridge.contract.StreamEvent` (:attr:`event`) is
+    made, and the JSON text decoded, only when it is asked for, and once:
+    a page's events past where a subscriber stops (its terminal event, a
+    trim, a close) are never decoded, a feed's buffer decodes once for all
+    its subscribers, and the HTTP surfaces send :attr:`data_text` as it is.
+    """
+
+    __slots__ = ("_event", "data_text", "ms", "name", "seq", "terminal")
+
+    def __init__(self, seq: int, ms: int, name: str, data_text: str, terminal: bool) -> None:
+        self.seq = seq
+        self.ms = ms
+        self.name = name
+        #: The data as PostgreSQL stores it: the JSON text publish wrote.
+        self.data_text = data_text
+        self.terminal = terminal
+        self._event: StreamEvent | None = None
 
     @classmethod
     def from_stored(cls, seq: int, ms: int, name: str, data_text: str, terminal: bool) -> LoggedEvent:
-        return cls(
-            seq=seq,
-            ms=ms,
-            event=StreamEvent(id=format_event_id(ms, seq), event=name, data=_decode(data_text)),
-            terminal=terminal,
-        )
+        return cls(seq, ms, name, data_text, terminal)
+
+    @property
+    def id(self) -> str:
+        """The event ID (:func:`~pgbridge.ids.format_event_id`)."""
+        return f"{self.ms}-{self.seq}"
+
+    @property
+    def event(self) -> StreamEvent:
+        """The event as subscribers receive it, its data decoded (on first use, then kept:
+        the events of a feed's buffer are shared by every subscriber of the run)."""
+        made = self._event
+        if made is None:
+            made = self._event = self.new_event()
+        return made
+
+    def new_event(self) -> StreamEvent:
+        """The event as subscribers receive it, made anew and not kept: for an event only
+        one subscriber yields (its own catch-up page), so that nothing but the consumer
+        holds it (a kept one doubled the objects the garbage collector walks in a replay)."""
+        # _decode and StreamEvent(...), inlined: this runs once per replayed event.
+        try:
+            data: JSONValue = orjson.loads(self.data_text)
+        except orjson.JSONDecodeError:
+            data = decode_data(self.data_text)
+        made: StreamEvent = _new_object(StreamEvent)
+        _set_id(made, f"{self.ms}-{self.seq}")  # format_event_id
+        _set_event(made, self.name)
+        _set_data(made, data)
+        return made
+
+    def __repr__(self) -> str:
+        return f"LoggedEvent(seq={self.seq}, ms={self.ms}, name={self.name!r}, terminal={self.terminal})"
 
 
 @dataclass(slots=True)
@@ -80,14 +128,100 @@ class RunState:
         return format_event_id(self.last_ms, self.last_seq)
 
 
-@dataclass(slots=True)
+#: A row of a range read (the store's; the engine reads it only through :class:`StoredRows`).
+Record: TypeAlias = asyncpg.Record
+
+
+class StoredRows:
+    """The rows of a range read whose events are not made yet: a subscriber's own page
+    makes each event from its row as it yields it (:meth:`stream_event`, :meth:`logged`),
+    and reads a row's seq and terminal flag at :attr:`seq_at` and :attr:`terminal_at`."""
+
+    __slots__ = ("data_at", "ms_at", "name_at", "records", "seq_at", "terminal_at")
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        self.records = records
+        # Positions looked up once a page: a Record read by position costs about half what
+        # a read by name does.
+        columns = list(records[0].keys())
+        self.seq_at = columns.index("seq")
+        self.ms_at = columns.index("created_ms")
+        self.name_at = columns.index("event")
+        self.data_at = columns.index("data")
+        self.terminal_at = columns.index("terminal")
+
+    def stream_event(self, row: Record) -> StreamEvent:
+        """*row*'s event as subscribers receive it (LoggedEvent.new_event, from the row)."""
+        text = row[self.data_at]
+        try:
+            data: JSONValue = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            data = decode_data(text)
+        made: StreamEvent = _new_object(StreamEvent)
+        _set_id(made, f"{row[self.ms_at]}-{row[self.seq_at]}")  # format_event_id
+        _set_event(made, row[self.name_at])
+        _set_data(made, data)
+        return made
+
+    def logged(self, row: Record) -> LoggedEvent:
+        return LoggedEvent(
+            row[self.seq_at], row[self.ms_at], row[self.name_at], row[self.data_at], row[self.terminal_at]
+        )
+
+    def all_logged(self) -> list[LoggedEvent]:
+        seq, ms, name, data, terminal = self.seq_at, self.ms_at, self.name_at, self.data_at, self.terminal_at
+        return [LoggedEvent(row[seq], row[ms], row[name], row[data], row[terminal]) for row in self.records]
+
+
+def event_id(last: LoggedEvent | Record) -> str:
+    """The ID of an event a subscriber yielded, from its LoggedEvent or its row."""
+    if isinstance(last, LoggedEvent):
+        return last.id
+    return format_event_id(last["created_ms"], last["seq"])
+
+
 class Page:
     """One read: the run's state and the events after a cursor, in seq order."""
 
-    state: RunState
-    events: list[LoggedEvent] = field(default_factory=list)
-    #: True when the read was cut at its limit, so more events may follow.
-    truncated: bool = False
+    __slots__ = ("_events", "rows", "shared", "state", "truncated")
+
+    def __init__(
+        self,
+        state: RunState,
+        events: list[LoggedEvent] | None = None,
+        *,
+        truncated: bool = False,
+        shared: bool = False,
+        rows: StoredRows | None = None,
+    ) -> None:
+        self.state = state
+        self._events = events
+        #: True when the read was cut at its limit, so more events may follow.
+        self.truncated = truncated
+        #: True when the events are a feed's buffer, which other subscribers read too.
+        self.shared = shared
+        #: The rows of a range read, when its events are not made yet (else None).
+        self.rows = rows
+
+    @property
+    def events(self) -> list[LoggedEvent]:
+        """The events (made from :attr:`rows` on first use, for a feed's buffer)."""
+        if self._events is None:
+            self._events = self.rows.all_logged() if self.rows is not None else []
+        return self._events
+
+    def tail(self) -> tuple[int, bool] | None:
+        """The seq and terminal flag of the page's last event; None when it has none."""
+        if self._events is None and self.rows is not None:
+            last = self.rows.records[-1]
+            return last[self.rows.seq_at], last[self.rows.terminal_at]
+        if self.events:
+            return self.events[-1].seq, self.events[-1].terminal
+        return None
+
+    def __repr__(self) -> str:
+        count = len(self.rows.records) if self._events is None and self.rows is not None else len(self.events)
+        return f"Page(state={self.state!r}, events={count}, truncated={self.truncated}, shared={self.shared})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,9 +496,6 @@ def _page(rows: Sequence[asyncpg.Record], limit: int) -> Page:
         last_ms=head["last_ms"],
         terminal_seq=head["terminal_seq"],
     )
-    events = [
-        LoggedEvent.from_stored(row["seq"], row["created_ms"], row["event"], row["data"], row["terminal"])
-        for row in rows
-        if row["seq"] is not None
-    ]
-    return Page(state=state, events=events, truncated=len(events) >= limit)
+    if head["seq"] is None:
+        return Page(state=state)  # the one row of a run with nothing after the cursor
+    return Page(state=state, rows=StoredRows(rows), truncated=len(rows) >= limit)

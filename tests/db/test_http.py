@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -13,7 +14,9 @@ import pytest_asyncio
 from httpx_sse import ServerSentEvent, aconnect_sse
 from langgraph_sdk import get_client
 
+import pgbridge.store.events as events_module
 from pgbridge import PostgresStreamBridge
+from pgbridge.http.app import create_app
 from tests.support.http_server import ServerProcess
 from tests.support.postgres_server import DatabaseFactory
 from tests.support.sql_helpers import evict_prefix
@@ -376,3 +379,29 @@ async def test_the_routes_mount_under_a_prefix_in_an_existing_app(bridge: Postgr
         view = await http.get("/agent/runs/mounted/view")
     assert status["last_event_id"] == sent
     assert view.status_code == 200 and "EventSource" in view.text
+
+
+async def test_the_stream_sends_each_event_s_stored_json_text_without_decoding_it(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SSE route passes the stored JSON text through: never decoded, never encoded again."""
+    async with PostgresStreamBridge(dsn) as bridge:
+        run_id = new_run()
+        await bridge.publish(run_id, "token", {"text": "é\u2028\n", "n": 1.5, "big": 2**70})
+        await bridge.publish_end(run_id)
+
+        def refuse(text: str) -> object:
+            raise AssertionError(f"decoded {text!r}")
+
+        # Every decoding of stored data goes through one of these.
+        monkeypatch.setattr(
+            events_module, "orjson", SimpleNamespace(loads=refuse, JSONDecodeError=ValueError)
+        )
+        monkeypatch.setattr(events_module, "decode_data", refuse)
+        app = create_app(bridge, manage_bridge=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as http:
+            plain = (await http.get(f"/runs/{run_id}/stream")).text
+            envelope = (await http.get(f"/runs/{run_id}/stream", params={"envelope": "1"})).text
+    stored = '{"text":"é\u2028\\n","n":1.5,"big":1180591620717411303424}'
+    assert f"\nevent: token\ndata: {stored}\n\n" in plain
+    assert f'\ndata: {{"event":"token","data":{stored}}}\n\n' in envelope

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from pgbridge import GAP_EVENT, StreamEvent
-from pgbridge.http.frames import event_frame, gap_frame, heartbeat_frame, retry_line
+from pgbridge.http.frames import event_frame, gap_frame, heartbeat_frame, retry_line, stored_event_frame
+from pgbridge.payload import encode_data
 
 
 def test_an_event_frame_has_id_event_and_one_line_of_json_data() -> None:
@@ -56,3 +61,21 @@ def test_every_run_status_has_a_langgraph_status_the_sdk_understands() -> None:
         "active",
         "awaiting_input",
     }
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"text": "a\nb", "n": 1, "f": 0.1}, "héllo ✓ \u2028", None, [1, [2, {"k": True}]], 2**70, 1e16],
+)
+@pytest.mark.parametrize("envelope", [False, True])
+def test_a_stored_event_frame_is_the_event_frame_of_its_decoded_data(data: object, envelope: bool) -> None:
+    # The stored text is what publish wrote (encode_data): sent as it is, the frame is the same.
+    stored = stored_event_frame("17-3", "to\nken", encode_data(data), envelope=envelope)
+    assert stored == event_frame(StreamEvent(id="17-3", event="to\nken", data=data), envelope=envelope)  # type: ignore[arg-type]
+
+
+def test_line_breaks_between_the_tokens_of_stored_json_cannot_break_the_frame() -> None:
+    frame = stored_event_frame("1-1", "t", '{\n  "a": "x\\ny",\r\n  "b": [1,\r2]\n}')
+    data_line = frame.split("\n")[2]
+    assert frame.count("\n") == 4 and data_line.startswith("data: ")
+    assert json.loads(data_line[len("data: ") :]) == {"a": "x\ny", "b": [1, 2]}
