@@ -36,6 +36,8 @@ from pgbridge.exceptions import (
     StreamGoneError,
     StreamNotFoundError,
     StreamTerminatedError,
+    TransactionAbortedError,
+    TransactionRequiredError,
 )
 from pgbridge.migrate import migrate
 from pgbridge.retention.policy import RetentionPolicy, RetentionReport
@@ -73,5 +75,7 @@ __all__ = [
     "StreamNotFoundError",
     "StreamStatus",
     "StreamTerminatedError",
+    "TransactionAbortedError",
+    "TransactionRequiredError",
     "migrate",
 ]

@@ -1,5 +1,6 @@
 -- The core statements of a bridge (pgbridge.sql.queries.Queries), in the order of an event's life:
---   publish  append_events, terminal_event_of_run, mark_awaiting_input;
+--   publish  append_events, append_events_lock_bounded, terminal_event_of_run, mark_awaiting_input,
+--            begin_caller_transaction;
 --   read     resolve_cursor, read_events_after, read_runs_events_after, resolve_fork_cursor,
 --            read_inherited_events_after, run_summary, run_heads, recent_open_runs, recent_ended_runs;
 --   wake-ups notify_runs (it writes the wake payload: pgbridge.engine.listen.decode_wake reads it),
@@ -23,10 +24,12 @@
 -- the view is a scalar subquery over "chain": one primary-key lookup in the run that holds it.
 
 -- name: append_events
--- Every publish (one event, or a group-commit batch): pgbridge_append_batch (pgbridge/batch_ddl.py,
--- revisions 0004 and 0008) assigns seqs under each run row's lock, chains the hashes, updates each
--- run row once and inserts the events in one statement; with publish => true it also refuses a
--- non-JSON stream's run and recreates an expired stream's, on the row it locks anyway.
+-- Every publish inside a caller's transaction (publish_in, on the caller's connection: the
+-- caller's lock_timeout is left as it is; docs/transactions.md); the group commit's batches run
+-- append_events_lock_bounded. pgbridge_append_batch (pgbridge/batch_ddl.py, revisions 0004 and
+-- 0008) assigns seqs under each run row's lock, chains the hashes, updates each run row once and
+-- inserts the events in one statement; with publish => true it also refuses a non-JSON stream's
+-- run and recreates an expired stream's, on the row it locks anyway.
 -- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
 -- flags, $5 text[] statuses, one element per event. One row per event: ord (1-based), seq and
 -- created_ms; seq is NULL where the run refused the event, refused says why ('terminal',
@@ -37,6 +40,23 @@ SELECT ord, seq, created_ms, refused
 FROM {schema}.pgbridge_append_batch(
     $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], publish => true);
 
+-- name: append_events_lock_bounded
+-- append_events for the group commit's batches (pgbridge.engine.publish): the same call, whose
+-- waits for a row lock give up after $6 (a lock_timeout text such as '100ms'; '0': no bound).
+-- A run row another transaction holds (a caller's transaction that published with publish_in
+-- and has not ended, docs/transactions.md) then fails the statement with SQLSTATE 55P03, having
+-- written nothing, instead of holding up every other run of the batch until that transaction
+-- ends. The setting is made by the argument (evaluated before the function runs) with
+-- set_config(..., true): it lasts for this statement's own transaction only, so no session
+-- state is left on the pooled connection.
+-- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
+-- flags, $5 text[] statuses, $6 text the lock wait bound. Rows as append_events.
+-- Index: run_streams and run_events primary keys. Locks: as append_events, each wait bounded by $6.
+SELECT ord, seq, created_ms, refused
+FROM {schema}.pgbridge_append_batch(
+    $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[],
+    publish => set_config('lock_timeout', $6::text, true) IS NOT NULL);
+
 -- name: terminal_event_of_run
 -- The committed terminal event of a run: always its last, so its ID is last_ms-last_seq (a Durable
 -- Stream closed before any event has terminal_seq 0 and no ms: last_ms 0).
@@ -45,6 +65,15 @@ FROM {schema}.pgbridge_append_batch(
 SELECT terminal_seq, coalesce(last_ms, 0) AS last_ms
 FROM {schema}.run_streams
 WHERE run_id = $1 AND terminal_seq IS NOT NULL;
+
+-- name: begin_caller_transaction
+-- publish_in given a SQLAlchemy AsyncConnection or AsyncSession (pgbridge.store.caller): SQLAlchemy
+-- begins its transaction on the driver connection only at the first statement it runs, so this
+-- no-op runs through SQLAlchemy first when the driver connection is not yet in a transaction;
+-- pgbridge's statements then run on that driver connection, inside the transaction SQLAlchemy
+-- commits or rolls back.
+-- No parameters, no table, no locks.
+SELECT 1;
 
 -- name: mark_awaiting_input
 -- An open run becomes awaiting_input until its next publish or terminal event (a terminal run is
@@ -256,7 +285,10 @@ LIMIT $2;
 -- deleted events), the primary's WAL insert position read after the commits being reported (how
 -- far a standby must have replayed to hold them, pgbridge.engine.replica), and the run id (which
 -- may hold spaces). pgbridge.engine.listen.decode_wake reads it; tests/db/test_wake_payload.py
--- runs this statement and decodes what arrives.
+-- runs this statement and decodes what arrives. publish_in sends it inside the caller's
+-- transaction, so it is delivered at commit and never after a rollback; its WAL position is then
+-- read before that commit, and a reader on a standby relies on the seq instead (a standby answer
+-- without that seq is not trusted: pgbridge.engine.replica).
 -- $1 text channel, $2 bigint[] newest seqs (NULL elements: any seq), $3 text[] run ids.
 -- No table, no locks.
 SELECT pg_notify($1, coalesce(w.seq::text, '*') || '@' || l.lsn || ' ' || w.run_id)
