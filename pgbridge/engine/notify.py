@@ -2,7 +2,9 @@
 
 Sending NOTIFY inside the append transaction would serialise every
 notifying commit on the server and fail appends when the notification queue
-is full. Instead, a publish commits, then hands (run id, seq) to this
+is full. (``publish_in`` sends its NOTIFY inside the caller's transaction on
+purpose, :mod:`pgbridge.engine.in_transaction`: it must go or not with that
+commit, and only those transactions pay for it.) Instead, a publish commits, then hands (run id, seq) to this
 notifier; one task per bridge sends everything that piled up while the
 previous NOTIFY was in flight, in one statement. An idle notifier costs
 nothing and adds no delay. A lost NOTIFY (crash between commit and send,

@@ -173,6 +173,24 @@ async def test_a_rollback_wakes_no_process_and_a_commit_wakes_them_at_commit(
     assert [payload.split("@")[0] + " " + payload.split(" ", 1)[1] for payload in heard] == [f"1 {RUN}"]
 
 
+async def test_a_savepoint_rolled_back_to_takes_its_events_and_wake_ups_with_it(
+    quiet: PostgresStreamBridge, app_conn: asyncpg.Connection, dsn: str
+) -> None:
+    async def with_a_savepoint() -> None:
+        async with app_conn.transaction():
+            await quiet.publish_in(app_conn, RUN, "kept", {})
+            savepoint = app_conn.transaction()
+            await savepoint.start()
+            await quiet.publish_many_in(app_conn, RUN, [("undone", {}), ("undone", {})])  # wakes "3 ..."
+            await savepoint.rollback()
+            assert seq_of(await quiet.publish_in(app_conn, RUN, "after", {})) == 2
+
+    async with connected(dsn) as sender:
+        heard = await heard_before_marker(dsn, sender, with_a_savepoint())
+    assert await stored(dsn) == ([(1, "kept"), (2, "after")], 2)
+    assert sorted(payload.split("@")[0] for payload in heard) == ["1", "2"]
+
+
 async def test_a_subscriber_of_the_publishing_bridge_never_sees_a_rolled_back_event(
     quiet: PostgresStreamBridge, app_conn: asyncpg.Connection
 ) -> None:
