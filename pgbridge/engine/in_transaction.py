@@ -114,7 +114,13 @@ def aborted(exc: BaseException, doing: str) -> TransactionAbortedError:
             f"the driver refused to send while {doing} ({exc}; is the connection used by something "
             "else at the same time?): roll your transaction back"
         )
-    if is_connection_error(exc):
+    if isinstance(exc, TimeoutError):  # the connection's command_timeout: asyncpg cancelled it
+        return TransactionAbortedError(
+            f"{doing} took longer than the connection's command_timeout and was cancelled, which aborted "
+            "your transaction: roll it back and run it again",
+            retryable=True,
+        )
+    if is_connection_error(exc) and sqlstate != "57014":  # a cancelled statement leaves the session
         return TransactionAbortedError(
             f"the connection failed while {doing} ({exc}): your transaction is over and nothing of it "
             "was committed; run it again on a new connection",
