@@ -17,9 +17,11 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
+import pytest
 import pytest_asyncio
 
 from pgbridge import PostgresStreamBridge
+from pgbridge.exceptions import RolledBackByConflictError
 from tests.conftest import BridgeFactory
 from tests.support.helpers import seq_of, wait_until
 from tests.support.sql_helpers import connected
@@ -151,3 +153,20 @@ async def test_a_batch_leaves_no_lock_timeout_on_its_pooled_connection(make_brid
     bridge = await make_bridge(pool_max_size=1)
     await bridge.publish("run", "token", {})
     assert [row[0] for row in await bridge._db.fetch("SHOW lock_timeout")] == ["0"]
+
+
+async def test_a_publisher_held_longer_than_its_lane_allows_is_told_nothing_was_written(
+    make_bridge: BridgeFactory, caller: asyncpg.Connection, dsn: str
+) -> None:
+    """A lane waits at most 0.9 x command_timeout: then a clear "nothing written", not the
+    unknown outcome a statement cut off by command_timeout would leave."""
+    bridge = await make_bridge(command_timeout=1.0, publish_retry_timeout=0)
+    await bridge.publish(HELD, "token", {})
+    transaction = await hold(bridge, caller)
+    with pytest.raises(
+        RolledBackByConflictError, match=r"held by another transaction for longer than 0\.9 s"
+    ):
+        await bridge.publish(HELD, "token", {})
+    await transaction.commit()
+    assert await seqs(dsn, HELD) == [1, 2]
+    assert seq_of(await bridge.publish(HELD, "token", {})) == 3
