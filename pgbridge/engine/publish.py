@@ -180,7 +180,8 @@ class Publisher:
         self._on_commit = on_commit
         self._retry = Retry(retry_timeout, backoff or Backoff())
         self._max_batch_size = max_batch_size
-        #: None: a batch waits for a held row as long as it is held (no lanes ever).
+        #: None: a batch waits for a held row as long as it is held (a lane opens only if the
+        #: server's own lock_timeout ends the wait).
         self._lock_wait = lock_wait if lock_wait else None
         self._lane_lock_wait = lane_lock_wait
         self._lane_slots = asyncio.Semaphore(max(1, lane_slots))
