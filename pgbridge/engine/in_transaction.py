@@ -20,7 +20,7 @@ is read before the commit; a reader on a standby relies on the seq instead,
 and trusts no standby answer without it (pgbridge.engine.replica).
 
 Errors follow PostgreSQL. What is checked before anything is sent (the
-payload, the connection, the terminal status) leaves the transaction as it
+payload, a terminal's kind, the connection) leaves the transaction as it
 was; a refusal the statement reports (the run is terminal, a non-JSON or
 gone Durable Stream) is not a PostgreSQL error either, so the transaction
 stays usable. An error PostgreSQL raises aborts the transaction (every
