@@ -23,16 +23,18 @@
 -- the view is a scalar subquery over "chain": one primary-key lookup in the run that holds it.
 
 -- name: append_events
--- Every publish (one event, or a group-commit batch): pgbridge_append_batch (pgbridge/batch_ddl.py,
--- revisions 0004 and 0008) assigns seqs under each run row's lock, chains the hashes, updates each
--- run row once and inserts the events in one statement; with publish => true it also refuses a
--- non-JSON stream's run and recreates an expired stream's, on the row it locks anyway.
+-- Every publish (one event, or a group-commit batch): pgbridge_append_batch (revision 0010, set-
+-- based) locks or creates every run row of the batch in one statement, assigns seqs, chains the
+-- hashes, then inserts the events and updates every run row in one statement each; with
+-- publish => true it also refuses a non-JSON stream's run and recreates an expired stream's, on
+-- the row it locks anyway. Every event of one call has the same created_ms.
 -- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
 -- flags, $5 text[] statuses, one element per event. One row per event: ord (1-based), seq and
 -- created_ms; seq is NULL where the run refused the event, refused says why ('terminal',
 -- 'content_type' or 'gone').
--- Index: run_streams and run_events primary keys. Locks: each run's row FOR UPDATE, runs in
--- run_id order (two batches never deadlock on each other).
+-- Index: run_streams and run_events primary keys. Locks: each run's row (FOR UPDATE, or the
+-- row lock of INSERT ... ON CONFLICT DO UPDATE), runs in run_id order (two batches never
+-- deadlock on each other).
 SELECT ord, seq, created_ms, refused
 FROM {schema}.pgbridge_append_batch(
     $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], publish => true);
@@ -227,8 +229,8 @@ WHERE r.run_id = $1;
 -- name: recent_open_runs
 -- The open runs (no terminal event yet) by last activity, newest first, for list_runs.
 -- $1 text status, or NULL for any; $2 bigint limit.
--- Index: none matches every open run (run_streams_open_updated_idx, revision 0008, holds bridge-born
--- runs only), so this scans run_streams and sorts by updated_at. No locks.
+-- Index: run_streams_open_idx (run_id) WHERE terminal_seq IS NULL: every open run, sorted here by
+-- updated_at (no index covers it: every append changes it, and its row update stays HOT). No locks.
 SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq, last_ms AS terminal_ms,
        created_at, updated_at, ended_at, awaiting_input_since,
        fork_seq, fork_source_run_id, stream_deleted_at IS NOT NULL AS deleted
