@@ -205,11 +205,12 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             max_batches_in_flight=min(self.options.publish_batches_in_flight, self.options.pool_max_size),
             metrics=self._metrics,
             batch_per_run=self.options.batch_per_run,
+            notify_channel=channel,
         )
         self._listener = Listener(
             self.options.listen_dsn or dsn,
             channel,
-            on_wake=self._feeds.wake,
+            on_wake=self._feeds.receive,
             on_reconnect=self._after_listener_reconnect,
             ping_interval=self.options.listener_ping_interval,
             connect_timeout=self.options.connect_timeout,
@@ -483,7 +484,10 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             run_id,
             lambda: LoggedEvent.from_stored(appended.seq, appended.ms, event, data_text, terminal),
         )
-        self._notifier.notify(run_id, appended.seq)
+        if not appended.notified:  # else its own commit woke other processes
+            self._notifier.notify(
+                run_id, appended.seq, (appended.seq, appended.ms, event, data_text, terminal)
+            )
 
     # -- reading --------------------------------------------------------------
 

@@ -38,6 +38,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import asyncpg
+
 from pgbridge.connector import Backoff, Database
 from pgbridge.engine.group_commit import (
     Failure,
@@ -106,8 +108,13 @@ class Publisher:
         batch_per_run: bool = False,
         backoff: Backoff | None = None,
         metrics: BridgeMetrics = NO_METRICS,
+        notify_channel: str | None = None,
     ) -> None:
         self._db = db
+        #: Where a batch sent while no other is in flight wakes other processes from inside its
+        #: own transaction (None: never; the bridge's notifier does it after every commit).
+        self._notify_channel = notify_channel
+        self._in_flight = 0
         self._store = EventStore(db)
         self._metrics = metrics
         self._on_commit = on_commit
@@ -148,8 +155,19 @@ class Publisher:
         await self._commits.close()
 
     async def _send(self, groups: list[Sequence[AppendRequest]]) -> list[list[AppendResult]]:
-        """One batch: every group's events in one statement, in queue order; results per group."""
-        results = await self._append_once([request for group in groups for request in group])
+        """One batch: every group's events in one statement, in queue order; results per group.
+
+        A batch sent while no other is in flight also sends its runs' wake-ups, carrying the
+        events, in the same statement: the commit wakes other processes, with no NOTIFY
+        statement after it. PostgreSQL serialises notifying commits, so while batches overlap
+        they leave the wake-ups to the notifier, which coalesces them after commit.
+        """
+        lone = self._in_flight == 0
+        self._in_flight += 1
+        try:
+            results = await self._append_once([request for group in groups for request in group], notify=lone)
+        finally:
+            self._in_flight -= 1
         answered: list[list[AppendResult]] = []
         position = 0
         for group in groups:
@@ -207,10 +225,22 @@ class Publisher:
                 extra={"run_id": run_id, "reason": reason, "events": count},
             )
 
-    async def _append_once(self, requests: list[AppendRequest]) -> list[AppendResult]:
+    async def _append_once(
+        self, requests: list[AppendRequest], *, notify: bool = False
+    ) -> list[AppendResult]:
+        channel = self._notify_channel if notify else None
         async with self._db.connection() as conn:
             try:
-                outcomes = await self._store.append_batch(conn, requests)
+                outcomes = await self._store.append_batch(conn, requests, notify_channel=channel)
+            except asyncpg.ProgramLimitExceededError as exc:
+                if channel is None:
+                    raise _classify_append_failure(exc, requests) from exc
+                # The notification queue is full (a listener somewhere stopped reading): the
+                # NOTIFY aborted the append, which wrote nothing. Append alone; the notifier
+                # wakes readers after the commit, as it does for busy moments.
+                logger.warning("pgbridge could not NOTIFY inside an append (%s); appending without", exc)
+                self._db.statements += 1
+                return await self._append_once(requests)
             except Exception as exc:
                 raise _classify_append_failure(exc, requests) from exc
             finally:

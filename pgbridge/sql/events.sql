@@ -1,5 +1,5 @@
 -- The core statements of a bridge (pgbridge.sql.queries.Queries), in the order of an event's life:
---   publish  append_events, terminal_event_of_run, mark_awaiting_input;
+--   publish  append_events, append_events_notifying, terminal_event_of_run, mark_awaiting_input;
 --   read     resolve_cursor, read_events_after, read_runs_events_after, resolve_fork_cursor,
 --            read_inherited_events_after, run_summary, run_heads, recent_open_runs, recent_ended_runs;
 --   wake-ups notify_runs (it writes the wake payload: pgbridge.engine.listen.decode_wake reads it),
@@ -38,6 +38,49 @@
 SELECT ord, seq, created_ms, refused
 FROM {schema}.pgbridge_append_batch(
     $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], publish => true);
+
+-- name: append_events_notifying
+-- append_events for a batch sent while no other is in flight (a lone publish, a quiet moment):
+-- the same append, plus one NOTIFY per run that took events, carrying them
+-- ("+<seq> <characters in run_id> <run_id><events>", pgbridge.engine.listen.decode_wake), sent
+-- inside the append's transaction, so other processes are woken by its commit with no statement
+-- after it. A run whose events would not fit in a payload (8,000 bytes) gets no NOTIFY here
+-- (notified false): the notifier wakes its readers after the commit. PostgreSQL serialises the
+-- commits of notifying transactions, which is why busy moments (several batches in flight) use
+-- append_events and the notifier instead.
+-- $1-$5 as append_events; $6 text the channel. One row per event: ord, seq, created_ms, refused
+-- as append_events, and notified (its run's NOTIFY was sent in this transaction).
+-- Index and locks: those of append_events; NOTIFY takes PostgreSQL's notification lock at commit.
+WITH appended AS MATERIALIZED (
+    SELECT a.ord, a.seq, a.created_ms, a.refused
+    FROM {schema}.pgbridge_append_batch(
+        $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], publish => true) AS a
+),
+given AS MATERIALIZED (
+    SELECT u.i::integer AS ord, u.run_id, u.event, u.data, u.terminal
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[]) WITH ORDINALITY
+        AS u(run_id, event, data, terminal, i)
+),
+carried AS MATERIALIZED (
+    SELECT g.run_id, max(a.seq) AS seq,
+        json_agg(json_build_array(a.seq, a.created_ms, g.event, g.data, g.terminal) ORDER BY a.seq)::text
+            AS events
+    FROM appended AS a JOIN given AS g ON g.ord = a.ord
+    WHERE a.seq IS NOT NULL
+    GROUP BY g.run_id
+),
+sent AS MATERIALIZED (
+    SELECT c.run_id, n.done
+    FROM carried AS c
+    CROSS JOIN LATERAL (
+        SELECT pg_notify($6::text, '+' || c.seq || ' ' || char_length(c.run_id) || ' ' || c.run_id || c.events)
+            IS NULL AS done
+    ) AS n
+    WHERE octet_length(c.run_id) + octet_length(c.events) < 7900
+)
+SELECT a.ord, a.seq, a.created_ms, a.refused, g.run_id IN (SELECT run_id FROM sent) AS notified
+FROM appended AS a JOIN given AS g ON g.ord = a.ord
+ORDER BY a.ord;
 
 -- name: terminal_event_of_run
 -- The committed terminal event of a run: always its last, so its ID is last_ms-last_seq (a Durable
@@ -257,13 +300,22 @@ LIMIT $2;
 -- "<seq>@<lsn> <run_id>": the run's newest seq ('*' for NULL: re-read regardless, e.g. retention
 -- deleted events), the primary's WAL insert position read after the commits being reported (how
 -- far a standby must have replayed to hold them, pgbridge.engine.replica), and the run id (which
--- may hold spaces). pgbridge.engine.listen.decode_wake reads it; tests/db/test_wake_payload.py
--- runs this statement and decodes what arrives.
--- $1 text channel, $2 bigint[] newest seqs (NULL elements: any seq), $3 text[] run ids.
+-- may hold spaces). A wake-up given its events (a JSON array, pgbridge.engine.listen.encode_carried)
+-- carries them when the payload stays under PostgreSQL's 8,000 bytes:
+-- "+<seq>@<lsn> <characters in run_id> <run_id><events>"; a reader that holds the seqs before them
+-- takes them without a query. pgbridge.engine.listen.decode_wake reads both forms;
+-- tests/db/test_wake_payload.py runs this statement and decodes what arrives.
+-- $1 text channel, $2 bigint[] newest seqs (NULL elements: any seq), $3 text[] run ids, $4 text[]
+-- the events each wake-up carries (NULL elements: none).
 -- No table, no locks.
-SELECT pg_notify($1, coalesce(w.seq::text, '*') || '@' || l.lsn || ' ' || w.run_id)
+SELECT pg_notify($1, CASE
+    WHEN w.events IS NOT NULL AND w.seq IS NOT NULL
+         AND octet_length(w.run_id) + octet_length(w.events) < 7900
+    THEN '+' || w.seq || '@' || l.lsn || ' ' || char_length(w.run_id) || ' ' || w.run_id || w.events
+    ELSE coalesce(w.seq::text, '*') || '@' || l.lsn || ' ' || w.run_id
+END)
 FROM (SELECT pg_current_wal_insert_lsn()::text AS lsn) AS l,
-     unnest($2::bigint[], $3::text[]) AS w(seq, run_id);
+     unnest($2::bigint[], $3::text[], $4::text[]) AS w(seq, run_id, events);
 
 -- name: notify_listener_check
 -- start(): a NOTIFY from a pooled session on a fresh channel that only the starting listener

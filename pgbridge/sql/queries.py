@@ -27,6 +27,7 @@ class Queries:
 
     schema: str
     append_events: str
+    append_events_notifying: str
     terminal_event_of_run: str
     resolve_cursor: str
     read_events_after: str

@@ -289,6 +289,9 @@ class RunInfo:
 class Appended:
     seq: int
     ms: int
+    #: Its run's readers in other processes were woken by the append's own commit
+    #: (``append_events_notifying``): nothing more to send for it.
+    notified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,24 +338,38 @@ class EventStore:
         self.db = db
         self.queries = db.queries
 
-    async def append_batch(self, conn: asyncpg.Connection, events: Sequence[NewEvent]) -> list[AppendOutcome]:
+    async def append_batch(
+        self, conn: asyncpg.Connection, events: Sequence[NewEvent], *, notify_channel: str | None = None
+    ) -> list[AppendOutcome]:
         """Append *events* in one statement (one transaction) on *conn*; one outcome per event, in order.
+
+        With *notify_channel*, the same statement also sends each run's wake-up, carrying its
+        events, on that channel (``append_events_notifying``): its readers elsewhere are woken
+        by the commit itself (:attr:`Appended.notified`).
 
         The caller borrows *conn* and gets the driver's exception as it is,
         because what a failure means for the events (not written, or unknown)
         depends on where it happened (pgbridge.engine.publish decides).
         """
-        rows = await conn.fetch(
-            self.queries.append_events,
+        arrays = (
             [e.run_id for e in events],
             [e.event for e in events],
             [e.data_text for e in events],
             [e.terminal for e in events],
             [e.status for e in events],
         )
+        if notify_channel is None:
+            rows = await conn.fetch(self.queries.append_events, *arrays)
+        else:
+            rows = await conn.fetch(self.queries.append_events_notifying, *arrays, notify_channel)
         outcomes = [AppendOutcome()] * len(events)
         for row in rows:
-            stored = Appended(seq=row["seq"], ms=row["created_ms"]) if row["seq"] is not None else None
+            notified = notify_channel is not None and row["notified"]
+            stored = (
+                Appended(seq=row["seq"], ms=row["created_ms"], notified=notified)
+                if row["seq"] is not None
+                else None
+            )
             outcomes[row["ord"] - 1] = AppendOutcome(stored, None if stored else row["refused"])
         return outcomes
 

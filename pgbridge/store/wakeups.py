@@ -13,10 +13,18 @@ from collections.abc import Mapping
 from pgbridge.connector import Database
 
 
-async def notify_runs(db: Database, channel: str, heads: Mapping[str, int | None]) -> None:
+async def notify_runs(
+    db: Database,
+    channel: str,
+    heads: Mapping[str, int | None],
+    carried: Mapping[str, str] | None = None,
+) -> None:
     """One NOTIFY on *channel* per run of *heads* (run id -> newest seq, None: re-read
-    regardless), in one statement; each payload carries the primary's WAL position."""
-    await db.fetch(db.queries.notify_runs, channel, list(heads.values()), list(heads))
+    regardless), in one statement; each payload carries the primary's WAL position, and the
+    run's events when *carried* has them (run id -> pgbridge.engine.listen.encode_carried's
+    text) and they fit."""
+    events = [carried.get(run_id) for run_id in heads] if carried else [None] * len(heads)
+    await db.fetch(db.queries.notify_runs, channel, list(heads.values()), list(heads), events)
 
 
 async def notify_listener_check(db: Database, channel: str) -> None:
