@@ -183,7 +183,7 @@ def ttl_seconds(ttl: float | timedelta) -> int:
         raise InvalidEventError(f"ttl must be a number of seconds or a timedelta, not {ttl!r}")
     if not 0 < seconds <= MAX_TTL_SECONDS:
         raise InvalidEventError(
-            f"ttl must be more than 0 and at most {MAX_TTL_SECONDS} seconds (7 days), not {seconds!r}"
+            f"ttl must be more than 0 and at most {MAX_TTL_SECONDS} seconds (7 days), not {seconds:g}"
         )
     return math.ceil(seconds)
 
