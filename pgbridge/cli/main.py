@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(TOKEN_ENV),
         help=f"require this bearer token (default: ${TOKEN_ENV}); needed on a non-loopback --host",
     )
-    tokens_cli.add_key_option(serve, "read tokens signed with any of them read their run")
+    tokens_cli.add_key_option(serve, "; a read token of either reads its run")
     serve.add_argument(
         "--insecure",
         action="store_true",

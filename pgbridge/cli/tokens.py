@@ -28,7 +28,7 @@ def add_key_option(parser: argparse.ArgumentParser, what: str) -> None:
         "--token-secret-file",
         default=os.environ.get(SECRET_FILE_ENV) or None,
         metavar="PATH",
-        help=f"read-token keys, one kid:secret a line, the first signs, at most two; {what} "
+        help=f"a file of read-token keys, one kid:secret a line, at most two, the first signs{what} "
         f"(default: ${SECRET_FILE_ENV}, or the keys themselves in ${SECRETS_ENV})",
     )
 
@@ -66,7 +66,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="DURATION",
         help="how long it reads: 90s, 10m, 12h, at most 7d (default: 10m)",
     )
-    add_key_option(token, "signed with the first")
+    add_key_option(token, "")
     token.add_argument(
         "--url",
         metavar="BASE",
