@@ -21,12 +21,14 @@ import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route
 
 from pgbridge import PostgresStreamBridge
 from pgbridge.durable_streams.http import STREAM_METHODS, DurableStreamSettings
 from pgbridge.http.access import READ_TOKEN_ACCESS, ReadTarget, read_target
-from pgbridge.http.app import create_app
+from pgbridge.http.app import create_app, sse_routes
+from pgbridge.http.auth import BearerTokenAuth
 from pgbridge.tokens import TokenKeyring, issue_read_token
 from tests.support.postgres_server import DatabaseFactory
 
@@ -446,3 +448,26 @@ async def test_a_token_of_either_active_key_reads_and_a_retired_key_s_does_not(m
                     [(await client.get(path, params={"token": token})).status_code for token in (old, new)]
                 )
     assert statuses == [[200, 200], [401, 200]]
+
+
+async def test_read_tokens_work_on_the_routes_mounted_under_a_prefix_in_an_app_of_ones_own(
+    served: tuple[PostgresStreamBridge, Starlette],
+) -> None:
+    """docs/http.md, mounting: the same middleware on a mounted sub-app checks the same runs."""
+    bridge, _ = served
+    events = Starlette(routes=sse_routes(bridge), middleware=[Middleware(BearerTokenAuth, keyring=RING)])
+    app = Starlette(routes=[Mount("/agent", app=events)])
+    run_id = new_run()
+    await bridge.publish(run_id, "token", 1)
+    await bridge.publish_end(run_id)
+    token = issue_read_token(RING, run_id, 600)
+    path = f"/agent/runs/{quote(run_id, safe='')}"
+    async with http(app) as client:
+        statuses = [
+            (await client.get(path + "/stream", params={"token": token})).status_code,
+            (await client.get(path, params={"token": token})).status_code,
+            (await client.get(path + "x", params={"token": token})).status_code,
+            (await client.get("/agent/runs", params={"token": token})).status_code,
+            (await client.get(path)).status_code,
+        ]
+    assert statuses == [200, 200, 401, 403, 401]
