@@ -40,6 +40,7 @@ from pgbridge.exceptions import (
 from pgbridge.migrate import migrate
 from pgbridge.retention.policy import RetentionPolicy, RetentionReport
 from pgbridge.store.events import RunInfo
+from pgbridge.tokens import TokenKeyring
 
 __all__ = [
     "CANCELLED_SENTINEL",
@@ -73,5 +74,6 @@ __all__ = [
     "StreamNotFoundError",
     "StreamStatus",
     "StreamTerminatedError",
+    "TokenKeyring",
     "migrate",
 ]

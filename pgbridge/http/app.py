@@ -73,7 +73,8 @@ LANGGRAPH_STATUS = {
 }
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_PAGE_HEADERS = {"Cache-Control": "no-cache"}
+#: A page's URL may carry a token: no Referer takes it to another site.
+_PAGE_HEADERS = {"Cache-Control": "no-cache", "Referrer-Policy": "no-referrer"}
 #: How a yes/no query parameter (``?envelope=``, ``?wait=``) may be written.
 _YES, _NO = ("1", "true", "yes"), ("0", "false", "no")
 
@@ -124,8 +125,11 @@ def create_app(
     """An ASGI app serving *bridge*; starts and closes it with the app when *manage_bridge*.
 
     With *token*, every endpoint answers 401 unless the request carries
-    ``Authorization: Bearer <token>`` (or ``?access_token=<token>``, for
-    ``EventSource``, which cannot set headers). *cors_origins* lists the
+    ``Authorization: Bearer <token>`` (or, discouraged, ``?access_token=<token>``).
+    When the bridge has token keys (its ``token_secrets`` option), a read
+    token it issued (``bridge.read_token``) reads its own run, and nothing else,
+    in that header or as ``?token=`` (:mod:`pgbridge.http.auth`, docs/security.md);
+    with keys and no *token*, read tokens are the only way in. *cors_origins* lists the
     origins browsers may call it from (``["*"]`` for any), on every route
     alike; with none, no response carries CORS headers. With
     *expose_metrics*, ``GET /metrics`` serves the registry the bridge reports
@@ -155,8 +159,8 @@ def create_app(
                 expose_headers=list(CORS_EXPOSE_HEADERS),
             )
         )
-    if token:
-        middleware.append(Middleware(BearerTokenAuth, token=token))
+    if token or bridge.token_keyring is not None:
+        middleware.append(Middleware(BearerTokenAuth, token=token or None, keyring=bridge.token_keyring))
     middleware.append(Middleware(EndReadsOnShutdown))
     routes += durable_stream_routes(bridge, stream_settings)
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -1,11 +1,13 @@
-"""No credential in a log line: ``?access_token=s3cret`` is logged as ``?access_token=***``.
+"""No credential in a log line: ``?token=pgb1.k1...`` is logged as ``?token=***``.
 
 uvicorn's access log prints each request's path with its query string, and a
-browser's ``EventSource`` (the viewer) can only send the bearer token there.
+browser's ``EventSource`` (the viewer) can only send a token there: a read
+token as ``?token=``, the global token as ``?access_token=`` (discouraged).
 :class:`RedactCredentials` is a logging filter for handlers: it rewrites every
 record that reaches the handler (message, arguments, traceback) with
 :func:`redact`, which masks credential query parameters and ``key=value``
-pairs, ``Bearer``/``Basic`` credentials (an ``Authorization`` header) and
+pairs, a read token wherever it appears (under any name, or none),
+``Bearer``/``Basic`` credentials (an ``Authorization`` header) and
 the password of a URL (``postgresql://app:***@db/app``, as psql shows it).
 ``pgbridge serve`` puts it on every handler it logs through
 (:func:`log_config`).
@@ -19,6 +21,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pgbridge.tokens import TOKEN_PATTERN
+
 MASK = "***"
 
 _SECRET_PARAMETER = re.compile(
@@ -31,6 +35,7 @@ _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/?#@\s]*:)([^@/?#\s]+
 
 def redact(text: str) -> str:
     """*text* with every credential it carries replaced by ``***``."""
+    text = TOKEN_PATTERN.sub(MASK, text)
     text = _SECRET_PARAMETER.sub(rf"\1\2{MASK}", text)
     text = _SCHEME_CREDENTIALS.sub(rf"\1\2{MASK}", text)
     return _URL_PASSWORD.sub(rf"\1{MASK}@", text)

@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "pgbridge.payload",
             "pgbridge.lsn",
             "pgbridge.dsn",
+            "pgbridge.tokens",
             "pgbridge.audit.chain",
             "pgbridge.audit.export",
             "pgbridge.retention.policy",
