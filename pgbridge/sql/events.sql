@@ -42,14 +42,18 @@ FROM {schema}.pgbridge_append_batch(
 -- name: append_events_notifying
 -- append_events for a batch sent while no other is in flight (a lone publish, a quiet moment):
 -- the same append, plus one NOTIFY per run that took events, carrying them
--- ("+<seq> <characters in run_id> <run_id><events>", pgbridge.engine.listen.decode_wake), sent
--- inside the append's transaction, so other processes are woken by its commit with no statement
--- after it. A run whose events would not fit in a payload (8,000 bytes) gets no NOTIFY here
+-- ("+<seq>@<lsn> <characters in run_id> <run_id><events>", pgbridge.engine.listen.decode_wake),
+-- sent inside the append's transaction, so other processes are woken by its commit with no
+-- statement after it. <lsn> is the WAL insert position once the events are written, before the
+-- commit record: a standby replayed that far may still lack the commit, so a reader with a
+-- standby checks what the standby holds before trusting it (pgbridge.engine.replica), as always. A run whose events would not fit in a payload (8,000 bytes) gets no NOTIFY here
 -- (notified false): the notifier wakes its readers after the commit. PostgreSQL serialises the
 -- commits of notifying transactions, which is why busy moments (several batches in flight) use
 -- append_events and the notifier instead.
--- $1-$5 as append_events; $6 text the channel. One row per event: ord, seq, created_ms, refused
--- as append_events, and notified (its run's NOTIFY was sent in this transaction).
+-- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
+-- flags, $5 text[] statuses, one element per event (as append_events); $6 text the channel.
+-- One row per event: ord, seq, created_ms, refused as append_events, and notified (its run's
+-- NOTIFY was sent in this transaction).
 -- Index and locks: those of append_events; NOTIFY takes PostgreSQL's notification lock at commit.
 WITH appended AS MATERIALIZED (
     SELECT a.ord, a.seq, a.created_ms, a.refused
@@ -73,8 +77,8 @@ sent AS MATERIALIZED (
     SELECT c.run_id, n.done
     FROM carried AS c
     CROSS JOIN LATERAL (
-        SELECT pg_notify($6::text, '+' || c.seq || ' ' || char_length(c.run_id) || ' ' || c.run_id || c.events)
-            IS NULL AS done
+        SELECT pg_notify($6::text, '+' || c.seq || '@' || pg_current_wal_insert_lsn()::text || ' '
+            || char_length(c.run_id) || ' ' || c.run_id || c.events) IS NULL AS done
     ) AS n
     WHERE octet_length(c.run_id) + octet_length(c.events) < 7900
 )
