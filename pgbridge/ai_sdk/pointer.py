@@ -11,6 +11,7 @@ import json
 from pgbridge.ai_sdk.runs import POINTER_EVENT, MessagePointer, chat_run_id
 from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.durable_streams.messages import JSON_TYPE
+from pgbridge.exceptions import StreamExistsError
 from pgbridge.store.streams import StreamConfig
 
 #: Enough for one pointer event's data (two ids of at most 255 characters, as JSON).
@@ -26,7 +27,9 @@ async def point_chat_at(bridge: PostgresStreamBridge, chat_id: str, pointer: Mes
     through the bridge raises :class:`~pgbridge.exceptions.StreamExistsError`.
     """
     run_id = chat_run_id(chat_id)
-    await bridge.streams.create(run_id, StreamConfig(JSON_TYPE))
+    _, head = await bridge.streams.create(run_id, StreamConfig(JSON_TYPE))
+    if head.envelopes:  # a run born from publish reads as a JSON stream too: not a chat's
+        raise StreamExistsError(f"run {run_id!r} exists and is no chat's run: it was published to")
     return await bridge.publish(run_id, POINTER_EVENT, pointer.to_json())
 
 

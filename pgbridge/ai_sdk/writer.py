@@ -147,7 +147,12 @@ class UIMessageWriter:
 
     async def __aenter__(self) -> UIMessageWriter:
         if not self._started:
-            await self.start()
+            try:
+                await self.start()
+            except BaseException as exc:  # cancelled mid-start, say: the block's exit will not run
+                if self._started:
+                    await self._end_after(exc)
+                raise
         return self
 
     async def __aexit__(
@@ -156,8 +161,10 @@ class UIMessageWriter:
         """End a response the block left open: ``finish``, ``abort`` when it was cancelled,
         ``error`` when it raised. A failure to write that ending is logged, never raised
         over the block's own exception."""
-        if self._ended is not None:
-            return
+        if self._ended is None:
+            await self._end_after(exc)
+
+    async def _end_after(self, exc: BaseException | None) -> None:
         try:
             if exc is None:
                 await self.finish()
