@@ -110,12 +110,27 @@ class ChatResume:
             info = await bridge.run_info(pointer.run_id) if pointer is not None else None
             if pointer is None or info is None or info.status in _ENDED:
                 return Response(status_code=204)
-            events = bridge.subscribe_stored(pointer.run_id, heartbeat_interval=self._heartbeat)
+            return response_stream(
+                bridge, pointer.run_id, deleted=info.events_deleted, heartbeat_interval=self._heartbeat
+            )
         except InvalidEventError as exc:
             return error_response(400, str(exc))
-        body = resume_frames(events, deleted=info.events_deleted)
-        # The SDK's own headers exactly (a media_type would add "; charset=utf-8").
-        return StreamingResponse(body, headers=UI_MESSAGE_STREAM_HEADERS)
+
+
+def response_stream(
+    bridge: PostgresStreamBridge, run_id: str, *, deleted: int = 0, heartbeat_interval: float = 15.0
+) -> StreamingResponse:
+    """A response's run as a UI message stream: from its ``start`` chunk, then live, to ``[DONE]``.
+
+    What the resume route answers, and what an app's own ``POST /api/chat`` can answer
+    too: start the producer as a task of its own (so it outlives the request: the page
+    may reload), then return this for its :attr:`~pgbridge.ai_sdk.UIMessageWriter.run_id`.
+    *deleted* is how many of the run's events retention deleted (``RunInfo.events_deleted``).
+    """
+    events = bridge.subscribe_stored(run_id, heartbeat_interval=heartbeat_interval)
+    body = resume_frames(events, deleted=deleted)
+    # The SDK's own headers exactly (a media_type would add "; charset=utf-8").
+    return StreamingResponse(body, headers=UI_MESSAGE_STREAM_HEADERS)
 
 
 async def resume_frames(events: AsyncIterator[Any], *, deleted: int = 0) -> AsyncIterator[str]:
