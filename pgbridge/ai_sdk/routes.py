@@ -42,7 +42,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Match, Route
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from pgbridge.ai_sdk.chunks import ending_chunk, is_chunk_type
 from pgbridge.ai_sdk.pointer import current_response
@@ -52,6 +52,7 @@ from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.contract import CANCELLED_SENTINEL, END_SENTINEL, GAP_EVENT, HEARTBEAT_SENTINEL, JSONValue
 from pgbridge.exceptions import ConfigurationError, InvalidEventError
 from pgbridge.http.common import BridgeGetter, bridge_getter, error_response
+from pgbridge.http.shutdown import CUT_ON_SHUTDOWN
 from pgbridge.store.events import LoggedEvent
 
 #: Where ``pgbridge serve`` answers the resume request (``--chat-stream-path``).
@@ -130,7 +131,18 @@ def response_stream(
     events = bridge.subscribe_stored(run_id, heartbeat_interval=heartbeat_interval)
     body = resume_frames(events, deleted=deleted)
     # The SDK's own headers exactly (a media_type would add "; charset=utf-8").
-    return StreamingResponse(body, headers=UI_MESSAGE_STREAM_HEADERS)
+    return _UIMessageStreamResponse(body, headers=UI_MESSAGE_STREAM_HEADERS)
+
+
+class _UIMessageStreamResponse(StreamingResponse):
+    """Cut, not ended, when the server shuts down (:data:`~pgbridge.http.shutdown.CUT_ON_SHUTDOWN`):
+    a UI message stream that ends properly is a finished message to the AI SDK's
+    client, which would then show a half answer as whole; a cut one is a disconnect,
+    which its next resume (a reload, or ai 7's own retry) picks up, on another process."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[CUT_ON_SHUTDOWN] = True
+        await super().__call__(scope, receive, send)
 
 
 async def resume_frames(events: AsyncIterator[Any], *, deleted: int = 0) -> AsyncIterator[str]:

@@ -217,9 +217,13 @@ async def test_pages_resuming_one_chat_at_once_each_end_with_the_message_once(
 
 
 @pytest.mark.timeout(180)
-async def test_a_server_sigkilled_mid_response_and_restarted_still_yields_the_whole_message_once(
-    package: str, chat_dsn: str, producer: PostgresStreamBridge, tmp_path: Path
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
+async def test_a_server_stopped_mid_response_and_restarted_still_yields_the_whole_message_once(
+    package: str, stop: str, chat_dsn: str, producer: PostgresStreamBridge, tmp_path: Path
 ) -> None:
+    """SIGKILL: the connection drops. SIGTERM: the server cuts open resumes on purpose (an
+    ended stream would be a finished message to the client). Either way the client sees a
+    disconnect, and its next resume, on the restarted server, gets the whole message."""
     server = ServerProcess(chat_dsn, log=tmp_path / "serve.log")
     await server.start()
     chat_id = new_chat()
@@ -234,7 +238,7 @@ async def test_a_server_sigkilled_mid_response_and_restarted_still_yields_the_wh
             client = await ClientRun.start(package, "chat", server.url, chat_id, token=server.token, env=env)
             try:
                 await client.wait_for("the replay", lambda c: len(c.chunks("text-delta")) == 10)
-                await server.kill()  # mid-response, no goodbye to the client
+                await (server.kill() if stop == "SIGKILL" else server.stop())  # mid-response
                 for word in words[10:20]:  # written while no server is up
                     await response.write({"type": "text-delta", "id": "t", "delta": word})
                 await server.start()  # a new process, nothing of the old one's memory

@@ -9,8 +9,10 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
+import pytest
 import pytest_asyncio
 
 from pgbridge import PostgresStreamBridge, RetentionPolicy
@@ -275,3 +277,25 @@ async def test_serve_refuses_a_chat_stream_path_without_the_chat_id_in_one_line(
     assert err.splitlines() == [
         "pgbridge: the chat stream path must start with / and hold {chat_id} once, not '/chat/stream'"
     ]
+
+
+async def test_a_server_that_stops_cuts_an_open_resume_instead_of_ending_it(
+    chat_dsn: str, producer: PostgresStreamBridge, tmp_path: Path
+) -> None:
+    """A properly ended stream is a finished message to the AI SDK client (it would show half an
+    answer as whole); a cut one is a disconnect it resumes from. And no error is logged for it."""
+    log = tmp_path / "serve.log"
+    other = ServerProcess(chat_dsn, log=log)
+    await other.start()
+    chat_id = new_chat()
+    response = UIMessageWriter(producer, chat_id)
+    await response.write({"type": "text-start", "id": "t"})
+    async with other.client() as client:
+        reading = await started_reading(client, f"/chat/{chat_id}/stream")
+        await other.stop()  # SIGTERM: a graceful shutdown
+        with pytest.raises(httpx.RemoteProtocolError, match="incomplete"):
+            await asyncio.wait_for(reading, 20)
+    await response.finish()
+    text = log.read_text()
+    assert "Shutting down" in text
+    assert "without completing response" not in text and "Exception in ASGI application" not in text
