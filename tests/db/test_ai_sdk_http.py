@@ -299,3 +299,33 @@ async def test_a_server_that_stops_cuts_an_open_resume_instead_of_ending_it(
     text = log.read_text()
     assert "Shutting down" in text
     assert "without completing response" not in text and "Exception in ASGI application" not in text
+
+
+async def test_another_server_process_serves_the_same_response_live(
+    chat_dsn: str, client: httpx.AsyncClient, producer: PostgresStreamBridge
+) -> None:
+    """Nothing to pin behind a load balancer: each process reads the chunks from PostgreSQL,
+    woken by NOTIFY when the writer (in a third process here) commits one."""
+    other = ServerProcess(chat_dsn)
+    await other.start()
+    try:
+        chat_id = new_chat()
+        async with other.client() as other_client:
+            async with UIMessageWriter(producer, chat_id) as response:
+                await response.write({"type": "text-start", "id": "t"})
+                readers = [
+                    await started_reading(http, f"/chat/{chat_id}/stream") for http in (client, other_client)
+                ]
+                await response.write({"type": "text-delta", "id": "t", "delta": "live"})
+                await response.write({"type": "text-end", "id": "t"})
+            first, second = [body for _, body in await asyncio.gather(*readers)]
+        assert chunks(first) == chunks(second)
+        assert [c["type"] for c in chunks(first)] == [
+            "start",
+            "text-start",
+            "text-delta",
+            "text-end",
+            "finish",
+        ]  # type: ignore[index]
+    finally:
+        await other.stop()
