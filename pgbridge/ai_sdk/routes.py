@@ -138,7 +138,7 @@ class _UIMessageStreamResponse(StreamingResponse):
     """Cut, not ended, when the server shuts down (:data:`~pgbridge.http.shutdown.CUT_ON_SHUTDOWN`):
     a UI message stream that ends properly is a finished message to the AI SDK's
     client, which would then show a half answer as whole; a cut one is a disconnect,
-    which its next resume (a reload, or ai 7's own retry) picks up, on another process."""
+    which its next resume (a reload) picks up, on this process restarted or another."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[CUT_ON_SHUTDOWN] = True
