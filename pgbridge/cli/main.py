@@ -230,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics", action="store_true", help="serve Prometheus metrics at /metrics (the metrics extra)"
     )
+    serve.add_argument(
+        "--chat-stream-path",
+        default="/chat/{chat_id}/stream",
+        metavar="PATH",
+        help="where the AI SDK's useChat resume request is answered (docs/ai-sdk.md; default: %(default)s)",
+    )
     scale = serve.add_argument_group("past one machine (docs/scaling.md)")
     scale.add_argument(
         "--listen-dsn",
@@ -359,7 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 schema=args.schema,
                 token=args.token or None,
                 cors_origins=args.cors_origin,
-                settings=StreamSettings(heartbeat_interval=args.heartbeat, retry_ms=args.retry_ms),
+                settings=StreamSettings(
+                    heartbeat_interval=args.heartbeat,
+                    retry_ms=args.retry_ms,
+                    chat_stream_path=args.chat_stream_path,
+                ),
                 metrics=args.metrics,
                 log_level=args.log_level,
                 bridge_options={**serve_bridge_options(args), "token_secrets": keyring},

@@ -2,7 +2,8 @@
 
 :data:`READ_TOKEN_ACCESS` decides, per route (its path template) and method,
 whether a read token is let in, and which path parameter names the run it
-must be for. A route or method it does not list takes the global token only:
+must be for (or a route's endpoint says which run it reads: see
+:func:`run_read_by_endpoint`). A route or method it does not list takes the global token only:
 a new route grants a read token nothing until it is added here (and
 tests/db/test_read_token_routes.py fails until it is). docs/security.md shows
 the same table.
@@ -17,7 +18,7 @@ looks like a route's suffix, and the Durable Streams path (the run id as
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from starlette.routing import BaseRoute, Match, Route
@@ -54,6 +55,14 @@ READ_TOKEN_ACCESS: Mapping[str, Mapping[str, str | None]] = {
 }
 
 
+def run_read_by_endpoint(route: Route) -> Callable[[Scope], str | None] | None:
+    """The endpoint's own ``run_read_by(scope)``, when it has one: a route whose run is no path
+    parameter says itself which run a request reads (the AI SDK resume route: its path is
+    configurable, its run is the chat's). A read token of that run may GET and HEAD it."""
+    reader = getattr(getattr(route.endpoint, "__self__", None), "run_read_by", None)
+    return reader if callable(reader) else None
+
+
 @dataclass(frozen=True, slots=True)
 class ReadTarget:
     """The run a request reads, when a read token may make it: the token must be for *run_id*."""
@@ -74,6 +83,10 @@ def read_target(scope: Scope, routes: Sequence[BaseRoute]) -> ReadTarget | None:
             continue  # the router, too, serves the first full match
         if not isinstance(route, Route):
             return None
+        reader = run_read_by_endpoint(route)
+        if reader is not None:
+            run = reader(scope) if scope["method"] in _READ_METHODS else None
+            return ReadTarget(run) if run is not None else None
         parameter = READ_TOKEN_ACCESS.get(route.path, {}).get(scope["method"], GLOBAL_ONLY)
         if parameter is None:
             return None

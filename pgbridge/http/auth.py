@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pgbridge.exceptions import ConfigurationError
 from pgbridge.http.access import read_target
+from pgbridge.http.shutdown import CUT_ON_SHUTDOWN
 from pgbridge.tokens import TokenKeyring, check_read_token, looks_like_read_token
 
 #: The query parameter that carries a read token.
@@ -140,8 +141,10 @@ async def _refuse(
 
 async def _serve_until(app: ASGIApp, expires_at: int, scope: Scope, receive: Receive, send: Send) -> None:
     """Run *app* for a read token that expires at *expires_at* (Unix seconds): a response still
-    going then is ended (as a finished response: an ``EventSource`` reconnects, and is refused);
-    one not started yet is answered 401."""
+    going then is ended (as a finished response: an ``EventSource`` reconnects, and is refused),
+    or cut mid-body when it marked itself :data:`~pgbridge.http.shutdown.CUT_ON_SHUTDOWN` (the
+    AI SDK resume stream, whose client would take an ended one for a finished message); one
+    not started yet is answered 401."""
     started = finished = False
 
     async def tracked(message: Message) -> None:
@@ -161,6 +164,8 @@ async def _serve_until(app: ASGIApp, expires_at: int, scope: Scope, receive: Rec
             raise  # the application's own timeout, not the token's
         if finished:
             return
+        if started and scope.get(CUT_ON_SHUTDOWN):
+            return  # cut, not ended: an AI SDK client takes an ended response for a whole one
         if started:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         else:

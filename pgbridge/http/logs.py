@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pgbridge.http.shutdown import INCOMPLETE_RESPONSE_MESSAGE, OPEN_READS
 from pgbridge.tokens import TOKEN_PATTERN
 
 MASK = "***"
@@ -74,8 +75,18 @@ def _redacted(value: object) -> object:
     return value if clean == text else clean
 
 
+class QuietCutStreams(logging.Filter):
+    """A handler filter: drops uvicorn's "returned without completing response" error while
+    the server shuts down, when streams marked to be cut (pgbridge.http.shutdown) are cut
+    on purpose. At any other time the line is a real error and is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (OPEN_READS.shutting_down and record.getMessage() == INCOMPLETE_RESPONSE_MESSAGE)
+
+
 def log_config(*, root_level: str | None = "WARNING") -> dict[str, Any]:
-    """uvicorn's logging configuration with :class:`RedactCredentials` on every handler.
+    """uvicorn's logging configuration with :class:`RedactCredentials` (and
+    :class:`QuietCutStreams`) on every handler.
 
     With *root_level*, the root logger (pgbridge's own records) logs through
     uvicorn's default handler too, so nothing reaches a handler without the filter.
@@ -83,9 +94,11 @@ def log_config(*, root_level: str | None = "WARNING") -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["redact_credentials"] = {"()": f"{__name__}.RedactCredentials"}
+    filters = config.setdefault("filters", {})
+    filters["redact_credentials"] = {"()": f"{__name__}.RedactCredentials"}
+    filters["quiet_cut_streams"] = {"()": f"{__name__}.QuietCutStreams"}
     for handler in config["handlers"].values():
-        handler.setdefault("filters", []).append("redact_credentials")
+        handler.setdefault("filters", []).extend(["redact_credentials", "quiet_cut_streams"])
     if root_level is not None:
         config["root"] = {"handlers": ["default"], "level": root_level}
     return config

@@ -25,8 +25,9 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
 from pgbridge import PostgresStreamBridge
+from pgbridge.ai_sdk.runs import chat_run_id
 from pgbridge.durable_streams.http import STREAM_METHODS, DurableStreamSettings
-from pgbridge.http.access import READ_TOKEN_ACCESS, ReadTarget, read_target
+from pgbridge.http.access import READ_TOKEN_ACCESS, ReadTarget, read_target, run_read_by_endpoint
 from pgbridge.http.app import create_app, sse_routes
 from pgbridge.http.auth import BearerTokenAuth
 from pgbridge.tokens import TokenKeyring, issue_read_token
@@ -43,10 +44,12 @@ STATUS = "/runs/{run_id:path}"
 THREAD_STREAM = "/threads/{thread_id:str}/runs/{run_id:path}/stream"
 THREAD_RUN = "/threads/{thread_id:str}/runs/{run_id:path}"
 DURABLE = "/v1/stream/{path:path}"
+#: The AI SDK resume route (at its default path): its run is the chat's, not a path parameter.
+CHAT = "/chat/{chat_id:path}/stream"
 
 #: Where a read token of the run the path names is let in: GET and HEAD of these, nothing else.
 GRANTED = {
-    (t, m) for t in (STREAM, VIEW, STATUS, THREAD_STREAM, THREAD_RUN, DURABLE) for m in ("GET", "HEAD")
+    (t, m) for t in (STREAM, VIEW, STATUS, THREAD_STREAM, THREAD_RUN, DURABLE, CHAT) for m in ("GET", "HEAD")
 }
 
 MISSING = {"error": "missing or wrong bearer token"}
@@ -68,6 +71,8 @@ class Recipe:
     #: What the run is before the request: published (with its end), a PUT stream, or absent.
     target: str = "published"
     variant: str = ""
+    #: The run a read token must be for, from the id in the path (a chat's run for a chat id).
+    token_run: Callable[[str], str] = lambda run_id: run_id
 
     @property
     def id(self) -> str:
@@ -103,6 +108,8 @@ RECIPES: list[Recipe] = [
     Recipe(DURABLE, "POST", "/v1/stream/{run}", 204, headers=JSON, body=b'[{"a":1}]', target="stream"),
     Recipe(DURABLE, "DELETE", "/v1/stream/{run}", 204, target="stream"),
     Recipe(DURABLE, "OPTIONS", "/v1/stream/{run}", 204),
+    # A chat with no response in progress: 204 to whoever may read the chat's run.
+    *_pair(CHAT, "/chat/{run}/stream", 204, target="absent", token_run=chat_run_id),
 ]
 
 
@@ -248,8 +255,17 @@ async def test_every_route_and_method_has_a_recipe_and_a_decision(
         "a route or method without a recipe here"
     )
     decided = {(template, method) for template, methods in READ_TOKEN_ACCESS.items() for method in methods}
-    assert served_pairs == decided, "a route or method without a decision in pgbridge.http.access"
+    self_deciding = {  # routes whose endpoint names the run it reads (run_read_by)
+        (route.path, method)
+        for route in app.routes
+        if isinstance(route, Route) and run_read_by_endpoint(route) is not None
+        for method in ("GET", "HEAD")
+    }
+    assert served_pairs == decided | self_deciding, (
+        "a route or method without a decision in pgbridge.http.access"
+    )
     granted = {(t, m) for t, methods in READ_TOKEN_ACCESS.items() for m, run in methods.items() if run}
+    granted |= self_deciding
     assert granted == GRANTED
 
 
@@ -264,7 +280,7 @@ async def test_what_a_credential_gets_on_a_route(
     bridge, app = served
     run_id = new_run()
     status, body = expected(recipe, credential)
-    headers, query = credential.present(run_id)
+    headers, query = credential.present(recipe.token_run(run_id))
     async with http(app) as client:
         await prepare(bridge, client, recipe, run_id)
         before = await tail_of(client, run_id)

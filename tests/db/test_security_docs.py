@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from pgbridge import PostgresStreamBridge
+from pgbridge.ai_sdk.routes import DEFAULT_PATH as CHAT_STREAM_PATH
 from pgbridge.http.access import READ_TOKEN_ACCESS
 from pgbridge.http.app import create_app
 
@@ -81,6 +82,8 @@ def code_table() -> set[tuple[str, str, bool]]:
     for template, methods in READ_TOKEN_ACCESS.items():
         route = re.sub(r":\w+}", "}", template).replace("{path}", "{run_id}")
         rows |= {(route, method, run is not None) for method, run in methods.items()}
+    # The route whose endpoint names the run it reads (run_read_by): AI SDK resume, default path.
+    rows |= {(CHAT_STREAM_PATH, method, True) for method in ("GET", "HEAD")}
     return rows
 
 
