@@ -186,9 +186,9 @@ async def render(conn: asyncpg.Connection) -> str:
         raise Unsupported(
             f"comments on {[c['object'] for c in comments]}: teach dump_schema.py to write them"
         )
-    for relation in [*tables, *views]:
-        if relation["acl"] is not None or relation.get("reloptions") is not None:
-            raise Unsupported(f"grants or storage options on {relation['name']}: teach dump_schema.py")
+    for relation in [*tables, *views]:  # a table's storage options are written below; a view's stop it above
+        if relation["acl"] is not None:
+            raise Unsupported(f"grants on {relation['name']}: teach dump_schema.py")
     head = await conn.fetchval("SELECT version_num FROM public.alembic_version")
 
     out = [HEADER.format(head=head)]
@@ -212,7 +212,8 @@ async def render(conn: asyncpg.Connection) -> str:
             for k in constraints
             if k["table_oid"] == table["oid"]
         ]
-        out.append(f"CREATE TABLE {table['name']} (\n" + ",\n".join(lines) + "\n);\n")
+        storage = f" WITH ({', '.join(table['reloptions'])})" if table["reloptions"] else ""
+        out.append(f"CREATE TABLE {table['name']} (\n" + ",\n".join(lines) + f"\n){storage};\n")
         out += [f"{i['definition']};\n" for i in indexes if i["table_oid"] == table["oid"]]
     for f in functions:
         if f["revoked_from_owner"]:

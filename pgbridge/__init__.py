@@ -42,6 +42,7 @@ from pgbridge.exceptions import (
 from pgbridge.migrate import migrate
 from pgbridge.retention.policy import RetentionPolicy, RetentionReport
 from pgbridge.store.events import RunInfo
+from pgbridge.tokens import TokenKeyring
 
 __all__ = [
     "CANCELLED_SENTINEL",
@@ -75,6 +76,7 @@ __all__ = [
     "StreamNotFoundError",
     "StreamStatus",
     "StreamTerminatedError",
+    "TokenKeyring",
     "TransactionAbortedError",
     "TransactionRequiredError",
     "migrate",

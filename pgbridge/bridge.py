@@ -16,7 +16,8 @@ import contextlib
 import enum
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, TextIO, cast
 
 from pgbridge.audit import verify as audit
@@ -59,6 +60,7 @@ from pgbridge.sql import DEFAULT_SCHEMA, RUN_STATUSES
 from pgbridge.sql.queries import Queries, notify_channel
 from pgbridge.store import wakeups
 from pgbridge.store.events import Appended, EventStore, LoggedEvent, Page, RunInfo
+from pgbridge.tokens import TokenKeyring, as_keyring, issue_read_token
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -139,6 +141,10 @@ class BridgeOptions:
     #: go on without that run, whose publishes then wait on their own (docs/transactions.md).
     #: 0: a batch waits as long as the row is held, and every run in it with it.
     publish_lock_wait: float = 0.1
+    #: The keys that sign read tokens (:meth:`PostgresStreamBridge.read_token`) and that
+    #: ``create_app`` verifies them with: ``kid:secret`` lines (the first signs, at most
+    #: two) or a :class:`~pgbridge.tokens.TokenKeyring`. None: no read tokens. Never shown.
+    token_secrets: TokenKeyring | str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         positive = {
@@ -189,6 +195,7 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             accepted = ", ".join(sorted(known))
             raise ConfigurationError(f"unknown option(s) {', '.join(unknown)}; accepted: {accepted}")
         self.options = BridgeOptions(**options)  # type: ignore[arg-type]
+        self._token_keyring = as_keyring(self.options.token_secrets)
         self._metrics = bridge_metrics(self.options.metrics, self.options.schema)
         self._state = _Lifecycle.NEW
         self._start_lock = asyncio.Lock()
@@ -224,12 +231,13 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             lane_lock_wait=0.9 * command_timeout if command_timeout else None,
             # Leave connections for the batches, and one for reads and NOTIFYs.
             lane_slots=self.options.pool_max_size - batches_in_flight - 1,
+            notify_channel=channel,
         )
         self._in_transaction = TransactionPublisher(self._db, channel)
         self._listener = Listener(
             self.options.listen_dsn or dsn,
             channel,
-            on_wake=self._feeds.wake,
+            on_wake=self._feeds.receive,
             on_reconnect=self._after_listener_reconnect,
             ping_interval=self.options.listener_ping_interval,
             connect_timeout=self.options.connect_timeout,
@@ -572,7 +580,10 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             run_id,
             lambda: LoggedEvent.from_stored(appended.seq, appended.ms, event, data_text, terminal),
         )
-        self._notifier.notify(run_id, appended.seq)
+        if not appended.notified:  # else its own commit woke other processes
+            self._notifier.notify(
+                run_id, appended.seq, (appended.seq, appended.ms, event, data_text, terminal)
+            )
 
     # -- reading --------------------------------------------------------------
 
@@ -687,6 +698,29 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidEventError(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}, not {limit!r}")
         return await self._store.recent_runs(status, limit)
+
+    # -- read tokens ------------------------------------------------------------
+
+    @property
+    def token_keyring(self) -> TokenKeyring | None:
+        """The keys of the ``token_secrets`` option (which ``create_app`` verifies read tokens with)."""
+        return self._token_keyring
+
+    def read_token(self, run_id: str, *, ttl: float | timedelta = 600.0) -> str:
+        """A token that reads *run_id*, and nothing else, for *ttl* (seconds, or a timedelta;
+        at most 7 days): for a browser to hold (docs/security.md).
+
+        Signed with the first key of ``token_secrets``; no database round trip,
+        so it works whether or not the bridge is started, and whether or not the
+        run exists yet. Raises ConfigurationError without keys, InvalidEventError
+        for a bad run id or ttl.
+        """
+        if self._token_keyring is None:
+            raise ConfigurationError(
+                "this bridge has no token keys: create it with token_secrets='kid:secret' "
+                "(e.g. os.environ['PGBRIDGE_TOKEN_SECRETS'], or TokenKeyring.from_file(path))"
+            )
+        return issue_read_token(self._token_keyring, run_id, ttl)
 
     # -- audit ------------------------------------------------------------------
 

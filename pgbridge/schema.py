@@ -99,6 +99,9 @@ run_streams = Table(
         "(terminal_seq IS NULL) = (status IN ('active', 'awaiting_input'))",
         name="run_streams_terminal_status_check",
     ),
+    # Every append updates its run row: 30% of each page kept free lets the new
+    # version go on the same page (a HOT update, revision 0010).
+    postgresql_with={"fillfactor": 70},
 )
 
 run_events = Table(
@@ -192,30 +195,37 @@ run_deletions = Table(
 # max_events_per_run for runs holding too many; max_event_age for runs whose
 # oldest retained event is too old.
 Index(
-    "run_streams_open_updated_idx",
-    run_streams.c.updated_at,
-    # The reaper's scan: bridge-born runs only (a Durable Stream stays open until closed).
-    postgresql_where=text("terminal_seq IS NULL AND content_type IS NULL"),
+    "run_streams_open_idx",
+    run_streams.c.run_id,
+    # Every open run (the reaper's scan, the open part of max_events_per_run, the
+    # run lists), keyed by run_id: no index of run_streams covers a column that
+    # every append changes (updated_at, last_seq, ...), so an append's update of
+    # its run row can be HOT (revision 0010).
+    postgresql_where=text("terminal_seq IS NULL"),
 )
 Index(
     "run_streams_ended_idx",
     run_streams.c.ended_at,
     postgresql_where=run_streams.c.ended_at.isnot(None),
 )
+# An ended run's last_seq is its terminal_seq: "ended and still holds events"
+# and its retained count read terminal_seq, which an append changes only with
+# its terminal event.
 Index(
     "run_streams_ended_retained_idx",
     run_streams.c.ended_at,
-    postgresql_where=text("ended_at IS NOT NULL AND first_seq <= last_seq"),
+    postgresql_where=text("terminal_seq >= first_seq"),
 )
 Index(
     "run_streams_retained_count_idx",
-    run_streams.c.last_seq - run_streams.c.first_seq,
-    postgresql_where=text("first_seq <= last_seq"),
+    run_streams.c.terminal_seq - run_streams.c.first_seq,
+    postgresql_where=text("terminal_seq >= first_seq"),
 )
+# A run that holds events has a first_ms (set by its first retained event).
 Index(
     "run_streams_first_ms_idx",
     run_streams.c.first_ms,
-    postgresql_where=text("first_seq <= last_seq"),
+    postgresql_where=text("first_ms IS NOT NULL"),
 )
 # The sweep of expired Durable Streams (revision 0008): streams with a TTL or
 # an Expires-At only. Keyed by run_id, which never changes, so a TTL touch

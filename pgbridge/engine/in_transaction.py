@@ -1,15 +1,19 @@
 """Publishing inside the caller's transaction: events that commit with the application's data.
 
 ``publish_in`` and its kin (docs/transactions.md) append on the caller's own
-connection, in the transaction the caller opened, with the same statement as
-every publish (``append_events``: seqs under the run row's lock, the hash
-chain, the terminal rules), then send the wake-up NOTIFY in that same
-transaction. PostgreSQL makes both transactional:
+connection, in the transaction the caller opened, with the statement a lone
+group-commit batch uses (``append_events_notifying``: the append of every
+publish, with seqs under the run row's lock, the hash chain and the terminal
+rules, and the run's wake-up NOTIFY carrying the events, in one statement),
+leaving the caller's ``lock_timeout`` alone. A run whose events are too big
+to carry gets a plain NOTIFY (``notify_runs``), in the same transaction too.
+PostgreSQL makes both transactional:
 
 * on commit the events exist for readers, and the NOTIFY is delivered to
   every listening process, this one included (its own listener hears it like
   any other: :mod:`pgbridge.engine.listen` does not skip its own process's
-  notifications), so subscribers everywhere are woken exactly then;
+  notifications), so subscribers everywhere are woken exactly then, and take
+  the carried events without a query;
 * on rollback nothing of it is left: no event, no run row, no consumed seq
   (the run row's ``last_seq`` moves back with it), no wake-up.
 
@@ -56,7 +60,7 @@ class TransactionPublisher:
 
     async def append(self, conn: object, requests: Sequence[AppendRequest]) -> list[Appended | None]:
         """Append *requests* (events of one run, in order) in the caller's transaction on
-        *conn*, and send their wake-up there; None for each the run refused as terminal.
+        *conn*, with their wake-up; None for each the run refused as terminal.
 
         A non-JSON or gone Durable Stream raises its refusal error (nothing of the call written).
         """
@@ -66,12 +70,12 @@ class TransactionPublisher:
         if refused is not None:
             raise refusal_error(requests[0].run_id, Refused(refused))
         appended = [outcome.appended for outcome in outcomes]
-        heads: dict[str, int | None] = {}
+        unwoken: dict[str, int | None] = {}
         for request, stored in zip(requests, appended, strict=True):
-            if stored is not None:
-                heads[request.run_id] = stored.seq
-        if heads:
-            await self._notify(driver, heads)
+            if stored is not None and not stored.notified:  # too big to carry in its NOTIFY
+                unwoken[request.run_id] = stored.seq
+        if unwoken:
+            await self._notify(driver, unwoken)
         return appended
 
     async def terminal_event(self, conn: object, run_id: str) -> Appended | None:
@@ -88,7 +92,7 @@ class TransactionPublisher:
     ) -> list[AppendOutcome]:
         self._db.statements += 1
         try:
-            return await self._store.append_batch(driver, requests)
+            return await self._store.append_batch(driver, requests, notify_channel=self._channel)
         except Exception as exc:
             raise aborted(exc, f"publishing to run {requests[0].run_id!r}") from exc
 

@@ -173,8 +173,13 @@ class Publisher:
         lane_slots: int = 1,
         backoff: Backoff | None = None,
         metrics: BridgeMetrics = NO_METRICS,
+        notify_channel: str | None = None,
     ) -> None:
         self._db = db
+        #: Where a batch sent while no other is in flight wakes other processes from inside its
+        #: own transaction (None: never; the bridge's notifier does it after every commit).
+        self._notify_channel = notify_channel
+        self._in_flight = 0
         self._store = EventStore(db)
         self._metrics = metrics
         self._on_commit = on_commit
@@ -247,15 +252,25 @@ class Publisher:
     async def _send(self, groups: list[Sequence[AppendRequest]]) -> list[GroupResult]:
         """One batch: every group's events in one statement, in queue order; results per group.
 
+        A batch sent while no other is in flight also sends its runs' wake-ups, carrying the
+        events, in the same statement: the commit wakes other processes, with no NOTIFY
+        statement after it. PostgreSQL serialises notifying commits, so while batches overlap
+        they leave the wake-ups to the notifier, which coalesces them after commit.
+
         A batch that waited ``lock_wait`` for a held run row wrote nothing and
-        is sent around the held runs (:meth:`_send_around_held`).
+        is sent around the held runs (:meth:`_send_around_held`), still counted
+        in flight meanwhile.
         """
+        lone = self._in_flight == 0
+        self._in_flight += 1
         try:
             results = await self._append_once(
-                [request for group in groups for request in group], self._lock_wait
+                [request for group in groups for request in group], self._lock_wait, notify=lone
             )
         except _RowHeld:
             return await self._send_around_held(groups)
+        finally:
+            self._in_flight -= 1
         return list(_per_group(groups, results))
 
     async def _send_around_held(self, groups: list[Sequence[AppendRequest]]) -> list[GroupResult]:
@@ -426,15 +441,28 @@ class Publisher:
             )
 
     async def _append_once(
-        self, requests: list[AppendRequest], lock_wait: float | None
+        self, requests: list[AppendRequest], lock_wait: float | None, *, notify: bool = False
     ) -> list[AppendResult]:
-        """One append statement on a pooled connection; a lock wait past *lock_wait* (or the
-        server's own ``lock_timeout``) raises :class:`_RowHeld`, having written nothing."""
+        """One append statement on a pooled connection (sending its wake-ups too when *notify*);
+        a lock wait past *lock_wait* (or the server's own ``lock_timeout``) raises
+        :class:`_RowHeld`, having written nothing."""
+        channel = self._notify_channel if notify else None
         async with self._db.connection() as conn:
             try:
-                outcomes = await self._store.append_batch(conn, requests, lock_wait=lock_wait)
+                outcomes = await self._store.append_batch(
+                    conn, requests, notify_channel=channel, lock_wait=lock_wait
+                )
             except asyncpg.exceptions.LockNotAvailableError as exc:
                 raise _RowHeld() from exc
+            except asyncpg.ProgramLimitExceededError as exc:
+                if channel is None:
+                    raise _classify_append_failure(exc, requests) from exc
+                # The notification queue is full (a listener somewhere stopped reading): the
+                # NOTIFY aborted the append, which wrote nothing. Append alone; the notifier
+                # wakes readers after the commit, as it does for busy moments.
+                logger.warning("pgbridge could not NOTIFY inside an append (%s); appending without", exc)
+                self._db.statements += 1
+                return await self._append_once(requests, lock_wait)
             except Exception as exc:
                 raise _classify_append_failure(exc, requests) from exc
             finally:

@@ -1,6 +1,6 @@
 -- The core statements of a bridge (pgbridge.sql.queries.Queries), in the order of an event's life:
---   publish  append_events, append_events_lock_bounded, terminal_event_of_run, mark_awaiting_input,
---            begin_caller_transaction;
+--   publish  append_events, append_events_lock_bounded, append_events_notifying, terminal_event_of_run,
+--            mark_awaiting_input, begin_caller_transaction;
 --   read     resolve_cursor, read_events_after, read_runs_events_after, resolve_fork_cursor,
 --            read_inherited_events_after, run_summary, run_heads, recent_open_runs, recent_ended_runs;
 --   wake-ups notify_runs (it writes the wake payload: pgbridge.engine.listen.decode_wake reads it),
@@ -24,24 +24,28 @@
 -- the view is a scalar subquery over "chain": one primary-key lookup in the run that holds it.
 
 -- name: append_events
--- Every publish inside a caller's transaction (publish_in, on the caller's connection: the
--- caller's lock_timeout is left as it is; docs/transactions.md); the group commit's batches run
--- append_events_lock_bounded. pgbridge_append_batch (pgbridge/batch_ddl.py, revisions 0004 and
--- 0008) assigns seqs under each run row's lock, chains the hashes, updates each run row once and
--- inserts the events in one statement; with publish => true it also refuses a non-JSON stream's
--- run and recreates an expired stream's, on the row it locks anyway.
+-- The append of every publish (one event, or a group-commit batch): pgbridge_append_batch
+-- (revision 0010, set-based) locks or creates every run row of the batch in one statement, assigns
+-- seqs, chains the hashes, then inserts the events and updates every run row in one statement
+-- each; with publish => true it also refuses a non-JSON stream's run and recreates an expired
+-- stream's, on the row it locks anyway. Every event of one call has the same created_ms.
+-- The group commit runs it as append_events_lock_bounded (several batches in flight) or
+-- append_events_notifying (a lone batch); publish_in, inside the caller's transaction, runs
+-- append_events_notifying with no lock bound (docs/transactions.md).
 -- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
 -- flags, $5 text[] statuses, one element per event. One row per event: ord (1-based), seq and
 -- created_ms; seq is NULL where the run refused the event, refused says why ('terminal',
 -- 'content_type' or 'gone').
--- Index: run_streams and run_events primary keys. Locks: each run's row FOR UPDATE, runs in
--- run_id order (two batches never deadlock on each other).
+-- Index: run_streams and run_events primary keys. Locks: each run's row (FOR UPDATE, or the
+-- row lock of INSERT ... ON CONFLICT DO UPDATE), runs in run_id order (two batches never
+-- deadlock on each other).
 SELECT ord, seq, created_ms, refused
 FROM {schema}.pgbridge_append_batch(
     $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], publish => true);
 
 -- name: append_events_lock_bounded
--- append_events for the group commit's batches (pgbridge.engine.publish): the same call, whose
+-- append_events for the group commit's batches sent while others are in flight
+-- (pgbridge.engine.publish): the same call, whose
 -- waits for a row lock give up after $6 (a lock_timeout text such as '100ms'; '0': no bound).
 -- A run row another transaction holds (a caller's transaction that published with publish_in
 -- and has not ended, docs/transactions.md) then fails the statement with SQLSTATE 55P03, having
@@ -56,6 +60,59 @@ SELECT ord, seq, created_ms, refused
 FROM {schema}.pgbridge_append_batch(
     $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[],
     publish => set_config('lock_timeout', $6::text, true) IS NOT NULL);
+
+-- name: append_events_notifying
+-- append_events for a batch sent while no other is in flight (a lone publish, a quiet moment):
+-- the same append, plus one NOTIFY per run that took events, carrying them
+-- ("+<seq>@<lsn> <characters in run_id> <run_id><events>", pgbridge.engine.listen.decode_wake),
+-- sent inside the append's transaction, so other processes are woken by its commit with no
+-- statement after it. <lsn> is the WAL insert position once the events are written, before the
+-- commit record: a standby replayed that far may still lack the commit, so a reader with a
+-- standby checks what the standby holds before trusting it (pgbridge.engine.replica), as always. A
+-- run whose events would not fit in a payload (8,000 bytes) gets no NOTIFY here (notified false):
+-- the notifier wakes its readers after the commit. PostgreSQL serialises the commits of notifying
+-- transactions, which is why busy moments (several batches in flight) use
+-- append_events_lock_bounded and the notifier instead.
+-- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
+-- flags, $5 text[] statuses, one element per event (as append_events); $6 text the channel.
+-- One row per event: ord, seq, created_ms, refused as append_events, and notified (its run's
+-- NOTIFY was sent in this transaction).
+-- $7 text a lock wait bound as append_events_lock_bounded's $6, or NULL: none set, the session's
+-- lock_timeout applies (publish_in, in the caller's transaction, whose settings are its own).
+-- Index and locks: those of append_events (each wait bounded by $7 when given); NOTIFY takes
+-- PostgreSQL's notification lock at commit.
+WITH appended AS MATERIALIZED (
+    SELECT a.ord, a.seq, a.created_ms, a.refused
+    FROM {schema}.pgbridge_append_batch(
+        $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[],
+        publish => CASE WHEN $7::text IS NULL THEN true
+                        ELSE set_config('lock_timeout', $7::text, true) IS NOT NULL END) AS a
+),
+given AS MATERIALIZED (
+    SELECT u.i::integer AS ord, u.run_id, u.event, u.data, u.terminal
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[]) WITH ORDINALITY
+        AS u(run_id, event, data, terminal, i)
+),
+carried AS MATERIALIZED (
+    SELECT g.run_id, max(a.seq) AS seq,
+        json_agg(json_build_array(a.seq, a.created_ms, g.event, g.data, g.terminal) ORDER BY a.seq)::text
+            AS events
+    FROM appended AS a JOIN given AS g ON g.ord = a.ord
+    WHERE a.seq IS NOT NULL
+    GROUP BY g.run_id
+),
+sent AS MATERIALIZED (
+    SELECT c.run_id, n.done
+    FROM carried AS c
+    CROSS JOIN LATERAL (
+        SELECT pg_notify($6::text, '+' || c.seq || '@' || pg_current_wal_insert_lsn()::text || ' '
+            || char_length(c.run_id) || ' ' || c.run_id || c.events) IS NULL AS done
+    ) AS n
+    WHERE octet_length(c.run_id) + octet_length(c.events) < 7900
+)
+SELECT a.ord, a.seq, a.created_ms, a.refused, g.run_id IN (SELECT run_id FROM sent) AS notified
+FROM appended AS a JOIN given AS g ON g.ord = a.ord
+ORDER BY a.ord;
 
 -- name: terminal_event_of_run
 -- The committed terminal event of a run: always its last, so its ID is last_ms-last_seq (a Durable
@@ -256,8 +313,8 @@ WHERE r.run_id = $1;
 -- name: recent_open_runs
 -- The open runs (no terminal event yet) by last activity, newest first, for list_runs.
 -- $1 text status, or NULL for any; $2 bigint limit.
--- Index: none matches every open run (run_streams_open_updated_idx, revision 0008, holds bridge-born
--- runs only), so this scans run_streams and sorts by updated_at. No locks.
+-- Index: run_streams_open_idx (run_id) WHERE terminal_seq IS NULL: every open run, sorted here by
+-- updated_at (no index covers it: every append changes it, and its row update stays HOT). No locks.
 SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq, last_ms AS terminal_ms,
        created_at, updated_at, ended_at, awaiting_input_since,
        fork_seq, fork_source_run_id, stream_deleted_at IS NOT NULL AS deleted
@@ -284,16 +341,24 @@ LIMIT $2;
 -- "<seq>@<lsn> <run_id>": the run's newest seq ('*' for NULL: re-read regardless, e.g. retention
 -- deleted events), the primary's WAL insert position read after the commits being reported (how
 -- far a standby must have replayed to hold them, pgbridge.engine.replica), and the run id (which
--- may hold spaces). pgbridge.engine.listen.decode_wake reads it; tests/db/test_wake_payload.py
--- runs this statement and decodes what arrives. publish_in sends it inside the caller's
--- transaction, so it is delivered at commit and never after a rollback; its WAL position is then
--- read before that commit, and a reader on a standby relies on the seq instead (a standby answer
--- without that seq is not trusted: pgbridge.engine.replica).
--- $1 text channel, $2 bigint[] newest seqs (NULL elements: any seq), $3 text[] run ids.
+-- may hold spaces). A wake-up given its events (a JSON array, pgbridge.engine.listen.encode_carried)
+-- carries them when the payload stays under PostgreSQL's 8,000 bytes:
+-- "+<seq>@<lsn> <characters in run_id> <run_id><events>"; a reader that holds the seqs before them
+-- takes them without a query. pgbridge.engine.listen.decode_wake reads both forms;
+-- tests/db/test_wake_payload.py runs this statement and decodes what arrives.
+-- $1 text channel, $2 bigint[] newest seqs (NULL elements: any seq), $3 text[] run ids, $4 text[]
+-- the events each wake-up carries (NULL elements: none).
+-- publish_in sends it inside the caller's transaction for a run whose events did not fit in
+-- append_events_notifying's payload: delivered at that commit, never after a rollback.
 -- No table, no locks.
-SELECT pg_notify($1, coalesce(w.seq::text, '*') || '@' || l.lsn || ' ' || w.run_id)
+SELECT pg_notify($1, CASE
+    WHEN w.events IS NOT NULL AND w.seq IS NOT NULL
+         AND octet_length(w.run_id) + octet_length(w.events) < 7900
+    THEN '+' || w.seq || '@' || l.lsn || ' ' || char_length(w.run_id) || ' ' || w.run_id || w.events
+    ELSE coalesce(w.seq::text, '*') || '@' || l.lsn || ' ' || w.run_id
+END)
 FROM (SELECT pg_current_wal_insert_lsn()::text AS lsn) AS l,
-     unnest($2::bigint[], $3::text[]) AS w(seq, run_id);
+     unnest($2::bigint[], $3::text[], $4::text[]) AS w(seq, run_id, events);
 
 -- name: notify_listener_check
 -- start(): a NOTIFY from a pooled session on a fresh channel that only the starting listener

@@ -18,9 +18,9 @@
 -- $1 text: a status, or NULL for any; $2 float8: only runs active within this
 -- many seconds, or NULL for all; $3 int: most runs.
 -- Index: ended runs along run_streams_ended_idx (ended_at) WHERE ended_at IS NOT
--- NULL; open runs have no partial index of their own since revision 0006 narrowed
--- run_streams_open_updated_idx to bridge-born runs (content_type IS NULL); then
--- the primary key of run_streams for each run listed.
+-- NULL; open runs along run_streams_open_idx (run_id) WHERE terminal_seq IS NULL
+-- (sorted here by last activity: no index covers it, since every append changes
+-- it); then the primary key of run_streams for each run listed.
 -- Locks: none.
 SELECT recent.*, r.fork_source_run_id AS fork_of, r.fork_seq,
        r.stream_deleted_at IS NOT NULL AS deleted,
@@ -154,12 +154,12 @@ GROUP BY 1;
 -- name: oldest_retained_event
 -- The oldest event any run retains: its run, ID and creation time; no row: none.
 -- No parameters.
--- Index: run_streams_first_ms_idx (first_ms) WHERE first_seq <= last_seq, one
--- index entry read. Locks: none.
+-- Index: run_streams_first_ms_idx (first_ms) WHERE first_ms IS NOT NULL (a run
+-- that holds events has a first_ms), read from the oldest. Locks: none.
 SELECT run_id, first_ms || '-' || first_seq AS event_id,
        to_timestamp(first_ms / 1000.0) AS created_at
 FROM {schema}.run_streams
-WHERE first_seq <= last_seq
+WHERE first_ms IS NOT NULL AND first_seq <= last_seq
 ORDER BY first_ms
 LIMIT 1;
 

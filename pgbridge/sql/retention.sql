@@ -38,8 +38,9 @@ SELECT pg_advisory_unlock(hashtextextended('pgbridge.retention:' || $1::text, 0)
 -- yet), the event inserted. Returns (run_id, seq) of each dead letter.
 -- $1 float8: active timeout (s); $2 float8: awaiting-input timeout (s);
 -- $3 int: most runs per statement.
--- Index: run_streams_open_updated_idx (updated_at) WHERE terminal_seq IS NULL
--- AND content_type IS NULL, read from the oldest activity on.
+-- Index: run_streams_open_idx (run_id) WHERE terminal_seq IS NULL: every open
+-- run, sorted here by last activity (no index covers updated_at, which every
+-- append changes: that would keep the append's row update from being HOT).
 -- Locks: the chosen run rows FOR UPDATE SKIP LOCKED. FOR UPDATE re-checks a row
 -- a publisher just touched against its new updated_at, and SKIP LOCKED leaves a
 -- run being written to alone: a late publish or the producer's terminal and
@@ -94,10 +95,19 @@ RETURNING run_id, seq;
 -- (run_id, through): delete their seqs up to and including through. A run that
 -- forks read (fork_refs > 0) keeps its events.
 -- $1 int: most runs; $2 bigint: keep at most this many events per run.
--- Index: run_streams_retained_count_idx ((last_seq - first_seq)) WHERE
--- first_seq <= last_seq. Locks: none (lock_runs re-checks under the row lock).
-SELECT run_id, last_seq - $2 AS through FROM {schema}.run_streams
-WHERE first_seq <= last_seq AND (last_seq - first_seq) >= $2 AND fork_refs = 0
+-- Index: open runs along run_streams_open_idx (run_id) WHERE terminal_seq IS
+-- NULL, their count read from the row; ended runs (whose last_seq is their
+-- terminal_seq) along run_streams_retained_count_idx ((terminal_seq - first_seq))
+-- WHERE terminal_seq >= first_seq. No index covers last_seq, which every append
+-- changes. Locks: none (lock_runs re-checks under the row lock).
+(SELECT run_id, last_seq - $2 AS through FROM {schema}.run_streams
+ WHERE terminal_seq IS NULL AND first_seq <= last_seq AND (last_seq - first_seq) >= $2
+   AND fork_refs = 0
+ LIMIT $1)
+UNION ALL
+(SELECT run_id, last_seq - $2 AS through FROM {schema}.run_streams
+ WHERE terminal_seq >= first_seq AND (terminal_seq - first_seq) >= $2 AND fork_refs = 0
+ LIMIT $1)
 LIMIT $1;
 
 
@@ -107,8 +117,9 @@ LIMIT $1;
 -- retained event to the first one young enough (at most $3 events), so the cost
 -- is what it deletes, plus one row.
 -- $1 int: most runs; $2 float8: age (s); $3 bigint: most events to look at per run.
--- Index: run_streams_first_ms_idx (first_ms) WHERE first_seq <= last_seq, oldest
--- first; each walk along the primary key (run_id, seq) of run_events.
+-- Index: run_streams_first_ms_idx (first_ms) WHERE first_ms IS NOT NULL, oldest
+-- first (a run that holds events has a first_ms); each walk along the primary
+-- key (run_id, seq) of run_events.
 -- Locks: none (lock_runs re-checks under the row lock).
 WITH cutoff AS (
     SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - ($2::float8 * 1000)::bigint AS ms
@@ -129,10 +140,11 @@ LIMIT $1;
 -- Candidates of ended_run_ttl: runs that ended more than $2 seconds ago and still
 -- hold events, with (run_id, through = last_seq): all of their events go.
 -- $1 int: most runs; $2 float8: seconds since the run ended.
--- Index: run_streams_ended_retained_idx (ended_at) WHERE ended_at IS NOT NULL AND
--- first_seq <= last_seq, oldest end first. Locks: none (lock_runs re-checks).
+-- Index: run_streams_ended_retained_idx (ended_at) WHERE terminal_seq >=
+-- first_seq (an ended run's last_seq is its terminal_seq), oldest end first.
+-- Locks: none (lock_runs re-checks).
 SELECT run_id, last_seq AS through FROM {schema}.run_streams
-WHERE ended_at IS NOT NULL AND first_seq <= last_seq AND fork_refs = 0
+WHERE ended_at IS NOT NULL AND terminal_seq >= first_seq AND first_seq <= last_seq AND fork_refs = 0
   AND ended_at < now() - make_interval(secs => $2::float8)
 ORDER BY ended_at
 LIMIT $1;

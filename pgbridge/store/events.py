@@ -289,6 +289,9 @@ class RunInfo:
 class Appended:
     seq: int
     ms: int
+    #: Its run's readers in other processes were woken by the append's own commit
+    #: (``append_events_notifying``): nothing more to send for it.
+    notified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,38 +346,55 @@ class EventStore:
         self.queries = db.queries
 
     async def append_batch(
-        self, conn: asyncpg.Connection, events: Sequence[NewEvent], *, lock_wait: float | None = None
+        self,
+        conn: asyncpg.Connection,
+        events: Sequence[NewEvent],
+        *,
+        notify_channel: str | None = None,
+        lock_wait: float | None = None,
     ) -> list[AppendOutcome]:
         """Append *events* in one statement on *conn*; one outcome per event, in order.
 
         On a connection outside a transaction the statement is its own
-        transaction; inside one (publish_in, the caller's) it joins it. With
-        *lock_wait* (seconds; 0: no bound), a wait for a row lock longer than
-        that fails the statement with SQLSTATE 55P03 (asyncpg's
+        transaction; inside one (publish_in: the caller's) it joins it.
+
+        With *notify_channel*, the same statement also sends each run's wake-up, carrying its
+        events, on that channel (``append_events_notifying``): its readers elsewhere are woken
+        by the commit itself (:attr:`Appended.notified`).
+
+        With *lock_wait* (seconds; 0: no bound), a wait for a row lock longer
+        than that fails the statement with SQLSTATE 55P03 (asyncpg's
         LockNotAvailableError), having written nothing: the group commit's
-        batches (``append_events_lock_bounded``). Without it the statement
-        leaves the session's ``lock_timeout`` alone, as it must in a caller's
-        transaction.
+        batches (``append_events_lock_bounded``, or ``append_events_notifying``
+        given the bound). Without it the statement leaves the session's
+        ``lock_timeout`` alone, as it must in a caller's transaction.
 
         The caller borrows *conn* and gets the driver's exception as it is,
         because what a failure means for the events (not written, or unknown)
         depends on where it happened (pgbridge.engine.publish decides).
         """
-        columns = (
+        arrays = (
             [e.run_id for e in events],
             [e.event for e in events],
             [e.data_text for e in events],
             [e.terminal for e in events],
             [e.status for e in events],
         )
-        if lock_wait is None:
-            rows = await conn.fetch(self.queries.append_events, *columns)
+        bound = None if lock_wait is None else f"{max(0, round(lock_wait * 1000))}ms"
+        if notify_channel is not None:
+            rows = await conn.fetch(self.queries.append_events_notifying, *arrays, notify_channel, bound)
+        elif bound is not None:
+            rows = await conn.fetch(self.queries.append_events_lock_bounded, *arrays, bound)
         else:
-            bound = f"{max(0, round(lock_wait * 1000))}ms"
-            rows = await conn.fetch(self.queries.append_events_lock_bounded, *columns, bound)
+            rows = await conn.fetch(self.queries.append_events, *arrays)
         outcomes = [AppendOutcome()] * len(events)
         for row in rows:
-            stored = Appended(seq=row["seq"], ms=row["created_ms"]) if row["seq"] is not None else None
+            notified = notify_channel is not None and row["notified"]
+            stored = (
+                Appended(seq=row["seq"], ms=row["created_ms"], notified=notified)
+                if row["seq"] is not None
+                else None
+            )
             outcomes[row["ord"] - 1] = AppendOutcome(stored, None if stored else row["refused"])
         return outcomes
 

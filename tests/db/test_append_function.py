@@ -90,3 +90,42 @@ async def test_first_ms_is_set_by_the_first_event_of_a_run_that_held_none(dsn: s
         assert first_ms == rows[0]["created_ms"]
         await append(conn, ["a"])
         assert await conn.fetchval("SELECT first_ms FROM run_streams WHERE run_id = 'a'") == first_ms
+
+
+async def test_appends_to_a_run_that_holds_events_update_its_run_row_in_place(dsn: str) -> None:
+    """No index of run_streams covers a column an append changes, and its pages keep room, so
+    the run row's update is HOT (revision 0010): a new row version on the same page and no new
+    index entries. Under revision 0009's indexes none was."""
+    counters = (
+        "SELECT pg_stat_get_xact_tuples_updated('run_streams'::regclass) AS updated,"
+        " pg_stat_get_xact_tuples_hot_updated('run_streams'::regclass) AS hot"
+    )
+    updated = hot = 0
+    async with connected(dsn) as conn:
+        await append(conn, ["hot"])  # the run's first event also sets its first_ms (indexed)
+        for _ in range(10):
+            async with conn.transaction():  # counters read in one transaction: not flushed between
+                before = await conn.fetchrow(counters)
+                await append(conn, ["hot", "hot"])
+                after = await conn.fetchrow(counters)
+            updated += after["updated"] - before["updated"]
+            hot += after["hot"] - before["hot"]
+    assert (updated, hot) == (10, 10)
+
+
+async def test_no_index_of_run_streams_covers_a_column_every_append_changes(dsn: str) -> None:
+    """Any such index, in its key, expression or predicate, makes every append's update of its
+    run row a non-HOT one: new entries in every index of the table."""
+    changed_by_every_append = {"last_seq", "last_ms", "last_hash", "updated_at", "awaiting_input_since"}
+    async with connected(dsn) as conn:
+        rows = await conn.fetch(
+            "SELECT c.relname, a.attname FROM pg_index AS i"
+            " JOIN pg_class AS c ON c.oid = i.indexrelid"
+            " JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum > 0"
+            " WHERE i.indrelid = 'run_streams'::regclass AND (a.attnum = ANY (i.indkey)"
+            "   OR pg_get_expr(i.indexprs, i.indrelid) ~ ('\\m' || a.attname || '\\M')"
+            "   OR pg_get_expr(i.indpred, i.indrelid) ~ ('\\m' || a.attname || '\\M'))"
+        )
+    covered = {(r["relname"], r["attname"]) for r in rows}
+    assert {(index, column) for index, column in covered if column in changed_by_every_append} == set()
+    assert ("run_streams_pkey", "run_id") in covered  # the query does see indexes and columns

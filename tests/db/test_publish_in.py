@@ -32,6 +32,7 @@ from pgbridge import (
     TransactionAbortedError,
     TransactionRequiredError,
 )
+from pgbridge.engine.listen import decode_wake
 from pgbridge.sql.queries import notify_channel
 from tests.conftest import BridgeFactory
 from tests.support.cli import cli
@@ -170,7 +171,34 @@ async def test_a_rollback_wakes_no_process_and_a_commit_wakes_them_at_commit(
     async with connected(dsn) as sender:
         assert await heard_before_marker(dsn, sender, rolled_back()) == []
         heard = await heard_before_marker(dsn, sender, committed())
-    assert [payload.split("@")[0] + " " + payload.split(" ", 1)[1] for payload in heard] == [f"1 {RUN}"]
+    # One wake-up, carrying the event (a feed that holds the seqs before takes it without a query).
+    assert [(wake.run_id, wake.seq, len(wake.events)) for wake in map(decode_wake, heard)] == [(RUN, 1, 1)]
+
+
+async def test_an_event_too_big_to_ride_in_its_wake_up_still_wakes_at_commit_and_only_then(
+    quiet: PostgresStreamBridge, make_bridge: BridgeFactory, app_conn: asyncpg.Connection, dsn: str
+) -> None:
+    """A wake-up carries the events when they fit in a NOTIFY payload (8,000 bytes); a bigger
+    one gets a plain wake-up, sent in the caller's transaction too."""
+    big = {"text": "x" * 20_000}
+    stream = await live(await make_bridge(poll_interval=3600))
+
+    async def rolled_back() -> None:
+        transaction = app_conn.transaction()
+        await transaction.start()
+        await quiet.publish_in(app_conn, RUN, "big", big)
+        await transaction.rollback()
+
+    async def committed() -> None:
+        async with app_conn.transaction():
+            await quiet.publish_in(app_conn, RUN, "big", big)
+
+    async with connected(dsn) as sender:
+        assert await heard_before_marker(dsn, sender, rolled_back()) == []
+        heard = await heard_before_marker(dsn, sender, committed())
+    assert [(wake.run_id, wake.seq, wake.events) for wake in map(decode_wake, heard)] == [(RUN, 1, ())]
+    (event,) = await take(stream, 1)
+    assert (event.event, event.data) == ("big", big)
 
 
 async def test_a_savepoint_rolled_back_to_takes_its_events_and_wake_ups_with_it(
@@ -188,7 +216,7 @@ async def test_a_savepoint_rolled_back_to_takes_its_events_and_wake_ups_with_it(
     async with connected(dsn) as sender:
         heard = await heard_before_marker(dsn, sender, with_a_savepoint())
     assert await stored(dsn) == ([(1, "kept"), (2, "after")], 2)
-    assert sorted(payload.split("@")[0] for payload in heard) == ["1", "2"]
+    assert sorted(decode_wake(payload).seq or 0 for payload in heard) == [1, 2]
 
 
 async def test_a_subscriber_of_the_publishing_bridge_never_sees_a_rolled_back_event(
