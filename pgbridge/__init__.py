@@ -36,6 +36,8 @@ from pgbridge.exceptions import (
     StreamGoneError,
     StreamNotFoundError,
     StreamTerminatedError,
+    TransactionAbortedError,
+    TransactionRequiredError,
 )
 from pgbridge.migrate import migrate
 from pgbridge.retention.policy import RetentionPolicy, RetentionReport
@@ -75,5 +77,7 @@ __all__ = [
     "StreamStatus",
     "StreamTerminatedError",
     "TokenKeyring",
+    "TransactionAbortedError",
+    "TransactionRequiredError",
     "migrate",
 ]

@@ -3,7 +3,10 @@
 PostgreSQL serialises the commits of transactions that NOTIFY, so only a
 batch sent while no other is in flight (a lone publish) sends its wake-ups
 inside its own transaction (``append_events_notifying``, see
-pgbridge.engine.publish); its commit wakes other processes. Every other
+pgbridge.engine.publish); its commit wakes other processes. ``publish_in``
+does the same inside the caller's transaction
+(:mod:`pgbridge.engine.in_transaction`): its wake-ups must go with that
+commit, or not at all. Every other
 batch commits, then hands (run id, seq, event) to this notifier; one task
 per bridge sends everything that piled up while the previous NOTIFY was in
 flight, in one statement. An idle notifier costs

@@ -306,6 +306,13 @@ class AppendOutcome:
     refused: str | None = None
 
 
+def _terminal(rows: Sequence[asyncpg.Record]) -> Appended | None:
+    """A terminal_event_of_run answer: the terminal event's seq and time, or None."""
+    if not rows:
+        return None
+    return Appended(seq=rows[0]["terminal_seq"], ms=rows[0]["last_ms"])
+
+
 class NewEvent(Protocol):
     """One event of an append batch, as the batch function takes it
     (pgbridge.engine.publish.AppendRequest is one)."""
@@ -339,13 +346,28 @@ class EventStore:
         self.queries = db.queries
 
     async def append_batch(
-        self, conn: asyncpg.Connection, events: Sequence[NewEvent], *, notify_channel: str | None = None
+        self,
+        conn: asyncpg.Connection,
+        events: Sequence[NewEvent],
+        *,
+        notify_channel: str | None = None,
+        lock_wait: float | None = None,
     ) -> list[AppendOutcome]:
-        """Append *events* in one statement (one transaction) on *conn*; one outcome per event, in order.
+        """Append *events* in one statement on *conn*; one outcome per event, in order.
+
+        On a connection outside a transaction the statement is its own
+        transaction; inside one (publish_in: the caller's) it joins it.
 
         With *notify_channel*, the same statement also sends each run's wake-up, carrying its
         events, on that channel (``append_events_notifying``): its readers elsewhere are woken
         by the commit itself (:attr:`Appended.notified`).
+
+        With *lock_wait* (seconds; 0: no bound), a wait for a row lock longer
+        than that fails the statement with SQLSTATE 55P03 (asyncpg's
+        LockNotAvailableError), having written nothing: the group commit's
+        batches (``append_events_lock_bounded``, or ``append_events_notifying``
+        given the bound). Without it the statement leaves the session's
+        ``lock_timeout`` alone, as it must in a caller's transaction.
 
         The caller borrows *conn* and gets the driver's exception as it is,
         because what a failure means for the events (not written, or unknown)
@@ -358,10 +380,13 @@ class EventStore:
             [e.terminal for e in events],
             [e.status for e in events],
         )
-        if notify_channel is None:
-            rows = await conn.fetch(self.queries.append_events, *arrays)
+        bound = None if lock_wait is None else f"{max(0, round(lock_wait * 1000))}ms"
+        if notify_channel is not None:
+            rows = await conn.fetch(self.queries.append_events_notifying, *arrays, notify_channel, bound)
+        elif bound is not None:
+            rows = await conn.fetch(self.queries.append_events_lock_bounded, *arrays, bound)
         else:
-            rows = await conn.fetch(self.queries.append_events_notifying, *arrays, notify_channel)
+            rows = await conn.fetch(self.queries.append_events, *arrays)
         outcomes = [AppendOutcome()] * len(events)
         for row in rows:
             notified = notify_channel is not None and row["notified"]
@@ -375,10 +400,12 @@ class EventStore:
 
     async def terminal_event(self, run_id: str) -> Appended | None:
         """The committed terminal event of *run_id*, if it has one."""
-        rows = await self.db.fetch(self.queries.terminal_event_of_run, run_id)
-        if not rows:
-            return None
-        return Appended(seq=rows[0]["terminal_seq"], ms=rows[0]["last_ms"])
+        return _terminal(await self.db.fetch(self.queries.terminal_event_of_run, run_id))
+
+    async def terminal_event_on(self, conn: asyncpg.Connection, run_id: str) -> Appended | None:
+        """:meth:`terminal_event` on *conn*: in a caller's transaction, its own terminal event
+        counts too. The driver's exception comes as it is (the caller's transaction decides)."""
+        return _terminal(await conn.fetch(self.queries.terminal_event_of_run, run_id))
 
     async def mark_awaiting_input(self, run_id: str) -> None:
         """An open run becomes ``awaiting_input`` (a terminal run is left as it is)."""

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import asyncpg
+
 from pgbridge.connector import Database
+from pgbridge.sql.queries import Queries
 
 
 async def notify_runs(
@@ -25,6 +28,16 @@ async def notify_runs(
     text) and they fit."""
     events = [carried.get(run_id) for run_id in heads] if carried else [None] * len(heads)
     await db.fetch(db.queries.notify_runs, channel, list(heads.values()), list(heads), events)
+
+
+async def notify_runs_on(
+    conn: asyncpg.Connection, queries: Queries, channel: str, heads: Mapping[str, int | None]
+) -> None:
+    """:func:`notify_runs` on *conn*, carrying no events: inside a caller's transaction
+    (publish_in), PostgreSQL delivers the NOTIFYs when that transaction commits, and drops
+    them if it rolls back. The driver's exception comes as it is (the caller's transaction
+    decides what it means)."""
+    await conn.fetch(queries.notify_runs, channel, list(heads.values()), list(heads), [None] * len(heads))
 
 
 async def notify_listener_check(db: Database, channel: str) -> None:

@@ -122,7 +122,10 @@ async def test_a_batch_rolled_back_as_a_deadlock_victim_is_sent_again_and_stored
     # them the other way round deadlocks with it. PostgreSQL rolls one side back:
     # here the batch (the other side waits longer before it checks), which must
     # then be sent again, not fail every caller in it.
-    bridge = await make_bridge(publish_batches_in_flight=1)
+    # publish_lock_wait=0: batches wait on row locks as long as they are held, so the slot
+    # stays on dl-c and the deadlock forms (by default a batch gives up waiting after 0.1 s,
+    # before deadlock_timeout, and goes around the held run: docs/transactions.md).
+    bridge = await make_bridge(publish_batches_in_flight=1, publish_lock_wait=0)
     for run_id in ("dl-a", "dl-b", "dl-c"):
         await bridge.publish(run_id, "created", {})
     blocker, other = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
