@@ -67,7 +67,10 @@ async def _workload(scale_db: ScaleDatabase) -> None:
 
         async def one_run(run: str) -> None:
             for i in range(15):
-                await writer.publish(run, "token", {"i": i})
+                # One event too large for a wake-up to carry: the subscribing process reads it,
+                # in the feeds' shared read of what woke (the other events come in the NOTIFYs).
+                pad = "x" * 9_000 if i == 7 else ""
+                await writer.publish(run, "token", {"i": i, "pad": pad})
             await writer.publish_many(run, [("token", {"i": i}) for i in range(15, 20)])
             await writer.mark_awaiting_input(run)
             await writer.publish_terminal(run, StreamStatus.ENDED)
