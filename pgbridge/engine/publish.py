@@ -447,6 +447,7 @@ class Publisher:
         a lock wait past *lock_wait* (or the server's own ``lock_timeout``) raises
         :class:`_RowHeld`, having written nothing."""
         channel = self._notify_channel if notify else None
+        queue_full: asyncpg.ProgramLimitExceededError | None = None
         async with self._db.connection() as conn:
             try:
                 outcomes = await self._store.append_batch(
@@ -457,16 +458,18 @@ class Publisher:
             except asyncpg.ProgramLimitExceededError as exc:
                 if channel is None:
                     raise _classify_append_failure(exc, requests) from exc
-                # The notification queue is full (a listener somewhere stopped reading): the
-                # NOTIFY aborted the append, which wrote nothing. Append alone; the notifier
-                # wakes readers after the commit, as it does for busy moments.
-                logger.warning("pgbridge could not NOTIFY inside an append (%s); appending without", exc)
-                self._db.statements += 1
-                return await self._append_once(requests, lock_wait)
+                queue_full = exc
             except Exception as exc:
                 raise _classify_append_failure(exc, requests) from exc
             finally:
                 self._db.statements += 1
+        if queue_full is not None:
+            # The notification queue is full (a listener somewhere stopped reading): the NOTIFY
+            # aborted the append, which wrote nothing. Append alone, on a connection borrowed
+            # anew (this one is back in the pool); the notifier wakes readers after the commit,
+            # as it does for busy moments.
+            logger.warning("pgbridge could not NOTIFY inside an append (%s); appending without", queue_full)
+            return await self._append_once(requests, lock_wait)
         return [
             o.appended or (Refused(o.refused) if o.refused in ("content_type", "gone") else None)
             for o in outcomes
