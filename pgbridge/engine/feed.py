@@ -36,19 +36,30 @@ from pgbridge.store.events import MAX_BIGINT, EventStore, LoggedEvent, Page, Run
 logger = logging.getLogger(__name__)
 
 
+#: A waiter's timer may fire this early (the loop's clock resolution) and still expire the wait.
+_TIMER_SLACK = 0.001
+
+
 class Waiter:
     """A subscriber's wake flag. Clear it before reading, wait on it after.
 
-    A future and a timer handle, not ``asyncio.wait_for`` (which starts a
-    task per wait): a run with a thousand subscribers wakes a thousand
-    waiters per event, so this is the fan-out's hot loop.
+    A future and one timer, not ``asyncio.wait_for`` (which starts a task
+    per wait): a run with a thousand subscribers wakes a thousand waiters
+    per event, so this is the fan-out's hot loop. The timer is lazy: a busy
+    subscriber waits again and again with a later deadline each time (its
+    heartbeat is due an interval after its last event), and instead of a new
+    timer per wait it keeps the one it has, which on firing early only moves
+    itself to the newest deadline. So a subscriber costs one timer per
+    heartbeat interval, not one per event. :meth:`close` cancels it.
     """
 
-    __slots__ = ("_future", "_is_set")
+    __slots__ = ("_deadline", "_future", "_is_set", "_timer")
 
     def __init__(self) -> None:
         self._is_set = False
         self._future: asyncio.Future[bool] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
 
     def set(self) -> None:
         self._is_set = True
@@ -64,19 +75,37 @@ class Waiter:
         if self._is_set:
             return True
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)
         future: asyncio.Future[bool] = loop.create_future()
         self._future = future
-        timer = loop.call_later(timeout, _expire, future)
         try:
             return await future
         finally:
-            timer.cancel()
             self._future = None
 
+    def _on_timer(self) -> None:
+        """The timer fired: expire the wait if its deadline has come, else wait on to it."""
+        self._timer = None
+        future = self._future
+        if future is None or future.done():
+            return
+        loop = future.get_loop()
+        if loop.time() >= self._deadline - _TIMER_SLACK:
+            future.set_result(False)
+        else:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
 
-def _expire(future: asyncio.Future[bool]) -> None:
-    if not future.done():
-        future.set_result(False)
+    def close(self) -> None:
+        """Cancel the timer: the subscriber is gone."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class RunFeed:
@@ -369,6 +398,7 @@ class FeedRegistry:
 
     def detach(self, feed: RunFeed, waiter: Waiter) -> None:
         """Drop a subscriber; the feed and its buffer go with the last one."""
+        waiter.close()
         feed.waiters.discard(waiter)
         if not feed.waiters and self._feeds.get(feed.run_id) is feed:
             del self._feeds[feed.run_id]
