@@ -139,7 +139,9 @@ class GroupCommit(Generic[Req, Res, Ans]):
       batch holds at most *max_batch_size* of it, or one request if larger.
     * *share_out*: what is queued is shared out over the free slots (the
       batches run side by side on as many connections), instead of filling
-      the first batch.
+      the first batch; over no more slots than leave each batch at least
+      *min_share* of it (a statement has a fixed cost: below some size,
+      another batch side by side costs more than it overlaps).
     * *batch_key*: a batch holds only requests of its oldest request's key
       (a sharded deployment: one shard per transaction); the others keep
       their places in the queue.
@@ -170,6 +172,7 @@ class GroupCommit(Generic[Req, Res, Ans]):
         max_batch_size: int,
         size_of: Callable[[Req], int] = _one,
         share_out: bool = False,
+        min_share: int = 1,
         batch_key: Callable[[Req], Hashable] | None = None,
         lock_order: Callable[[Req], Any] | None = None,
         next_turn: bool = False,
@@ -185,6 +188,7 @@ class GroupCommit(Generic[Req, Res, Ans]):
         self._max_batch_size = max_batch_size
         self._size_of = size_of
         self._share_out = share_out
+        self._min_share = max(1, min_share)
         self._batch_key = batch_key
         self._lock_order = lock_order
         self._next_turn = next_turn
@@ -232,7 +236,8 @@ class GroupCommit(Generic[Req, Res, Ans]):
         """The oldest queued requests that fit one batch (never none while any is queued)."""
         limit = self._max_batch_size
         if self._share_out:
-            limit = min(-(-self._queued_size // free_slots), limit)
+            shares = max(1, min(free_slots, self._queued_size // self._min_share))
+            limit = min(-(-self._queued_size // shares), limit)
         key = self._batch_key(self._queue[0].request) if self._batch_key is not None else None
         batch: list[_Waiting[Req, Ans]] = []
         rest: collections.deque[_Waiting[Req, Ans]] = collections.deque()

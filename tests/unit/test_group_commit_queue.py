@@ -368,3 +368,18 @@ async def test_a_lost_connection_or_a_lone_request_is_not_sent_again_alone(
     answers = await asyncio.gather(*(commits.submit(name) for name in names), return_exceptions=True)
     assert all(answer is exc for answer in answers)
     assert runner.alone == []
+
+
+async def test_shared_out_no_batch_is_smaller_than_the_minimum_share() -> None:
+    runner = Runner()
+    commits = queue(runner, max_in_flight=4, share_out=True, min_share=3, next_turn=True)
+    await asyncio.gather(*(commits.submit(i) for i in range(7)))
+    # Four free slots, but 7 requests make only two shares of at least 3.
+    assert runner.batches == [[0, 1, 2, 3], [4, 5, 6]]
+
+
+async def test_shared_out_a_queue_smaller_than_the_minimum_share_goes_as_one_batch() -> None:
+    runner = Runner()
+    commits = queue(runner, max_in_flight=4, share_out=True, min_share=50, next_turn=True)
+    await asyncio.gather(*(commits.submit(i) for i in range(7)))
+    assert runner.batches == [[0, 1, 2, 3, 4, 5, 6]]
