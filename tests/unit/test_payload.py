@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import enum
 import json
+import uuid
 
 import pytest
 
 from pgbridge import InvalidEventError, StreamBridgeError
 from pgbridge.payload import MAX_NESTING_DEPTH, decode_data, encode_data, validate_event_name
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Name(str):
+    """A str subclass: a JSON string all the same."""
+
+
+class Count(enum.IntEnum):
+    ONE = 1
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
 
 
 @pytest.mark.parametrize(
@@ -16,6 +38,24 @@ from pgbridge.payload import MAX_NESTING_DEPTH, decode_data, encode_data, valida
 )
 def test_json_values_round_trip(value: object) -> None:
     assert decode_data(encode_data(value)) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"t": (1, 2)},
+        {Name("k"): Name("v")},
+        {"n": Count.ONE},
+        {"big": 2**64},
+        {"f": 1e16, "g": -0.0, "h": 5e-324},
+        {"null": None, "text": "a\\u0000b"},
+        "line\nbreak \u2028 \x1f",
+    ],
+)
+def test_every_accepted_value_encodes_to_what_json_makes_of_it(value: object) -> None:
+    """The fast path (orjson) and the full check (json) accept alike and store equal values."""
+    expected = json.loads(json.dumps(value, ensure_ascii=False, allow_nan=False))
+    assert decode_data(encode_data(value)) == expected
 
 
 def test_dict_key_order_survives() -> None:
@@ -43,6 +83,12 @@ def test_tuples_replay_as_lists() -> None:
         (object(), "object"),
         ("\ud83d", "surrogate"),
         ({"\udfff": 1}, "surrogate"),
+        # orjson (the fast path) would encode these; the full check refuses them.
+        ({"when": datetime.datetime(2026, 1, 1)}, "datetime"),
+        ({"id": uuid.UUID(int=1)}, "UUID"),
+        ({"colour": Colour.RED}, "Colour"),
+        ({"point": Point(1, 2)}, "Point"),
+        ({"deep": [[{"x": float("nan")}]]}, "NaN"),
     ],
 )
 def test_non_json_data_is_rejected_naming_the_problem(value: object, message: str) -> None:
