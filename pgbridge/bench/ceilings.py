@@ -9,7 +9,9 @@ with the same ~200-byte payloads, say how much of the room pgbridge uses:
   one transaction per batch, from several connections at once;
 * COPY: ``copy_records_to_table`` into the same table;
 * a single-row INSERT and its commit, one at a time: the floor under a
-  durable publish's latency;
+  durable publish's latency; back to back, and paced like workload (a)
+  (one every 5 ms), which is slower on the same server: between commits
+  the backend and the client sleep, and each commit starts by waking them;
 * a NOTIFY round trip: LISTEN on one connection, NOTIFY from another;
 * the append statement's cost: PostgreSQL time per event inside
   ``pgbridge_append_batch`` for 100 runs x 1 event and 1 run x 100 events,
@@ -24,6 +26,7 @@ do not compute pgbridge's hash chain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -63,6 +66,9 @@ class Ceilings:
     copy_rows_per_s: float
     single_insert_commit: Summary
     notify_round_trip: Summary
+    #: The same single-row INSERTs sent one every ``paced_interval`` seconds, as (a) publishes.
+    paced_insert_commit: Summary | None = None
+    paced_interval: float = 0.0
     #: Calls measured per batch shape (after a warm-up) for ``append_cost``.
     append_cost_samples: int = 0
     #: By shape (``100x1``, ``1x100``): the append's and a plain INSERT's PostgreSQL µs per row.
@@ -75,9 +81,13 @@ def default_writers() -> int:
 
 
 async def measure_ceilings(
-    dsn: str, *, seconds: float, round_trips: int, append_samples: int = 40
+    dsn: str, *, seconds: float, round_trips: int, append_samples: int = 40, paced_interval: float = 0.005
 ) -> Ceilings:
-    """Every ceiling, one after the other, on the database *dsn*."""
+    """Every ceiling, one after the other, on the database *dsn*.
+
+    Ends with a CHECKPOINT (where the role may run one): the bulk rows written here leave
+    dirty pages and WAL whose flushing would otherwise land in the workloads measured next.
+    """
     writers = default_writers()
     pool = await asyncpg.create_pool(dsn, min_size=writers, max_size=writers)
     try:
@@ -87,6 +97,7 @@ async def measure_ceilings(
         copied = await _for_seconds(pool, writers, seconds, lambda c, r, s: _copy_batch(c, r, s, texts))
         async with pool.acquire() as conn:
             commits = await _single_inserts(conn, round_trips, texts[0])
+            paced = await _single_inserts(conn, round_trips // 2, texts[0], interval=paced_interval)
         notifies = await _notify_round_trips(dsn, pool, round_trips)
         async with pool.acquire() as conn:
             await conn.execute(f"TRUNCATE {TABLE}")
@@ -94,6 +105,7 @@ async def measure_ceilings(
                 conn, Queries.for_schema().append_events, TABLE, append_samples, tag=f"{time.monotonic_ns()}"
             )
         await pool.execute(f"DROP TABLE {TABLE}")
+        await _checkpoint(pool)
     finally:
         await pool.close()
     return Ceilings(
@@ -104,6 +116,8 @@ async def measure_ceilings(
         copy_rows_per_s=copied,
         single_insert_commit=summarize(commits),
         notify_round_trip=summarize(notifies),
+        paced_insert_commit=summarize(paced),
+        paced_interval=paced_interval,
         append_cost_samples=append_samples,
         append_cost=append_cost,
     )
@@ -154,14 +168,25 @@ async def _copy_batch(conn: asyncpg.Connection, run_id: str, first: int, texts: 
     return len(records)
 
 
-async def _single_inserts(conn: asyncpg.Connection, count: int, text: str) -> list[float]:
-    """Seconds per one-row INSERT, each its own committed transaction."""
+async def _single_inserts(
+    conn: asyncpg.Connection, count: int, text: str, *, interval: float = 0.0
+) -> list[float]:
+    """Seconds per one-row INSERT, each its own committed transaction; one every *interval*
+    seconds when given (as workload (a) paces its publishes), else back to back."""
     run_id, now_ms, took = f"ceiling-single-{time.monotonic_ns()}", int(time.time() * 1000), []
     for seq in range(1, count + 1):
         started = time.perf_counter()
         await conn.execute(_INSERT_ONE, run_id, seq, now_ms, text, _HASH)
         took.append(time.perf_counter() - started)
+        if interval:
+            await asyncio.sleep(max(0.0, interval - took[-1]))
     return took
+
+
+async def _checkpoint(pool: asyncpg.Pool) -> None:
+    """CHECKPOINT, if this role may (superuser, or pg_checkpoint from PostgreSQL 15 on)."""
+    with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+        await pool.execute("CHECKPOINT")
 
 
 async def _notify_round_trips(dsn: str, pool: asyncpg.Pool, count: int) -> list[float]:

@@ -160,6 +160,7 @@ async def measure(admin_dsn: str, sizes: Sizes, *, mode: str, server: str) -> di
                         seconds=sizes.ceiling_seconds,
                         round_trips=sizes.round_trips,
                         append_samples=sizes.append_cost_samples,
+                        paced_interval=sizes.latency_interval,
                     ),
                 )
                 bar.advance()
