@@ -1,4 +1,4 @@
--- pgbridge's schema at head (revision 0010) in schema public: what
+-- pgbridge's schema at head (revision 0011) in schema public: what
 -- `pgbridge migrate` leaves in an empty database, as DDL.
 --
 -- GENERATED from a migrated database, do not edit. After adding a revision:
@@ -328,89 +328,135 @@ DECLARE
     up_first boolean[] := '{}';
     e record;
     current_run text := NULL;
+    k integer;
     refusal text;
     held boolean;
     took boolean;
     next_seq bigint;
     chain bytea;
     ended boolean;
+    one_run boolean;
+    locked boolean := false;
+    fast boolean := false;
+    head record;
+    last_taken integer := 0;
 BEGIN
     IF n = 0 THEN
         RETURN;
     END IF;
-    -- Create the missing run rows and lock the others, in run_id order, in one statement: a
-    -- conflict's DO UPDATE locks the row even though its WHERE updates nothing, so every batch
-    -- waits on rows in the same order and two batches never wait on each other in a cycle.
-    IF run_ids[1] = ALL (run_ids) THEN  -- one run: lock its row, or create it and lock that
-        PERFORM FROM "public".run_streams AS r WHERE r.run_id = run_ids[1] FOR UPDATE;
-        IF NOT FOUND THEN
+    -- One run (every publish, and every batch of a publish_many or of a sharded deployment's
+    -- group commit) in its common case: lock and read its row in one statement, then number and
+    -- chain its events in place order, with no query and no sort. A new run, a Durable Stream
+    -- that is not plain JSON, deleted or expired, and a batch of several runs go the general way.
+    one_run := run_ids[1] = ALL (run_ids);
+    IF one_run THEN
+        SELECT r.last_seq, r.last_hash, r.first_seq <= r.last_seq AS holds_events,
+            r.terminal_seq IS NOT NULL AS was_ended,
+            publish AND (
+                coalesce(r.content_type, 'application/json') <> 'application/json'
+                OR r.stream_deleted_at IS NOT NULL
+                OR r.stream_expires_at IS NOT NULL OR r.stream_ttl_seconds IS NOT NULL
+            ) AS special
+        INTO head
+        FROM "public".run_streams AS r WHERE r.run_id = run_ids[1]
+        FOR UPDATE;
+        locked := FOUND;
+        fast := locked AND NOT head.special;
+    END IF;
+    IF fast THEN
+        held := head.holds_events;
+        next_seq := head.last_seq;
+        chain := coalesce(head.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
+        ended := head.was_ended;
+        FOR k IN 1 .. n LOOP
+            IF ended THEN
+                out_refused[k] := 'terminal';
+                CONTINUE;
+            END IF;
+            next_seq := next_seq + 1;
+            chain := "public".pgbridge_link_hash(chain, run_ids[k], next_seq, stamp, events[k], datas[k]);
+            ended := terminals[k];
+            out_seq[k] := next_seq; out_hash[k] := chain;
+            last_taken := k;
+        END LOOP;
+        IF last_taken > 0 THEN
+            m := 1;
+            up_run[1] := run_ids[1]; up_first[1] := NOT held;
+            up_seq[1] := next_seq; up_hash[1] := chain; up_status[1] := statuses[last_taken];
+            up_terminal[1] := ended;
+        END IF;
+    ELSE
+        -- Create the missing run rows and lock the others, in run_id order, in one statement: a
+        -- conflict's DO UPDATE locks the row even though its WHERE updates nothing, so every batch
+        -- waits on rows in the same order and two batches never wait on each other in a cycle.
+        IF NOT one_run THEN
+            INSERT INTO "public".run_streams AS r (run_id, status, last_seq)
+            SELECT DISTINCT u.r, 'active', 0 FROM unnest(run_ids) AS u(r) ORDER BY 1
+            ON CONFLICT (run_id) DO UPDATE SET run_id = excluded.run_id WHERE false;
+        ELSIF NOT locked THEN  -- one new run: create its row and lock it (or lock the one made meanwhile)
             INSERT INTO "public".run_streams (run_id, status, last_seq) VALUES (run_ids[1], 'active', 0)
             ON CONFLICT (run_id) DO UPDATE SET run_id = excluded.run_id WHERE false;
         END IF;
-    ELSE
-        INSERT INTO "public".run_streams AS r (run_id, status, last_seq)
-        SELECT DISTINCT u.r, 'active', 0 FROM unnest(run_ids) AS u(r) ORDER BY 1
-        ON CONFLICT (run_id) DO UPDATE SET run_id = excluded.run_id WHERE false;
-    END IF;
 
-    -- Every event in (run, place) order with its run's locked row: number it, or say why its run
-    -- refuses it (a run takes its events up to and with its first terminal event), and chain.
-    FOR e IN
-        SELECT u.i::integer AS i, u.rid,
-            r.last_seq, r.last_hash, r.first_seq <= r.last_seq AS holds_events, r.fork_refs,
-            r.terminal_seq IS NOT NULL AS was_ended,
-            publish AND coalesce(r.content_type, 'application/json') <> 'application/json' AS wrong_type,
-            publish AND r.stream_deleted_at IS NOT NULL AS soft_deleted,
-            publish AND (
-                (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
-                OR (r.stream_ttl_seconds IS NOT NULL
-                    AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
-            ) AS expired
-        FROM unnest(run_ids) WITH ORDINALITY AS u(rid, i)
-        LEFT JOIN "public".run_streams AS r ON r.run_id = u.rid
-        ORDER BY u.rid, u.i
-    LOOP
-        IF current_run IS DISTINCT FROM e.rid THEN
-            IF e.last_seq IS NULL THEN  -- cannot happen: the row is locked; never drop events
-                RAISE EXCEPTION 'pgbridge_append_batch: run % has no row after it was locked', e.rid;
+        -- Every event in (run, place) order with its run's locked row: number it, or say why its run
+        -- refuses it (a run takes its events up to and with its first terminal event), and chain.
+        FOR e IN
+            SELECT u.i::integer AS i, u.rid,
+                r.last_seq, r.last_hash, r.first_seq <= r.last_seq AS holds_events, r.fork_refs,
+                r.terminal_seq IS NOT NULL AS was_ended,
+                publish AND coalesce(r.content_type, 'application/json') <> 'application/json' AS wrong_type,
+                publish AND r.stream_deleted_at IS NOT NULL AS soft_deleted,
+                publish AND (
+                    (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+                    OR (r.stream_ttl_seconds IS NOT NULL
+                        AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+                ) AS expired
+            FROM unnest(run_ids) WITH ORDINALITY AS u(rid, i)
+            LEFT JOIN "public".run_streams AS r ON r.run_id = u.rid
+            ORDER BY u.rid, u.i
+        LOOP
+            IF current_run IS DISTINCT FROM e.rid THEN
+                IF e.last_seq IS NULL THEN  -- cannot happen: the row is locked; never drop events
+                    RAISE EXCEPTION 'pgbridge_append_batch: run % has no row after it was locked', e.rid;
+                END IF;
+                current_run := e.rid;
+                refusal := NULL;
+                took := false;
+                held := e.holds_events;
+                next_seq := e.last_seq;
+                chain := e.last_hash;
+                ended := e.was_ended;
+                IF e.soft_deleted OR (e.expired AND e.fork_refs > 0) THEN
+                    -- Gone while forks read it: what a DELETE (or a PUT) of it does, then refuse.
+                    UPDATE "public".run_streams SET stream_deleted_at = now()
+                    WHERE run_id = current_run AND stream_deleted_at IS NULL;
+                    refusal := 'gone';
+                ELSIF e.expired THEN
+                    -- Gone: deleted as a DELETE would; the publish starts a new run.
+                    PERFORM "public".pgbridge_delete_stream(current_run, 'expiry');
+                    INSERT INTO "public".run_streams (run_id, status, last_seq) VALUES (current_run, 'active', 0);
+                    held := false; next_seq := 0; chain := NULL; ended := false;
+                ELSIF e.wrong_type THEN
+                    refusal := 'content_type';
+                END IF;
+                chain := coalesce(chain, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
             END IF;
-            current_run := e.rid;
-            refusal := NULL;
-            took := false;
-            held := e.holds_events;
-            next_seq := e.last_seq;
-            chain := e.last_hash;
-            ended := e.was_ended;
-            IF e.soft_deleted OR (e.expired AND e.fork_refs > 0) THEN
-                -- Gone while forks read it: what a DELETE (or a PUT) of it does, then refuse.
-                UPDATE "public".run_streams SET stream_deleted_at = now()
-                WHERE run_id = current_run AND stream_deleted_at IS NULL;
-                refusal := 'gone';
-            ELSIF e.expired THEN
-                -- Gone: deleted as a DELETE would; the publish starts a new run.
-                PERFORM "public".pgbridge_delete_stream(current_run, 'expiry');
-                INSERT INTO "public".run_streams (run_id, status, last_seq) VALUES (current_run, 'active', 0);
-                held := false; next_seq := 0; chain := NULL; ended := false;
-            ELSIF e.wrong_type THEN
-                refusal := 'content_type';
+            IF refusal IS NOT NULL OR ended THEN
+                out_refused[e.i] := coalesce(refusal, 'terminal');
+                CONTINUE;
             END IF;
-            chain := coalesce(chain, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
-        END IF;
-        IF refusal IS NOT NULL OR ended THEN
-            out_refused[e.i] := coalesce(refusal, 'terminal');
-            CONTINUE;
-        END IF;
-        next_seq := next_seq + 1;
-        chain := "public".pgbridge_link_hash(chain, e.rid, next_seq, stamp, events[e.i], datas[e.i]);
-        ended := terminals[e.i];
-        out_seq[e.i] := next_seq; out_hash[e.i] := chain;
-        IF NOT took THEN
-            took := true;
-            m := m + 1;
-            up_run[m] := e.rid; up_first[m] := NOT held;
-        END IF;
-        up_seq[m] := next_seq; up_hash[m] := chain; up_status[m] := statuses[e.i]; up_terminal[m] := ended;
-    END LOOP;
+            next_seq := next_seq + 1;
+            chain := "public".pgbridge_link_hash(chain, e.rid, next_seq, stamp, events[e.i], datas[e.i]);
+            ended := terminals[e.i];
+            out_seq[e.i] := next_seq; out_hash[e.i] := chain;
+            IF NOT took THEN
+                took := true;
+                m := m + 1;
+                up_run[m] := e.rid; up_first[m] := NOT held;
+            END IF;
+            up_seq[m] := next_seq; up_hash[m] := chain; up_status[m] := statuses[e.i]; up_terminal[m] := ended;
+        END LOOP;
+    END IF;
 
     -- One statement stores the events, moves every run that took some to its newest event (whose
     -- status and terminal flag the run takes; first_ms when it held no event) and answers.
@@ -547,6 +593,6 @@ CREATE VIEW public.pgbridge_events AS
     to_timestamp((e.created_ms::numeric / 1000.0)::double precision) AS created_at
    FROM public.run_events e;
 
-INSERT INTO public.alembic_version (version_num) VALUES ('0010');
+INSERT INTO public.alembic_version (version_num) VALUES ('0011');
 
 COMMIT;

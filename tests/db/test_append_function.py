@@ -12,6 +12,7 @@ import random
 
 import asyncpg
 
+from pgbridge.audit.chain import GENESIS, link_hash
 from pgbridge.sql.queries import Queries
 from tests.support.sql_helpers import connected
 
@@ -81,6 +82,52 @@ async def test_a_runs_events_after_its_first_terminal_in_the_batch_are_refused_a
         assert run["ended_at"] is not None
         again = await append(conn, ["a"])
         assert (again[0]["seq"], again[0]["refused"]) == (None, "terminal")
+
+
+async def test_one_existing_run_takes_its_events_in_place_order_up_to_its_first_terminal(dsn: str) -> None:
+    """The short way of revision 0011 (one run whose row exists) keeps the rules of the general
+    way: seqs from the run's last, the first terminal ends it, later events are refused."""
+    async with connected(dsn) as conn:
+        await append(conn, ["a"])
+        rows = await append(conn, ["a", "a", "a"], terminal_at=1)
+        assert [(r["ord"], r["seq"], r["refused"]) for r in rows] == [
+            (1, 2, None),
+            (2, 3, None),
+            (3, None, "terminal"),
+        ]
+        run = await conn.fetchrow("SELECT status, last_seq, terminal_seq FROM run_streams WHERE run_id = 'a'")
+        assert (run["status"], run["last_seq"], run["terminal_seq"]) == ("ended", 3, 3)
+
+
+async def test_one_run_and_many_runs_chain_their_events_alike(dsn: str) -> None:
+    """Every stored hash is the chain's link over the event and the previous hash, whether the
+    event came alone, with its run's others (the short way) or with other runs' (the general way)."""
+
+    async def append_distinct(conn: asyncpg.Connection, run_ids: list[str]) -> None:
+        n = len(run_ids)
+        datas = [f'{{"i": {i}, "n": {n}}}' for i in range(n)]
+        await conn.fetch(APPEND, run_ids, [f"e{i}" for i in range(n)], datas, [False] * n, ["active"] * n)
+
+    async with connected(dsn) as conn:
+        await append_distinct(conn, ["a", "b"])  # new runs: the general way
+        await append_distinct(conn, ["a", "a", "a"])  # one existing run: the short way
+        await append_distinct(conn, ["b", "a", "b"])  # several runs: the general way
+        for run_id in ("a", "b"):
+            rows = await conn.fetch(
+                "SELECT seq, created_ms, event, data::text AS data, hash FROM run_events "
+                "WHERE run_id = $1 ORDER BY seq",
+                run_id,
+            )
+            previous = GENESIS
+            for row in rows:
+                expected = link_hash(
+                    previous, run_id, row["seq"], row["created_ms"], row["event"], row["data"]
+                )
+                assert row["hash"] == expected, (run_id, row["seq"])
+                previous = expected
+            assert (
+                await conn.fetchval("SELECT last_hash FROM run_streams WHERE run_id = $1", run_id) == previous
+            )
 
 
 async def test_first_ms_is_set_by_the_first_event_of_a_run_that_held_none(dsn: str) -> None:

@@ -118,7 +118,7 @@ async def test_every_statement_of_publish_subscribe_and_replay_routes_to_one_run
     assert any(WOKEN.search(q) for q in touching), "the feeds read what woke"
 
     # With batch_per_run, each append call held one run's events: it took the one-run path of
-    # pgbridge_append_batch (revision 0010), whose single-row lock ran once per call, and never
+    # pgbridge_append_batch (revisions 0010, 0011), whose single-row lock ran once per call, and never
     # the many-run lock of INSERT ... SELECT DISTINCT ... ON CONFLICT.
     appends = sum(calls for q, calls in statements.items() if APPEND_CALL.search(q) and "FROM" in q)
     locks = sum(calls for q, calls in touching.items() if "FOR UPDATE" in q and "run_ids[" in q)
