@@ -244,6 +244,9 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             ping_sql=queries.listener_ping,
             probe=self._send_listener_check,
         )
+        # Wake-ups reach this process from its first subscriber on (a worker that only
+        # publishes is not sent every run's events).
+        self._feeds.listen = self._listener.follow
         self._poll_task: asyncio.Task[None] | None = None
         self._retention_pass = RetentionPass(
             self._db,

@@ -382,6 +382,7 @@ class DurableStreams:
         protocol appends and closes, here or elsewhere, all set it.
         """
         self._require_running()
+        await self._feeds.follow_wakeups()
         feed, waiter = self._feeds.attach(run_id)
         try:
             await feed.read_after(after_seq)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pgbridge.engine.listen import Wake
 from pgbridge.engine.replica import Known, ReadRouter
@@ -348,6 +348,10 @@ class RunFeed:
             waiter.set()
 
 
+async def _nothing_to_do() -> None:
+    return None
+
+
 class FeedRegistry:
     """The feeds of one bridge, by run id; a feed lives while it has subscribers."""
 
@@ -367,6 +371,9 @@ class FeedRegistry:
         self.page_size = page_size
         self._clock = clock
         self._feeds: dict[str, RunFeed] = {}
+        #: Makes other processes' wake-ups reach this one (the bridge's listener LISTENs);
+        #: awaited by :meth:`follow_wakeups` before a reader's first read.
+        self.listen: Callable[[], Awaitable[None]] = _nothing_to_do
         #: Feeds woken since the shared read in flight began, by run id (in wake-up order).
         self._woken: dict[str, RunFeed] = {}
         self._refill_task: asyncio.Task[None] | None = None
@@ -378,6 +385,10 @@ class FeedRegistry:
 
     def get(self, run_id: str) -> RunFeed | None:
         return self._feeds.get(run_id)
+
+    async def follow_wakeups(self) -> None:
+        """Before a reader's first read: from now on other processes' commits wake this one."""
+        await self.listen()
 
     def attach(self, run_id: str) -> tuple[RunFeed, Waiter]:
         """Register a subscriber's waiter on *run_id*'s feed, before its first read."""

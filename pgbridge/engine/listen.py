@@ -142,13 +142,24 @@ class Listener:
         self._connect_timeout = connect_timeout
         self._backoff = backoff or Backoff(initial=0.05, maximum=2.0)
         self._conn: asyncpg.Connection | None = None
+        #: Whether a reader in this process follows runs, so the connection must LISTEN on
+        #: the wake-up channel (and LISTEN again after every reconnect): see :meth:`follow`.
+        self._wanted = False
+        #: Whether the current connection LISTENs on the wake-up channel.
+        self._listening = False
+        self._listen_lock = asyncio.Lock()
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         #: How many times the connection was re-established (for metrics and tests).
         self.reconnects = 0
 
     async def start(self) -> None:
-        """Connect, check notifications arrive, and LISTEN; failing here fails the bridge's start()."""
+        """Connect and check notifications arrive; failing here fails the bridge's start().
+
+        The connection LISTENs on the wake-up channel only from the first :meth:`follow`:
+        a process that only publishes (a worker) is never sent the wake-ups (and the
+        events they carry) of every run in the database.
+        """
         try:
             await self._connect(check=self._probe is not None)
         except StreamBridgeError:
@@ -175,12 +186,43 @@ class Listener:
             conn.add_termination_listener(self._on_termination)
             if check:
                 await self._check_notifications_arrive(conn)
-            await conn.add_listener(self._channel, self._on_notification)
         except BaseException:
             conn.terminate()
             raise
         self._lost.clear()
         self._conn = conn
+        if self._wanted:
+            await self._listen(conn)
+
+    async def follow(self) -> None:
+        """LISTEN on the wake-up channel from now on, for good (readers here follow runs).
+
+        A subscription calls it before its first read, so every commit after that read
+        wakes it. Returns at once once listening; never raises: with the connection down,
+        the reconnect LISTENs and wakes every reader (the poll covers the meantime).
+        """
+        self._wanted = True
+        if not self._listening and self._conn is not None:
+            with contextlib.suppress(Exception):  # a failure is reported, and the reconnect retries
+                await self._listen(self._conn)
+
+    async def _listen(self, conn: asyncpg.Connection) -> None:
+        async with self._listen_lock:
+            current = self._conn
+            if self._listening or current is None or current is not conn or conn.is_closed():
+                return
+            try:
+                await conn.add_listener(self._channel, self._on_notification)
+            except Exception as exc:
+                logger.warning("pgbridge listener could not LISTEN (%s); reconnecting", exc)
+                self._lost.set()
+                raise
+            self._listening = True
+
+    @property
+    def listening(self) -> bool:
+        """Whether wake-ups reach this process now (for tests and health)."""
+        return self._listening
 
     async def _check_notifications_arrive(self, conn: asyncpg.Connection) -> None:
         """LISTEN on a fresh channel, have another session NOTIFY it, and wait for it.
@@ -222,6 +264,7 @@ class Listener:
 
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
+        self._listening = False
         if conn is None or conn.is_closed():
             return
         try:

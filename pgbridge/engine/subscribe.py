@@ -110,6 +110,7 @@ async def subscription(
         before_start()
     loop = asyncio.get_running_loop()
     is_closed = ctx.is_closed
+    await ctx.feeds.follow_wakeups()
     feed, waiter = ctx.feeds.attach(run_id)
     ctx.metrics.subscriber_started()
     logger.debug(
