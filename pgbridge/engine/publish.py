@@ -3,13 +3,14 @@
 Every append goes through one queue per bridge, the group commit of
 :mod:`pgbridge.engine.group_commit` (shared with Durable Streams appends);
 this module supplies the statement of a batch and what each caller is told
-(docs/behaviour.md §5 and §11). When no batch is in flight
-an append is sent at once, alone (no added latency for a lone publisher);
-appends that arrive while batches are in flight wait for the next batch, and
-each batch is one statement, one transaction and one round trip
-(``pgbridge_append_batch``, revision 0004), however many runs it touches.
-At most ``max_batches_in_flight`` batches run at once, so under load the
-batches grow instead of the number of commits. Each caller is answered when
+(docs/behaviour.md §5 and §11). Appends made in one turn of the event
+loop join one batch, sent on the next turn (a lone publisher waits one
+turn, microseconds); appends that arrive while batches are in flight wait
+for a free slot, and what waits is shared out over the free slots, never
+below :data:`PUBLISH_MIN_SHARE` events a batch. Each batch is one
+statement, one transaction and one round trip (``pgbridge_append_batch``),
+however many runs it touches. At most ``max_batches_in_flight`` batches run
+at once, so under load the batches grow instead of the number of commits. Each caller is answered when
 the batch holding its event has committed. Within a batch the appends run in
 queue order, so a ``publish_many`` (always one batch) keeps its order, and
 seqs are assigned under each run row's lock as for single appends.
