@@ -192,7 +192,11 @@ class Listener:
         self._lost.clear()
         self._conn = conn
         if self._wanted:
-            await self._listen(conn)
+            try:
+                await self._listen(conn)
+            except BaseException:
+                await self._disconnect()  # the caller (the reconnect loop) tries again
+                raise
 
     async def follow(self) -> None:
         """LISTEN on the wake-up channel from now on, for good (readers here follow runs).
@@ -212,7 +216,11 @@ class Listener:
             if self._listening or current is None or current is not conn or conn.is_closed():
                 return
             try:
-                await conn.add_listener(self._channel, self._on_notification)
+                # Bounded: a stalled connection must not hold up a subscription's start; the
+                # supervisor replaces it, LISTENs again and wakes every reader.
+                await asyncio.wait_for(
+                    conn.add_listener(self._channel, self._on_notification), timeout=self._connect_timeout
+                )
             except Exception as exc:
                 logger.warning("pgbridge listener could not LISTEN (%s); reconnecting", exc)
                 self._lost.set()

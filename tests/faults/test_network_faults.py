@@ -224,6 +224,28 @@ async def test_with_the_listener_cut_alone_the_poll_delivers_every_event(
     await assert_accounting(dsn, outcomes, received)
 
 
+async def test_a_subscription_starts_and_reads_while_its_listener_cannot_listen(
+    make_bridge: BridgeFactory, proxy: FaultProxy, proxied: PostgresStreamBridge, dsn: str
+) -> None:
+    """The first subscription asks the listener to LISTEN (docs/behaviour.md §6); a listener
+    connection cut as it does must neither fail nor hold up the subscription, which reads
+    through the poll until a reconnect LISTENs."""
+    writer = await make_bridge()
+    proxy.refuse_listeners = True  # every LISTEN is cut as soon as it is sent
+    stream = proxied.subscribe(RUN, heartbeat_interval=0.2)
+    outcomes = Outcomes()
+    await publish_range(writer, outcomes, range(0, 20))
+    during_outage = await take(stream, 20, timeout=30)
+    assert proxy.count(listeners) == 0  # so the poll delivered them
+    proxy.refuse_listeners = False
+    await wait_until(lambda: proxied._listener.listening, timeout=30)
+    assert proxy.count(listeners) == 1
+    await publish_range(writer, outcomes, range(20, 40))
+    await writer.publish_end(RUN)
+    received = during_outage + await collect(stream, timeout=30)
+    await assert_accounting(dsn, outcomes, received)
+
+
 async def test_start_rides_through_connections_cut_in_the_handshake(proxy: FaultProxy, dsn: str) -> None:
     """A process started while the network or the server blips comes up once it is back."""
     proxy.refuse_listeners = True  # the listener's connection is cut as it sends LISTEN
