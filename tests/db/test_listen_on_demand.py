@@ -64,3 +64,16 @@ async def test_a_publishing_bridge_stays_deaf_after_a_reconnect(make_bridge: Bri
     await terminate_backends(dsn)
     await wait_until(lambda: worker.listener_reconnects >= 1)
     assert await listening_channels(worker) == []
+
+
+async def test_a_durable_streams_reader_listens_before_its_first_read(make_bridge: BridgeFactory) -> None:
+    """A protocol reader (long-poll, SSE) follows a run through ``streams.watch``, which also
+    asks for wake-ups first: an append from another process wakes it, not the poll."""
+    reader = await make_bridge(poll_interval=3600)
+    writer = await make_bridge()
+    await writer.publish("run", "token", 0)
+    async with reader.streams.watch("run", 1) as waiter:
+        assert await listening_channels(reader) == [CHANNEL]
+        waiter.clear()
+        await writer.publish("run", "token", 1)
+        assert await waiter.wait(30) is True
