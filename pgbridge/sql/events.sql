@@ -1,6 +1,6 @@
 -- The core statements of a bridge (pgbridge.sql.queries.Queries), in the order of an event's life:
---   publish  append_events, append_events_lock_bounded, append_events_notifying, terminal_event_of_run,
---            mark_awaiting_input, begin_caller_transaction;
+--   publish  append_events, append_events_lock_bounded, append_events_notifying, append_one_notifying,
+--            terminal_event_of_run, mark_awaiting_input, begin_caller_transaction;
 --   read     resolve_cursor, read_events_after, read_runs_events_after, resolve_fork_cursor,
 --            read_inherited_events_after, run_summary, run_heads, recent_open_runs, recent_ended_runs;
 --   wake-ups notify_runs (it writes the wake payload: pgbridge.engine.listen.decode_wake reads it),
@@ -113,6 +113,71 @@ sent AS MATERIALIZED (
 SELECT a.ord, a.seq, a.created_ms, a.refused, g.run_id IN (SELECT run_id FROM sent) AS notified
 FROM appended AS a JOIN given AS g ON g.ord = a.ord
 ORDER BY a.ord;
+
+-- name: append_one_notifying
+-- append_events_notifying for its commonest call, one event of a run that exists (a lone
+-- publish), in one plain statement instead of a call of pgbridge_append_batch: the run row is
+-- moved, and the event chained, in one UPDATE; the event is inserted from what it returns; the
+-- NOTIFY carries it as append_events_notifying's does. A PL/pgSQL call runs each of its
+-- statements through the SPI, which cost a lone publish ~0.27 ms of its ~1 ms on the development
+-- machine (docs/performance.md). The rules are the function's fast way's (revision 0011), row for
+-- row: seq = last_seq + 1, created_ms = the clock read before the row lock, the hash linked onto
+-- last_hash (pgbridge_link_hash), the run's status and terminal flag the event's, first_ms set
+-- when the run held no event. It matches no row, and stores nothing, where the function would
+-- take another way or refuse: a run with no row, one that has its terminal event, a Durable
+-- Stream that is not plain JSON, deleted or expiring; the caller then runs
+-- append_events_notifying (pgbridge.store.events.EventStore.append_batch), which answers those.
+-- tests/db/test_append_one.py compares the two, row for row and hash for hash.
+-- $1 text run id, $2 text event name, $3 text data (JSON text), $4 boolean terminal flag,
+-- $5 text status, $6 text the channel, $7 text a lock wait bound as append_events_lock_bounded's
+-- $6, or NULL: none set. No row, or one: seq, created_ms, and notified (false when the event does
+-- not fit in a payload: the notifier wakes its readers after the commit).
+-- Index: run_streams and run_events primary keys. Locks: the run's row (the UPDATE's row lock,
+-- its wait bounded by $7; after a wait the row is read again, so seqs stay gapless); NOTIFY takes
+-- PostgreSQL's notification lock at commit.
+WITH moved AS MATERIALIZED (
+    UPDATE {schema}.run_streams AS r SET
+        last_seq = r.last_seq + 1,
+        last_ms = clock.ms,
+        last_hash = {schema}.pgbridge_link_hash(
+            coalesce(r.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+            r.run_id, r.last_seq + 1, clock.ms, $2::text, $3::text),
+        status = $5::text,
+        first_ms = CASE WHEN r.first_seq > r.last_seq THEN clock.ms ELSE r.first_ms END,
+        terminal_seq = CASE WHEN $4::boolean THEN r.last_seq + 1 END,
+        ended_at = CASE WHEN $4::boolean THEN now() END,
+        awaiting_input_since = NULL,
+        updated_at = now()
+    FROM (SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms) AS clock
+    WHERE r.run_id = $1::text
+        AND CASE WHEN $7::text IS NULL THEN true
+                 ELSE set_config('lock_timeout', $7::text, true) IS NOT NULL END
+        AND r.terminal_seq IS NULL
+        AND coalesce(r.content_type, 'application/json') = 'application/json'
+        AND r.stream_deleted_at IS NULL
+        AND r.stream_expires_at IS NULL AND r.stream_ttl_seconds IS NULL
+    RETURNING r.last_seq AS seq, r.last_ms AS created_ms, r.last_hash AS hash
+),
+stored AS MATERIALIZED (
+    INSERT INTO {schema}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
+    SELECT $1::text, m.seq, m.created_ms, $2::text, $3::json, $4::boolean, m.hash FROM moved AS m
+    RETURNING seq, created_ms
+),
+carried AS MATERIALIZED (
+    SELECT st.seq, st.created_ms,
+        json_build_array(json_build_array(st.seq, st.created_ms, $2::text, $3::text, $4::boolean))::text
+            AS events
+    FROM stored AS st
+)
+SELECT c.seq, c.created_ms, n.sent IS NOT NULL AS notified
+FROM carried AS c
+LEFT JOIN LATERAL (
+    -- pg_notify returns void (never NULL): whether it ran is whether this row exists.
+    SELECT true AS sent,
+        pg_notify($6::text, '+' || c.seq || '@' || pg_current_wal_insert_lsn()::text || ' '
+            || char_length($1::text) || ' ' || $1::text || c.events) AS nothing
+    WHERE octet_length($1::text) + octet_length(c.events) < 7900
+) AS n ON true;
 
 -- name: terminal_event_of_run
 -- The committed terminal event of a run: always its last, so its ID is last_ms-last_seq (a Durable

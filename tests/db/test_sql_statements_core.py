@@ -24,12 +24,13 @@ TYPE_NAMES = {
     "bigint": "int8",
     "bigint[]": "int8[]",
     "boolean[]": "bool[]",
+    "boolean": "bool",
 }
-PARAMETER = re.compile(r"\$(\d+) (text\[\]|bigint\[\]|boolean\[\]|text|bigint)(?![\w\[])")
+PARAMETER = re.compile(r"\$(\d+) (text\[\]|bigint\[\]|boolean\[\]|text|bigint|boolean)(?![\w\[])")
 
 
 def test_the_file_names_the_statements_of_the_core() -> None:
-    assert len(STATEMENTS) == 27
+    assert len(STATEMENTS) == 28
     assert {"append_events", "notify_runs", "read_events_after", "chain_rows"} <= {s.name for s in STATEMENTS}
 
 
