@@ -53,13 +53,15 @@ class Waiter:
     heartbeat interval, not one per event. :meth:`close` cancels it.
     """
 
-    __slots__ = ("_deadline", "_future", "_is_set", "_timer")
+    __slots__ = ("_deadline", "_future", "_is_set", "_loop", "_timer")
 
     def __init__(self) -> None:
         self._is_set = False
         self._future: asyncio.Future[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
+        #: The loop of the first wait, kept: asking for the running loop costs a getpid() each time.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def set(self) -> None:
         self._is_set = True
@@ -74,8 +76,19 @@ class Waiter:
         """Wait until set or *timeout* seconds pass; True when woken."""
         if self._is_set:
             return True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        loop = self._loop or self._first_loop()
+        return await self.wait_until(loop.time() + timeout)
+
+    def _first_loop(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    async def wait_until(self, deadline: float) -> bool:
+        """Wait until set or the loop's clock reaches *deadline*; True when woken. (A subscriber
+        knows its heartbeat's deadline: no second reading of the clock.)"""
+        if self._is_set:
+            return True
+        loop = self._loop or self._first_loop()
         self._deadline = deadline
         timer = self._timer
         if timer is None or timer.when() > deadline:
@@ -225,6 +238,20 @@ class RunFeed:
         self.wake(None)
 
     # -- reads for subscribers ----------------------------------------------
+
+    def buffered_after(self, cursor: int) -> Page | None:
+        """:meth:`read_after` when the buffer answers it (no await: the live path's every
+        wake-up), else None."""
+        high_seq = self.high_seq
+        if not self.synced or high_seq is None or cursor > high_seq:
+            return None
+        buffer = self._buffer
+        first_buffered = buffer[0].seq if buffer else high_seq + 1
+        if cursor < first_buffered - 1 or cursor < self.state.first_seq - 1:
+            return None
+        start = cursor + 1 - first_buffered
+        events = [buffer[i] for i in range(start, len(buffer))]
+        return Page(state=self.state, events=events, shared=True)
 
     async def read_after(self, cursor: int, limit: int | None = None) -> Page:
         """Events after *cursor*: from the buffer when it covers them, else a direct read

@@ -107,7 +107,7 @@ def decode_wake(payload: str) -> Wake:
 def _decode_events(text: str) -> tuple[CarriedEvent, ...]:
     try:
         rows = orjson.loads(text)
-        events = tuple((int(s), int(ms), str(n), str(d), bool(t)) for s, ms, n, d, t in rows)
+        events = tuple([(int(s), int(ms), str(n), str(d), bool(t)) for s, ms, n, d, t in rows])
     except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"carried events that do not decode: {text[:60]!r}") from exc
     if not events:

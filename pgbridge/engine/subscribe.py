@@ -153,7 +153,9 @@ async def subscription(
                         page = await ctx.read_inherited(run_id, cursor, fork_seq)
                     else:
                         trims_seen = feed.trims
-                        page = await feed.read_after(cursor, limit)
+                        page = feed.buffered_after(cursor)
+                        if page is None:
+                            page = await feed.read_after(cursor, limit)
                 failures = 0
             except DatabaseUnavailableError:
                 failures += 1
@@ -244,7 +246,9 @@ async def subscription(
                 continue
             if failures:
                 remaining = min(remaining, max(ctx.backoff.delay(failures), 0.01))
-            await waiter.wait(remaining)
+                await waiter.wait(remaining)
+            else:
+                await waiter.wait_until(heartbeat_due)
     finally:
         if ahead is not None:
             ahead.cancel()

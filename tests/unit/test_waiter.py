@@ -86,3 +86,21 @@ async def test_close_cancels_the_timer() -> None:
         for handle in loop._scheduled  # type: ignore[attr-defined]
         if not handle.cancelled()
     )
+
+
+async def test_a_wait_until_a_deadline_returns_false_when_the_loops_clock_reaches_it() -> None:
+    waiter = Waiter()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.05
+    assert await waiter.wait_until(deadline) is False
+    assert loop.time() >= deadline - 0.002
+    waiter.close()
+
+
+async def test_a_wait_until_a_deadline_returns_true_when_set_before_it() -> None:
+    waiter = Waiter()
+    waiting = asyncio.create_task(waiter.wait_until(asyncio.get_running_loop().time() + 5.0))
+    await asyncio.sleep(0)
+    waiter.set()
+    assert await waiting is True
+    waiter.close()
