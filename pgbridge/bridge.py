@@ -39,7 +39,7 @@ from pgbridge.engine.listen import Listener
 from pgbridge.engine.notify import Notifier
 from pgbridge.engine.publish import AppendRequest, Publisher, Refused, refusal_error
 from pgbridge.engine.replica import ReadRouter
-from pgbridge.engine.subscribe import OnGap, Start, SubscriptionContext, subscription
+from pgbridge.engine.subscribe import OnGap, Start, SubscriptionContext, Switch, subscription
 from pgbridge.exceptions import (
     BridgeClosedError,
     BridgeNotStartedError,
@@ -268,11 +268,12 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             require_running=self._require_running,
             appends_in_flight=min(self.options.publish_batches_in_flight, self.options.pool_max_size),
         )
+        self._closed = Switch()
         self._subscription_ctx = SubscriptionContext(
             feeds=self._feeds,
             start=self._start,
             read_inherited=self._read_inherited,
-            is_closed=lambda: self._state is _Lifecycle.CLOSED,
+            closed=self._closed,
             backoff=Backoff(initial=0.05, maximum=1.0),
             metrics=self._metrics,
         )
@@ -345,6 +346,7 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
                 return
             was_running = self._state is _Lifecycle.RUNNING
             self._state = _Lifecycle.CLOSED
+            self._closed.on = True
             if not was_running:
                 return
             self._feeds.wake_waiters_everywhere()

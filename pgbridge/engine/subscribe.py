@@ -48,6 +48,15 @@ class Start:
     fork_seq: int | None = None
 
 
+class Switch:
+    """A flag the hot loops read as an attribute (a call per event cost a replay ~3 %)."""
+
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        self.on = False
+
+
 @dataclass(frozen=True, slots=True)
 class SubscriptionContext:
     """What a subscription needs from its bridge."""
@@ -57,7 +66,8 @@ class SubscriptionContext:
     start: Callable[[str, str | None], Awaitable[Start]]
     #: A fork's inherited events after a seq: (run_id, cursor seq, fork_seq) -> Page.
     read_inherited: Callable[[str, int, int], Awaitable[Page]]
-    is_closed: Callable[[], bool]
+    #: On once the bridge is closed: every subscription yields CANCELLED_SENTINEL and ends.
+    closed: Switch
     backoff: Backoff
     metrics: BridgeMetrics = NO_METRICS
 
@@ -109,7 +119,7 @@ async def subscription(
     if before_start is not None:
         before_start()
     loop = asyncio.get_running_loop()
-    is_closed = ctx.is_closed
+    closed = ctx.closed
     await ctx.feeds.follow_wakeups()
     feed, waiter = ctx.feeds.attach(run_id)
     ctx.metrics.subscriber_started()
@@ -132,7 +142,7 @@ async def subscription(
         heartbeat_due = loop.time() + heartbeat_interval
         failures = 0
         while True:
-            if is_closed():
+            if closed.on:
                 yield CANCELLED_SENTINEL
                 return
             page: Page | None = None
@@ -159,7 +169,7 @@ async def subscription(
                 failures = 0
             except DatabaseUnavailableError:
                 failures += 1
-            if is_closed():
+            if closed.on:
                 yield CANCELLED_SENTINEL
                 return
             if page is not None and cursor is not None:
@@ -204,7 +214,7 @@ async def subscription(
                         cursor, last = seq, row
                         if row[terminal_at]:
                             return
-                        if is_closed():
+                        if closed.on:
                             break
                 else:
                     shared = page.shared
@@ -221,7 +231,7 @@ async def subscription(
                         cursor, last = seq, logged
                         if logged.terminal:
                             return
-                        if is_closed():
+                        if closed.on:
                             break
                 if last is not yielded:
                     heartbeat_due = loop.time() + heartbeat_interval
@@ -237,7 +247,7 @@ async def subscription(
                 if page.truncated:
                     continue
                 limit = page_size
-                if is_closed():
+                if closed.on:
                     continue
             remaining = heartbeat_due - loop.time()
             if remaining <= 0:

@@ -229,13 +229,19 @@ WHERE r.run_id = $1;
 -- bulk load) was estimated at a few hundred rows: PostgreSQL bitmap-scanned and sorted all of the
 -- run's rows for every page (49 ms a page of 1,000 in a 100,000-event run, instead of 2.6 ms).
 -- least() keeps the bound from overflowing for a cursor near the largest bigint.
+-- The run's state comes in the first row only (NULL in the others): the driver then decodes five
+-- columns fewer per event of a replay, which is bound by this process's CPU (docs/performance.md).
 -- $1 text run id, $2 bigint cursor seq, $3 bigint page size. No row: no such run.
 -- Index: run_streams primary key, then a range scan of the run_events primary key. No locks.
-SELECT r.first_seq, r.first_ms, r.last_seq, r.last_ms, r.terminal_seq,
+SELECT CASE WHEN e.head IS NOT FALSE THEN r.first_seq END AS first_seq,
+       CASE WHEN e.head IS NOT FALSE THEN r.first_ms END AS first_ms,
+       CASE WHEN e.head IS NOT FALSE THEN r.last_seq END AS last_seq,
+       CASE WHEN e.head IS NOT FALSE THEN r.last_ms END AS last_ms,
+       CASE WHEN e.head IS NOT FALSE THEN r.terminal_seq END AS terminal_seq,
        e.seq, e.created_ms, e.event, e.data::text AS data, e.terminal
 FROM {schema}.run_streams AS r
 LEFT JOIN LATERAL (
-    SELECT seq, created_ms, event, data, terminal
+    SELECT seq, created_ms, event, data, terminal, row_number() OVER (ORDER BY seq) = 1 AS head
     FROM {schema}.run_events
     WHERE run_id = $1 AND seq > $2
       AND seq <= least(greatest($2, r.first_seq - 1, r.fork_seq), 9223372036854775807 - $3) + $3
