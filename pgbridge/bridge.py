@@ -357,6 +357,7 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._poll_task
             await self._publisher.close()
+            await self.streams.shutdown()
             await self._listener.close()
             await self._notifier.close()
             if self._replica_db is not None:

@@ -121,7 +121,7 @@ class DurableStreams:
         appends_in_flight: int = 4,
     ) -> None:
         self._db = db
-        self._store = StreamStore(db)
+        self._store = StreamStore(db, appends_in_flight=appends_in_flight)
         self._feeds = feeds
         self._notifier = notifier
         self._require_running = require_running
@@ -137,6 +137,12 @@ class DurableStreams:
             send_alone=self._append_alone,
             failed=lambda requests, exc: _operation_error(exc),
         )
+
+    async def shutdown(self) -> None:
+        """Wait for the append batches in flight, then give back the connections they kept
+        (the bridge's close, before its pool closes; not a stream's close, which is an append)."""
+        await self._batcher.close()
+        await self._store.close()
 
     # -- writes ---------------------------------------------------------------
 

@@ -154,6 +154,7 @@ class StreamQueries:
     add_fork_ref: str
     soft_delete_stream: str
     stream_append_many: str
+    stream_append_simple: str
 
     @classmethod
     def for_schema(cls, schema: str) -> StreamQueries:

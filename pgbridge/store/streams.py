@@ -18,6 +18,7 @@ import asyncpg
 
 from pgbridge.connector import Database
 from pgbridge.durable_streams.messages import JSON_TYPE, is_json, json_array_of_joined, stored_bytes
+from pgbridge.exceptions import StreamBridgeError
 
 AppendOutcomeKind = Literal[
     "appended",
@@ -237,9 +238,16 @@ class SourcePosition:
 class StreamStore:
     """The Durable Streams statements of one bridge's schema, on its pool or a caller's connection."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, appends_in_flight: int = 1) -> None:
         self._db = db
         self._q = db.queries.streams
+        #: The connections append batches ran on, kept for the next ones (as the publisher's:
+        #: pgbridge.connector.KeptConnections); given back by :meth:`close`.
+        self._appending = db.kept(min(appends_in_flight, db.max_size // 4))
+
+    async def close(self) -> None:
+        """Give back the connections kept for appends (before the pool closes)."""
+        await self._appending.close()
 
     # -- reads on the pool ------------------------------------------------------
 
@@ -279,7 +287,32 @@ class StreamStore:
         await self._db.fetch(self._q.touch_stream, run_id)
 
     async def append_many(self, requests: Sequence[StreamAppend]) -> list[AppendOutcome]:
-        """*requests* in one statement (one transaction), in order; an outcome for each."""
+        """*requests* in one statement (one transaction), in order; an outcome for each.
+
+        A batch of simple requests (:func:`_all_simple`) goes first through
+        ``stream_append_simple``, set-based, which stores all of them or none; only when it
+        stored none (a stream in it would refuse) does the batch go the general way."""
+        if _all_simple(requests):
+            async with self._appending.connection() as conn:
+                self._db.statements += 1
+                rows = await conn.fetch(
+                    self._q.stream_append_simple,
+                    [r.run_id for r in requests],
+                    [r.content_type for r in requests],
+                    [r.events[0][0] for r in requests],
+                    [r.events[0][1] for r in requests],
+                )
+            if rows:
+                by_place = {row["ord"]: AppendOutcome.from_row(row) for row in rows}
+                if len(by_place) != len(requests):  # cannot happen: it stores all or none
+                    raise StreamBridgeError(
+                        f"stream_append_simple answered {len(rows)} of {len(requests)} requests"
+                    )
+                return [by_place[place] for place in range(1, len(requests) + 1)]
+        return await self._append_many_generally(requests)
+
+    async def _append_many_generally(self, requests: Sequence[StreamAppend]) -> list[AppendOutcome]:
+        """``stream_append_many``: every request checked and appended by the function."""
         first: list[int] = []
         last: list[int] = []
         names: list[str] = []
@@ -289,7 +322,7 @@ class StreamStore:
             names.extend(name for name, _ in request.events)
             texts.extend(text for _, text in request.events)
             last.append(len(names))
-        async with self._db.connection() as conn:
+        async with self._appending.connection() as conn:
             self._db.statements += 1
             rows = await conn.fetch(
                 self._q.stream_append_many,
@@ -404,3 +437,19 @@ class StreamStore:
 
 def _stored_head(row: asyncpg.Record) -> StoredHead:
     return StoredHead(StreamHead.from_row(row), row["expired"])
+
+
+def _all_simple(requests: Sequence[StreamAppend]) -> bool:
+    """Whether ``stream_append_simple`` can take the batch: every request one message, no
+    producer, Stream-Seq or close, and no stream twice (its order would need the function)."""
+    if not requests:
+        return False
+    for request in requests:
+        if (
+            len(request.events) != 1
+            or request.producer is not None
+            or request.stream_seq is not None
+            or request.close
+        ):
+            return False
+    return len({request.run_id for request in requests}) == len(requests)

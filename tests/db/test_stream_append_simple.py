@@ -1,0 +1,201 @@
+"""``stream_append_simple``: a batch of simple Durable Streams appends, set-based.
+
+It must store exactly what ``pgbridge_stream_append`` stores (seqs, messages,
+the stream's row, the hash chain), and store all of a batch or nothing, so that
+a batch with one refusing stream is answered, request by request, by the
+general statement (pgbridge/sql/streams.sql, pgbridge/store/streams.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import asyncpg
+import pytest
+
+from pgbridge import PostgresStreamBridge
+from pgbridge.audit.chain import GENESIS, link_hash
+from pgbridge.durable_streams.streams import Producer, StreamConfig
+from pgbridge.sql.queries import Queries
+from pgbridge.store.streams import StreamAppend, _all_simple
+from tests.support.sql_helpers import connected
+
+JSON = "application/json"
+STREAMS = Queries.for_schema().streams
+#: The stream row's columns an append moves (times compared for being set).
+ROW = (
+    "SELECT last_seq, status, terminal_seq, first_ms IS NOT NULL AS has_first_ms, "
+    "stream_touched_at IS NOT NULL AS touched, stream_writer_seq, awaiting_input_since, "
+    "closed_by_producer_id, closed_by_epoch, closed_by_seq FROM run_streams WHERE run_id = $1"
+)
+
+
+async def simple(
+    conn: asyncpg.Connection, appends: list[tuple[str, str | None, str]]
+) -> list[asyncpg.Record]:
+    """stream_append_simple for (run id, content type, data text) requests, rows in request order."""
+    rows = await conn.fetch(
+        STREAMS.stream_append_simple,
+        [run_id for run_id, _, _ in appends],
+        [content_type for _, content_type, _ in appends],
+        ["message"] * len(appends),
+        [data for _, _, data in appends],
+    )
+    return sorted(rows, key=lambda row: row["ord"])
+
+
+async def general(conn: asyncpg.Connection, run_id: str, data: str) -> asyncpg.Record:
+    (row,) = await conn.fetch(
+        STREAMS.stream_append_many,
+        [run_id], [JSON], [1], [1], [False], [None], [None], [None], [None], ["message"], [data],
+    )  # fmt: skip
+    return row
+
+
+async def messages(conn: asyncpg.Connection, run_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT seq, created_ms, event, data::text AS data, hash FROM run_events "
+        "WHERE run_id = $1 ORDER BY seq",
+        run_id,
+    )
+
+
+def assert_chained(run_id: str, rows: list[asyncpg.Record]) -> None:
+    prev = GENESIS
+    for row in rows:
+        prev = link_hash(prev, run_id, row["seq"], row["created_ms"], row["event"], row["data"])
+        assert bytes(row["hash"]) == prev, row["seq"]
+
+
+async def streams(bridge: PostgresStreamBridge, *names: str, content_type: str = JSON) -> None:
+    for name in names:
+        created, _ = await bridge.streams.create(name, StreamConfig(content_type))
+        assert created
+
+
+async def test_it_stores_what_the_function_stores_message_for_message(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    await streams(bridge, "by-function", "by-statement")
+    texts = ['{"i": 1}', '{"i": 2}', '"three"']
+    async with connected(dsn) as conn:
+        for text in texts:
+            by_function = await general(conn, "by-function", text)
+            (by_statement,) = await simple(conn, [("by-statement", JSON, text)])
+            for column in ("outcome", "last_seq", "closed", "producer_epoch", "producer_seq", "event_seq"):
+                assert by_statement[column] == by_function[column], column
+            assert by_statement["event_ms"] == by_statement["last_ms"]
+        stored = await messages(conn, "by-statement")
+        assert [(r["seq"], r["data"]) for r in stored] == [
+            (r["seq"], r["data"]) for r in await messages(conn, "by-function")
+        ]
+        assert_chained("by-statement", stored)
+        assert dict(await conn.fetchrow(ROW, "by-statement")) == dict(await conn.fetchrow(ROW, "by-function"))
+
+
+async def test_a_batch_appends_to_each_of_its_streams(bridge: PostgresStreamBridge, dsn: str) -> None:
+    await streams(bridge, "a", "b", "c")
+    async with connected(dsn) as conn:
+        await simple(conn, [("b", JSON, "1")])
+        rows = await simple(conn, [("c", None, "1"), ("a", JSON, "1"), ("b", JSON, "2")])
+        assert [(row["ord"], row["outcome"], row["last_seq"]) for row in rows] == [
+            (1, "appended", 1),
+            (2, "appended", 1),
+            (3, "appended", 2),
+        ]
+        assert len({row["last_ms"] for row in rows}) == 1  # one created_ms for the statement
+
+
+@pytest.mark.parametrize(
+    "make_it_refuse",
+    [
+        "UPDATE run_streams SET stream_deleted_at = now() WHERE run_id = 'refuses'",
+        "UPDATE run_streams SET stream_expires_at = now() - interval '1 second' WHERE run_id = 'refuses'",
+        "UPDATE run_streams SET stream_ttl_seconds = 1, stream_touched_at = now() - interval '1 hour' "
+        "WHERE run_id = 'refuses'",
+        "UPDATE run_streams SET terminal_seq = last_seq, status = 'ended', ended_at = now() "
+        "WHERE run_id = 'refuses'",
+        "UPDATE run_streams SET content_type = 'text/plain' WHERE run_id = 'refuses'",
+        "DELETE FROM run_streams WHERE run_id = 'refuses'",
+    ],
+    ids=["deleted", "expired", "ttl-expired", "closed", "content-type", "no-such-stream"],
+)
+async def test_one_stream_that_would_refuse_makes_the_whole_batch_store_nothing(
+    bridge: PostgresStreamBridge, dsn: str, make_it_refuse: str
+) -> None:
+    await streams(bridge, "takes", "refuses")
+    async with connected(dsn) as conn:
+        await conn.execute(make_it_refuse)
+        assert await simple(conn, [("refuses", JSON, "1"), ("takes", JSON, "1")]) == []
+        assert await messages(conn, "takes") == []
+        assert (await conn.fetchrow(ROW, "takes"))["last_seq"] == 0
+
+
+async def test_a_batch_with_a_refusing_stream_is_answered_request_by_request(
+    bridge: PostgresStreamBridge,
+) -> None:
+    await streams(bridge, "open", "closed")
+    assert (await bridge.streams.append("closed", None, [], close=True)).kind == "closed_now"
+    outcomes = await asyncio.gather(
+        bridge.streams.append("open", JSON, [("message", '{"i": 1}')]),
+        bridge.streams.append("closed", JSON, [("message", '{"i": 1}')]),
+    )
+    assert [o.kind for o in outcomes] == ["appended", "closed"]
+
+
+async def test_concurrent_batches_on_the_same_streams_keep_seqs_gapless_and_chains_whole(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    names = [f"s{i}" for i in range(6)]
+    await streams(bridge, *names)
+
+    async def writer(index: int) -> None:
+        async with connected(dsn) as conn:
+            for i in range(20):
+                picked = sorted(names[(index + i) % 6 :] + names[: (index + i) % 6][:2])
+                rows = await simple(conn, [(name, JSON, json.dumps({"w": index, "i": i})) for name in picked])
+                assert len(rows) == len(picked)
+
+    await asyncio.gather(*(writer(i) for i in range(4)))  # a deadlock raises here
+    async with connected(dsn) as conn:
+        for name in names:
+            stored = await messages(conn, name)
+            assert [r["seq"] for r in stored] == list(range(1, len(stored) + 1))
+            assert_chained(name, stored)
+            assert (await conn.fetchrow(ROW, name))["last_seq"] == len(stored)
+
+
+def request(run_id: str = "s", **changes: object) -> StreamAppend:
+    fields: dict[str, object] = {"run_id": run_id, "content_type": JSON, "events": [("message", "1")]}
+    fields.update(changes)
+    return StreamAppend(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("batch", "simple_batch"),
+    [
+        ([request("a"), request("b")], True),
+        ([], False),
+        ([request("a"), request("a")], False),
+        ([request(events=[("message", "1"), ("message", "2")])], False),
+        ([request(events=[])], False),
+        ([request(close=True)], False),
+        ([request(stream_seq="7")], False),
+        ([request(producer=Producer("p", 0, 0))], False),
+    ],
+    ids=[
+        "one-message-each",
+        "empty",
+        "a-stream-twice",
+        "two-messages",
+        "no-message",
+        "close",
+        "stream-seq",
+        "producer",
+    ],
+)
+def test_only_batches_of_one_message_per_stream_with_no_producer_seq_or_close_are_simple(
+    batch: list[StreamAppend], simple_batch: bool
+) -> None:
+    assert _all_simple(batch) is simple_batch
