@@ -21,6 +21,8 @@ from pgbridge.payload import decode_data
 
 #: Largest value of a PostgreSQL bigint; cursors beyond it name no event.
 MAX_BIGINT = 2**63 - 1
+#: Run ids an EventStore remembers as having rows (``append_runs_once`` is tried only for them).
+KNOWN_RUNS_LIMIT = 100_000
 
 
 def _decode(data_text: str) -> JSONValue:
@@ -344,6 +346,8 @@ class EventStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.queries = db.queries
+        #: Runs this store appended to (their rows exist): see :meth:`_runs_exist_once`.
+        self._runs_with_events: dict[str, None] = {}
 
     async def append_batch(
         self,
@@ -390,6 +394,7 @@ class EventStore:
                 bound,
             )
             if row is not None:
+                self._runs_with_events[one.run_id] = None
                 return [
                     AppendOutcome(Appended(seq=row["seq"], ms=row["created_ms"], notified=row["notified"]))
                 ]
@@ -402,22 +407,38 @@ class EventStore:
             [e.terminal for e in events],
             [e.status for e in events],
         )
+        runs_once = notify_channel is None and len(events) > 1 and self._runs_exist_once(arrays[0])
+        if runs_once:
+            rows = await conn.fetch(self.queries.append_runs_once, *arrays, bound)
+            if rows:
+                return _outcomes(rows, len(events), notified=False)
+            # A run in the batch would refuse, or is new to the server: the function's way.
+            self.db.statements += 1
         if notify_channel is not None:
             rows = await conn.fetch(self.queries.append_events_notifying, *arrays, notify_channel, bound)
         elif bound is not None:
             rows = await conn.fetch(self.queries.append_events_lock_bounded, *arrays, bound)
         else:
             rows = await conn.fetch(self.queries.append_events, *arrays)
-        outcomes = [AppendOutcome()] * len(events)
-        for row in rows:
-            notified = notify_channel is not None and row["notified"]
-            stored = (
-                Appended(seq=row["seq"], ms=row["created_ms"], notified=notified)
-                if row["seq"] is not None
-                else None
-            )
-            outcomes[row["ord"] - 1] = AppendOutcome(stored, None if stored else row["refused"])
+        outcomes = _outcomes(rows, len(events), notified=notify_channel is not None)
+        self._remember_runs(events, outcomes)
         return outcomes
+
+    def _runs_exist_once(self, run_ids: list[str]) -> bool:
+        """Whether each of *run_ids* appears once and has taken events through this store
+        before (so its row exists unless retention or a DELETE removed it since):
+        ``append_runs_once`` is then worth trying. A batch with a new run goes straight to the
+        function, which creates it, instead of trying and failing first."""
+        known = self._runs_with_events
+        return all(run_id in known for run_id in run_ids) and len(set(run_ids)) == len(run_ids)
+
+    def _remember_runs(self, events: Sequence[NewEvent], outcomes: list[AppendOutcome]) -> None:
+        known = self._runs_with_events
+        if len(known) > KNOWN_RUNS_LIMIT:
+            known.clear()  # bounded: a forgotten run only costs its next batch the function's way
+        for event, outcome in zip(events, outcomes, strict=True):
+            if outcome.appended is not None:
+                known[event.run_id] = None
 
     async def terminal_event(self, run_id: str) -> Appended | None:
         """The committed terminal event of *run_id*, if it has one."""
@@ -545,6 +566,20 @@ class EventStore:
             if row["seq"] is not None
         ]
         return Page(state=state, events=events, truncated=bool(events) or head["oldest_seq"] >= fork_seq)
+
+
+def _outcomes(rows: Sequence[asyncpg.Record], count: int, *, notified: bool) -> list[AppendOutcome]:
+    """One outcome per event, in place order, from an append statement's rows (ord, seq,
+    created_ms, refused, and notified when *notified*)."""
+    outcomes = [AppendOutcome()] * count
+    for row in rows:
+        stored = (
+            Appended(seq=row["seq"], ms=row["created_ms"], notified=notified and row["notified"])
+            if row["seq"] is not None
+            else None
+        )
+        outcomes[row["ord"] - 1] = AppendOutcome(stored, None if stored else row["refused"])
+    return outcomes
 
 
 def _page(rows: Sequence[asyncpg.Record], limit: int) -> Page:

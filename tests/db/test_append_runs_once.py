@@ -1,0 +1,180 @@
+"""``append_runs_once``: a busy moment's batch of runs that exist, one event each, set-based.
+
+It must store exactly what ``pgbridge_append_batch`` stores (seqs, run rows,
+hash chains), and all of a batch or nothing, so that a batch with a run the
+function would treat otherwise goes the function's way whole
+(pgbridge/sql/events.sql, pgbridge/store/events.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import asyncpg
+import pytest
+
+from pgbridge import PostgresStreamBridge
+from pgbridge.audit.chain import GENESIS, link_hash
+from pgbridge.sql.queries import Queries
+from tests.support.sql_helpers import connected
+
+QUERIES = Queries.for_schema()
+RUN_ROW = (
+    "SELECT last_seq, first_seq, status, terminal_seq, first_ms IS NOT NULL AS has_first_ms, "
+    "ended_at IS NOT NULL AS ended, awaiting_input_since FROM run_streams WHERE run_id = $1"
+)
+
+
+def arrays(
+    batch: list[tuple[str, str, bool]],
+) -> tuple[list[str], list[str], list[str], list[bool], list[str]]:
+    """(run id, data, terminal) per event: the statements' five arrays."""
+    return (
+        [run_id for run_id, _, _ in batch],
+        ["token"] * len(batch),
+        [data for _, data, _ in batch],
+        [terminal for _, _, terminal in batch],
+        ["ended" if terminal else "active" for _, _, terminal in batch],
+    )
+
+
+async def runs_once(
+    conn: asyncpg.Connection, batch: list[tuple[str, str, bool]], bound: str | None = None
+) -> list[asyncpg.Record]:
+    rows = await conn.fetch(QUERIES.append_runs_once, *arrays(batch), bound)
+    return sorted(rows, key=lambda row: row["ord"])
+
+
+async def through_the_function(
+    conn: asyncpg.Connection, batch: list[tuple[str, str, bool]]
+) -> list[asyncpg.Record]:
+    return await conn.fetch(QUERIES.append_events, *arrays(batch))
+
+
+async def events_of(conn: asyncpg.Connection, run_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT seq, created_ms, event, data::text AS data, terminal, hash FROM run_events "
+        "WHERE run_id = $1 ORDER BY seq",
+        run_id,
+    )
+
+
+def assert_chained(run_id: str, rows: list[asyncpg.Record]) -> None:
+    prev = GENESIS
+    for row in rows:
+        prev = link_hash(prev, run_id, row["seq"], row["created_ms"], row["event"], row["data"])
+        assert bytes(row["hash"]) == prev, row["seq"]
+
+
+async def test_it_stores_what_the_function_stores_row_for_row_and_hash_for_hash(dsn: str) -> None:
+    async with connected(dsn) as conn:
+        await through_the_function(
+            conn, [(f"{way}-{i}", "{}", False) for way in ("f", "s") for i in range(3)]
+        )
+        for step in range(3):
+            last = step == 2
+            batch = [(str(i), json.dumps({"step": step, "run": i}), last and i == 1) for i in range(3)]
+            await through_the_function(conn, [(f"f-{run}", data, terminal) for run, data, terminal in batch])
+            rows = await runs_once(conn, [(f"s-{run}", data, terminal) for run, data, terminal in batch])
+            assert [(row["ord"], row["seq"], row["refused"]) for row in rows] == [
+                (1, step + 2, None),
+                (2, step + 2, None),
+                (3, step + 2, None),
+            ]
+        for i in range(3):
+            by_function, by_statement = await events_of(conn, f"f-{i}"), await events_of(conn, f"s-{i}")
+            assert [(r["seq"], r["data"], r["terminal"]) for r in by_statement] == [
+                (r["seq"], r["data"], r["terminal"]) for r in by_function
+            ]
+            assert_chained(f"s-{i}", by_statement)
+            assert dict(await conn.fetchrow(RUN_ROW, f"s-{i}")) == dict(
+                await conn.fetchrow(RUN_ROW, f"f-{i}")
+            )
+        assert (await conn.fetchrow(RUN_ROW, "s-1"))["terminal_seq"] == 4
+
+
+@pytest.mark.parametrize(
+    "make_it_refuse",
+    [
+        "DELETE FROM run_streams WHERE run_id = 'refuses'",  # a run the function would create
+        "UPDATE run_streams SET terminal_seq = last_seq, status = 'ended', ended_at = now() "
+        "WHERE run_id = 'refuses'",
+        "UPDATE run_streams SET content_type = 'text/plain' WHERE run_id = 'refuses'",
+        "UPDATE run_streams SET stream_deleted_at = now() WHERE run_id = 'refuses'",
+        "UPDATE run_streams SET stream_ttl_seconds = 60, stream_touched_at = now() WHERE run_id = 'refuses'",
+    ],
+    ids=["no-row", "ended", "content-type", "deleted", "ttl"],
+)
+async def test_one_run_the_function_would_treat_otherwise_makes_the_batch_store_nothing(
+    dsn: str, make_it_refuse: str
+) -> None:
+    async with connected(dsn) as conn:
+        await through_the_function(conn, [("takes", "{}", False)])
+        await conn.execute(
+            "INSERT INTO run_streams (run_id, status, last_seq) VALUES ('refuses', 'active', 0)"
+        )
+        await conn.execute(make_it_refuse)
+        assert await runs_once(conn, [("takes", "{}", False), ("refuses", "{}", False)]) == []
+        assert len(await events_of(conn, "takes")) == 1
+        assert (await conn.fetchrow(RUN_ROW, "takes"))["last_seq"] == 1
+
+
+async def test_a_held_row_fails_it_after_the_bound_having_stored_nothing(dsn: str) -> None:
+    async with connected(dsn) as holder, connected(dsn) as conn:
+        await through_the_function(conn, [("a", "{}", False), ("b", "{}", False)])
+        async with holder.transaction():
+            await holder.execute("SELECT 1 FROM run_streams WHERE run_id = 'b' FOR UPDATE")
+            with pytest.raises(asyncpg.exceptions.LockNotAvailableError):
+                await runs_once(conn, [("a", "{}", False), ("b", "{}", False)], bound="50ms")
+        assert len(await events_of(conn, "a")) == 1
+
+
+async def test_concurrent_batches_keep_seqs_gapless_and_chains_whole(dsn: str) -> None:
+    runs = [f"r{i}" for i in range(6)]
+    async with connected(dsn) as conn:
+        await through_the_function(conn, [(run, "{}", False) for run in runs])
+
+    async def writer(index: int) -> None:
+        async with connected(dsn) as conn:
+            for i in range(20):
+                picked = runs[(index + i) % 6 :] + runs[: (index + i) % 6]
+                rows = await runs_once(
+                    conn, [(run, json.dumps({"w": index, "i": i}), False) for run in picked[:4]]
+                )
+                assert len(rows) == 4
+
+    await asyncio.gather(*(writer(i) for i in range(4)))  # a deadlock raises here
+    async with connected(dsn) as conn:
+        for run in runs:
+            stored = await events_of(conn, run)
+            assert [r["seq"] for r in stored] == list(range(1, len(stored) + 1))
+            assert_chained(run, stored)
+
+
+async def test_a_busy_bridge_stores_every_event_of_known_and_new_runs_in_order(
+    make_bridge: object,
+) -> None:
+    # 100 publishers: batches of 50 overlap, so after each run's first event (the function's
+    # way, which creates the run) they go through append_runs_once.
+    bridge: PostgresStreamBridge = await make_bridge()  # type: ignore[operator]
+    runs = [f"busy-{i}" for i in range(100)]
+
+    async def publisher(run_id: str) -> list[str]:
+        return [await bridge.publish(run_id, "token", {"i": i}) for i in range(15)]
+
+    ids = await asyncio.gather(*(publisher(run) for run in runs))
+    for run, sent in zip(runs, ids, strict=True):
+        assert [int(event_id.split("-")[1]) for event_id in sent] == list(range(1, 16))
+        stored = [e async for e in _events(bridge, run)]
+        assert [e["i"] for e in stored] == list(range(15))
+
+
+async def _events(bridge: PostgresStreamBridge, run_id: str):  # type: ignore[no-untyped-def]
+    await bridge.publish_end(run_id)
+    async for event in bridge.subscribe(run_id):
+        if event.event == "token":
+            assert isinstance(event.data, dict)
+            yield event.data
+        if getattr(event, "event", None) == "end":
+            return
