@@ -71,26 +71,45 @@ def batch(runs: int, per_run: int, prefix: str = "run-") -> Arrays:
 
 
 async def _sample_us(
-    conn: asyncpg.Connection, baseline: str, statement: str, args: tuple[object, ...], rows: int
+    conn: asyncpg.Connection,
+    baseline: str,
+    statement: str,
+    args: tuple[object, ...],
+    rows: int,
+    extra: tuple[object, ...] = (),
+    *,
+    answers_rows: bool = False,
 ) -> float:
-    """Server µs per row of one call of *statement*, less *baseline* on the same arguments."""
+    """Server µs per row of one call of *statement* (given *args* and then *extra*), less
+    *baseline* on *args*. With *answers_rows*, the statement must answer one row per row
+    it was given (an append that stored nothing would be measured doing nothing)."""
     async with conn.transaction():
         started = time.perf_counter()
         await conn.fetchval(baseline, *args)
         between = time.perf_counter()
-        await conn.fetch(statement, *args)
+        stored = await conn.fetch(statement, *args, *extra)
         done = time.perf_counter()
+    if answers_rows and len(stored) != rows:
+        raise RuntimeError(f"the statement answered {len(stored)} rows for {rows}: it did not append")
     return ((done - between) - (between - started)) / rows * 1e6
 
 
 async def per_event_us(
-    conn: asyncpg.Connection, append: str, shape: tuple[int, int], samples: int, *, prefix: str = "run-"
+    conn: asyncpg.Connection,
+    append: str,
+    shape: tuple[int, int],
+    samples: int,
+    *,
+    prefix: str = "run-",
+    extra: tuple[object, ...] = (),
 ) -> float:
-    """Median server µs per event of the append statement *append* for one batch *shape*."""
+    """Median server µs per event of the append statement *append* (its five arrays, then
+    *extra*) for one batch *shape*."""
     runs, per_run = shape
     found: list[float] = []
     for round_ in range(samples + WARM_UP):
-        figure = await _sample_us(conn, BASELINE, append, batch(runs, per_run, prefix), runs * per_run)
+        args = batch(runs, per_run, prefix)
+        figure = await _sample_us(conn, BASELINE, append, args, runs * per_run, extra, answers_rows=True)
         if round_ >= WARM_UP:
             found.append(figure)
     return statistics.median(found)
@@ -126,19 +145,34 @@ class ShapeCost:
     append_us_per_event: float
     #: PostgreSQL µs per row of a plain multi-row INSERT of the same rows.
     insert_us_per_row: float
+    #: PostgreSQL µs per event of the statement a busy batch of this shape is sent as, when
+    #: that is not the function: ``append_runs_once`` for runs that exist, one event each.
+    sent_us_per_event: float | None = None
 
 
 async def measure_append_cost(
-    conn: asyncpg.Connection, append: str, table: str, samples: int, *, tag: str
+    conn: asyncpg.Connection,
+    append: str,
+    table: str,
+    samples: int,
+    *,
+    tag: str,
+    runs_once: str | None = None,
 ) -> dict[str, ShapeCost]:
     """Both batch shapes, the append and the plain INSERT, on *conn* (one session).
 
     *append* is the ``append_events`` statement; *table* a scratch table shaped like
     ``run_events``; run ids start with ``append-cost-{tag}-`` and ``insert-cost-{tag}-``.
+    *runs_once*, the ``append_runs_once`` statement, is measured too on the runs the
+    append made (its lock bound none) for the shape of one event per run.
     """
     costs: dict[str, ShapeCost] = {}
     for key, shape in SHAPES.items():
-        appended = await per_event_us(conn, append, shape, samples, prefix=f"append-cost-{tag}-{key}-")
+        prefix = f"append-cost-{tag}-{key}-"
+        appended = await per_event_us(conn, append, shape, samples, prefix=prefix)
+        sent = None
+        if runs_once is not None and shape[1] == 1:
+            sent = round(await per_event_us(conn, runs_once, shape, samples, prefix=prefix, extra=(None,)), 2)
         inserted = await insert_per_row_us(conn, table, shape, samples, prefix=f"insert-cost-{tag}-{key}-")
-        costs[key] = ShapeCost(shape[0], shape[1], round(appended, 2), round(inserted, 2))
+        costs[key] = ShapeCost(shape[0], shape[1], round(appended, 2), round(inserted, 2), sent)
     return costs

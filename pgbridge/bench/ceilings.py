@@ -101,8 +101,14 @@ async def measure_ceilings(
         notifies = await _notify_round_trips(dsn, pool, round_trips)
         async with pool.acquire() as conn:
             await conn.execute(f"TRUNCATE {TABLE}")
+            queries = Queries.for_schema()
             append_cost = await measure_append_cost(
-                conn, Queries.for_schema().append_events, TABLE, append_samples, tag=f"{time.monotonic_ns()}"
+                conn,
+                queries.append_events,
+                TABLE,
+                append_samples,
+                tag=f"{time.monotonic_ns()}",
+                runs_once=queries.append_runs_once,
             )
         await pool.execute(f"DROP TABLE {TABLE}")
         await _checkpoint(pool)

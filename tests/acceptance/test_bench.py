@@ -65,6 +65,10 @@ async def test_quick_benchmark_writes_markdown_json_and_chart_with_every_workloa
     text = (out / "results.md").read_text()
     assert "inside `pgbridge_append_batch`, 100 runs × 1 event" in text
     assert "inside `pgbridge_append_batch`, 1 run × 100 events" in text
+    # And the set-based statement a busy batch of one event per existing run is sent as.
+    assert report["ceilings"]["append_cost"]["100x1"]["sent_us_per_event"] > 0
+    assert report["ceilings"]["append_cost"]["1x100"]["sent_us_per_event"] is None
+    assert "(`append_runs_once`, set-based, no PL/pgSQL)" in text
     assert "a plain multi-row INSERT of the same rows" in text
     # issue 7's targets still standing, and issue 22's (each with a figure in this run)
     assert len(report["targets"]) == 11
