@@ -71,7 +71,7 @@ async def test_quick_benchmark_writes_markdown_json_and_chart_with_every_workloa
     assert "(`append_runs_once`, set-based, no PL/pgSQL)" in text
     assert "a plain multi-row INSERT of the same rows" in text
     # issue 7's targets still standing, and issue 22's (each with a figure in this run)
-    assert len(report["targets"]) == 11
+    assert len(report["targets"]) == 12
     assert all(t["measured"] is not None for t in report["targets"]), report["targets"]
     assert "## Targets" in text
 
