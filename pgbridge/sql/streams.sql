@@ -201,9 +201,9 @@ ORDER BY b.ord;
 -- name: stream_append_simple
 -- stream_append_many for its commonest batches, set-based and with no PL/pgSQL: every request
 -- one message, no producer, no Stream-Seq, no close, one request per stream. Calling
--- pgbridge_stream_append per request ran six statements of a function each time: ~126 us of
--- PostgreSQL time a request against ~18 for a plain INSERT of the same rows, commit included
--- (docs/performance.md). Here the batch's rows are locked in run_id order (deadlock-free with
+-- pgbridge_stream_append per request ran six statements of a function each time: ~120 us of
+-- PostgreSQL time a request against ~13 for a plain INSERT of the same rows, commit included,
+-- and ~32 for this statement (benchmarks/lone_statements.py --streams, docs/performance.md). Here the batch's rows are locked in run_id order (deadlock-free with
 -- every other batch, which locks in that order too) and each is checked as locked (its newest
 -- version); only if every stream takes its message (it exists, is not deleted, expired or
 -- closed, and has the request's content type) does one UPDATE move them all (numbered and
