@@ -14,10 +14,9 @@ import json
 import asyncpg
 import pytest
 
-from pgbridge.audit.chain import GENESIS, link_hash
 from pgbridge.engine.listen import decode_wake
 from pgbridge.sql.queries import Queries
-from tests.support.sql_helpers import connected
+from tests.support.sql_helpers import assert_chained, connected, stored_events
 
 QUERIES = Queries.for_schema()
 CHANNEL = "pgbridge-test-append-one"
@@ -60,21 +59,6 @@ async def through_the_function(
     return row
 
 
-async def events_of(conn: asyncpg.Connection, run_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT seq, created_ms, event, data::text AS data, terminal, hash FROM run_events "
-        "WHERE run_id = $1 ORDER BY seq",
-        run_id,
-    )
-
-
-def assert_chained(run_id: str, rows: list[asyncpg.Record]) -> None:
-    prev = GENESIS
-    for row in rows:
-        prev = link_hash(prev, run_id, row["seq"], row["created_ms"], row["event"], row["data"])
-        assert bytes(row["hash"]) == prev, row["seq"]
-
-
 async def test_it_stores_what_the_function_stores_row_for_row_and_hash_for_hash(dsn: str) -> None:
     steps = [("token", '{"i": 1}', False), ("values", '{"a": [1, 2]}', False), ("end", "{}", True)]
     async with connected(dsn) as conn:
@@ -84,8 +68,8 @@ async def test_it_stores_what_the_function_stores_row_for_row_and_hash_for_hash(
             await through_the_function(conn, "by-function", event, data, terminal=terminal)
             assert await one(conn, "by-statement", event, data, terminal=terminal) is not None
         by_function, by_statement = (
-            await events_of(conn, "by-function"),
-            await events_of(conn, "by-statement"),
+            await stored_events(conn, "by-function"),
+            await stored_events(conn, "by-statement"),
         )
         assert [(r["seq"], r["event"], r["data"], r["terminal"]) for r in by_statement] == [
             (r["seq"], r["event"], r["data"], r["terminal"]) for r in by_function
@@ -106,7 +90,7 @@ async def test_it_answers_the_seq_and_created_ms_it_stored(dsn: str) -> None:
         await through_the_function(conn, "run")
         row = await one(conn, "run")
         assert row is not None
-        stored = await events_of(conn, "run")
+        stored = await stored_events(conn, "run")
         assert (
             (row["seq"], row["created_ms"])
             == (stored[-1]["seq"], stored[-1]["created_ms"])
@@ -143,7 +127,7 @@ async def test_a_durable_stream_the_function_checks_further_is_left_to_it(
         await conn.execute(make_special)
         before = dict(await conn.fetchrow(RUN_COLUMNS, "run"))
         assert await one(conn, "run") is None
-        assert len(await events_of(conn, "run")) == 1
+        assert len(await stored_events(conn, "run")) == 1
         assert dict(await conn.fetchrow(RUN_COLUMNS, "run")) == before
 
 
@@ -159,7 +143,7 @@ async def test_a_run_with_its_terminal_event_is_left_to_the_function_which_refus
         await through_the_function(conn, "run", "end", "{}", terminal=True)
         assert await one(conn, "run") is None
         assert (await through_the_function(conn, "run"))["refused"] == "terminal"
-        assert len(await events_of(conn, "run")) == 1
+        assert len(await stored_events(conn, "run")) == 1
 
 
 async def test_its_notify_carries_the_event_and_is_sent_by_the_commit(dsn: str) -> None:
@@ -187,7 +171,7 @@ async def test_an_event_too_big_for_a_notify_is_stored_and_reported_not_notified
         await through_the_function(conn, "run")
         row = await one(conn, "run", "token", big)
         assert row is not None and row["notified"] is False
-        assert (await events_of(conn, "run"))[-1]["data"] == big
+        assert (await stored_events(conn, "run"))[-1]["data"] == big
 
 
 async def test_a_held_row_fails_it_after_the_bound_having_stored_nothing(dsn: str) -> None:
@@ -197,7 +181,7 @@ async def test_a_held_row_fails_it_after_the_bound_having_stored_nothing(dsn: st
             await holder.execute("SELECT 1 FROM run_streams WHERE run_id = 'run' FOR UPDATE")
             with pytest.raises(asyncpg.exceptions.LockNotAvailableError):
                 await one(conn, "run", bound="50ms")
-        assert len(await events_of(conn, "run")) == 1
+        assert len(await stored_events(conn, "run")) == 1
         assert await conn.fetchval("SHOW lock_timeout") == "0"  # the bound lasted its statement
 
 
@@ -212,7 +196,7 @@ async def test_concurrent_appends_to_one_run_keep_seqs_gapless_and_the_chain_who
 
     await asyncio.gather(*(writer(i) for i in range(4)))
     async with connected(dsn) as conn:
-        rows = await events_of(conn, "run")
+        rows = await stored_events(conn, "run")
         assert [r["seq"] for r in rows] == list(range(1, 122))
         assert_chained("run", rows)
         assert await conn.fetchval("SELECT last_seq FROM run_streams WHERE run_id = 'run'") == 121

@@ -15,9 +15,8 @@ import asyncpg
 import pytest
 
 from pgbridge import PostgresStreamBridge
-from pgbridge.audit.chain import GENESIS, link_hash
 from pgbridge.sql.queries import Queries
-from tests.support.sql_helpers import connected
+from tests.support.sql_helpers import assert_chained, connected, stored_events
 
 QUERIES = Queries.for_schema()
 RUN_ROW = (
@@ -52,21 +51,6 @@ async def through_the_function(
     return await conn.fetch(QUERIES.append_events, *arrays(batch))
 
 
-async def events_of(conn: asyncpg.Connection, run_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT seq, created_ms, event, data::text AS data, terminal, hash FROM run_events "
-        "WHERE run_id = $1 ORDER BY seq",
-        run_id,
-    )
-
-
-def assert_chained(run_id: str, rows: list[asyncpg.Record]) -> None:
-    prev = GENESIS
-    for row in rows:
-        prev = link_hash(prev, run_id, row["seq"], row["created_ms"], row["event"], row["data"])
-        assert bytes(row["hash"]) == prev, row["seq"]
-
-
 async def test_it_stores_what_the_function_stores_row_for_row_and_hash_for_hash(dsn: str) -> None:
     async with connected(dsn) as conn:
         await through_the_function(
@@ -83,7 +67,10 @@ async def test_it_stores_what_the_function_stores_row_for_row_and_hash_for_hash(
                 (3, step + 2, None),
             ]
         for i in range(3):
-            by_function, by_statement = await events_of(conn, f"f-{i}"), await events_of(conn, f"s-{i}")
+            by_function, by_statement = (
+                await stored_events(conn, f"f-{i}"),
+                await stored_events(conn, f"s-{i}"),
+            )
             assert [(r["seq"], r["data"], r["terminal"]) for r in by_statement] == [
                 (r["seq"], r["data"], r["terminal"]) for r in by_function
             ]
@@ -116,7 +103,7 @@ async def test_one_run_the_function_would_treat_otherwise_makes_the_batch_store_
         )
         await conn.execute(make_it_refuse)
         assert await runs_once(conn, [("takes", "{}", False), ("refuses", "{}", False)]) == []
-        assert len(await events_of(conn, "takes")) == 1
+        assert len(await stored_events(conn, "takes")) == 1
         assert (await conn.fetchrow(RUN_ROW, "takes"))["last_seq"] == 1
 
 
@@ -127,7 +114,7 @@ async def test_a_held_row_fails_it_after_the_bound_having_stored_nothing(dsn: st
             await holder.execute("SELECT 1 FROM run_streams WHERE run_id = 'b' FOR UPDATE")
             with pytest.raises(asyncpg.exceptions.LockNotAvailableError):
                 await runs_once(conn, [("a", "{}", False), ("b", "{}", False)], bound="50ms")
-        assert len(await events_of(conn, "a")) == 1
+        assert len(await stored_events(conn, "a")) == 1
 
 
 async def test_concurrent_batches_keep_seqs_gapless_and_chains_whole(dsn: str) -> None:
@@ -147,7 +134,7 @@ async def test_concurrent_batches_keep_seqs_gapless_and_chains_whole(dsn: str) -
     await asyncio.gather(*(writer(i) for i in range(4)))  # a deadlock raises here
     async with connected(dsn) as conn:
         for run in runs:
-            stored = await events_of(conn, run)
+            stored = await stored_events(conn, run)
             assert [r["seq"] for r in stored] == list(range(1, len(stored) + 1))
             assert_chained(run, stored)
 

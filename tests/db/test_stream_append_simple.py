@@ -15,11 +15,10 @@ import asyncpg
 import pytest
 
 from pgbridge import PostgresStreamBridge
-from pgbridge.audit.chain import GENESIS, link_hash
 from pgbridge.durable_streams.streams import Producer, StreamConfig
 from pgbridge.sql.queries import Queries
 from pgbridge.store.streams import StreamAppend, _all_simple
-from tests.support.sql_helpers import connected
+from tests.support.sql_helpers import assert_chained, connected, stored_events
 
 JSON = "application/json"
 STREAMS = Queries.for_schema().streams
@@ -53,21 +52,6 @@ async def general(conn: asyncpg.Connection, run_id: str, data: str) -> asyncpg.R
     return row
 
 
-async def messages(conn: asyncpg.Connection, run_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT seq, created_ms, event, data::text AS data, hash FROM run_events "
-        "WHERE run_id = $1 ORDER BY seq",
-        run_id,
-    )
-
-
-def assert_chained(run_id: str, rows: list[asyncpg.Record]) -> None:
-    prev = GENESIS
-    for row in rows:
-        prev = link_hash(prev, run_id, row["seq"], row["created_ms"], row["event"], row["data"])
-        assert bytes(row["hash"]) == prev, row["seq"]
-
-
 async def streams(bridge: PostgresStreamBridge, *names: str, content_type: str = JSON) -> None:
     for name in names:
         created, _ = await bridge.streams.create(name, StreamConfig(content_type))
@@ -86,9 +70,9 @@ async def test_it_stores_what_the_function_stores_message_for_message(
             for column in ("outcome", "last_seq", "closed", "producer_epoch", "producer_seq", "event_seq"):
                 assert by_statement[column] == by_function[column], column
             assert by_statement["event_ms"] == by_statement["last_ms"]
-        stored = await messages(conn, "by-statement")
+        stored = await stored_events(conn, "by-statement")
         assert [(r["seq"], r["data"]) for r in stored] == [
-            (r["seq"], r["data"]) for r in await messages(conn, "by-function")
+            (r["seq"], r["data"]) for r in await stored_events(conn, "by-function")
         ]
         assert_chained("by-statement", stored)
         assert dict(await conn.fetchrow(ROW, "by-statement")) == dict(await conn.fetchrow(ROW, "by-function"))
@@ -128,7 +112,7 @@ async def test_one_stream_that_would_refuse_makes_the_whole_batch_store_nothing(
     async with connected(dsn) as conn:
         await conn.execute(make_it_refuse)
         assert await simple(conn, [("refuses", JSON, "1"), ("takes", JSON, "1")]) == []
-        assert await messages(conn, "takes") == []
+        assert await stored_events(conn, "takes") == []
         assert (await conn.fetchrow(ROW, "takes"))["last_seq"] == 0
 
 
@@ -160,7 +144,7 @@ async def test_concurrent_batches_on_the_same_streams_keep_seqs_gapless_and_chai
     await asyncio.gather(*(writer(i) for i in range(4)))  # a deadlock raises here
     async with connected(dsn) as conn:
         for name in names:
-            stored = await messages(conn, name)
+            stored = await stored_events(conn, name)
             assert [r["seq"] for r in stored] == list(range(1, len(stored) + 1))
             assert_chained(name, stored)
             assert (await conn.fetchrow(ROW, name))["last_seq"] == len(stored)

@@ -180,3 +180,23 @@ async def stream_row(dsn: str, run_id: str) -> asyncpg.Record | None:
             run_id,
         )
     return row
+
+
+async def stored_events(conn: asyncpg.Connection, run_id: str) -> list[asyncpg.Record]:
+    """*run_id*'s rows in ``run_events`` as stored, in seq order (data as its JSON text)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT seq, created_ms, event, data::text AS data, terminal, hash FROM run_events "
+        "WHERE run_id = $1 ORDER BY seq",
+        run_id,
+    )
+    return rows
+
+
+def assert_chained(run_id: str, rows: list[asyncpg.Record]) -> None:
+    """Every stored hash is the audit chain's link over its event and the previous hash."""
+    from pgbridge.audit.chain import GENESIS, link_hash
+
+    previous = GENESIS
+    for row in rows:
+        previous = link_hash(previous, run_id, row["seq"], row["created_ms"], row["event"], row["data"])
+        assert bytes(row["hash"]) == previous, f"{run_id} seq {row['seq']}"
