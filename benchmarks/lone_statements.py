@@ -10,8 +10,7 @@ more often is served faster), and each call is one statement and its commit:
 
 * ``plain``: a single-row INSERT into a table shaped like ``run_events`` (the floor);
 * ``function``: ``append_events`` (``pgbridge_append_batch``), no NOTIFY;
-* ``function+notify``: ``append_events_notifying``, what a lone batch sent before session 8;
-* ``one statement``: ``append_one_notifying``, what it sends now for a run that exists;
+* ``function+notify``: ``append_events_notifying``, what a lone batch sends;
 * ``bridge.publish``: the whole publish through the bridge (group commit, pool, answer).
 
 With ``--streams``: 25 one-message appends on 25 streams per call, as a
@@ -76,14 +75,14 @@ async def interleaved(variants: dict[str, Call], rounds: int, pause: float) -> d
 
 
 async def lone_publish(dsn: str, rounds: int) -> None:
-    conns = [await asyncpg.connect(dsn) for _ in range(4)]
+    conns = [await asyncpg.connect(dsn) for _ in range(3)]
     listener = await asyncpg.connect(dsn)
     await listener.add_listener(CHANNEL, lambda *args: None)  # a NOTIFY has someone to wake
     await conns[0].execute("CREATE TABLE plain_events (LIKE run_events INCLUDING DEFAULTS INCLUDING INDEXES)")
     data = json.dumps(token_payload(1), separators=(",", ":"))
     seq = iter(range(1, 10**9))
     async with PostgresStreamBridge(dsn) as bridge:
-        for run_id in ("function", "notifying", "one", "bridge"):
+        for run_id in ("function", "notifying", "bridge"):
             await bridge.publish(run_id, "token", token_payload(0))
         one_event = (["token"], [data], [False], ["active"])
         variants: dict[str, Call] = {
@@ -91,9 +90,6 @@ async def lone_publish(dsn: str, rounds: int) -> None:
             "function": lambda: conns[1].fetch(QUERIES.append_events, ["function"], *one_event),
             "function+notify": lambda: conns[2].fetch(
                 QUERIES.append_events_notifying, ["notifying"], *one_event, CHANNEL, "100ms"
-            ),
-            "one statement": lambda: conns[3].fetch(
-                QUERIES.append_one_notifying, "one", "token", data, False, "active", CHANNEL, "100ms"
             ),
             "bridge.publish": lambda: bridge.publish("bridge", "token", token_payload(1)),
         }

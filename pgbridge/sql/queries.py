@@ -29,7 +29,6 @@ class Queries:
     append_events: str
     append_events_lock_bounded: str
     append_events_notifying: str
-    append_one_notifying: str
     append_runs_once: str
     begin_caller_transaction: str
     terminal_event_of_run: str

@@ -364,10 +364,7 @@ class EventStore:
 
         With *notify_channel*, the same statement also sends each run's wake-up, carrying its
         events, on that channel (``append_events_notifying``): its readers elsewhere are woken
-        by the commit itself (:attr:`Appended.notified`). One event goes first through
-        ``append_one_notifying``, a plain statement that stores it when its run exists and
-        takes it (the common lone publish; no PL/pgSQL call), and through the function only
-        when that stored nothing (a new run, a refusal, a special Durable Stream).
+        by the commit itself (:attr:`Appended.notified`).
 
         With *lock_wait* (seconds; 0: no bound), a wait for a row lock longer
         than that fails the statement with SQLSTATE 55P03 (asyncpg's
@@ -381,25 +378,6 @@ class EventStore:
         depends on where it happened (pgbridge.engine.publish decides).
         """
         bound = None if lock_wait is None else f"{max(0, round(lock_wait * 1000))}ms"
-        if notify_channel is not None and len(events) == 1:
-            one = events[0]
-            row = await conn.fetchrow(
-                self.queries.append_one_notifying,
-                one.run_id,
-                one.event,
-                one.data_text,
-                one.terminal,
-                one.status,
-                notify_channel,
-                bound,
-            )
-            if row is not None:
-                self._runs_with_events[one.run_id] = None
-                return [
-                    AppendOutcome(Appended(seq=row["seq"], ms=row["created_ms"], notified=row["notified"]))
-                ]
-            # A new run, a refusal or a special stream: the function's way (a second statement).
-            self.db.statements += 1
         arrays = (
             [e.run_id for e in events],
             [e.event for e in events],
