@@ -258,18 +258,16 @@ class RunFeed:
         of at most *limit* events (the page size when None)."""
         if not self.synced:
             await self._sync_from(cursor)
+        buffered = self.buffered_after(cursor)
+        if buffered is not None:
+            return buffered
         assert self.high_seq is not None
-        first_buffered = self._buffer[0].seq if self._buffer else self.high_seq + 1
-        if cursor < first_buffered - 1 or cursor < self.state.first_seq - 1:
-            # Behind the shared tail (or behind retention): read our own page.
-            return await self._reads.read_after(self.run_id, cursor, limit or self._page_size, self.known)
-        if cursor > self.high_seq:
+        if cursor > self.high_seq and cursor >= self.state.first_seq - 1:
             # The subscriber knows of events the feed has not read yet.
             self.wake(cursor)
             return Page(state=self.state)
-        start = cursor + 1 - first_buffered
-        events = [self._buffer[i] for i in range(start, len(self._buffer))]
-        return Page(state=self.state, events=events, shared=True)
+        # Behind the shared tail (or behind retention): read our own page.
+        return await self._reads.read_after(self.run_id, cursor, limit or self._page_size, self.known)
 
     async def _sync_from(self, cursor: int) -> None:
         if self.high_seq is None:
