@@ -1,4 +1,4 @@
--- pgbridge's schema at head (revision 0010) in schema public: what
+-- pgbridge's schema at head (revision 0011) in schema public: what
 -- `pgbridge migrate` leaves in an empty database, as DDL.
 --
 -- GENERATED from a migrated database, do not edit. After adding a revision:
@@ -11,6 +11,10 @@
 -- the alembic_version row makes `pgbridge migrate` find it up to date.
 
 BEGIN;
+
+-- Functions come in the order the revisions created them, so a SQL function may call
+-- one created after it: bodies are checked when first run, not now (as pg_dump does).
+SET LOCAL check_function_bodies = off;
 
 CREATE TABLE public.alembic_version (
     version_num character varying(32) NOT NULL,
@@ -45,6 +49,7 @@ CREATE TABLE public.run_streams (
     fork_seq bigint,
     fork_refs bigint DEFAULT 0 NOT NULL,
     stream_deleted_at timestamp with time zone,
+    trimmed_ms bigint,
     CONSTRAINT run_streams_pkey PRIMARY KEY (run_id),
     CONSTRAINT run_streams_fork_check CHECK ((((fork_source_run_id IS NULL) = (fork_seq IS NULL)) AND (fork_refs >= 0))),
     CONSTRAINT run_streams_retained_range_check CHECK (((first_seq >= 1) AND (first_seq <= (last_seq + 1)))),
@@ -138,7 +143,10 @@ CREATE OR REPLACE FUNCTION public.pgbridge_trim_run_prefixes(run_ids text[], fro
  SET "pgbridge.retention" TO 'on'
 AS $function$
             WITH plan AS (
-                SELECT * FROM unnest(run_ids, from_seqs, throughs) AS p(run_id, from_seq, through)
+                SELECT p.run_id, p.from_seq, p.through, h.last_seq, h.last_ms, h.last_hash
+                FROM unnest(run_ids, from_seqs, throughs) AS p(run_id, from_seq, through)
+                JOIN "public".run_streams AS s ON s.run_id = p.run_id
+                CROSS JOIN LATERAL "public".pgbridge_run_head(s.run_id, s.last_seq, s.last_ms, s.last_hash) AS h
             ),
             moved AS (
                 UPDATE "public".run_streams AS r SET
@@ -146,10 +154,13 @@ AS $function$
                     first_ms = (SELECT e.created_ms FROM "public".run_events AS e
                                 WHERE e.run_id = p.run_id AND e.seq = p.through + 1),
                     trimmed_hash = (SELECT e.hash FROM "public".run_events AS e
-                                    WHERE e.run_id = p.run_id AND e.seq = p.through)
+                                    WHERE e.run_id = p.run_id AND e.seq = p.through),
+                    trimmed_ms = (SELECT e.created_ms FROM "public".run_events AS e
+                                  WHERE e.run_id = p.run_id AND e.seq = p.through),
+                    last_seq = p.last_seq, last_ms = p.last_ms, last_hash = p.last_hash
                 FROM plan AS p
                 WHERE r.run_id = ANY(run_ids) AND r.run_id = p.run_id
-                  AND r.first_seq = p.from_seq AND p.through BETWEEN p.from_seq AND r.last_seq
+                  AND r.first_seq = p.from_seq AND p.through BETWEEN p.from_seq AND p.last_seq
                 RETURNING r.run_id, p.from_seq, p.through
             ),
             gone AS (
@@ -185,6 +196,7 @@ AS $function$
 DECLARE
     r record;
     p record;
+    h record;
     n integer := coalesce(array_length(p_events, 1), 0);
     has_producer boolean := p_producer_id IS NOT NULL;
     nil bigint;  -- stays NULL: the columns an outcome leaves empty
@@ -202,6 +214,8 @@ BEGIN
         RETURN QUERY SELECT 'not_found'::text, nil, nil, false, nil, nil, nil, nil;
         RETURN;
     END IF;
+    SELECT * INTO h FROM "public".pgbridge_run_head(p_run_id, r.last_seq, r.last_ms, r.last_hash);
+    r.last_seq := h.last_seq; r.last_ms := h.last_ms; r.last_hash := h.last_hash;
     IF has_producer THEN
         SELECT * INTO p FROM "public".run_stream_producers AS p
         WHERE p.run_id = p_run_id AND p.producer_id = p_producer_id;
@@ -258,7 +272,8 @@ BEGIN
         PERFORM "public".pgbridge_append_batch(
             array_fill(p_run_id, ARRAY[n]), p_events, p_datas,
             array_fill(false, ARRAY[n]), array_fill('active'::text, ARRAY[n]));
-        SELECT * INTO r FROM "public".run_streams AS r WHERE r.run_id = p_run_id;
+        SELECT * INTO h FROM "public".pgbridge_run_head(p_run_id, r.last_seq, r.last_ms, r.last_hash);
+        r.last_seq := h.last_seq; r.last_ms := h.last_ms; r.last_hash := h.last_hash;
     END IF;
     IF has_producer THEN
         INSERT INTO "public".run_stream_producers AS p (run_id, producer_id, epoch, last_seq, event_seq, event_ms)
@@ -267,17 +282,22 @@ BEGIN
         SET epoch = excluded.epoch, last_seq = excluded.last_seq,
             event_seq = excluded.event_seq, event_ms = excluded.event_ms, updated_at = now();
     END IF;
-    UPDATE "public".run_streams AS u SET
-        stream_writer_seq = coalesce(p_stream_seq, u.stream_writer_seq),
-        stream_touched_at = now(),
-        status = CASE WHEN p_close THEN 'ended' ELSE u.status END,
-        terminal_seq = CASE WHEN p_close THEN u.last_seq ELSE u.terminal_seq END,
-        ended_at = CASE WHEN p_close THEN now() ELSE u.ended_at END,
-        awaiting_input_since = CASE WHEN p_close THEN NULL ELSE u.awaiting_input_since END,
-        closed_by_producer_id = CASE WHEN p_close THEN p_producer_id END,
-        closed_by_epoch = CASE WHEN p_close THEN p_epoch END,
-        closed_by_seq = CASE WHEN p_close THEN p_seq END
-    WHERE u.run_id = p_run_id;
+    IF p_close OR p_stream_seq IS NOT NULL OR r.stream_ttl_seconds IS NOT NULL THEN
+        UPDATE "public".run_streams AS u SET
+            stream_writer_seq = coalesce(p_stream_seq, u.stream_writer_seq),
+            stream_touched_at = now(),
+            status = CASE WHEN p_close THEN 'ended' ELSE u.status END,
+            last_seq = CASE WHEN p_close THEN r.last_seq ELSE u.last_seq END,
+            last_ms = CASE WHEN p_close THEN r.last_ms ELSE u.last_ms END,
+            last_hash = CASE WHEN p_close THEN r.last_hash ELSE u.last_hash END,
+            terminal_seq = CASE WHEN p_close THEN r.last_seq ELSE u.terminal_seq END,
+            ended_at = CASE WHEN p_close THEN now() ELSE u.ended_at END,
+            awaiting_input_since = CASE WHEN p_close THEN NULL ELSE u.awaiting_input_since END,
+            closed_by_producer_id = CASE WHEN p_close THEN p_producer_id END,
+            closed_by_epoch = CASE WHEN p_close THEN p_epoch END,
+            closed_by_seq = CASE WHEN p_close THEN p_seq END
+        WHERE u.run_id = p_run_id;
+    END IF;
     RETURN QUERY SELECT (CASE WHEN n = 0 THEN 'closed_now' ELSE 'appended' END)::text,
         r.last_seq, r.last_ms, p_close, p_epoch, p_seq, r.last_seq, r.last_ms;
 END
@@ -291,7 +311,7 @@ AS $function$
 #variable_conflict use_column
 DECLARE
     n integer := coalesce(array_length(run_ids, 1), 0);
-    stamp bigint := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+    stamp bigint := "public".pgbridge_event_ms();
     out_seq bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     out_refused text[] := array_fill(NULL::text, ARRAY[n]);
     out_hash bytea[] := array_fill(NULL::bytea, ARRAY[n]);
@@ -330,9 +350,18 @@ BEGIN
         ON CONFLICT (run_id) DO UPDATE SET run_id = excluded.run_id WHERE false;
     END IF;
 
-    -- Every event in (run, place) order with its run's locked row: number it, or say why its run
+    -- Every event in (run, place) order with its run's locked row and head (read by this
+    -- statement, after the locks: it sees every committed append): number it, or say why its run
     -- refuses it (a run takes its events up to and with its first terminal event), and chain.
     FOR e IN
+        WITH runs AS MATERIALIZED (
+            SELECT r.run_id, h.last_seq, h.last_hash, r.first_seq, r.fork_refs, r.terminal_seq,
+                r.content_type, r.stream_deleted_at, r.stream_expires_at,
+                r.stream_ttl_seconds, r.stream_touched_at
+            FROM "public".run_streams AS r
+            CROSS JOIN LATERAL "public".pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+            WHERE r.run_id = ANY (run_ids)
+        )
         SELECT u.i::integer AS i, u.rid,
             r.last_seq, r.last_hash, r.first_seq <= r.last_seq AS holds_events, r.fork_refs,
             r.terminal_seq IS NOT NULL AS was_ended,
@@ -344,7 +373,7 @@ BEGIN
                     AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
             ) AS expired
         FROM unnest(run_ids) WITH ORDINALITY AS u(rid, i)
-        LEFT JOIN "public".run_streams AS r ON r.run_id = u.rid
+        LEFT JOIN runs AS r ON r.run_id = u.rid
         ORDER BY u.rid, u.i
     LOOP
         IF current_run IS DISTINCT FROM e.rid THEN
@@ -389,8 +418,10 @@ BEGIN
         up_seq[m] := next_seq; up_hash[m] := chain; up_status[m] := statuses[e.i]; up_terminal[m] := ended;
     END LOOP;
 
-    -- One statement stores the events, moves every run that took some to its newest event (whose
-    -- status and terminal flag the run takes; first_ms when it held no event) and answers.
+    -- One statement stores the events; one more writes the run rows that change: a run's first
+    -- retained event (first_ms), a status change (awaiting_input to active), a terminal event, a
+    -- head 256 or more events past the row's (pgbridge_run_head looks no further). A row written
+    -- takes the run's newest event as its head.
     IF m > 0 THEN
         INSERT INTO "public".run_events (run_id, seq, created_ms, event, data, terminal, hash)
         SELECT u.rid, u.seq, stamp, u.event, u.data::json, u.terminal, u.hash
@@ -405,7 +436,9 @@ BEGIN
             awaiting_input_since = NULL, updated_at = now()
         FROM unnest(up_run, up_seq, up_hash, up_status, up_terminal, up_first)
             AS a(run_id, last_seq, last_hash, status, terminal, first)
-        WHERE r.run_id = a.run_id;
+        WHERE r.run_id = a.run_id
+          AND (a.first OR a.terminal OR r.status <> a.status OR r.awaiting_input_since IS NOT NULL
+               OR a.last_seq - r.last_seq >= 256);
     END IF;
     RETURN QUERY
         SELECT x.o::integer, x.seq, CASE WHEN x.seq IS NOT NULL THEN stamp END, x.refused
@@ -433,7 +466,8 @@ BEGIN
                    WHERE d.run_id = OLD.run_id AND d.deleted_at >= now()) THEN
         INSERT INTO "public".run_deletions
             (run_id, deleted_at, via, status, started_at, last_seq, events_deleted, last_hash)
-        VALUES (OLD.run_id, clock_timestamp(), 'sql', OLD.status, OLD.created_at, OLD.last_seq, 0, OLD.last_hash);
+        SELECT OLD.run_id, clock_timestamp(), 'sql', OLD.status, OLD.created_at, h.last_seq, 0, h.last_hash
+        FROM "public".pgbridge_run_head(OLD.run_id, OLD.last_seq, OLD.last_ms, OLD.last_hash) AS h;
     END IF;
     RETURN NULL;
 END
@@ -446,23 +480,25 @@ AS $function$
 DECLARE
     current_run text := p_run_id;
     r record;
+    h record;
     src record;
     gone bigint;
 BEGIN
     LOOP
-        SELECT u.first_seq, u.last_seq, u.fork_source_run_id, u.status, u.created_at, u.last_hash INTO r
+        SELECT u.first_seq, u.last_seq, u.last_ms, u.fork_source_run_id, u.status, u.created_at, u.last_hash INTO r
         FROM "public".run_streams AS u WHERE u.run_id = current_run FOR UPDATE;
         EXIT WHEN NOT FOUND;
+        SELECT * INTO h FROM "public".pgbridge_run_head(current_run, r.last_seq, r.last_ms, r.last_hash);
         gone := 0;
-        IF r.first_seq <= r.last_seq THEN
-            gone := "public".pgbridge_trim_run_prefixes(ARRAY[current_run], ARRAY[r.first_seq], ARRAY[r.last_seq]);
+        IF r.first_seq <= h.last_seq THEN
+            gone := "public".pgbridge_trim_run_prefixes(ARRAY[current_run], ARRAY[r.first_seq], ARRAY[h.last_seq]);
         END IF;
         INSERT INTO "public".run_deletions
             (run_id, deleted_at, via, status, started_at, last_seq, events_deleted, last_hash)
-        VALUES (current_run, clock_timestamp(), p_via, r.status, r.created_at, r.last_seq, gone, r.last_hash);
+        VALUES (current_run, clock_timestamp(), p_via, r.status, r.created_at, h.last_seq, gone, h.last_hash);
         DELETE FROM "public".run_streams AS u WHERE u.run_id = current_run;
         run_id := current_run;
-        last_seq := r.last_seq;
+        last_seq := h.last_seq;
         events_deleted := gone;
         RETURN NEXT;
         EXIT WHEN r.fork_source_run_id IS NULL;
@@ -473,6 +509,31 @@ BEGIN
         current_run := r.fork_source_run_id;
     END LOOP;
 END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.pgbridge_event_ms()
+ RETURNS bigint
+ LANGUAGE sql
+AS $function$
+    SELECT CASE WHEN pg_is_in_recovery() THEN c.ms
+        ELSE c.ms + (c.ms + ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::bigint) % 2
+        END
+    FROM (SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms) AS c
+$function$;
+
+CREATE OR REPLACE FUNCTION public.pgbridge_run_head(p_run_id text, p_last_seq bigint, p_last_ms bigint, p_last_hash bytea)
+ RETURNS TABLE(last_seq bigint, last_ms bigint, last_hash bytea)
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT coalesce(e.seq, p_last_seq), coalesce(e.created_ms, p_last_ms), coalesce(e.hash, p_last_hash)
+    FROM (SELECT 1) AS one
+    LEFT JOIN LATERAL (
+        SELECT x.seq, x.created_ms, x.hash FROM "public".run_events AS x
+        WHERE x.run_id = p_run_id AND x.seq > p_last_seq AND x.seq < p_last_seq + 256
+        ORDER BY x.seq DESC
+        LIMIT 1
+    ) AS e ON true
 $function$;
 
 CREATE TRIGGER run_deletions_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.run_deletions FOR EACH STATEMENT EXECUTE FUNCTION public.pgbridge_guard_run_deletions();
@@ -486,31 +547,32 @@ CREATE VIEW public.pgbridge_runs AS
     r.status,
     t.event AS terminal_event,
     r.status = 'awaiting_input'::text AS awaiting_input,
-    r.last_seq AS events_published,
-    r.last_seq - r.first_seq + 1 AS events_retained,
+    h.last_seq AS events_published,
+    h.last_seq - r.first_seq + 1 AS events_retained,
     r.first_seq - 1 AS events_deleted,
     r.first_seq,
-    r.last_seq,
+    h.last_seq,
     r.terminal_seq,
         CASE
-            WHEN r.first_seq <= r.last_seq THEN (r.first_ms || '-'::text) || r.first_seq
+            WHEN r.first_seq <= h.last_seq THEN (r.first_ms || '-'::text) || r.first_seq
             ELSE NULL::text
         END AS first_event_id,
         CASE
-            WHEN r.first_seq <= r.last_seq THEN (r.last_ms || '-'::text) || r.last_seq
+            WHEN r.first_seq <= h.last_seq THEN (h.last_ms || '-'::text) || h.last_seq
             ELSE NULL::text
         END AS last_event_id,
         CASE
-            WHEN r.terminal_seq IS NOT NULL THEN (r.last_ms || '-'::text) || r.terminal_seq
+            WHEN r.terminal_seq IS NOT NULL THEN (h.last_ms || '-'::text) || r.terminal_seq
             ELSE NULL::text
         END AS terminal_event_id,
     r.created_at AS started_at,
-    to_timestamp((r.last_ms::numeric / 1000.0)::double precision) AS last_event_at,
-    r.updated_at AS last_activity_at,
+    to_timestamp((h.last_ms::numeric / 1000.0)::double precision) AS last_event_at,
+    GREATEST(r.updated_at, to_timestamp((h.last_ms::numeric / 1000.0)::double precision)) AS last_activity_at,
     r.awaiting_input_since,
     r.ended_at,
     COALESCE(r.ended_at, now()) - r.created_at AS duration
    FROM public.run_streams r
+     CROSS JOIN LATERAL public.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) h(last_seq, last_ms, last_hash)
      LEFT JOIN public.run_events t ON t.run_id = r.run_id AND t.seq = r.terminal_seq;
 
 CREATE VIEW public.pgbridge_events AS
@@ -524,6 +586,6 @@ CREATE VIEW public.pgbridge_events AS
     to_timestamp((e.created_ms::numeric / 1000.0)::double precision) AS created_at
    FROM public.run_events e;
 
-INSERT INTO public.alembic_version (version_num) VALUES ('0010');
+INSERT INTO public.alembic_version (version_num) VALUES ('0011');
 
 COMMIT;

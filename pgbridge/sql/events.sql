@@ -14,6 +14,12 @@
 -- docs/scaling.md (among them the reads along a Durable Streams fork's chain of sources,
 -- resolve_fork_cursor and read_inherited_events_after, run only for a fork).
 --
+-- A run's head (its newest seq, that event's creation time and hash) is read with
+-- pgbridge_run_head (revision 0011): appends leave the run row alone, so an open run's newest event
+-- is its highest seq in run_events when that is past the row's last_seq (one backward step on the
+-- run_events primary key). An ended run's row is exact. A run's last activity is the later of its
+-- row's last write (updated_at) and its newest event's time.
+--
 -- The fork reads share one shape, written out in each: the CTE "chain" walks run $1's chain of
 -- fork sources. Each run of the chain gives its events in (lo, hi], lo its own fork point (0 for a
 -- run that is no fork), hi the lowest fork point below it (none for the run read), so every seq
@@ -58,21 +64,27 @@ SET status = 'awaiting_input', awaiting_input_since = now(), updated_at = now()
 WHERE run_id = $1 AND status IN ('active', 'awaiting_input');
 
 -- name: resolve_cursor
--- Where a cursor stands: the run's retained range and the creation time of the event the cursor
--- names. fork_seq (NULL but for a Durable Streams fork) comes with the row read anyway: a fork's
--- cursor resolves against its stitched view instead (resolve_fork_cursor), with no extra statement
--- for other runs.
+-- Where a cursor stands: the run's retained range, the creation time of the event the cursor
+-- names, and that of the last event retention deleted (trimmed_ms, NULL if none was or before
+-- revision 0011: a cursor at first_seq - 1 is checked against it). fork_seq (NULL but for a
+-- Durable Streams fork) comes with the row read anyway: a fork's cursor resolves against its
+-- stitched view instead (resolve_fork_cursor), with no extra statement for other runs.
 -- $1 text run id, $2 bigint the cursor's seq. No row: no such run.
--- Index: run_streams and run_events primary keys. No locks.
-SELECT r.first_seq, r.last_seq, r.fork_seq, e.created_ms AS stored_ms
+-- Index: run_streams and run_events primary keys (and one backward step on the latter for the
+-- head). No locks.
+SELECT r.first_seq, h.last_seq, r.fork_seq, e.created_ms AS stored_ms, r.trimmed_ms
 FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 LEFT JOIN {schema}.run_events AS e ON e.run_id = r.run_id AND e.seq = $2
 WHERE r.run_id = $1;
 
 -- name: read_events_after
 -- The next page of a run's own events after a cursor, with the run's state, in one snapshot, so a
 -- reader sees the retained range and the rows consistently. Rows in seq order; a run with no event
--- after the cursor gives one row whose event columns are NULL.
+-- after the cursor gives one row whose event columns are NULL. after_ms is the creation time of the
+-- event at the cursor's seq (NULL when none is stored there): a reader compares it with the event
+-- it last yielded, so a run whose history changed under it (an asynchronous failover, a run deleted
+-- and published again) is noticed, not continued (pgbridge.engine.subscribe).
 -- A run's own rows are gapless from greatest(first_seq, fork_seq + 1) to last_seq, so the page is
 -- the seq range (after, after + $3] from where they start: bounding the scan by it (not only by
 -- LIMIT) keeps the plan a range scan of those rows whatever the planner's row estimates say. With
@@ -81,10 +93,14 @@ WHERE r.run_id = $1;
 -- run's rows for every page (49 ms a page of 1,000 in a 100,000-event run, instead of 2.6 ms).
 -- least() keeps the bound from overflowing for a cursor near the largest bigint.
 -- $1 text run id, $2 bigint cursor seq, $3 bigint page size. No row: no such run.
--- Index: run_streams primary key, then a range scan of the run_events primary key. No locks.
-SELECT r.first_seq, r.first_ms, r.last_seq, r.last_ms, r.terminal_seq,
+-- Index: run_streams primary key, then run_events primary key: the event at the cursor, a range
+-- scan after it, a backward step for the head. No locks.
+SELECT r.first_seq, r.first_ms, h.last_seq, h.last_ms, r.terminal_seq,
+       (SELECT c.created_ms FROM {schema}.run_events AS c WHERE c.run_id = r.run_id AND c.seq = $2)
+           AS after_ms,
        e.seq, e.created_ms, e.event, e.data::text AS data, e.terminal
 FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 LEFT JOIN LATERAL (
     SELECT seq, created_ms, event, data, terminal
     FROM {schema}.run_events
@@ -101,18 +117,22 @@ ORDER BY e.seq;
 -- for each run, its next page after its cursor with its state, as read_events_after gives it for
 -- one run, all in one statement and one snapshot, so a wake-up costs one statement whatever the
 -- number of runs that woke. Rows grouped by ord (the run's 1-based position in $1), in seq order
--- within a run; a run with no event after its cursor gives one row whose event columns are NULL.
+-- within a run; a run with no event after its cursor gives one row whose event columns are NULL;
+-- after_ms is the creation time of each run's event at its cursor, as in read_events_after.
 -- Each run's scan is bounded by its seq range as in read_events_after (the plan stays a range
 -- scan whatever the row estimates).
 -- Cross-run (docs/scaling.md).
 -- $1 text[] run ids (distinct), $2 bigint[] their cursor seqs, $3 bigint page size per run. A run
 -- that does not exist gives no row.
--- Index: run_streams primary key per run, then a range scan of the run_events primary key per
--- run (each bounded by $3). No locks.
-SELECT w.ord, r.first_seq, r.first_ms, r.last_seq, r.last_ms, r.terminal_seq,
+-- Index: run_streams primary key per run, then run_events primary key per run: the event at the
+-- cursor, a range scan after it (bounded by $3), a backward step for the head. No locks.
+SELECT w.ord, r.first_seq, r.first_ms, h.last_seq, h.last_ms, r.terminal_seq,
+       (SELECT c.created_ms FROM {schema}.run_events AS c WHERE c.run_id = r.run_id AND c.seq = w.after_seq)
+           AS after_ms,
        e.seq, e.created_ms, e.event, e.data::text AS data, e.terminal
 FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS w(run_id, after_seq, ord)
 JOIN {schema}.run_streams AS r ON r.run_id = w.run_id
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 LEFT JOIN LATERAL (
     SELECT seq, created_ms, event, data, terminal
     FROM {schema}.run_events
@@ -131,7 +151,7 @@ ORDER BY w.ord, e.seq;
 -- Index: run_streams primary key (one lookup per run of the chain), run_events primary key.
 -- No locks.
 WITH RECURSIVE {fork_chain}
-SELECT oldest.oldest_seq, r.last_seq, r.fork_seq,
+SELECT oldest.oldest_seq, h.last_seq, r.fork_seq,
        (
            SELECT ev.created_ms
            FROM chain AS owner
@@ -139,6 +159,7 @@ SELECT oldest.oldest_seq, r.last_seq, r.fork_seq,
            WHERE $2::bigint > owner.lo AND (owner.hi IS NULL OR $2::bigint <= owner.hi)
        ) AS stored_ms
 FROM {schema}.run_streams AS r CROSS JOIN oldest
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 WHERE r.run_id = $1;
 
 -- name: read_inherited_events_after
@@ -155,7 +176,7 @@ WHERE r.run_id = $1;
 -- primary key. No locks.
 WITH RECURSIVE {fork_chain},
 {stitched_events}
-SELECT r.fork_seq, oldest.oldest_seq, r.last_seq, r.terminal_seq,
+SELECT r.fork_seq, oldest.oldest_seq, h.last_seq, r.terminal_seq,
        (
            SELECT ev.created_ms
            FROM chain AS owner
@@ -165,12 +186,13 @@ SELECT r.fork_seq, oldest.oldest_seq, r.last_seq, r.terminal_seq,
        (
            SELECT ev.created_ms
            FROM chain AS owner
-           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = r.last_seq
-           WHERE r.last_seq > owner.lo AND (owner.hi IS NULL OR r.last_seq <= owner.hi)
+           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = h.last_seq
+           WHERE h.last_seq > owner.lo AND (owner.hi IS NULL OR h.last_seq <= owner.hi)
        ) AS last_ms,
        e.seq, e.created_ms, e.event, e.data::text AS data
 FROM {schema}.run_streams AS r
 CROSS JOIN oldest
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 LEFT JOIN stitched AS e ON e.seq <= r.fork_seq
 WHERE r.run_id = $1
 ORDER BY e.seq;
@@ -180,21 +202,25 @@ ORDER BY e.seq;
 -- seqs and their times: pgbridge.store.events.RunInfo). A Durable Streams fork (fork_seq set) is
 -- read again with fork_run_summary, whose counts are those of its stitched view.
 -- $1 text run id. No row: no such run.
--- Index: run_streams primary key. No locks.
-SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq, last_ms AS terminal_ms,
-       created_at, updated_at, ended_at, awaiting_input_since,
-       fork_seq, fork_source_run_id, stream_deleted_at IS NOT NULL AS deleted
-FROM {schema}.run_streams
-WHERE run_id = $1;
+-- Index: run_streams primary key, a backward step on run_events' for the head. No locks.
+SELECT r.run_id, r.status, r.first_seq, r.first_ms, h.last_seq, h.last_ms, r.terminal_seq,
+       h.last_ms AS terminal_ms, r.created_at,
+       greatest(r.updated_at, to_timestamp(h.last_ms / 1000.0)) AS updated_at,
+       r.ended_at, r.awaiting_input_since,
+       r.fork_seq, r.fork_source_run_id, r.stream_deleted_at IS NOT NULL AS deleted
+FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+WHERE r.run_id = $1;
 
 -- name: run_heads
 -- The poll (the safety net for lost wake-ups): where many followed runs stand, in one statement; a
 -- feed is re-read only if its run moved. Cross-run (docs/scaling.md).
 -- $1 text[] run ids. Runs that do not exist give no row.
--- Index: run_streams primary key. No locks.
-SELECT run_id, first_seq, last_seq, terminal_seq
-FROM {schema}.run_streams
-WHERE run_id = ANY($1::text[]);
+-- Index: run_streams primary key, a backward step on run_events' per run for the head. No locks.
+SELECT r.run_id, r.first_seq, h.last_seq, r.terminal_seq
+FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+WHERE r.run_id = ANY($1::text[]);
 
 -- name: fork_run_summary
 -- A Durable Streams fork as dashboards see it: run_summary's columns, but first_seq, first_ms and
@@ -213,29 +239,35 @@ SELECT r.run_id, r.status, oldest.oldest_seq + 1 AS first_seq,
            JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = oldest.oldest_seq + 1
            WHERE oldest.oldest_seq + 1 > owner.lo AND (owner.hi IS NULL OR oldest.oldest_seq + 1 <= owner.hi)
        ) AS first_ms,
-       r.last_seq,
+       h.last_seq,
        (
            SELECT ev.created_ms
            FROM chain AS owner
-           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = r.last_seq
-           WHERE r.last_seq > owner.lo AND (owner.hi IS NULL OR r.last_seq <= owner.hi)
+           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = h.last_seq
+           WHERE h.last_seq > owner.lo AND (owner.hi IS NULL OR h.last_seq <= owner.hi)
        ) AS last_ms,
-       r.terminal_seq, r.last_ms AS terminal_ms,
-       r.created_at, r.updated_at, r.ended_at, r.awaiting_input_since,
+       r.terminal_seq, h.last_ms AS terminal_ms,
+       r.created_at, greatest(r.updated_at, to_timestamp(h.last_ms / 1000.0)) AS updated_at,
+       r.ended_at, r.awaiting_input_since,
        r.fork_seq, r.fork_source_run_id, r.stream_deleted_at IS NOT NULL AS deleted
 FROM {schema}.run_streams AS r CROSS JOIN oldest
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 WHERE r.run_id = $1;
 
 -- name: recent_open_runs
 -- The open runs (no terminal event yet) by last activity, newest first, for list_runs.
 -- $1 text status, or NULL for any; $2 bigint limit.
--- Index: run_streams_open_idx (run_id) WHERE terminal_seq IS NULL: every open run, sorted here by
--- updated_at (no index covers it: every append changes it, and its row update stays HOT). No locks.
-SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq, last_ms AS terminal_ms,
-       created_at, updated_at, ended_at, awaiting_input_since,
-       fork_seq, fork_source_run_id, stream_deleted_at IS NOT NULL AS deleted
-FROM {schema}.run_streams
-WHERE terminal_seq IS NULL AND ($1::text IS NULL OR status = $1)
+-- Index: run_streams_open_idx (run_id) WHERE terminal_seq IS NULL: every open run, each with a
+-- backward step on the run_events primary key for its head, sorted here by last activity (no
+-- index can cover it: it moves with every append). No locks.
+SELECT r.run_id, r.status, r.first_seq, r.first_ms, h.last_seq, h.last_ms, r.terminal_seq,
+       h.last_ms AS terminal_ms, r.created_at,
+       greatest(r.updated_at, to_timestamp(h.last_ms / 1000.0)) AS updated_at,
+       r.ended_at, r.awaiting_input_since,
+       r.fork_seq, r.fork_source_run_id, r.stream_deleted_at IS NOT NULL AS deleted
+FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+WHERE r.terminal_seq IS NULL AND ($1::text IS NULL OR r.status = $1)
 ORDER BY updated_at DESC
 LIMIT $2;
 
@@ -307,10 +339,11 @@ SELECT system_identifier::text FROM pg_control_system();
 -- deleted none) and how it ends, for verify and export; read in the same REPEATABLE READ snapshot
 -- as chain_rows.
 -- $1 text run id. No row: no such run.
--- Index: run_streams primary key. No locks.
-SELECT status, first_seq, last_seq, trimmed_hash, last_hash
-FROM {schema}.run_streams
-WHERE run_id = $1;
+-- Index: run_streams primary key, a backward step on run_events' for the head. No locks.
+SELECT r.status, r.first_seq, h.last_seq, r.trimmed_hash, h.last_hash
+FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+WHERE r.run_id = $1;
 
 -- name: chain_rows
 -- Every stored event of a run in seq order with its hash, for verify and export (read through a

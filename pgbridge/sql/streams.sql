@@ -4,7 +4,8 @@
 -- sources, docs/scaling.md). "expired" is decided by the server's clock, like every time in
 -- pgbridge: a stream past its Expires-At, or idle for longer than its TTL, is gone
 -- (docs/behaviour.md §12). The head columns (run row, created_us, soft_deleted, expired) are
--- the same in stream_head, lock_stream and read_stream_page.
+-- the same in stream_head, lock_stream and read_stream_page; the stream's last_seq among them is
+-- read with pgbridge_run_head (revision 0011: appends leave an open stream's row alone).
 --
 -- A read along a fork's chain of sources (read_stream_page) has three CTEs:
 -- * chain: each run of the chain gives its events in (lo, hi], lo its own fork point (0 for a
@@ -23,9 +24,10 @@
 -- name: stream_head
 -- Where a stream stands (HEAD, and a PUT's comparison), with whether it expired.
 -- $1 run_id (text).
--- One lookup on run_streams_pkey; no lock.
+-- One lookup on run_streams_pkey, a backward step on run_events_pkey for the head; no lock.
 SELECT {stream_head_columns}
 FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 WHERE r.run_id = $1;
 
 
@@ -68,6 +70,7 @@ page AS (
 SELECT {stream_head_columns},
     oldest.oldest_seq, page.taken, page.page_last_seq, page.json_messages, page.byte_messages
 FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 CROSS JOIN oldest
 CROSS JOIN page
 WHERE r.run_id = $1;
@@ -101,13 +104,17 @@ RETURNING r.run_id;
 
 -- name: lock_stream
 -- The stream's row, locked for a create-or-compare, a fork's source check or a delete; with
--- the same head columns as stream_head.
+-- the same head columns as stream_head. Its last_seq is as of this statement's snapshot: when it
+-- waited for an append to commit, that append's events are not in it (as if the lock had been
+-- taken just before the append: a fork of the stream's tail forks there).
 -- $1 run_id (text).
--- run_streams_pkey; FOR UPDATE on the run row until commit.
+-- run_streams_pkey, a backward step on run_events_pkey for the head; FOR UPDATE on the run row
+-- until commit.
 SELECT {stream_head_columns}
 FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 WHERE r.run_id = $1
-FOR UPDATE;
+FOR UPDATE OF r;
 
 
 -- name: delete_stream

@@ -183,7 +183,7 @@ def event_id(last: LoggedEvent | Record) -> str:
 class Page:
     """One read: the run's state and the events after a cursor, in seq order."""
 
-    __slots__ = ("_events", "rows", "shared", "state", "truncated")
+    __slots__ = ("_events", "after_ms", "rows", "shared", "state", "truncated")
 
     def __init__(
         self,
@@ -193,8 +193,13 @@ class Page:
         truncated: bool = False,
         shared: bool = False,
         rows: StoredRows | None = None,
+        after_ms: int | None = None,
     ) -> None:
         self.state = state
+        #: The creation time of the event stored at the cursor's seq, when the read knows it
+        #: (None: none is stored there, or unknown): the reader compares it with the event it
+        #: last yielded, to notice a history that changed under it (pgbridge.engine.subscribe).
+        self.after_ms = after_ms
         self._events = events
         #: True when the read was cut at its limit, so more events may follow.
         self.truncated = truncated
@@ -376,7 +381,12 @@ class EventStore:
         row = rows[0]
         if row["fork_seq"] is not None:
             return await self._fork_retained_range(run_id, lookup)
-        return RetainedRange(first=row["first_seq"], last=row["last_seq"], stored_ms=row["stored_ms"])
+        return RetainedRange(
+            first=row["first_seq"],
+            last=row["last_seq"],
+            stored_ms=row["stored_ms"],
+            trimmed_ms=row["trimmed_ms"],
+        )
 
     async def _fork_retained_range(self, run_id: str, lookup: int) -> RetainedRange:
         """A fork's cursor resolves against its stitched view, which spans its chain of
@@ -496,6 +506,7 @@ def _page(rows: Sequence[asyncpg.Record], limit: int) -> Page:
         last_ms=head["last_ms"],
         terminal_seq=head["terminal_seq"],
     )
+    after_ms: int | None = head["after_ms"]
     if head["seq"] is None:
-        return Page(state=state)  # the one row of a run with nothing after the cursor
-    return Page(state=state, rows=StoredRows(rows), truncated=len(rows) >= limit)
+        return Page(state=state, after_ms=after_ms)  # the one row of a run with nothing after the cursor
+    return Page(state=state, rows=StoredRows(rows), truncated=len(rows) >= limit, after_ms=after_ms)
