@@ -290,6 +290,7 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             try:
                 await self._db.open()
                 try:
+                    await self._reads.check_primary()
                     if self._replica_db is not None:
                         await self._replica_db.open()
                         await self._reads.check_replica()
