@@ -303,149 +303,6 @@ BEGIN
 END
 $function$;
 
-CREATE OR REPLACE FUNCTION public.pgbridge_append_batch(run_ids text[], events text[], datas text[], terminals boolean[], statuses text[], publish boolean DEFAULT false)
- RETURNS TABLE(ord integer, seq bigint, created_ms bigint, refused text)
- LANGUAGE plpgsql
- SET plan_cache_mode TO 'force_generic_plan'
-AS $function$
-#variable_conflict use_column
-DECLARE
-    n integer := coalesce(array_length(run_ids, 1), 0);
-    stamp bigint := "public".pgbridge_event_ms();
-    out_seq bigint[] := array_fill(NULL::bigint, ARRAY[n]);
-    out_refused text[] := array_fill(NULL::text, ARRAY[n]);
-    out_hash bytea[] := array_fill(NULL::bytea, ARRAY[n]);
-    -- The runs that took events: their newest seq, hash, status and terminal flag.
-    m integer := 0;
-    up_run text[] := '{}';
-    up_seq bigint[] := '{}';
-    up_hash bytea[] := '{}';
-    up_status text[] := '{}';
-    up_terminal boolean[] := '{}';
-    up_first boolean[] := '{}';
-    e record;
-    current_run text := NULL;
-    refusal text;
-    held boolean;
-    took boolean;
-    next_seq bigint;
-    chain bytea;
-    ended boolean;
-BEGIN
-    IF n = 0 THEN
-        RETURN;
-    END IF;
-    -- Create the missing run rows and lock the others, in run_id order, in one statement: a
-    -- conflict's DO UPDATE locks the row even though its WHERE updates nothing, so every batch
-    -- waits on rows in the same order and two batches never wait on each other in a cycle.
-    IF run_ids[1] = ALL (run_ids) THEN  -- one run: lock its row, or create it and lock that
-        PERFORM FROM "public".run_streams AS r WHERE r.run_id = run_ids[1] FOR UPDATE;
-        IF NOT FOUND THEN
-            INSERT INTO "public".run_streams (run_id, status, last_seq) VALUES (run_ids[1], 'active', 0)
-            ON CONFLICT (run_id) DO UPDATE SET run_id = excluded.run_id WHERE false;
-        END IF;
-    ELSE
-        INSERT INTO "public".run_streams AS r (run_id, status, last_seq)
-        SELECT DISTINCT u.r, 'active', 0 FROM unnest(run_ids) AS u(r) ORDER BY 1
-        ON CONFLICT (run_id) DO UPDATE SET run_id = excluded.run_id WHERE false;
-    END IF;
-
-    -- Every event in (run, place) order with its run's locked row and head (read by this
-    -- statement, after the locks: it sees every committed append): number it, or say why its run
-    -- refuses it (a run takes its events up to and with its first terminal event), and chain.
-    FOR e IN
-        WITH runs AS MATERIALIZED (
-            SELECT r.run_id, h.last_seq, h.last_hash, r.first_seq, r.fork_refs, r.terminal_seq,
-                r.content_type, r.stream_deleted_at, r.stream_expires_at,
-                r.stream_ttl_seconds, r.stream_touched_at
-            FROM "public".run_streams AS r
-            CROSS JOIN LATERAL "public".pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
-            WHERE r.run_id = ANY (run_ids)
-        )
-        SELECT u.i::integer AS i, u.rid,
-            r.last_seq, r.last_hash, r.first_seq <= r.last_seq AS holds_events, r.fork_refs,
-            r.terminal_seq IS NOT NULL AS was_ended,
-            publish AND coalesce(r.content_type, 'application/json') <> 'application/json' AS wrong_type,
-            publish AND r.stream_deleted_at IS NOT NULL AS soft_deleted,
-            publish AND (
-                (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
-                OR (r.stream_ttl_seconds IS NOT NULL
-                    AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
-            ) AS expired
-        FROM unnest(run_ids) WITH ORDINALITY AS u(rid, i)
-        LEFT JOIN runs AS r ON r.run_id = u.rid
-        ORDER BY u.rid, u.i
-    LOOP
-        IF current_run IS DISTINCT FROM e.rid THEN
-            IF e.last_seq IS NULL THEN  -- cannot happen: the row is locked; never drop events
-                RAISE EXCEPTION 'pgbridge_append_batch: run % has no row after it was locked', e.rid;
-            END IF;
-            current_run := e.rid;
-            refusal := NULL;
-            took := false;
-            held := e.holds_events;
-            next_seq := e.last_seq;
-            chain := e.last_hash;
-            ended := e.was_ended;
-            IF e.soft_deleted OR (e.expired AND e.fork_refs > 0) THEN
-                -- Gone while forks read it: what a DELETE (or a PUT) of it does, then refuse.
-                UPDATE "public".run_streams SET stream_deleted_at = now()
-                WHERE run_id = current_run AND stream_deleted_at IS NULL;
-                refusal := 'gone';
-            ELSIF e.expired THEN
-                -- Gone: deleted as a DELETE would; the publish starts a new run.
-                PERFORM "public".pgbridge_delete_stream(current_run, 'expiry');
-                INSERT INTO "public".run_streams (run_id, status, last_seq) VALUES (current_run, 'active', 0);
-                held := false; next_seq := 0; chain := NULL; ended := false;
-            ELSIF e.wrong_type THEN
-                refusal := 'content_type';
-            END IF;
-            chain := coalesce(chain, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
-        END IF;
-        IF refusal IS NOT NULL OR ended THEN
-            out_refused[e.i] := coalesce(refusal, 'terminal');
-            CONTINUE;
-        END IF;
-        next_seq := next_seq + 1;
-        chain := "public".pgbridge_link_hash(chain, e.rid, next_seq, stamp, events[e.i], datas[e.i]);
-        ended := terminals[e.i];
-        out_seq[e.i] := next_seq; out_hash[e.i] := chain;
-        IF NOT took THEN
-            took := true;
-            m := m + 1;
-            up_run[m] := e.rid; up_first[m] := NOT held;
-        END IF;
-        up_seq[m] := next_seq; up_hash[m] := chain; up_status[m] := statuses[e.i]; up_terminal[m] := ended;
-    END LOOP;
-
-    -- One statement stores the events; one more writes the run rows that change: a run's first
-    -- retained event (first_ms), a status change (awaiting_input to active), a terminal event, a
-    -- head 256 or more events past the row's (pgbridge_run_head looks no further). A row written
-    -- takes the run's newest event as its head.
-    IF m > 0 THEN
-        INSERT INTO "public".run_events (run_id, seq, created_ms, event, data, terminal, hash)
-        SELECT u.rid, u.seq, stamp, u.event, u.data::json, u.terminal, u.hash
-        FROM unnest(run_ids, events, datas, terminals, out_seq, out_hash)
-            AS u(rid, event, data, terminal, seq, hash)
-        WHERE u.seq IS NOT NULL;
-        UPDATE "public".run_streams AS r SET
-            last_seq = a.last_seq, last_ms = stamp, last_hash = a.last_hash, status = a.status,
-            first_ms = CASE WHEN a.first THEN stamp ELSE r.first_ms END,
-            terminal_seq = CASE WHEN a.terminal THEN a.last_seq END,
-            ended_at = CASE WHEN a.terminal THEN now() END,
-            awaiting_input_since = NULL, updated_at = now()
-        FROM unnest(up_run, up_seq, up_hash, up_status, up_terminal, up_first)
-            AS a(run_id, last_seq, last_hash, status, terminal, first)
-        WHERE r.run_id = a.run_id
-          AND (a.first OR a.terminal OR r.status <> a.status OR r.awaiting_input_since IS NOT NULL
-               OR a.last_seq - r.last_seq >= 256);
-    END IF;
-    RETURN QUERY
-        SELECT x.o::integer, x.seq, CASE WHEN x.seq IS NOT NULL THEN stamp END, x.refused
-        FROM unnest(out_seq, out_refused) WITH ORDINALITY AS x(seq, refused, o);
-END
-$function$;
-
 CREATE OR REPLACE FUNCTION public.pgbridge_guard_run_deletions()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -534,6 +391,153 @@ AS $function$
         ORDER BY x.seq DESC
         LIMIT 1
     ) AS e ON true
+$function$;
+
+CREATE OR REPLACE FUNCTION public.pgbridge_append_batch(run_ids text[], events text[], datas text[], terminals boolean[], statuses text[], publish boolean DEFAULT false)
+ RETURNS TABLE(ord integer, seq bigint, created_ms bigint, refused text, prev_ms bigint)
+ LANGUAGE plpgsql
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    n integer := coalesce(array_length(run_ids, 1), 0);
+    stamp bigint := "public".pgbridge_event_ms();
+    out_seq bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    out_refused text[] := array_fill(NULL::text, ARRAY[n]);
+    out_hash bytea[] := array_fill(NULL::bytea, ARRAY[n]);
+    out_prev bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    -- The runs that took events: their newest seq, hash, status and terminal flag.
+    m integer := 0;
+    up_run text[] := '{}';
+    up_seq bigint[] := '{}';
+    up_hash bytea[] := '{}';
+    up_status text[] := '{}';
+    up_terminal boolean[] := '{}';
+    up_first boolean[] := '{}';
+    e record;
+    current_run text := NULL;
+    refusal text;
+    held boolean;
+    took boolean;
+    next_seq bigint;
+    chain bytea;
+    prev bigint;
+    ended boolean;
+BEGIN
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    -- Create the missing run rows and lock the others, in run_id order, in one statement: a
+    -- conflict's DO UPDATE locks the row even though its WHERE updates nothing, so every batch
+    -- waits on rows in the same order and two batches never wait on each other in a cycle.
+    IF run_ids[1] = ALL (run_ids) THEN  -- one run: lock its row, or create it and lock that
+        PERFORM FROM "public".run_streams AS r WHERE r.run_id = run_ids[1] FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO "public".run_streams (run_id, status, last_seq) VALUES (run_ids[1], 'active', 0)
+            ON CONFLICT (run_id) DO UPDATE SET run_id = excluded.run_id WHERE false;
+        END IF;
+    ELSE
+        INSERT INTO "public".run_streams AS r (run_id, status, last_seq)
+        SELECT DISTINCT u.r, 'active', 0 FROM unnest(run_ids) AS u(r) ORDER BY 1
+        ON CONFLICT (run_id) DO UPDATE SET run_id = excluded.run_id WHERE false;
+    END IF;
+
+    -- Every event in (run, place) order with its run's locked row and head (read by this
+    -- statement, after the locks: it sees every committed append): number it, or say why its run
+    -- refuses it (a run takes its events up to and with its first terminal event), and chain.
+    FOR e IN
+        WITH runs AS MATERIALIZED (
+            SELECT r.run_id, h.last_seq, h.last_ms, h.last_hash, r.first_seq, r.fork_refs, r.terminal_seq,
+                r.content_type, r.stream_deleted_at, r.stream_expires_at,
+                r.stream_ttl_seconds, r.stream_touched_at
+            FROM "public".run_streams AS r
+            CROSS JOIN LATERAL "public".pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+            WHERE r.run_id = ANY (run_ids)
+        )
+        SELECT u.i::integer AS i, u.rid,
+            r.last_seq, r.last_ms, r.last_hash, r.first_seq <= r.last_seq AS holds_events, r.fork_refs,
+            r.terminal_seq IS NOT NULL AS was_ended,
+            publish AND coalesce(r.content_type, 'application/json') <> 'application/json' AS wrong_type,
+            publish AND r.stream_deleted_at IS NOT NULL AS soft_deleted,
+            publish AND (
+                (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+                OR (r.stream_ttl_seconds IS NOT NULL
+                    AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+            ) AS expired
+        FROM unnest(run_ids) WITH ORDINALITY AS u(rid, i)
+        LEFT JOIN runs AS r ON r.run_id = u.rid
+        ORDER BY u.rid, u.i
+    LOOP
+        IF current_run IS DISTINCT FROM e.rid THEN
+            IF e.last_seq IS NULL THEN  -- cannot happen: the row is locked; never drop events
+                RAISE EXCEPTION 'pgbridge_append_batch: run % has no row after it was locked', e.rid;
+            END IF;
+            current_run := e.rid;
+            refusal := NULL;
+            took := false;
+            held := e.holds_events;
+            next_seq := e.last_seq;
+            chain := e.last_hash;
+            prev := e.last_ms;
+            ended := e.was_ended;
+            IF e.soft_deleted OR (e.expired AND e.fork_refs > 0) THEN
+                -- Gone while forks read it: what a DELETE (or a PUT) of it does, then refuse.
+                UPDATE "public".run_streams SET stream_deleted_at = now()
+                WHERE run_id = current_run AND stream_deleted_at IS NULL;
+                refusal := 'gone';
+            ELSIF e.expired THEN
+                -- Gone: deleted as a DELETE would; the publish starts a new run.
+                PERFORM "public".pgbridge_delete_stream(current_run, 'expiry');
+                INSERT INTO "public".run_streams (run_id, status, last_seq) VALUES (current_run, 'active', 0);
+                held := false; next_seq := 0; chain := NULL; prev := NULL; ended := false;
+            ELSIF e.wrong_type THEN
+                refusal := 'content_type';
+            END IF;
+            chain := coalesce(chain, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
+        END IF;
+        IF refusal IS NOT NULL OR ended THEN
+            out_refused[e.i] := coalesce(refusal, 'terminal');
+            CONTINUE;
+        END IF;
+        next_seq := next_seq + 1;
+        chain := "public".pgbridge_link_hash(chain, e.rid, next_seq, stamp, events[e.i], datas[e.i]);
+        ended := terminals[e.i];
+        out_seq[e.i] := next_seq; out_hash[e.i] := chain; out_prev[e.i] := prev;
+        prev := stamp;
+        IF NOT took THEN
+            took := true;
+            m := m + 1;
+            up_run[m] := e.rid; up_first[m] := NOT held;
+        END IF;
+        up_seq[m] := next_seq; up_hash[m] := chain; up_status[m] := statuses[e.i]; up_terminal[m] := ended;
+    END LOOP;
+
+    -- One statement stores the events; one more writes the run rows that change: a run's first
+    -- retained event (first_ms), a status change (awaiting_input to active), a terminal event, a
+    -- head 256 or more events past the row's (pgbridge_run_head looks no further). A row written
+    -- takes the run's newest event as its head.
+    IF m > 0 THEN
+        INSERT INTO "public".run_events (run_id, seq, created_ms, event, data, terminal, hash)
+        SELECT u.rid, u.seq, stamp, u.event, u.data::json, u.terminal, u.hash
+        FROM unnest(run_ids, events, datas, terminals, out_seq, out_hash)
+            AS u(rid, event, data, terminal, seq, hash)
+        WHERE u.seq IS NOT NULL;
+        UPDATE "public".run_streams AS r SET
+            last_seq = a.last_seq, last_ms = stamp, last_hash = a.last_hash, status = a.status,
+            first_ms = CASE WHEN a.first THEN stamp ELSE r.first_ms END,
+            terminal_seq = CASE WHEN a.terminal THEN a.last_seq END,
+            ended_at = CASE WHEN a.terminal THEN now() END,
+            awaiting_input_since = NULL, updated_at = now()
+        FROM unnest(up_run, up_seq, up_hash, up_status, up_terminal, up_first)
+            AS a(run_id, last_seq, last_hash, status, terminal, first)
+        WHERE r.run_id = a.run_id
+          AND (a.first OR a.terminal OR r.status <> a.status OR r.awaiting_input_since IS NOT NULL
+               OR a.last_seq - r.last_seq >= 256);
+    END IF;
+    RETURN QUERY
+        SELECT x.o::integer, x.seq, CASE WHEN x.seq IS NOT NULL THEN stamp END, x.refused, x.prev
+        FROM unnest(out_seq, out_refused, out_prev) WITH ORDINALITY AS x(seq, refused, prev, o);
+END
 $function$;
 
 CREATE TRIGGER run_deletions_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.run_deletions FOR EACH STATEMENT EXECUTE FUNCTION public.pgbridge_guard_run_deletions();

@@ -483,6 +483,7 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
         self._feeds.offer(
             run_id,
             lambda: LoggedEvent.from_stored(appended.seq, appended.ms, event, data_text, terminal),
+            appended.prev_ms,
         )
         self._notifier.notify(run_id, appended.seq)
 

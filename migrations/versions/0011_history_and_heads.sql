@@ -105,11 +105,17 @@ AS $$
 -- pruning row versions; when every append updated its run row, each run's row grew one version
 -- per append, which every later append, read and retention pass of that run walked through
 -- (docs/reliability.md): now it grows one per 256 events. Event times come from
--- pgbridge_event_ms. Otherwise revision 0010's body.
-CREATE OR REPLACE FUNCTION __SCHEMA__.pgbridge_append_batch(
+-- pgbridge_event_ms. Each event's row also says the creation time of the event before it
+-- (prev_ms: the run's head for its first event of the call): a process that hands its own
+-- committed events to its readers without reading them back checks they follow what those
+-- readers hold, so a run whose history changed (a failover) is not continued as if it had not
+-- (pgbridge.engine.feed). A new result column, so the function is created anew; otherwise
+-- revision 0010's body.
+DROP FUNCTION __SCHEMA__.pgbridge_append_batch(text[], text[], text[], boolean[], text[], boolean);
+CREATE FUNCTION __SCHEMA__.pgbridge_append_batch(
     run_ids text[], events text[], datas text[], terminals boolean[], statuses text[],
     publish boolean DEFAULT false
-) RETURNS TABLE (ord integer, seq bigint, created_ms bigint, refused text)
+) RETURNS TABLE (ord integer, seq bigint, created_ms bigint, refused text, prev_ms bigint)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $body$
@@ -120,6 +126,7 @@ DECLARE
     out_seq bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     out_refused text[] := array_fill(NULL::text, ARRAY[n]);
     out_hash bytea[] := array_fill(NULL::bytea, ARRAY[n]);
+    out_prev bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     -- The runs that took events: their newest seq, hash, status and terminal flag.
     m integer := 0;
     up_run text[] := '{}';
@@ -135,6 +142,7 @@ DECLARE
     took boolean;
     next_seq bigint;
     chain bytea;
+    prev bigint;
     ended boolean;
 BEGIN
     IF n = 0 THEN
@@ -160,7 +168,7 @@ BEGIN
     -- refuses it (a run takes its events up to and with its first terminal event), and chain.
     FOR e IN
         WITH runs AS MATERIALIZED (
-            SELECT r.run_id, h.last_seq, h.last_hash, r.first_seq, r.fork_refs, r.terminal_seq,
+            SELECT r.run_id, h.last_seq, h.last_ms, h.last_hash, r.first_seq, r.fork_refs, r.terminal_seq,
                 r.content_type, r.stream_deleted_at, r.stream_expires_at,
                 r.stream_ttl_seconds, r.stream_touched_at
             FROM __SCHEMA__.run_streams AS r
@@ -168,7 +176,7 @@ BEGIN
             WHERE r.run_id = ANY (run_ids)
         )
         SELECT u.i::integer AS i, u.rid,
-            r.last_seq, r.last_hash, r.first_seq <= r.last_seq AS holds_events, r.fork_refs,
+            r.last_seq, r.last_ms, r.last_hash, r.first_seq <= r.last_seq AS holds_events, r.fork_refs,
             r.terminal_seq IS NOT NULL AS was_ended,
             publish AND coalesce(r.content_type, 'application/json') <> 'application/json' AS wrong_type,
             publish AND r.stream_deleted_at IS NOT NULL AS soft_deleted,
@@ -191,6 +199,7 @@ BEGIN
             held := e.holds_events;
             next_seq := e.last_seq;
             chain := e.last_hash;
+            prev := e.last_ms;
             ended := e.was_ended;
             IF e.soft_deleted OR (e.expired AND e.fork_refs > 0) THEN
                 -- Gone while forks read it: what a DELETE (or a PUT) of it does, then refuse.
@@ -201,7 +210,7 @@ BEGIN
                 -- Gone: deleted as a DELETE would; the publish starts a new run.
                 PERFORM __SCHEMA__.pgbridge_delete_stream(current_run, 'expiry');
                 INSERT INTO __SCHEMA__.run_streams (run_id, status, last_seq) VALUES (current_run, 'active', 0);
-                held := false; next_seq := 0; chain := NULL; ended := false;
+                held := false; next_seq := 0; chain := NULL; prev := NULL; ended := false;
             ELSIF e.wrong_type THEN
                 refusal := 'content_type';
             END IF;
@@ -214,7 +223,8 @@ BEGIN
         next_seq := next_seq + 1;
         chain := __SCHEMA__.pgbridge_link_hash(chain, e.rid, next_seq, stamp, events[e.i], datas[e.i]);
         ended := terminals[e.i];
-        out_seq[e.i] := next_seq; out_hash[e.i] := chain;
+        out_seq[e.i] := next_seq; out_hash[e.i] := chain; out_prev[e.i] := prev;
+        prev := stamp;
         IF NOT took THEN
             took := true;
             m := m + 1;
@@ -246,8 +256,8 @@ BEGIN
                OR a.last_seq - r.last_seq >= 256);
     END IF;
     RETURN QUERY
-        SELECT x.o::integer, x.seq, CASE WHEN x.seq IS NOT NULL THEN stamp END, x.refused
-        FROM unnest(out_seq, out_refused) WITH ORDINALITY AS x(seq, refused, o);
+        SELECT x.o::integer, x.seq, CASE WHEN x.seq IS NOT NULL THEN stamp END, x.refused, x.prev
+        FROM unnest(out_seq, out_refused, out_prev) WITH ORDINALITY AS x(seq, refused, prev, o);
 END
 $body$;
 
@@ -661,7 +671,8 @@ BEGIN
 END
 $body$;
 
--- Revision 0010's function.
+-- Revision 0010's function (its result has no prev_ms: created anew).
+DROP FUNCTION __SCHEMA__.pgbridge_append_batch(text[], text[], text[], boolean[], text[], boolean);
 CREATE OR REPLACE FUNCTION __SCHEMA__.pgbridge_append_batch(
     run_ids text[], events text[], datas text[], terminals boolean[], statuses text[],
     publish boolean DEFAULT false

@@ -152,9 +152,18 @@ class RunFeed:
             return
         self._task = asyncio.create_task(self._read_until_current(), name=f"pgbridge-feed:{self.run_id}")
 
-    def offer(self, logged: LoggedEvent) -> None:
-        """A local publish committed *logged*: take it without a query if it is next."""
+    def offer(self, logged: LoggedEvent, prev_ms: int | None = None) -> None:
+        """A local publish committed *logged* (after an event created at *prev_ms*): take it
+        without a query if it is next, and follows the event the feed holds last.
+
+        An event that does not follow what the feed holds (the event before it, or the one at
+        its seq, is another than the feed's) means the run's history changed (an asynchronous
+        failover, the run published anew): the feed reads instead, which finds that out.
+        """
         self.known.learn_wake(logged.seq, None)
+        if self.synced and self.high_seq is not None and self._contradicts(logged, prev_ms):
+            self.wake(None)
+            return
         if self.synced and self.high_seq is not None and logged.seq == self.high_seq + 1:
             self._append([logged])
             self.state.exists = True
@@ -167,6 +176,17 @@ class RunFeed:
             self.wake_waiters()
         else:
             self.wake(logged.seq)
+
+    def _contradicts(self, logged: LoggedEvent, prev_ms: int | None) -> bool:
+        """Whether a committed local event shows a history other than the feed's."""
+        assert self.high_seq is not None
+        if logged.seq == self.high_seq + 1:
+            return prev_ms is not None and self.high_ms is not None and prev_ms != self.high_ms
+        if logged.seq <= self.high_seq:
+            first_buffered = self._buffer[0].seq if self._buffer else self.high_seq + 1
+            if logged.seq >= first_buffered:
+                return self._buffer[logged.seq - first_buffered].ms != logged.ms
+        return False
 
     def moved(self, head: RunState | None) -> bool:
         """Whether the run, as *head* says it stands, holds anything this feed has not read."""
@@ -503,11 +523,12 @@ class FeedRegistry:
         if feed is not None:
             feed.wake(seq, lsn)
 
-    def offer(self, run_id: str, make_event: Callable[[], LoggedEvent]) -> None:
-        """Hand a committed local event to its feed; decoded only if someone listens."""
+    def offer(self, run_id: str, make_event: Callable[[], LoggedEvent], prev_ms: int | None = None) -> None:
+        """Hand a committed local event (after an event created at *prev_ms*) to its feed;
+        decoded only if someone listens."""
         feed = self._feeds.get(run_id)
         if feed is not None:
-            feed.offer(make_event())
+            feed.offer(make_event(), prev_ms)
 
     def forget_before(self, run_id: str, first_seq: int) -> None:
         feed = self._feeds.get(run_id)

@@ -35,13 +35,14 @@
 -- publish => true it also refuses a non-JSON stream's run and recreates an expired stream's, on
 -- the row it locks anyway. Every event of one call has the same created_ms.
 -- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
--- flags, $5 text[] statuses, one element per event. One row per event: ord (1-based), seq and
--- created_ms; seq is NULL where the run refused the event, refused says why ('terminal',
--- 'content_type' or 'gone').
+-- flags, $5 text[] statuses, one element per event. One row per event: ord (1-based), seq,
+-- created_ms and prev_ms (the creation time of the run's event before it: what the publishing
+-- process checks before handing the event to its own readers); seq is NULL where the run refused
+-- the event, refused says why ('terminal', 'content_type' or 'gone').
 -- Index: run_streams and run_events primary keys. Locks: each run's row (FOR UPDATE, or the
 -- row lock of INSERT ... ON CONFLICT DO UPDATE), runs in run_id order (two batches never
 -- deadlock on each other).
-SELECT ord, seq, created_ms, refused
+SELECT ord, seq, created_ms, refused, prev_ms
 FROM {schema}.pgbridge_append_batch(
     $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], publish => true);
 

@@ -294,6 +294,9 @@ class RunInfo:
 class Appended:
     seq: int
     ms: int
+    #: The creation time of the run's event before it, as the append found it (None: it is
+    #: the run's first, or not known): what lets a reader take it without reading it back.
+    prev_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +360,11 @@ class EventStore:
         )
         outcomes = [AppendOutcome()] * len(events)
         for row in rows:
-            stored = Appended(seq=row["seq"], ms=row["created_ms"]) if row["seq"] is not None else None
+            stored = (
+                Appended(seq=row["seq"], ms=row["created_ms"], prev_ms=row["prev_ms"])
+                if row["seq"] is not None
+                else None
+            )
             outcomes[row["ord"] - 1] = AppendOutcome(stored, None if stored else row["refused"])
         return outcomes
 
