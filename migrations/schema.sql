@@ -401,7 +401,7 @@ AS $function$
 #variable_conflict use_column
 DECLARE
     n integer := coalesce(array_length(run_ids, 1), 0);
-    stamp bigint := "public".pgbridge_event_ms();
+    stamp bigint := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
     out_seq bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     out_refused text[] := array_fill(NULL::text, ARRAY[n]);
     out_hash bytea[] := array_fill(NULL::bytea, ARRAY[n]);
@@ -426,6 +426,11 @@ DECLARE
 BEGIN
     IF n = 0 THEN
         RETURN;
+    END IF;
+    -- pgbridge_event_ms, written out: odd on an odd timeline, even on an even one (called as a
+    -- function, its query cost a call a fifth of its time).
+    IF NOT pg_is_in_recovery() THEN
+        stamp := stamp + (stamp + ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::bigint) % 2;
     END IF;
     -- Create the missing run rows and lock the others, in run_id order, in one statement: a
     -- conflict's DO UPDATE locks the row even though its WHERE updates nothing, so every batch

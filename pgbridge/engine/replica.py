@@ -87,11 +87,13 @@ class Known:
     def trusted(self) -> bool:
         return self.verified_epoch >= self.epoch
 
-    def satisfied_by(self, state: RunState) -> bool:
-        """Whether a standby's *state* is at least as new as what is known."""
+    def satisfied_by(self, state: RunState, truncated: bool = False) -> bool:
+        """Whether a standby's *state* is at least as new as what is known. A page cut at its
+        limit (*truncated*) is read again at once from its end, so only its retained start must
+        be as new (the newest seq it shows is a lower bound: pgbridge.store.events._tail_page)."""
         if not state.exists:
             return self.last_seq == 0 and self.first_seq <= 1
-        return state.last_seq >= self.last_seq and state.first_seq >= self.first_seq
+        return (truncated or state.last_seq >= self.last_seq) and state.first_seq >= self.first_seq
 
 
 class ReadRouter:
@@ -223,7 +225,7 @@ class ReadRouter:
             return
         for i, page in zip(eligible, answered, strict=True):
             known = reads[i][2]
-            if not known.satisfied_by(page.state):
+            if not known.satisfied_by(page.state, page.truncated):
                 self.replica_short_reads += 1
                 continue
             self.replica_reads += 1

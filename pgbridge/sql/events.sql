@@ -118,29 +118,34 @@ ORDER BY e.seq;
 -- for each run, its next page after its cursor with its state, as read_events_after gives it for
 -- one run, all in one statement and one snapshot, so a wake-up costs one statement whatever the
 -- number of runs that woke. Rows grouped by ord (the run's 1-based position in $1), in seq order
--- within a run; a run with no event after its cursor gives one row whose event columns are NULL;
--- after_ms is the creation time of each run's event at its cursor, as in read_events_after.
--- Each run's scan is bounded by its seq range as in read_events_after (the plan stays a range
--- scan whatever the row estimates).
+-- within a run; a run with nothing after its cursor gives one row whose event columns are NULL.
+-- Each run's scan starts at its cursor's own event (when stored: its row comes first, with its
+-- creation time and no data, and says what read_events_after's after_ms says) and is bounded by
+-- its seq range as in read_events_after (the plan stays a range scan whatever the row
+-- estimates): one range scan per run, where a separate look-up of the cursor's event cost a
+-- quarter of a run's read.
+-- No head look-up (pgbridge_run_head, a backward step that cost as much as the rest of a run's
+-- read): the row's last_seq and last_ms come as they are (row_last_seq, row_last_ms), and the
+-- run's head is what the page shows (pgbridge.store.events: its last event when the page is not
+-- full, the cursor's event when it is empty, a lower bound when it is full, and then the feed
+-- reads again at once).
 -- Cross-run (docs/scaling.md).
 -- $1 text[] run ids (distinct), $2 bigint[] their cursor seqs, $3 bigint page size per run. A run
 -- that does not exist gives no row.
--- Index: run_streams primary key per run, then run_events primary key per run: the event at the
--- cursor, a range scan after it (bounded by $3), a backward step for the head. No locks.
-SELECT w.ord, r.first_seq, r.first_ms, h.last_seq, h.last_ms, r.terminal_seq,
-       (SELECT c.created_ms FROM {schema}.run_events AS c WHERE c.run_id = r.run_id AND c.seq = w.after_seq)
-           AS after_ms,
-       e.seq, e.created_ms, e.event, e.data::text AS data, e.terminal
+-- Index: run_streams primary key per run, then a range scan of the run_events primary key per run
+-- (from the cursor's seq, bounded by $3). No locks.
+SELECT w.ord, w.after_seq, r.first_seq, r.first_ms, r.last_seq AS row_last_seq,
+       r.last_ms AS row_last_ms, r.terminal_seq,
+       e.seq, e.created_ms, e.event, CASE WHEN e.seq > w.after_seq THEN e.data::text END AS data, e.terminal
 FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS w(run_id, after_seq, ord)
 JOIN {schema}.run_streams AS r ON r.run_id = w.run_id
-CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 LEFT JOIN LATERAL (
     SELECT seq, created_ms, event, data, terminal
     FROM {schema}.run_events
-    WHERE run_id = w.run_id AND seq > w.after_seq
+    WHERE run_id = w.run_id AND seq >= w.after_seq
       AND seq <= least(greatest(w.after_seq, r.first_seq - 1, r.fork_seq), 9223372036854775807 - $3) + $3
     ORDER BY seq
-    LIMIT $3
+    LIMIT $3 + 1
 ) AS e ON true
 ORDER BY w.ord, e.seq;
 

@@ -464,7 +464,7 @@ class EventStore:
         by_run: list[list[asyncpg.Record]] = [[] for _ in reads]
         for row in rows:
             by_run[row["ord"] - 1].append(row)
-        return [_page(run_rows, limit) for run_rows in by_run]
+        return [_tail_page(run_rows, limit) for run_rows in by_run]
 
     async def read_inherited_after(self, run_id: str, cursor_seq: int, fork_seq: int, limit: int) -> Page:
         """The events the fork *run_id* inherits (seq <= *fork_seq*, stored in its chain of
@@ -497,6 +497,48 @@ class EventStore:
             if row["seq"] is not None
         ]
         return Page(state=state, events=events, truncated=bool(events) or head["oldest_seq"] >= fork_seq)
+
+
+def _tail_page(rows: Sequence[asyncpg.Record], limit: int) -> Page:
+    """One run's page of ``read_runs_events_after``.
+
+    Its first row is the cursor's own event when that is stored (its creation time is the
+    page's ``after_ms``; it is not part of the page). The rows carry the run row's head as it
+    is (appends leave it behind the run's newest event, revision 0011), not the newest event:
+    the page shows that instead. Its seqs are gapless over the range it scanned, so a page that
+    is not full ends at the run's newest event; an empty one means the event at the cursor is
+    the newest (when it is stored: else the row is exact, a run retention emptied, or the run
+    holds fewer events than the cursor). A full page's last event is a lower bound, and the page
+    says it is cut (``truncated``): its reader reads again at once.
+    """
+    if not rows:
+        return Page(state=RunState())
+    head = rows[0]
+    after_seq = head["after_seq"]
+    after_ms: int | None = None
+    if head["seq"] == after_seq:
+        after_ms = head["created_ms"]
+        events = rows[1:]
+    else:
+        events = rows if head["seq"] is not None else []
+    last_seq, last_ms = head["row_last_seq"], head["row_last_ms"]
+    if events:
+        newest = events[-1]
+        if newest["seq"] > last_seq:
+            last_seq, last_ms = newest["seq"], newest["created_ms"]
+    elif after_ms is not None and after_seq > last_seq:
+        last_seq, last_ms = after_seq, after_ms
+    state = RunState(
+        exists=True,
+        first_seq=head["first_seq"],
+        first_ms=head["first_ms"],
+        last_seq=last_seq,
+        last_ms=last_ms,
+        terminal_seq=head["terminal_seq"],
+    )
+    if not events:
+        return Page(state=state, after_ms=after_ms)
+    return Page(state=state, rows=StoredRows(events), truncated=len(events) >= limit, after_ms=after_ms)
 
 
 def _page(rows: Sequence[asyncpg.Record], limit: int) -> Page:
