@@ -3,6 +3,7 @@
     python benchmarks/append_cost.py                       # embedded PostgreSQL
     python benchmarks/append_cost.py --dsn URI             # another server (a scratch database is made on it)
     python benchmarks/append_cost.py --candidate FILE.sql  # and a candidate function, side by side
+    python benchmarks/append_cost.py --against 0009        # head against a database at revision 0009
 
 Server time per event of one call of the append function, as the publisher
 sends it, for three batch shapes: 100 runs x 1 event (many publishers at
@@ -19,7 +20,10 @@ of its PostgreSQL ceilings).
 With ``--candidate``, the file's ``CREATE OR REPLACE FUNCTION`` (``__SCHEMA__``
 for the schema, as in the revisions) replaces the head function, and the two
 are measured in alternating rounds in the same session, so machine noise hits
-both alike: compare the ratio, not the absolute figures.
+both alike: compare the ratio, not the absolute figures. With ``--against
+REV``, head is measured against a second database migrated only to revision
+REV, its function and its indexes both, in alternating rounds (revision 0010
+changed both: ``--against 0009`` shows what it moved).
 """
 
 from __future__ import annotations
@@ -115,18 +119,47 @@ def report(server: str, figures: dict[str, dict[str, float]]) -> str:
         lines.append(
             f"| {name} | {shapes['100x1']:.1f} µs | {shapes['1x100']:.1f} µs | {shapes['1x1']:.0f} µs |"
         )
-    if "candidate" in figures:
-        head, candidate = figures["head"], figures["candidate"]
-        ratios = ", ".join(f"{shape} {candidate[shape] / head[shape]:.2f}" for shape in head)
-        lines.append(f"\ncandidate / head: {ratios}")
+    for name in figures:
+        if name in ("head", "plain INSERT"):
+            continue
+        head, other = figures["head"], figures[name]
+        ratios = ", ".join(f"{shape} {other[shape] / head[shape]:.2f}" for shape in head)
+        lines.append(f"\n{name} / head: {ratios}")
     return "\n".join(lines)
+
+
+async def measure_against(
+    head_dsn: str, old_dsn: str, revision: str, args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    """Head and *revision* (each in its own database), in alternating rounds."""
+    append = Queries.for_schema().append_events
+    databases = {"head": head_dsn, f"revision {revision}": old_dsn}
+    results: dict[str, dict[str, list[float]]] = {
+        name: {f"{r}x{e}": [] for r, e in SHAPES} for name in databases
+    }
+    for number in range(args.rounds):
+        for name, dsn in databases.items():
+            conn = await asyncpg.connect(dsn)
+            try:
+                for runs, per_run in SHAPES:
+                    figure = await per_event_us(
+                        conn, append, (runs, per_run), args.samples, prefix=f"r{number}-"
+                    )
+                    results[name][f"{runs}x{per_run}"].append(figure)
+            finally:
+                await conn.close()
+    return {name: {k: statistics.median(v) for k, v in shapes.items()} for name, shapes in results.items()}
 
 
 async def benchmark(args: argparse.Namespace, functions: dict[str, str]) -> dict[str, dict[str, float]]:
     with contextlib.ExitStack() as servers:
         admin_dsn = args.dsn or dsn_from_environment() or servers.enter_context(embedded_server())
         async with scratch_database(admin_dsn) as dsn:
-            figures = await measure(dsn, functions, args)
+            if args.against:
+                async with scratch_database(admin_dsn, revision=args.against) as old_dsn:
+                    figures = await measure_against(dsn, old_dsn, args.against, args)
+            else:
+                figures = await measure(dsn, functions, args)
             conn = await asyncpg.connect(dsn)
             server = f"PostgreSQL {await conn.fetchval('SHOW server_version')}"
             await conn.close()
@@ -141,6 +174,9 @@ def main() -> int:
     parser.add_argument("--dsn", help="an existing server (default: $PGBRIDGE_DSN, else an embedded one)")
     parser.add_argument(
         "--candidate", help="a CREATE OR REPLACE FUNCTION pgbridge_append_batch file to compare"
+    )
+    parser.add_argument(
+        "--against", metavar="REV", help="measure head against a database at revision REV instead"
     )
     parser.add_argument("--samples", type=int, default=40, help="calls measured per shape and round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of head and candidate")

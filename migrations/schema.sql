@@ -191,15 +191,22 @@ AS $function$
 CREATE OR REPLACE FUNCTION public.pgbridge_stream_append(p_run_id text, p_content_type text, p_events text[], p_datas text[], p_close boolean, p_stream_seq text, p_producer_id text, p_epoch bigint, p_seq bigint)
  RETURNS TABLE(outcome text, last_seq bigint, last_ms bigint, closed boolean, producer_epoch bigint, producer_seq bigint, event_seq bigint, event_ms bigint)
  LANGUAGE plpgsql
+ SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 #variable_conflict use_column
 DECLARE
     r record;
     p record;
     h record;
+    row_seq bigint;
     n integer := coalesce(array_length(p_events, 1), 0);
     has_producer boolean := p_producer_id IS NOT NULL;
     nil bigint;  -- stays NULL: the columns an outcome leaves empty
+    stamp bigint;
+    chain bytea;
+    hashes bytea[];
+    new_seq bigint;
+    new_ms bigint;
 BEGIN
     SELECT * INTO r FROM "public".run_streams AS r WHERE r.run_id = p_run_id FOR UPDATE;
     IF FOUND AND r.stream_deleted_at IS NOT NULL THEN
@@ -214,7 +221,10 @@ BEGIN
         RETURN QUERY SELECT 'not_found'::text, nil, nil, false, nil, nil, nil, nil;
         RETURN;
     END IF;
+    -- The stream's head, read after the lock (a statement of its own: it sees every committed
+    -- append): appends leave the row behind its newest event.
     SELECT * INTO h FROM "public".pgbridge_run_head(p_run_id, r.last_seq, r.last_ms, r.last_hash);
+    row_seq := r.last_seq;
     r.last_seq := h.last_seq; r.last_ms := h.last_ms; r.last_hash := h.last_hash;
     IF has_producer THEN
         SELECT * INTO p FROM "public".run_stream_producers AS p
@@ -268,38 +278,59 @@ BEGIN
         RETURN QUERY SELECT 'stream_seq'::text, r.last_seq, r.last_ms, false, nil, nil, nil, nil;
         RETURN;
     END IF;
+    -- Appended here, not through pgbridge_append_batch: the row is locked and checked already, and
+    -- one UPDATE moves it (its newest event, the stream's columns) when it must move. The events
+    -- are numbered and chained exactly as pgbridge_append_batch does (one created_ms per call,
+    -- odd on an odd timeline and even on an even one).
+    new_seq := r.last_seq;
+    new_ms := r.last_ms;
     IF n > 0 THEN
-        PERFORM "public".pgbridge_append_batch(
-            array_fill(p_run_id, ARRAY[n]), p_events, p_datas,
-            array_fill(false, ARRAY[n]), array_fill('active'::text, ARRAY[n]));
-        SELECT * INTO h FROM "public".pgbridge_run_head(p_run_id, r.last_seq, r.last_ms, r.last_hash);
-        r.last_seq := h.last_seq; r.last_ms := h.last_ms; r.last_hash := h.last_hash;
+        stamp := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+        stamp := stamp + (stamp + ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::bigint) % 2;
+        chain := coalesce(r.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
+        hashes := array_fill(NULL::bytea, ARRAY[n]);
+        FOR k IN 1..n LOOP
+            chain := "public".pgbridge_link_hash(chain, p_run_id, r.last_seq + k, stamp, p_events[k], p_datas[k]);
+            hashes[k] := chain;
+        END LOOP;
+        INSERT INTO "public".run_events (run_id, seq, created_ms, event, data, terminal, hash)
+        SELECT p_run_id, r.last_seq + u.k, stamp, u.event, u.data::json, false, u.hash
+        FROM unnest(p_events, p_datas, hashes) WITH ORDINALITY AS u(event, data, hash, k);
+        new_seq := r.last_seq + n;
+        new_ms := stamp;
     END IF;
-    IF has_producer THEN
-        INSERT INTO "public".run_stream_producers AS p (run_id, producer_id, epoch, last_seq, event_seq, event_ms)
-        VALUES (p_run_id, p_producer_id, p_epoch, p_seq, r.last_seq, r.last_ms)
-        ON CONFLICT (run_id, producer_id) DO UPDATE
-        SET epoch = excluded.epoch, last_seq = excluded.last_seq,
-            event_seq = excluded.event_seq, event_ms = excluded.event_ms, updated_at = now();
-    END IF;
-    IF p_close OR p_stream_seq IS NOT NULL OR r.stream_ttl_seconds IS NOT NULL THEN
+    -- The row moves only when something it says changes: a close, a Stream-Seq, a TTL's touch,
+    -- the run's first event, a status, or a head 256 or more events past the row's (revision
+    -- 0011: an append that leaves it alone leaves no row version behind). A row written takes
+    -- the stream's newest event as its head.
+    IF p_close OR p_stream_seq IS NOT NULL OR r.stream_ttl_seconds IS NOT NULL
+       OR (n > 0 AND (r.first_seq > r.last_seq OR r.status <> 'active'
+                      OR r.awaiting_input_since IS NOT NULL OR new_seq - row_seq >= 256)) THEN
         UPDATE "public".run_streams AS u SET
+            last_seq = new_seq, last_ms = new_ms,
+            last_hash = CASE WHEN n > 0 THEN chain ELSE r.last_hash END,
+            first_ms = CASE WHEN n > 0 AND u.first_seq > r.last_seq THEN stamp ELSE u.first_ms END,
+            updated_at = CASE WHEN n > 0 THEN now() ELSE u.updated_at END,
             stream_writer_seq = coalesce(p_stream_seq, u.stream_writer_seq),
             stream_touched_at = now(),
-            status = CASE WHEN p_close THEN 'ended' ELSE u.status END,
-            last_seq = CASE WHEN p_close THEN r.last_seq ELSE u.last_seq END,
-            last_ms = CASE WHEN p_close THEN r.last_ms ELSE u.last_ms END,
-            last_hash = CASE WHEN p_close THEN r.last_hash ELSE u.last_hash END,
-            terminal_seq = CASE WHEN p_close THEN r.last_seq ELSE u.terminal_seq END,
+            status = CASE WHEN p_close THEN 'ended' WHEN n > 0 THEN 'active' ELSE u.status END,
+            terminal_seq = CASE WHEN p_close THEN new_seq ELSE u.terminal_seq END,
             ended_at = CASE WHEN p_close THEN now() ELSE u.ended_at END,
-            awaiting_input_since = CASE WHEN p_close THEN NULL ELSE u.awaiting_input_since END,
+            awaiting_input_since = CASE WHEN p_close OR n > 0 THEN NULL ELSE u.awaiting_input_since END,
             closed_by_producer_id = CASE WHEN p_close THEN p_producer_id END,
             closed_by_epoch = CASE WHEN p_close THEN p_epoch END,
             closed_by_seq = CASE WHEN p_close THEN p_seq END
         WHERE u.run_id = p_run_id;
     END IF;
+    IF has_producer THEN
+        INSERT INTO "public".run_stream_producers AS p (run_id, producer_id, epoch, last_seq, event_seq, event_ms)
+        VALUES (p_run_id, p_producer_id, p_epoch, p_seq, new_seq, new_ms)
+        ON CONFLICT (run_id, producer_id) DO UPDATE
+        SET epoch = excluded.epoch, last_seq = excluded.last_seq,
+            event_seq = excluded.event_seq, event_ms = excluded.event_ms, updated_at = now();
+    END IF;
     RETURN QUERY SELECT (CASE WHEN n = 0 THEN 'closed_now' ELSE 'appended' END)::text,
-        r.last_seq, r.last_ms, p_close, p_epoch, p_seq, r.last_seq, r.last_ms;
+        new_seq, new_ms, p_close, p_epoch, p_seq, new_seq, new_ms;
 END
 $function$;
 
@@ -423,6 +454,7 @@ DECLARE
     chain bytea;
     prev bigint;
     ended boolean;
+    stored bigint;
 BEGIN
     IF n = 0 THEN
         RETURN;
@@ -522,11 +554,30 @@ BEGIN
     -- head 256 or more events past the row's (pgbridge_run_head looks no further). A row written
     -- takes the run's newest event as its head.
     IF m > 0 THEN
-        INSERT INTO "public".run_events (run_id, seq, created_ms, event, data, terminal, hash)
-        SELECT u.rid, u.seq, stamp, u.event, u.data::json, u.terminal, u.hash
-        FROM unnest(run_ids, events, datas, terminals, out_seq, out_hash)
-            AS u(rid, event, data, terminal, seq, hash)
-        WHERE u.seq IS NOT NULL;
+        IF current_setting('transaction_isolation') = 'read committed' THEN
+            INSERT INTO "public".run_events (run_id, seq, created_ms, event, data, terminal, hash)
+            SELECT u.rid, u.seq, stamp, u.event, u.data::json, u.terminal, u.hash
+            FROM unnest(run_ids, events, datas, terminals, out_seq, out_hash)
+                AS u(rid, event, data, terminal, seq, hash)
+            WHERE u.seq IS NOT NULL;
+        ELSE
+            -- A caller's REPEATABLE READ or SERIALIZABLE transaction (publish_in): its snapshot may
+            -- predate an append that committed while it waited for a run's lock, whose events it
+            -- cannot see and whose seqs it would take again. ON CONFLICT makes PostgreSQL fail the
+            -- statement as a serialization failure (40001: retry the transaction), as the run row's
+            -- update did when every append updated it; a conflict it lets through drops nothing.
+            INSERT INTO "public".run_events (run_id, seq, created_ms, event, data, terminal, hash)
+            SELECT u.rid, u.seq, stamp, u.event, u.data::json, u.terminal, u.hash
+            FROM unnest(run_ids, events, datas, terminals, out_seq, out_hash)
+                AS u(rid, event, data, terminal, seq, hash)
+            WHERE u.seq IS NOT NULL
+            ON CONFLICT (run_id, seq) DO NOTHING;
+            GET DIAGNOSTICS stored = ROW_COUNT;
+            IF stored <> cardinality(array_remove(out_seq, NULL)) THEN
+                RAISE EXCEPTION 'pgbridge_append_batch: a concurrent append took these seqs'
+                    USING ERRCODE = 'serialization_failure';
+            END IF;
+        END IF;
         UPDATE "public".run_streams AS r SET
             last_seq = a.last_seq, last_ms = stamp, last_hash = a.last_hash, status = a.status,
             first_ms = CASE WHEN a.first THEN stamp ELSE r.first_ms END,

@@ -37,10 +37,13 @@ from pgbridge.exceptions import (
     StreamGoneError,
     StreamNotFoundError,
     StreamTerminatedError,
+    TransactionAbortedError,
+    TransactionRequiredError,
 )
 from pgbridge.migrate import migrate
 from pgbridge.retention.policy import RetentionPolicy, RetentionReport
 from pgbridge.store.events import RunInfo
+from pgbridge.tokens import TokenKeyring
 
 __all__ = [
     "CANCELLED_SENTINEL",
@@ -75,5 +78,8 @@ __all__ = [
     "StreamNotFoundError",
     "StreamStatus",
     "StreamTerminatedError",
+    "TokenKeyring",
+    "TransactionAbortedError",
+    "TransactionRequiredError",
     "migrate",
 ]

@@ -16,7 +16,8 @@ import contextlib
 import enum
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, TextIO, cast
 
 from pgbridge.audit import verify as audit
@@ -33,6 +34,7 @@ from pgbridge.contract import (
 from pgbridge.durable_streams.messages import JSON_TYPE
 from pgbridge.durable_streams.streams import DurableStreams, Producer
 from pgbridge.engine.feed import FeedRegistry
+from pgbridge.engine.in_transaction import TransactionPublisher
 from pgbridge.engine.listen import Listener
 from pgbridge.engine.notify import Notifier
 from pgbridge.engine.publish import AppendRequest, Publisher, Refused, refusal_error
@@ -58,9 +60,12 @@ from pgbridge.sql import DEFAULT_SCHEMA, RUN_STATUSES
 from pgbridge.sql.queries import Queries, notify_channel
 from pgbridge.store import wakeups
 from pgbridge.store.events import Appended, EventStore, LoggedEvent, Page, RunInfo
+from pgbridge.tokens import TokenKeyring, as_keyring, issue_read_token
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+    from pgbridge.store.caller import CallerConnection
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +136,15 @@ class BridgeOptions:
     #: stays on one shard when the tables are distributed by run_id
     #: (docs/scaling.md). Off: a batch carries whatever runs piled up.
     batch_per_run: bool = False
+    #: Seconds a group-commit batch waits for a run row another transaction holds (one
+    #: that published with publish_in and has not ended) before the batch's other runs
+    #: go on without that run, whose publishes then wait on their own (docs/transactions.md).
+    #: 0: a batch waits as long as the row is held, and every run in it with it.
+    publish_lock_wait: float = 0.1
+    #: The keys that sign read tokens (:meth:`PostgresStreamBridge.read_token`) and that
+    #: ``create_app`` verifies them with: ``kid:secret`` lines (the first signs, at most
+    #: two) or a :class:`~pgbridge.tokens.TokenKeyring`. None: no read tokens. Never shown.
+    token_secrets: TokenKeyring | str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         positive = {
@@ -151,6 +165,9 @@ class BridgeOptions:
             raise ConfigurationError("pool_min_size must be between 0 and pool_max_size")
         if self.publish_retry_timeout < 0:
             raise ConfigurationError("publish_retry_timeout must not be negative")
+        wait = self.publish_lock_wait
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait < 3600:
+            raise ConfigurationError(f"publish_lock_wait must be from 0 to 3600 seconds, not {wait!r}")
         for name in ("listen_dsn", "replica_dsn"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
@@ -178,6 +195,7 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             accepted = ", ".join(sorted(known))
             raise ConfigurationError(f"unknown option(s) {', '.join(unknown)}; accepted: {accepted}")
         self.options = BridgeOptions(**options)  # type: ignore[arg-type]
+        self._token_keyring = as_keyring(self.options.token_secrets)
         self._metrics = bridge_metrics(self.options.metrics, self.options.schema)
         self._state = _Lifecycle.NEW
         self._start_lock = asyncio.Lock()
@@ -198,18 +216,28 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
         )
         channel = notify_channel(self.options.schema)
         self._notifier = Notifier(self._db, channel)
+        batches_in_flight = min(self.options.publish_batches_in_flight, self.options.pool_max_size)
+        command_timeout = self.options.command_timeout
         self._publisher = Publisher(
             self._db,
             on_commit=self._after_commit,
             retry_timeout=self.options.publish_retry_timeout,
-            max_batches_in_flight=min(self.options.publish_batches_in_flight, self.options.pool_max_size),
+            max_batches_in_flight=batches_in_flight,
             metrics=self._metrics,
             batch_per_run=self.options.batch_per_run,
+            lock_wait=self.options.publish_lock_wait,
+            # A lane's wait for a held row ends (nothing written) before the client's own
+            # command_timeout would leave its outcome unknown.
+            lane_lock_wait=0.9 * command_timeout if command_timeout else None,
+            # Leave connections for the batches, and one for reads and NOTIFYs.
+            lane_slots=self.options.pool_max_size - batches_in_flight - 1,
+            notify_channel=channel,
         )
+        self._in_transaction = TransactionPublisher(self._db, channel)
         self._listener = Listener(
             self.options.listen_dsn or dsn,
             channel,
-            on_wake=self._feeds.wake,
+            on_wake=self._feeds.receive,
             on_reconnect=self._after_listener_reconnect,
             ping_interval=self.options.listener_ping_interval,
             connect_timeout=self.options.connect_timeout,
@@ -420,6 +448,13 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
         how many were stored (the first ones, in order).
         """
         self._require_running()
+        requests = self._requests(run_id, events)
+        if not requests:
+            return []
+        return _stored_ids(run_id, requests, await self._publisher.append_together(requests), "stored")
+
+    def _requests(self, run_id: str, events: Sequence[tuple[str, JSONValue]]) -> list[AppendRequest]:
+        """Check every (event, data) pair of a publish_many; raises before anything is written."""
         if isinstance(events, str | bytes) or not isinstance(events, Sequence):
             raise InvalidEventError("events must be a sequence of (event, data) pairs")
         requests = []
@@ -427,16 +462,7 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             if not (isinstance(pair, tuple) and len(pair) == 2):
                 raise InvalidEventError(f"events[{index}] must be an (event, data) pair, not {pair!r}")
             requests.append(self._request(run_id, pair[0], pair[1]))
-        if not requests:
-            return []
-        appended = await self._publisher.append_together(requests)
-        ids = [format_event_id(a.ms, a.seq) for a in appended if a is not None]
-        if len(ids) < len(requests):
-            raise StreamTerminatedError(
-                f"run {run_id!r} has its terminal event: {len(ids)} of {len(requests)} events were "
-                f"stored before it ({', '.join(ids) or 'none'}); the rest were not"
-            )
-        return ids
+        return requests
 
     def _request(self, run_id: str, event: str, data: JSONValue) -> AppendRequest:
         """Check one event and encode its data; raises before anything is written."""
@@ -445,6 +471,13 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
         text = encode_data(data, max_bytes=self.options.max_payload_bytes)
         return AppendRequest(run_id, event, text)
 
+    def _terminal_request(self, run_id: str, kind: StreamStatus, data: JSONValue) -> AppendRequest:
+        """Check a terminal event and encode its data; raises before anything is written."""
+        status = _terminal_status(kind)
+        validate_run_id(run_id)
+        text = encode_data(data, max_bytes=self.options.max_payload_bytes)
+        return AppendRequest(run_id, TERMINAL_EVENT_NAMES[status], text, terminal=True, status=status.value)
+
     async def publish_terminal(self, run_id: str, kind: StreamStatus, data: JSONValue = None) -> str:
         """Write the run's terminal event (``end``, ``cancel`` or ``error``).
 
@@ -452,15 +485,79 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
         and return the winning event's ID.
         """
         self._require_running()
-        status = _terminal_status(kind)
-        validate_run_id(run_id)
-        text = encode_data(data, max_bytes=self.options.max_payload_bytes)
-        request = AppendRequest(
-            run_id, TERMINAL_EVENT_NAMES[status], text, terminal=True, status=status.value
-        )
+        request = self._terminal_request(run_id, kind, data)
         appended = await self._publisher.append(request)
         if appended is None:
             appended = await self._publisher.terminal_event(run_id)
+            if appended is None:  # pragma: no cover - a terminal is never undone
+                raise StreamTerminatedError(f"run {run_id!r} is terminal but its terminal event is gone")
+        return format_event_id(appended.ms, appended.seq)
+
+    # -- publishing inside the caller's transaction ---------------------------
+
+    async def publish_in(self, conn: CallerConnection, run_id: str, event: str, data: JSONValue) -> str:
+        """:meth:`publish`, inside the caller's open transaction on *conn*: the event commits
+        or rolls back with the caller's own writes (docs/transactions.md).
+
+        *conn* is an asyncpg ``Connection`` inside a transaction, or a
+        SQLAlchemy ``AsyncConnection``/``AsyncSession`` on the asyncpg driver
+        (its transaction is begun if it was not yet), connected to this
+        bridge's database. Returns the event's ID, which is the event's only
+        if the transaction commits. Readers (and wake-ups, in every process)
+        see the event when it commits; a rollback leaves no trace, and
+        consumes no seq. Until the transaction ends it holds the run's row,
+        so other publishers of the run wait for it (publish last, commit
+        soon); publishers of other runs go on.
+
+        Checks and refusals are :meth:`publish`'s and leave the transaction
+        usable: :class:`InvalidEventError` and :class:`TransactionRequiredError`
+        before anything is sent, :class:`StreamTerminatedError`,
+        :class:`StreamContentTypeError`, :class:`StreamGoneError` when the
+        run refuses the event. An error PostgreSQL raises aborts the
+        transaction, as PostgreSQL does: :class:`TransactionAbortedError`.
+        """
+        self._require_running()
+        request = self._request(run_id, event, data)
+        (appended,) = await self._in_transaction.append(conn, [request])
+        if appended is None:
+            raise StreamTerminatedError(
+                f"run {run_id!r} already has its terminal event; nothing more can be published to it "
+                "(your transaction is still usable)"
+            )
+        return format_event_id(appended.ms, appended.seq)
+
+    async def publish_many_in(
+        self, conn: CallerConnection, run_id: str, events: Sequence[tuple[str, JSONValue]]
+    ) -> list[str]:
+        """:meth:`publish_many` inside the caller's open transaction on *conn* (see :meth:`publish_in`).
+
+        If the run has (or gets, among *events*) its terminal event, the
+        events after it are refused: :class:`StreamTerminatedError` says how
+        many were written in the transaction before it (the first ones); the
+        transaction stays usable, and commits those if the caller commits.
+        """
+        self._require_running()
+        requests = self._requests(run_id, events)
+        if not requests:
+            return []
+        appended = await self._in_transaction.append(conn, requests)
+        return _stored_ids(run_id, requests, appended, "written in your transaction")
+
+    async def publish_terminal_in(
+        self, conn: CallerConnection, run_id: str, kind: StreamStatus, data: JSONValue = None
+    ) -> str:
+        """:meth:`publish_terminal` inside the caller's open transaction on *conn* (see
+        :meth:`publish_in`): the run ends when the transaction commits.
+
+        The first terminal wins, as for :meth:`publish_terminal`: on a run that
+        is terminal already (committed by anyone, or earlier in this
+        transaction) nothing is written and the winning event's ID is returned.
+        """
+        self._require_running()
+        request = self._terminal_request(run_id, kind, data)
+        (appended,) = await self._in_transaction.append(conn, [request])
+        if appended is None:
+            appended = await self._in_transaction.terminal_event(conn, run_id)
             if appended is None:  # pragma: no cover - a terminal is never undone
                 raise StreamTerminatedError(f"run {run_id!r} is terminal but its terminal event is gone")
         return format_event_id(appended.ms, appended.seq)
@@ -485,7 +582,12 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             lambda: LoggedEvent.from_stored(appended.seq, appended.ms, event, data_text, terminal),
             appended.prev_ms,
         )
-        self._notifier.notify(run_id, appended.seq)
+        if not appended.notified:  # else its own commit woke other processes
+            self._notifier.notify(
+                run_id,
+                appended.seq,
+                (appended.seq, appended.ms, event, data_text, terminal, appended.prev_ms),
+            )
 
     # -- reading --------------------------------------------------------------
 
@@ -601,6 +703,29 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             raise InvalidEventError(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}, not {limit!r}")
         return await self._store.recent_runs(status, limit)
 
+    # -- read tokens ------------------------------------------------------------
+
+    @property
+    def token_keyring(self) -> TokenKeyring | None:
+        """The keys of the ``token_secrets`` option (which ``create_app`` verifies read tokens with)."""
+        return self._token_keyring
+
+    def read_token(self, run_id: str, *, ttl: float | timedelta = 600.0) -> str:
+        """A token that reads *run_id*, and nothing else, for *ttl* (seconds, or a timedelta;
+        at most 7 days): for a browser to hold (docs/security.md).
+
+        Signed with the first key of ``token_secrets``; no database round trip,
+        so it works whether or not the bridge is started, and whether or not the
+        run exists yet. Raises ConfigurationError without keys, InvalidEventError
+        for a bad run id or ttl.
+        """
+        if self._token_keyring is None:
+            raise ConfigurationError(
+                "this bridge has no token keys: create it with token_secrets='kid:secret' "
+                "(e.g. os.environ['PGBRIDGE_TOKEN_SECRETS'], or TokenKeyring.from_file(path))"
+            )
+        return issue_read_token(self._token_keyring, run_id, ttl)
+
     # -- audit ------------------------------------------------------------------
 
     async def verify(self, run_id: str, *, progress: audit.Progress | None = None) -> ChainReport:
@@ -714,6 +839,19 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
     def listener_reconnects(self) -> int:
         """How often the LISTEN connection was re-established."""
         return self._listener.reconnects
+
+
+def _stored_ids(
+    run_id: str, requests: list[AppendRequest], appended: list[Appended | None], stored: str
+) -> list[str]:
+    """The IDs of a publish_many's events; StreamTerminatedError if the run refused some."""
+    ids = [format_event_id(a.ms, a.seq) for a in appended if a is not None]
+    if len(ids) < len(requests):
+        raise StreamTerminatedError(
+            f"run {run_id!r} has its terminal event: {len(ids)} of {len(requests)} events were "
+            f"{stored} before it ({', '.join(ids) or 'none'}); the rest were not"
+        )
+    return ids
 
 
 def _terminal_status(kind: object) -> StreamStatus:

@@ -6,11 +6,13 @@ is defined here, so one ``except StreamBridgeError`` catches them all::
 
     StreamBridgeError
     ├── InvalidEventError (ValueError)   a bad run id, event, payload or cursor
+    │   └── TransactionRequiredError     publish_in given a connection outside a transaction
     ├── ConfigurationError (ValueError)  a bad option: pool sizes, DSNs, metrics, retention
     ├── TopologyConfigurationError       start() found a connection option that breaks a promise
     ├── BridgeNotStartedError, BridgeClosedError
     ├── SchemaNotMigratedError, DatabaseUnavailableError, PublishOutcomeUnknownError
-    ├── RolledBackByConflictError        a batch PostgreSQL rolled back (deadlock): sent again
+    ├── RolledBackByConflictError        a batch rolled back (deadlock, a long-held run row): sent again
+    ├── TransactionAbortedError          PostgreSQL aborted the caller's transaction in publish_in
     ├── StreamTerminatedError, StreamNotFoundError, StreamCapacityExceededError
     ├── ProducerFencedError, ProducerSequenceError
     ├── StreamContentTypeError, StreamGoneError
@@ -99,8 +101,38 @@ class RunHistoryChangedError(StreamBridgeError):
 
 class RolledBackByConflictError(StreamBridgeError):
     """PostgreSQL rolled the batch back to break a deadlock (or a serialization
-    conflict): nothing was written, and sending it again is safe. The group
-    commit retries it; a caller sees it only if retrying ran out of time."""
+    conflict), or the batch waited longer than it may for a run row another
+    transaction holds (docs/transactions.md): nothing was written, and sending
+    it again is safe. The group commit retries it; a caller sees it only if
+    retrying ran out of time."""
+
+
+class TransactionRequiredError(InvalidEventError):
+    """``publish_in`` (and its kin) was given a connection that is not inside a transaction,
+    or not one pgbridge can publish through (an asyncpg connection, or a SQLAlchemy
+    ``AsyncConnection``/``AsyncSession`` on the asyncpg driver).
+
+    Raised before anything is sent: nothing was written, and the connection is as it was
+    (docs/transactions.md).
+    """
+
+
+class TransactionAbortedError(StreamBridgeError):
+    """PostgreSQL raised an error inside the caller's transaction during ``publish_in``.
+
+    As PostgreSQL dictates, the whole transaction is aborted (unless it was inside a
+    savepoint, which the caller may roll back to): every later statement fails until
+    it is rolled back, and nothing of it will be stored. The driver's error is the
+    ``__cause__``; :attr:`sqlstate` is its SQLSTATE (None for a lost connection), and
+    :attr:`retryable` says whether running the whole transaction again may succeed
+    (a deadlock, a serialization failure, a lock or statement timeout, a lost
+    connection). See docs/transactions.md.
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.retryable = retryable
 
 
 class TopologyConfigurationError(StreamBridgeError):

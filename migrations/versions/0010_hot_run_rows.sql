@@ -181,9 +181,260 @@ BEGIN
 END
 $body$;
 
+-- pgbridge_stream_append (a Durable Streams append or close) appends its events itself once
+-- its checks passed, and moves the run row with one UPDATE (its newest event and the stream's
+-- columns together) where revision 0007's called pgbridge_append_batch, read the row again and
+-- updated it a second time. Plans are generic, as for pgbridge_append_batch.
+CREATE OR REPLACE FUNCTION __SCHEMA__.pgbridge_stream_append(
+    p_run_id text, p_content_type text, p_events text[], p_datas text[], p_close boolean,
+    p_stream_seq text, p_producer_id text, p_epoch bigint, p_seq bigint
+) RETURNS TABLE (
+    outcome text, last_seq bigint, last_ms bigint, closed boolean,
+    producer_epoch bigint, producer_seq bigint, event_seq bigint, event_ms bigint
+)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $body$
+#variable_conflict use_column
+DECLARE
+    r record;
+    p record;
+    n integer := coalesce(array_length(p_events, 1), 0);
+    has_producer boolean := p_producer_id IS NOT NULL;
+    nil bigint;  -- stays NULL: the columns an outcome leaves empty
+    stamp bigint;
+    chain bytea;
+    hashes bytea[];
+    new_seq bigint;
+    new_ms bigint;
+BEGIN
+    SELECT * INTO r FROM __SCHEMA__.run_streams AS r WHERE r.run_id = p_run_id FOR UPDATE;
+    IF FOUND AND r.stream_deleted_at IS NOT NULL THEN
+        RETURN QUERY SELECT 'gone'::text, nil, nil, false, nil, nil, nil, nil;
+        RETURN;
+    END IF;
+    IF NOT FOUND OR (
+    (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+    OR (r.stream_ttl_seconds IS NOT NULL
+        AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+) THEN
+        RETURN QUERY SELECT 'not_found'::text, nil, nil, false, nil, nil, nil, nil;
+        RETURN;
+    END IF;
+    IF has_producer THEN
+        SELECT * INTO p FROM __SCHEMA__.run_stream_producers AS p
+        WHERE p.run_id = p_run_id AND p.producer_id = p_producer_id;
+        IF FOUND AND p_epoch < p.epoch THEN
+            RETURN QUERY SELECT 'stale_epoch'::text, r.last_seq, r.last_ms, r.terminal_seq IS NOT NULL,
+                p.epoch, p.last_seq, nil, nil;
+            RETURN;
+        END IF;
+    END IF;
+    IF r.terminal_seq IS NOT NULL THEN
+        IF has_producer AND r.closed_by_producer_id = p_producer_id
+           AND r.closed_by_epoch = p_epoch AND r.closed_by_seq = p_seq THEN
+            RETURN QUERY SELECT 'duplicate'::text, r.last_seq, r.last_ms, true, p_epoch, p_seq,
+                r.terminal_seq, r.last_ms;
+        ELSIF n = 0 AND p_close THEN
+            RETURN QUERY SELECT 'already_closed'::text, r.last_seq, r.last_ms, true, nil, nil, nil, nil;
+        ELSE
+            RETURN QUERY SELECT 'closed'::text, r.last_seq, r.last_ms, true, nil, nil, nil, nil;
+        END IF;
+        RETURN;
+    END IF;
+    IF n > 0 AND p_content_type IS NOT NULL
+       AND p_content_type IS DISTINCT FROM coalesce(r.content_type, 'application/json') THEN
+        RETURN QUERY SELECT 'content_type'::text, r.last_seq, r.last_ms, false, nil, nil, nil, nil;
+        RETURN;
+    END IF;
+    IF has_producer THEN
+        IF p.producer_id IS NULL THEN  -- a new producer starts at seq 0, in any epoch
+            IF p_seq <> 0 THEN
+                RETURN QUERY SELECT 'gap'::text, r.last_seq, r.last_ms, false, 0::bigint, p_seq, nil, nil;
+                RETURN;
+            END IF;
+        ELSIF p_epoch > p.epoch THEN
+            IF p_seq <> 0 THEN
+                RETURN QUERY SELECT 'bad_epoch_seq'::text, r.last_seq, r.last_ms, false, p.epoch, p_seq,
+                    nil, nil;
+                RETURN;
+            END IF;
+        ELSIF p_seq <= p.last_seq THEN
+            RETURN QUERY SELECT 'duplicate'::text, r.last_seq, r.last_ms, false, p.epoch, p.last_seq,
+                p.event_seq, p.event_ms;
+            RETURN;
+        ELSIF p_seq > p.last_seq + 1 THEN
+            RETURN QUERY SELECT 'gap'::text, r.last_seq, r.last_ms, false, p.last_seq + 1, p_seq, nil, nil;
+            RETURN;
+        END IF;
+    END IF;
+    IF p_stream_seq IS NOT NULL AND r.stream_writer_seq IS NOT NULL
+       AND p_stream_seq COLLATE "C" <= r.stream_writer_seq COLLATE "C" THEN
+        RETURN QUERY SELECT 'stream_seq'::text, r.last_seq, r.last_ms, false, nil, nil, nil, nil;
+        RETURN;
+    END IF;
+    -- Appended here, not through pgbridge_append_batch: the row is locked and checked already, and
+    -- one UPDATE moves it (its newest event, the stream's columns) instead of two. The events
+    -- are numbered and chained exactly as pgbridge_append_batch does (one created_ms per call).
+    new_seq := r.last_seq;
+    new_ms := r.last_ms;
+    IF n > 0 THEN
+        stamp := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+        chain := coalesce(r.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
+        hashes := array_fill(NULL::bytea, ARRAY[n]);
+        FOR k IN 1..n LOOP
+            chain := __SCHEMA__.pgbridge_link_hash(chain, p_run_id, r.last_seq + k, stamp, p_events[k], p_datas[k]);
+            hashes[k] := chain;
+        END LOOP;
+        INSERT INTO __SCHEMA__.run_events (run_id, seq, created_ms, event, data, terminal, hash)
+        SELECT p_run_id, r.last_seq + u.k, stamp, u.event, u.data::json, false, u.hash
+        FROM unnest(p_events, p_datas, hashes) WITH ORDINALITY AS u(event, data, hash, k);
+        new_seq := r.last_seq + n;
+        new_ms := stamp;
+    END IF;
+    UPDATE __SCHEMA__.run_streams AS u SET
+        last_seq = new_seq, last_ms = new_ms,
+        last_hash = CASE WHEN n > 0 THEN chain ELSE u.last_hash END,
+        first_ms = CASE WHEN n > 0 AND u.first_seq > u.last_seq THEN stamp ELSE u.first_ms END,
+        updated_at = CASE WHEN n > 0 THEN now() ELSE u.updated_at END,
+        stream_writer_seq = coalesce(p_stream_seq, u.stream_writer_seq),
+        stream_touched_at = now(),
+        status = CASE WHEN p_close THEN 'ended' WHEN n > 0 THEN 'active' ELSE u.status END,
+        terminal_seq = CASE WHEN p_close THEN new_seq ELSE u.terminal_seq END,
+        ended_at = CASE WHEN p_close THEN now() ELSE u.ended_at END,
+        awaiting_input_since = CASE WHEN p_close OR n > 0 THEN NULL ELSE u.awaiting_input_since END,
+        closed_by_producer_id = CASE WHEN p_close THEN p_producer_id END,
+        closed_by_epoch = CASE WHEN p_close THEN p_epoch END,
+        closed_by_seq = CASE WHEN p_close THEN p_seq END
+    WHERE u.run_id = p_run_id;
+    IF has_producer THEN
+        INSERT INTO __SCHEMA__.run_stream_producers AS p (run_id, producer_id, epoch, last_seq, event_seq, event_ms)
+        VALUES (p_run_id, p_producer_id, p_epoch, p_seq, new_seq, new_ms)
+        ON CONFLICT (run_id, producer_id) DO UPDATE
+        SET epoch = excluded.epoch, last_seq = excluded.last_seq,
+            event_seq = excluded.event_seq, event_ms = excluded.event_ms, updated_at = now();
+    END IF;
+    RETURN QUERY SELECT (CASE WHEN n = 0 THEN 'closed_now' ELSE 'appended' END)::text,
+        new_seq, new_ms, p_close, p_epoch, p_seq, new_seq, new_ms;
+END
+$body$;
+
+
 -- migrate:downgrade
 
--- Revision 0009's pgbridge_append_batch and revision 0002's and 0006's indexes again.
+-- Revision 0007's pgbridge_stream_append, 0009's pgbridge_append_batch and revision 0002's and
+-- 0006's indexes again.
+CREATE OR REPLACE FUNCTION __SCHEMA__.pgbridge_stream_append(
+    p_run_id text, p_content_type text, p_events text[], p_datas text[], p_close boolean,
+    p_stream_seq text, p_producer_id text, p_epoch bigint, p_seq bigint
+) RETURNS TABLE (
+    outcome text, last_seq bigint, last_ms bigint, closed boolean,
+    producer_epoch bigint, producer_seq bigint, event_seq bigint, event_ms bigint
+)
+LANGUAGE plpgsql
+AS $body$
+#variable_conflict use_column
+DECLARE
+    r record;
+    p record;
+    n integer := coalesce(array_length(p_events, 1), 0);
+    has_producer boolean := p_producer_id IS NOT NULL;
+    nil bigint;  -- stays NULL: the columns an outcome leaves empty
+BEGIN
+    SELECT * INTO r FROM __SCHEMA__.run_streams AS r WHERE r.run_id = p_run_id FOR UPDATE;
+    IF FOUND AND r.stream_deleted_at IS NOT NULL THEN
+        RETURN QUERY SELECT 'gone'::text, nil, nil, false, nil, nil, nil, nil;
+        RETURN;
+    END IF;
+    IF NOT FOUND OR (
+    (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
+    OR (r.stream_ttl_seconds IS NOT NULL
+        AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
+) THEN
+        RETURN QUERY SELECT 'not_found'::text, nil, nil, false, nil, nil, nil, nil;
+        RETURN;
+    END IF;
+    IF has_producer THEN
+        SELECT * INTO p FROM __SCHEMA__.run_stream_producers AS p
+        WHERE p.run_id = p_run_id AND p.producer_id = p_producer_id;
+        IF FOUND AND p_epoch < p.epoch THEN
+            RETURN QUERY SELECT 'stale_epoch'::text, r.last_seq, r.last_ms, r.terminal_seq IS NOT NULL,
+                p.epoch, p.last_seq, nil, nil;
+            RETURN;
+        END IF;
+    END IF;
+    IF r.terminal_seq IS NOT NULL THEN
+        IF has_producer AND r.closed_by_producer_id = p_producer_id
+           AND r.closed_by_epoch = p_epoch AND r.closed_by_seq = p_seq THEN
+            RETURN QUERY SELECT 'duplicate'::text, r.last_seq, r.last_ms, true, p_epoch, p_seq,
+                r.terminal_seq, r.last_ms;
+        ELSIF n = 0 AND p_close THEN
+            RETURN QUERY SELECT 'already_closed'::text, r.last_seq, r.last_ms, true, nil, nil, nil, nil;
+        ELSE
+            RETURN QUERY SELECT 'closed'::text, r.last_seq, r.last_ms, true, nil, nil, nil, nil;
+        END IF;
+        RETURN;
+    END IF;
+    IF n > 0 AND p_content_type IS NOT NULL
+       AND p_content_type IS DISTINCT FROM coalesce(r.content_type, 'application/json') THEN
+        RETURN QUERY SELECT 'content_type'::text, r.last_seq, r.last_ms, false, nil, nil, nil, nil;
+        RETURN;
+    END IF;
+    IF has_producer THEN
+        IF p.producer_id IS NULL THEN  -- a new producer starts at seq 0, in any epoch
+            IF p_seq <> 0 THEN
+                RETURN QUERY SELECT 'gap'::text, r.last_seq, r.last_ms, false, 0::bigint, p_seq, nil, nil;
+                RETURN;
+            END IF;
+        ELSIF p_epoch > p.epoch THEN
+            IF p_seq <> 0 THEN
+                RETURN QUERY SELECT 'bad_epoch_seq'::text, r.last_seq, r.last_ms, false, p.epoch, p_seq,
+                    nil, nil;
+                RETURN;
+            END IF;
+        ELSIF p_seq <= p.last_seq THEN
+            RETURN QUERY SELECT 'duplicate'::text, r.last_seq, r.last_ms, false, p.epoch, p.last_seq,
+                p.event_seq, p.event_ms;
+            RETURN;
+        ELSIF p_seq > p.last_seq + 1 THEN
+            RETURN QUERY SELECT 'gap'::text, r.last_seq, r.last_ms, false, p.last_seq + 1, p_seq, nil, nil;
+            RETURN;
+        END IF;
+    END IF;
+    IF p_stream_seq IS NOT NULL AND r.stream_writer_seq IS NOT NULL
+       AND p_stream_seq COLLATE "C" <= r.stream_writer_seq COLLATE "C" THEN
+        RETURN QUERY SELECT 'stream_seq'::text, r.last_seq, r.last_ms, false, nil, nil, nil, nil;
+        RETURN;
+    END IF;
+    IF n > 0 THEN
+        PERFORM __SCHEMA__.pgbridge_append_batch(
+            array_fill(p_run_id, ARRAY[n]), p_events, p_datas,
+            array_fill(false, ARRAY[n]), array_fill('active'::text, ARRAY[n]));
+        SELECT * INTO r FROM __SCHEMA__.run_streams AS r WHERE r.run_id = p_run_id;
+    END IF;
+    IF has_producer THEN
+        INSERT INTO __SCHEMA__.run_stream_producers AS p (run_id, producer_id, epoch, last_seq, event_seq, event_ms)
+        VALUES (p_run_id, p_producer_id, p_epoch, p_seq, r.last_seq, r.last_ms)
+        ON CONFLICT (run_id, producer_id) DO UPDATE
+        SET epoch = excluded.epoch, last_seq = excluded.last_seq,
+            event_seq = excluded.event_seq, event_ms = excluded.event_ms, updated_at = now();
+    END IF;
+    UPDATE __SCHEMA__.run_streams AS u SET
+        stream_writer_seq = coalesce(p_stream_seq, u.stream_writer_seq),
+        stream_touched_at = now(),
+        status = CASE WHEN p_close THEN 'ended' ELSE u.status END,
+        terminal_seq = CASE WHEN p_close THEN u.last_seq ELSE u.terminal_seq END,
+        ended_at = CASE WHEN p_close THEN now() ELSE u.ended_at END,
+        awaiting_input_since = CASE WHEN p_close THEN NULL ELSE u.awaiting_input_since END,
+        closed_by_producer_id = CASE WHEN p_close THEN p_producer_id END,
+        closed_by_epoch = CASE WHEN p_close THEN p_epoch END,
+        closed_by_seq = CASE WHEN p_close THEN p_seq END
+    WHERE u.run_id = p_run_id;
+    RETURN QUERY SELECT (CASE WHEN n = 0 THEN 'closed_now' ELSE 'appended' END)::text,
+        r.last_seq, r.last_ms, p_close, p_epoch, p_seq, r.last_seq, r.last_ms;
+END
+$body$;
+
 CREATE OR REPLACE FUNCTION __SCHEMA__.pgbridge_append_batch(
     run_ids text[], events text[], datas text[], terminals boolean[], statuses text[],
     publish boolean DEFAULT false

@@ -165,7 +165,7 @@ class PgBridgeContender(Contender):
         async for item in self.bridge.subscribe(run_id, last_event_id=None):
             if item is HEARTBEAT_SENTINEL:
                 continue
-            if item in (END_SENTINEL, CANCELLED_SENTINEL):
+            if item is END_SENTINEL or item is CANCELLED_SENTINEL:  # yielded as these very objects
                 return
             yield Delivery(item.id, item.event, item.data)
             if item.event == END_EVENT:

@@ -52,8 +52,8 @@ def embedded_server() -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def scratch_database(admin_dsn: str) -> AsyncIterator[str]:
-    """A new, migrated database on *admin_dsn*'s server; dropped on exit."""
+async def scratch_database(admin_dsn: str, *, revision: str = "head") -> AsyncIterator[str]:
+    """A new database on *admin_dsn*'s server, migrated to *revision*; dropped on exit."""
     name = f"pgbridge_bench_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(admin_dsn)
     try:
@@ -62,7 +62,7 @@ async def scratch_database(admin_dsn: str) -> AsyncIterator[str]:
         await conn.close()
     dsn = with_database(admin_dsn, name)
     try:
-        await migrate(dsn)
+        await migrate(dsn, revision=revision)
         yield dsn
     finally:
         conn = await asyncpg.connect(admin_dsn)

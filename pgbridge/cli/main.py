@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from pgbridge.cli import inspect as inspect_cli
 from pgbridge.cli import retention as retention_cli
+from pgbridge.cli import tokens as tokens_cli
 from pgbridge.cli.retention import parse_duration
 from pgbridge.cli.signals import until_signalled
 from pgbridge.exceptions import (
@@ -207,10 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(TOKEN_ENV),
         help=f"require this bearer token (default: ${TOKEN_ENV}); needed on a non-loopback --host",
     )
+    tokens_cli.add_key_option(serve, "; a read token of either reads its run")
     serve.add_argument(
         "--insecure",
         action="store_true",
-        help="serve on a non-loopback --host without a token (anyone who can reach it can write)",
+        help="serve on a non-loopback --host without a token or keys (anyone who can reach it can write)",
     )
     serve.add_argument(
         "--cors-origin",
@@ -227,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--metrics", action="store_true", help="serve Prometheus metrics at /metrics (the metrics extra)"
+    )
+    serve.add_argument(
+        "--chat-stream-path",
+        default="/chat/{chat_id}/stream",
+        metavar="PATH",
+        help="where the AI SDK's useChat resume request is answered (docs/ai-sdk.md; default: %(default)s)",
     )
     scale = serve.add_argument_group("past one machine (docs/scaling.md)")
     scale.add_argument(
@@ -273,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Durable Streams: let DELETE remove runs published through the bridge (audit history; "
         "refused with 403 by default). Every deletion is recorded (docs/audit.md)",
     )
+    tokens_cli.add_parser(commands)
     return parser
 
 
@@ -322,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_export(args, resolve_dsn)
         if args.command in inspect_cli.COMMANDS:
             return inspect_cli.run_command(args, resolve_dsn)
+        if args.command == "token":
+            return tokens_cli.run_token(args)
         if args.command == "bench":
             from pgbridge.bench.run import run_benchmark
             from pgbridge.embedded import dsn_from_environment
@@ -338,9 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pgbridge.http.app import StreamSettings
             from pgbridge.http.server import exposure_warning, run_server
 
-            warning = exposure_warning(args.host, args.port, token=args.token, insecure=args.insecure)
+            keyring = tokens_cli.keyring_from(args)
+            warning = exposure_warning(
+                args.host, args.port, token=args.token, insecure=args.insecure, keys=keyring is not None
+            )
             if warning:
                 print(f"pgbridge: {warning}", file=sys.stderr)
+            if keyring is not None:
+                print(f"pgbridge: read tokens: {tokens_cli.describe(keyring)}", file=sys.stderr)
             embedded = not (args.dsn or dsn_from_environment())
             run_server(
                 resolve_dsn(args),
@@ -349,10 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 schema=args.schema,
                 token=args.token or None,
                 cors_origins=args.cors_origin,
-                settings=StreamSettings(heartbeat_interval=args.heartbeat, retry_ms=args.retry_ms),
+                settings=StreamSettings(
+                    heartbeat_interval=args.heartbeat,
+                    retry_ms=args.retry_ms,
+                    chat_stream_path=args.chat_stream_path,
+                ),
                 metrics=args.metrics,
                 log_level=args.log_level,
-                bridge_options=serve_bridge_options(args),
+                bridge_options={**serve_bridge_options(args), "token_secrets": keyring},
                 stream_settings=DurableStreamSettings(
                     long_poll_timeout=args.long_poll_timeout,
                     max_append_bytes=args.max_append_bytes,

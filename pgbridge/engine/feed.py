@@ -36,6 +36,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from pgbridge.engine.listen import Wake
 from pgbridge.engine.replica import Known, ReadRouter
 from pgbridge.exceptions import DatabaseUnavailableError, StreamBridgeError
 from pgbridge.store.events import MAX_BIGINT, EventStore, LoggedEvent, Page, RunState
@@ -522,6 +523,18 @@ class FeedRegistry:
         feed = self._feeds.get(run_id)
         if feed is not None:
             feed.wake(seq, lsn)
+
+    def receive(self, wake: Wake) -> None:
+        """A wake-up from another process: take the events it carries when they follow what the
+        run's feed holds (no query: each says when the event before it was created), else read."""
+        feed = self._feeds.get(wake.run_id)
+        if feed is None:
+            return
+        feed.known.learn_wake(wake.seq, wake.lsn)
+        for seq, ms, name, data_text, terminal, prev_ms in wake.events:
+            feed.offer(LoggedEvent.from_stored(seq, ms, name, data_text, terminal), prev_ms)
+        if not wake.events or wake.events[-1][0] != wake.seq:
+            feed.wake(wake.seq, wake.lsn)
 
     def offer(self, run_id: str, make_event: Callable[[], LoggedEvent], prev_ms: int | None = None) -> None:
         """Hand a committed local event (after an event created at *prev_ms*) to its feed;

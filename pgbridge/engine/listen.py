@@ -1,8 +1,10 @@
 """The one LISTEN connection of a bridge: wake-ups from other processes.
 
-NOTIFY is only a hint (at-most-once, lost while we reconnect), never the
-data: every wake-up makes a reader re-read from its cursor, and a poll in the
-bridge covers lost ones. This connection lives outside the pool (a pool
+NOTIFY is at-most-once (lost while we reconnect), so it is never the only
+way an event arrives: a wake-up carries the events it reports when they fit
+in a payload (then a reader that holds the seqs before them takes them
+without a query), and otherwise makes a reader re-read from its cursor; a
+poll in the bridge covers lost ones. This connection lives outside the pool (a pool
 reset runs ``UNLISTEN *``), stays idle in autocommit, and is watched: a
 termination callback and a periodic ping detect its death, then it
 reconnects with backoff, LISTENs again and wakes every reader.
@@ -24,9 +26,11 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import asyncpg
+import orjson
 
 from pgbridge.connector import Backoff, is_connection_error
 from pgbridge.dsn import redact_dsn
@@ -35,8 +39,6 @@ from pgbridge.lsn import parse_lsn
 
 logger = logging.getLogger(__name__)
 
-#: ``(run_id, seq or None, WAL position or None)`` of a wake-up.
-WakeCallback = Callable[[str, int | None, int | None], None]
 #: Sends a NOTIFY on the given channel from a session other than the listener's.
 ProbeSender = Callable[[str], Awaitable[None]]
 
@@ -44,23 +46,90 @@ ProbeSender = Callable[[str], Awaitable[None]]
 #: Stands for "no seq" in a wake payload: the run changed in another way
 #: (retention deleted events), so readers must re-read whatever they hold.
 ANY_SEQ = "*"
+#: Starts a payload that carries the events it reports.
+CARRIED = "+"
+#: An event a wake-up carries, as stored: ``(seq, created_ms, name, data JSON text, terminal,
+#: prev_ms)``, prev_ms the creation time of the run's event before it (None: the run's first, or
+#: a payload of a pgbridge that did not send it), so a reader takes it only if it follows what
+#: it holds (a run whose history changed, after a failover, is read instead).
+CarriedEvent = tuple[int, int, str, str, bool, int | None]
+#: Most characters of event data and names a notifier puts in one payload (PostgreSQL
+#: refuses a payload of 8,000 bytes or more; the statement checks the bytes again).
+CARRY_LIMIT = 7_000
 
 
-def decode_wake(payload: str) -> tuple[str, int | None, int | None]:
-    """A wake-up's ``(run_id, seq, lsn)``; ValueError if malformed.
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """What one notification says: *run_id* moved to *seq* (None: re-read regardless), at WAL
+    position *lsn* when known, and the committed *events* it reports, when they fit."""
+
+    run_id: str
+    seq: int | None
+    lsn: int | None = None
+    events: tuple[CarriedEvent, ...] = ()
+
+
+#: Receives every wake-up the listener decodes.
+WakeCallback = Callable[[Wake], None]
+
+
+def encode_carried(events: Sequence[CarriedEvent]) -> str:
+    """The events part of a carrying payload (a JSON array of arrays), for ``notify_runs``."""
+    return orjson.dumps(events).decode()
+
+
+def decode_wake(payload: str) -> Wake:
+    """A notification's :class:`Wake`; ValueError if malformed.
 
     The payload is written in one place, the ``notify_runs`` statement
-    (pgbridge/sql/events.sql): the newest seq (or ``*``), ``@`` and the
-    primary's WAL position after the commit, a space, the run id (which may
-    hold spaces). A payload without ``@<lsn>`` (no position) is accepted too.
+    (pgbridge/sql/events.sql), in one of two forms:
+
+    * ``<seq>@<lsn> <run_id>``: the newest seq (or ``*``), ``@`` and the
+      primary's WAL position after the commit, a space, the run id (which may
+      hold spaces). A payload without ``@<lsn>`` (no position) is accepted too.
+    * ``+<seq>@<lsn> <n> <run_id><events>``: the same, with the run id's length
+      in characters before it, then the events it reports as
+      :func:`encode_carried` wrote them.
+
     tests/db/test_wake_payload.py decodes what that statement sends.
     """
-    head, _, run_id = payload.partition(" ")
+    carried = payload.startswith(CARRIED)
+    head, _, rest = payload.removeprefix(CARRIED).partition(" ")
     seq_text, at, lsn_text = head.partition("@")
     lsn = parse_lsn(lsn_text) if at else None
-    if seq_text == ANY_SEQ:
-        return run_id, None, lsn
-    return run_id, int(seq_text), lsn
+    seq = None if seq_text == ANY_SEQ else int(seq_text)
+    if not carried:
+        return Wake(rest, seq, lsn)
+    length_text, _, rest = rest.partition(" ")
+    length = int(length_text)
+    if length < 1 or len(rest) < length:
+        raise ValueError(f"a run id of {length} characters does not fit in {rest[:40]!r}")
+    return Wake(rest[:length], seq, lsn, _decode_events(rest[length:]))
+
+
+def _decode_events(text: str) -> tuple[CarriedEvent, ...]:
+    try:
+        rows = orjson.loads(text)
+        events = tuple(_carried_event(row) for row in rows)
+    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ValueError(f"carried events that do not decode: {text[:60]!r}") from exc
+    if not events:
+        raise ValueError("a carrying wake-up with no events")
+    return events
+
+
+def _carried_event(row: list[object]) -> CarriedEvent:
+    """One carried event; a row of five (before prev_ms was carried) has none."""
+    seq, ms, name, data, terminal, *rest = row
+    prev = rest[0] if rest else None
+    return (
+        int(seq),  # type: ignore[call-overload]
+        int(ms),  # type: ignore[call-overload]
+        str(name),
+        str(data),
+        bool(terminal),
+        None if prev is None else int(prev),  # type: ignore[call-overload]
+    )
 
 
 class Listener:
@@ -183,11 +252,11 @@ class Listener:
 
     def _on_notification(self, conn: asyncpg.Connection, pid: int, channel: str, payload: str) -> None:
         try:
-            run_id, seq, lsn = decode_wake(payload)
+            wake = decode_wake(payload)
         except ValueError:
             logger.warning("pgbridge listener ignored a malformed wake-up %r", payload[:100])
             return
-        self._on_wake(run_id, seq, lsn)
+        self._on_wake(wake)
 
     async def _supervise(self) -> None:
         while True:

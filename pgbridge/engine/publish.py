@@ -29,21 +29,42 @@ not, and a batch of many callers must not fail them all for it. If the
 connection is lost while the statement is in flight, the outcome is unknown and every
 caller in the batch gets :class:`PublishOutcomeUnknownError`. A publish is
 never reported as written when it was not.
+
+A run row another transaction holds (a caller's transaction that published
+with ``publish_in`` and has not ended yet, docs/transactions.md) would hold
+up every other run of a batch that meets it, and the batches behind it. So a
+batch waits at most ``lock_wait`` for a row lock (the bridge's
+``publish_lock_wait``, ``append_events_lock_bounded``): past that the
+statement fails having written nothing, and the batch is sent again in
+halves, each probe waiting at most :data:`PROBE_LOCK_WAIT`, until every
+group whose run is free has committed and the held runs are known. Their
+callers then wait in the run's *lane*: a group commit of that run alone
+(one batch in flight), outside the batch slots, on at most ``lane_slots``
+pooled connections at once, where the wait is as long as the row is held
+(bounded by ``lane_lock_wait``). While a run's lane has callers, this
+process sends that run's publishes straight to it, so they meet no other
+run's batch again. Concurrent publishes of one run keep no order among
+themselves (they never did); one publish, or one ``publish_many``, is never
+split.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
-from pgbridge.connector import Backoff, Database
+import asyncpg
+
+from pgbridge.connector import Backoff, Database, retry_until
 from pgbridge.engine.group_commit import (
     Failure,
     GroupCommit,
     Retry,
     classify_failure,
+    is_retryable,
 )
 from pgbridge.exceptions import (
     DatabaseUnavailableError,
@@ -84,6 +105,49 @@ class Refused:
 #: What one appended request came to: stored, refused by its run, or None (a terminal run).
 AppendResult = Appended | Refused | None
 
+#: Seconds each probe of a batch being sent around a held run waits for a row lock: a
+#: free run's lock is had at once, so this only has to tell held from free quickly. A
+#: run only briefly held (another batch committing) may be taken for held: its callers
+#: then go through its lane, which is correct, only less batched.
+PROBE_LOCK_WAIT = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A group whose run's row another transaction holds: its caller sends it through
+    the run's lane (nothing of it was written)."""
+
+
+HELD = Held()
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFailed:
+    """A group of a batch sent around a held run whose own statement failed: its caller
+    is told *error* (the groups committed before it stay committed)."""
+
+    error: StreamBridgeError
+
+
+#: What one group of a batch came to: its requests' results, held, or failed.
+GroupResult = list[AppendResult] | Held | GroupFailed
+#: What a group's caller is answered by a batch: its stored events, or held.
+BatchAnswer = list[Appended | None] | Held
+
+
+class _RowHeld(Exception):
+    """A lock-bounded append waited too long for a row lock; nothing was written.
+
+    Private control flow of this module: it never reaches a caller."""
+
+
+@dataclass(slots=True)
+class _Lane:
+    """The group commit of one held run, and how many callers are in it."""
+
+    commits: GroupCommit[Sequence[AppendRequest], GroupResult, BatchAnswer]
+    users: int = field(default=0)
+
 
 class Publisher:
     """Writes events in batches (:class:`~pgbridge.engine.group_commit.GroupCommit`) and
@@ -104,14 +168,30 @@ class Publisher:
         max_batches_in_flight: int,
         max_batch_size: int = 1000,
         batch_per_run: bool = False,
+        lock_wait: float | None = None,
+        lane_lock_wait: float | None = None,
+        lane_slots: int = 1,
         backoff: Backoff | None = None,
         metrics: BridgeMetrics = NO_METRICS,
+        notify_channel: str | None = None,
     ) -> None:
         self._db = db
+        #: Where a batch sent while no other is in flight wakes other processes from inside its
+        #: own transaction (None: never; the bridge's notifier does it after every commit).
+        self._notify_channel = notify_channel
+        self._in_flight = 0
         self._store = EventStore(db)
         self._metrics = metrics
         self._on_commit = on_commit
-        self._commits: GroupCommit[Sequence[AppendRequest], list[AppendResult], list[Appended | None]]
+        self._retry = Retry(retry_timeout, backoff or Backoff())
+        self._max_batch_size = max_batch_size
+        #: None: a batch waits for a held row as long as it is held (a lane opens only if the
+        #: server's own lock_timeout ends the wait).
+        self._lock_wait = lock_wait if lock_wait else None
+        self._lane_lock_wait = lane_lock_wait
+        self._lane_slots = asyncio.Semaphore(max(1, lane_slots))
+        self._lanes: dict[str, _Lane] = {}
+        self._commits: GroupCommit[Sequence[AppendRequest], GroupResult, BatchAnswer]
         self._commits = GroupCommit(
             self._send,
             _answer,
@@ -121,10 +201,12 @@ class Publisher:
             size_of=len,
             # Each batch holds one run's events (a sharded deployment: one shard per transaction).
             batch_key=(lambda group: group[0].run_id) if batch_per_run else None,
-            retry=Retry(retry_timeout, backoff or Backoff()),
+            retry=self._retry,
             committed=self._committed,
             failed=self._failed,
         )
+        #: Batches that met a held run and were sent around it (for tests and logs).
+        self.batches_sent_around_held_runs = 0
 
     @property
     def batches(self) -> int:
@@ -137,36 +219,187 @@ class Publisher:
         return appended
 
     async def append_together(self, requests: Sequence[AppendRequest]) -> list[Appended | None]:
-        """Append *requests* in one transaction, in order; None for each refused (terminal run)."""
+        """Append *requests*, events of one run, in one transaction, in order; None for each
+        refused (terminal run).
+
+        Through the group commit, or, when the run's row is held by another
+        transaction, through the run's lane (see the module's docstring).
+        """
+        run_id = requests[0].run_id
+        if any(request.run_id != run_id for request in requests):
+            raise ValueError("append_together takes the events of one run")
         started = time.perf_counter()
-        answered = await self._commits.submit(requests)
+        if run_id in self._lanes:
+            answered = await self._through_lane(run_id, requests)
+        else:
+            batched = await self._commits.submit(requests)
+            answered = await self._through_lane(run_id, requests) if isinstance(batched, Held) else batched
         self._metrics.publish_latency(time.perf_counter() - started)
         return answered
 
     async def close(self) -> None:
-        """Wait for the batches in flight (and what is queued behind them)."""
+        """Wait for the batches in flight (and what is queued behind them), lanes too."""
         await self._commits.close()
+        while self._lanes:
+            await asyncio.gather(*(lane.commits.close() for lane in list(self._lanes.values())))
+            await asyncio.sleep(0)
 
-    async def _send(self, groups: list[Sequence[AppendRequest]]) -> list[list[AppendResult]]:
-        """One batch: every group's events in one statement, in queue order; results per group."""
-        results = await self._append_once([request for group in groups for request in group])
-        answered: list[list[AppendResult]] = []
-        position = 0
-        for group in groups:
-            answered.append(results[position : position + len(group)])
-            position += len(group)
+    @property
+    def lanes(self) -> int:
+        """Runs whose publishes wait in a lane of their own now (for tests)."""
+        return len(self._lanes)
+
+    async def _send(self, groups: list[Sequence[AppendRequest]]) -> list[GroupResult]:
+        """One batch: every group's events in one statement, in queue order; results per group.
+
+        A batch sent while no other is in flight also sends its runs' wake-ups, carrying the
+        events, in the same statement: the commit wakes other processes, with no NOTIFY
+        statement after it. PostgreSQL serialises notifying commits, so while batches overlap
+        they leave the wake-ups to the notifier, which coalesces them after commit.
+
+        A batch that waited ``lock_wait`` for a held run row wrote nothing and
+        is sent around the held runs (:meth:`_send_around_held`), still counted
+        in flight meanwhile.
+        """
+        lone = self._in_flight == 0
+        self._in_flight += 1
+        try:
+            results = await self._append_once(
+                [request for group in groups for request in group], self._lock_wait, notify=lone
+            )
+        except _RowHeld:
+            return await self._send_around_held(groups)
+        finally:
+            self._in_flight -= 1
+        return list(_per_group(groups, results))
+
+    async def _send_around_held(self, groups: list[Sequence[AppendRequest]]) -> list[GroupResult]:
+        """The groups of a batch that met a held row: the free runs' committed (in queue
+        order, in as few statements as halving allows), the held runs' groups :data:`HELD`."""
+        self.batches_sent_around_held_runs += 1
+        results: list[GroupResult | None] = [None] * len(groups)
+        held: set[str] = set()
+        await self._probe(
+            groups,
+            list(range(len(groups))),
+            results,
+            held,
+            min(self._lock_wait or PROBE_LOCK_WAIT, PROBE_LOCK_WAIT),
+        )
+        if held:
+            logger.info(
+                "pgbridge: a publish batch met %d run(s) whose row another transaction holds (%s); "
+                "the batch's other runs went on, and publishes to those wait on their own",
+                len(held),
+                ", ".join(repr(run) for run in sorted(held)[:3]) + (", ..." if len(held) > 3 else ""),
+                extra={"run_ids": sorted(held)},
+            )
+        return [HELD if result is None else result for result in results]
+
+    async def _probe(
+        self,
+        groups: list[Sequence[AppendRequest]],
+        indices: list[int],
+        results: list[GroupResult | None],
+        held: set[str],
+        wait: float,
+    ) -> None:
+        """Send the groups at *indices* (but those of runs known held) in one statement that
+        waits at most *wait* for a lock; if it meets a held row, each half on its own, down
+        to single groups, whose runs are then known held."""
+        todo = [i for i in indices if groups[i][0].run_id not in held]
+        if not todo:
+            return
+        requests = [request for i in todo for request in groups[i]]
+        try:
+            outcomes = await self._with_retries(lambda: self._append_once(requests, wait))
+        except _RowHeld:
+            if len(todo) == 1:
+                held.add(groups[todo[0]][0].run_id)
+                return
+            middle = len(todo) // 2
+            await self._probe(groups, todo[:middle], results, held, wait)
+            await self._probe(groups, todo[middle:], results, held, wait)
+            return
+        except Exception as exc:
+            error = exc if isinstance(exc, StreamBridgeError) else StreamBridgeError(str(exc))
+            self._report_failure(requests, error)
+            for i in todo:
+                results[i] = GroupFailed(error)
+            return
+        for i, result in zip(todo, _per_group([groups[i] for i in todo], outcomes), strict=True):
+            results[i] = result
+
+    async def _with_retries(
+        self, operation: Callable[[], Awaitable[list[AppendResult]]]
+    ) -> list[AppendResult]:
+        """*operation* again after a failure that wrote nothing, as the group commit would."""
+        return await retry_until(
+            operation,
+            deadline=asyncio.get_running_loop().time() + self._retry.timeout,
+            backoff=self._retry.backoff,
+            retryable=is_retryable,
+        )
+
+    async def _through_lane(self, run_id: str, requests: Sequence[AppendRequest]) -> list[Appended | None]:
+        """Append *requests* through *run_id*'s lane, made for the first caller and dropped
+        with the last: they wait for the held row there, holding up no other run."""
+        lane = self._lanes.get(run_id)
+        if lane is None:
+            lane = self._lanes[run_id] = _Lane(self._lane_commits(run_id))
+        lane.users += 1
+        try:
+            answered = await lane.commits.submit(requests)
+        finally:
+            lane.users -= 1
+            if lane.users == 0 and self._lanes.get(run_id) is lane:
+                del self._lanes[run_id]
+        assert not isinstance(answered, Held)  # a lane's statement waits for the row
         return answered
 
-    def _committed(
-        self, groups: list[Sequence[AppendRequest]], results: Sequence[list[AppendResult]]
-    ) -> None:
-        """Metrics and logs for a committed batch, then *on_commit* for each stored event, in order."""
-        requests = [request for group in groups for request in group]
-        appended = [result for answered in results for result in answered]
+    def _lane_commits(self, run_id: str) -> GroupCommit[Sequence[AppendRequest], GroupResult, BatchAnswer]:
+        """A group commit of *run_id* alone: one batch in flight, whatever queued meanwhile."""
+
+        async def send(groups: list[Sequence[AppendRequest]]) -> list[GroupResult]:
+            async with self._lane_slots:
+                try:
+                    results = await self._append_once(
+                        [request for group in groups for request in group], self._lane_lock_wait
+                    )
+                except _RowHeld as held:
+                    bound = f"{self._lane_lock_wait:g} s" if self._lane_lock_wait else "lock_timeout"
+                    raise RolledBackByConflictError(
+                        f"run {run_id!r}: its row was held by another transaction for longer than {bound} "
+                        "(a transaction that published to it with publish_in and has not ended); "
+                        "nothing was written"
+                    ) from held.__cause__
+            return list(_per_group(groups, results))
+
+        return GroupCommit(
+            send,
+            _answer,
+            name="pgbridge-publish-lane",
+            max_in_flight=1,
+            max_batch_size=self._max_batch_size,
+            size_of=len,
+            retry=self._retry,
+            committed=self._committed,
+            failed=self._failed,
+        )
+
+    def _committed(self, groups: list[Sequence[AppendRequest]], results: Sequence[GroupResult]) -> None:
+        """Metrics and logs for a committed batch, then *on_commit* for each stored event, in order
+        (held and failed groups have none)."""
+        requests: list[AppendRequest] = []
+        appended: list[AppendResult] = []
+        for group, answered in zip(groups, results, strict=True):
+            if isinstance(answered, list):
+                requests.extend(group)
+                appended.extend(answered)
         self._report_commit(requests, appended)
-        for request, result in zip(requests, appended, strict=True):
-            if isinstance(result, Appended):
-                self._on_commit(request.run_id, result, request.event, request.data_text, request.terminal)
+        for request, stored in zip(requests, appended, strict=True):
+            if isinstance(stored, Appended):
+                self._on_commit(request.run_id, stored, request.event, request.data_text, request.terminal)
 
     def _failed(self, groups: list[Sequence[AppendRequest]], exc: Exception) -> Exception:
         """A batch that could not be published: reported, and its callers told *exc*."""
@@ -207,10 +440,29 @@ class Publisher:
                 extra={"run_id": run_id, "reason": reason, "events": count},
             )
 
-    async def _append_once(self, requests: list[AppendRequest]) -> list[AppendResult]:
+    async def _append_once(
+        self, requests: list[AppendRequest], lock_wait: float | None, *, notify: bool = False
+    ) -> list[AppendResult]:
+        """One append statement on a pooled connection (sending its wake-ups too when *notify*);
+        a lock wait past *lock_wait* (or the server's own ``lock_timeout``) raises
+        :class:`_RowHeld`, having written nothing."""
+        channel = self._notify_channel if notify else None
         async with self._db.connection() as conn:
             try:
-                outcomes = await self._store.append_batch(conn, requests)
+                outcomes = await self._store.append_batch(
+                    conn, requests, notify_channel=channel, lock_wait=lock_wait
+                )
+            except asyncpg.exceptions.LockNotAvailableError as exc:
+                raise _RowHeld() from exc
+            except asyncpg.ProgramLimitExceededError as exc:
+                if channel is None:
+                    raise _classify_append_failure(exc, requests) from exc
+                # The notification queue is full (a listener somewhere stopped reading): the
+                # NOTIFY aborted the append, which wrote nothing. Append alone; the notifier
+                # wakes readers after the commit, as it does for busy moments.
+                logger.warning("pgbridge could not NOTIFY inside an append (%s); appending without", exc)
+                self._db.statements += 1
+                return await self._append_once(requests, lock_wait)
             except Exception as exc:
                 raise _classify_append_failure(exc, requests) from exc
             finally:
@@ -253,9 +505,23 @@ def _classify_append_failure(exc: Exception, requests: list[AppendRequest]) -> S
     return StreamBridgeError(f"publishing {what} failed: {exc}")
 
 
-def _answer(group: Sequence[AppendRequest], results: list[AppendResult]) -> list[Appended | None]:
-    """A group's answer: its stored events (None for a terminal run's), or the error of a
-    run that refused them."""
+def _per_group(groups: Sequence[Sequence[AppendRequest]], results: list[AppendResult]) -> list[GroupResult]:
+    """A statement's results (one per request, in order) cut into one list per group."""
+    answered: list[GroupResult] = []
+    position = 0
+    for group in groups:
+        answered.append(results[position : position + len(group)])
+        position += len(group)
+    return answered
+
+
+def _answer(group: Sequence[AppendRequest], results: GroupResult) -> BatchAnswer:
+    """A group's answer: its stored events (None for a terminal run's), held, or the error of
+    a run that refused them or of the statement that carried them."""
+    if isinstance(results, Held):
+        return results
+    if isinstance(results, GroupFailed):
+        raise results.error
     refusal = next((result for result in results if isinstance(result, Refused)), None)
     if refusal is not None:
         raise refusal_error(group[0].run_id, refusal)

@@ -18,6 +18,9 @@ Mount :func:`sse_routes` in an existing Starlette or FastAPI app, or serve
 * ``GET /`` (:func:`create_app`): an index page: the version, links to the pages.
 * ``GET /metrics`` (``create_app(..., expose_metrics=True)``): the bridge's
   Prometheus metrics (see :mod:`pgbridge.metrics`).
+* ``GET /chat/{chat_id}/stream`` (:func:`create_app`; the path is
+  ``StreamSettings.chat_stream_path``): the AI SDK's resume request, the chat's
+  response in progress as a UI message stream, or 204 (:mod:`pgbridge.ai_sdk.routes`).
 
 A stream waits for a run that does not exist yet (docs/behaviour.md §6);
 with ``?wait=0`` it answers 404 instead. A bad query parameter is a 400
@@ -46,6 +49,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from pgbridge.ai_sdk.routes import DEFAULT_PATH as CHAT_STREAM_PATH
+from pgbridge.ai_sdk.routes import ChatResume
 from pgbridge.bridge import MAX_LIST_LIMIT, PostgresStreamBridge
 from pgbridge.contract import CANCELLED_SENTINEL, END_SENTINEL, GAP_EVENT, HEARTBEAT_SENTINEL
 from pgbridge.durable_streams.http import (
@@ -80,7 +85,8 @@ LANGGRAPH_STATUS = {
 }
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_PAGE_HEADERS = {"Cache-Control": "no-cache"}
+#: A page's URL may carry a token: no Referer takes it to another site.
+_PAGE_HEADERS = {"Cache-Control": "no-cache", "Referrer-Policy": "no-referrer"}
 #: How a yes/no query parameter (``?envelope=``, ``?wait=``) may be written.
 _YES, _NO = ("1", "true", "yes"), ("0", "false", "no")
 
@@ -93,6 +99,8 @@ class StreamSettings:
     heartbeat_interval: float = 15.0
     #: The ``retry:`` hint, in milliseconds: how soon a client reconnects.
     retry_ms: int = 2000
+    #: Where :func:`create_app` answers the AI SDK's resume request (holds ``{chat_id}``).
+    chat_stream_path: str = CHAT_STREAM_PATH
 
 
 def sse_routes(
@@ -131,15 +139,25 @@ def create_app(
     """An ASGI app serving *bridge*; starts and closes it with the app when *manage_bridge*.
 
     With *token*, every endpoint answers 401 unless the request carries
-    ``Authorization: Bearer <token>`` (or ``?access_token=<token>``, for
-    ``EventSource``, which cannot set headers). *cors_origins* lists the
+    ``Authorization: Bearer <token>`` (or, discouraged, ``?access_token=<token>``).
+    When the bridge has token keys (its ``token_secrets`` option), a read
+    token it issued (``bridge.read_token``) reads its own run, and nothing else,
+    in that header or as ``?token=`` (:mod:`pgbridge.http.auth`, docs/security.md);
+    with keys and no *token*, read tokens are the only way in. *cors_origins* lists the
     origins browsers may call it from (``["*"]`` for any), on every route
     alike; with none, no response carries CORS headers. With
     *expose_metrics*, ``GET /metrics`` serves the registry the bridge reports
     into (behind the token too: give Prometheus the bearer token). Every run
-    is also a Durable Stream under ``/v1/stream/`` (:mod:`pgbridge.durable_streams.http`).
+    is also a Durable Stream under ``/v1/stream/`` (:mod:`pgbridge.durable_streams.http`),
+    and the AI SDK's resume request is answered at ``settings.chat_stream_path``.
     """
-    routes: list[BaseRoute] = [Route("/", _index, methods=["GET"]), *sse_routes(bridge, settings)]
+    settings = settings or StreamSettings()
+    chats = ChatResume(bridge, path=settings.chat_stream_path, heartbeat_interval=settings.heartbeat_interval)
+    routes: list[BaseRoute] = [
+        Route("/", _index, methods=["GET"]),
+        *sse_routes(bridge, settings),
+        *chats.routes(),
+    ]
     if expose_metrics:
         routes.append(metrics_route(bridge))
 
@@ -162,8 +180,8 @@ def create_app(
                 expose_headers=list(CORS_EXPOSE_HEADERS),
             )
         )
-    if token:
-        middleware.append(Middleware(BearerTokenAuth, token=token))
+    if token or bridge.token_keyring is not None:
+        middleware.append(Middleware(BearerTokenAuth, token=token or None, keyring=bridge.token_keyring))
     middleware.append(Middleware(EndReadsOnShutdown))
     routes += durable_stream_routes(bridge, stream_settings)
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -55,19 +55,22 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def exposure_warning(host: str, port: int, *, token: str | None, insecure: bool) -> str | None:
-    """The warning to print before serving on *host* without a token, or None.
+def exposure_warning(
+    host: str, port: int, *, token: str | None, insecure: bool, keys: bool = False
+) -> str | None:
+    """The warning to print before serving on *host* open to anyone, or None.
 
     Raises ConfigurationError for a host other machines can reach, with no
-    token, unless *insecure*.
+    token and no read-token *keys*, unless *insecure*. With keys and no token
+    the server is not open: read tokens are the only way in.
     """
-    if token or is_loopback(host):
+    if token or keys or is_loopback(host):
         return None
     if not insecure:
         raise ConfigurationError(
             f"refusing to serve on {host} without a token: anyone who can reach it could read, "
-            "append to and delete every run; give --token (or $PGBRIDGE_TOKEN), "
-            "or --insecure to serve it open anyway"
+            "append to and delete every run; give --token (or $PGBRIDGE_TOKEN) or read-token keys "
+            "(--token-secret-file), or --insecure to serve it open anyway"
         )
     return (
         f"WARNING: serving on {host}:{port} with no token (--insecure): anyone who can reach "

@@ -12,6 +12,11 @@ properly: a stream that has started ends like any other response (an
 restarted), one that has not answers ``503`` with ``Retry-After``. Reads
 only: a request that writes (an append, a close) gets uvicorn's grace period
 to finish, and is never cut.
+
+A response that marks its scope with :data:`CUT_ON_SHUTDOWN` is not ended
+properly but cut (the connection closes mid-body): the AI SDK's client takes a
+stream that ends properly for a finished message, and one that is cut for a
+disconnect it can resume from (:mod:`pgbridge.ai_sdk.routes`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 READS_GRACE_SECONDS = 0.3
 
 _READ_METHODS = frozenset({"GET", "HEAD"})
+#: The scope key a response sets (to True) to be cut, not ended, when the server shuts down.
+CUT_ON_SHUTDOWN = "pgbridge.cut_on_shutdown"
+#: What uvicorn logs (as an error) for a response left incomplete: expected for a cut one.
+INCOMPLETE_RESPONSE_MESSAGE = "ASGI callable returned without completing response."
 _UNAVAILABLE_BODY = b'{"error":"the server is shutting down"}'
 
 
@@ -108,6 +117,8 @@ class EndReadsOnShutdown:
             task.uncancel()
             if progress.finished:
                 return
+            if progress.started and scope.get(CUT_ON_SHUTDOWN):
+                return  # left incomplete: the server closes the connection mid-body
             if progress.started:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:

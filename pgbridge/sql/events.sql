@@ -1,5 +1,6 @@
 -- The core statements of a bridge (pgbridge.sql.queries.Queries), in the order of an event's life:
---   publish  append_events, terminal_event_of_run, mark_awaiting_input;
+--   publish  append_events, append_events_lock_bounded, append_events_notifying, terminal_event_of_run,
+--            mark_awaiting_input, begin_caller_transaction;
 --   read     resolve_cursor, read_events_after, read_runs_events_after, resolve_fork_cursor,
 --            read_inherited_events_after, run_summary, run_heads, recent_open_runs, recent_ended_runs;
 --   wake-ups notify_runs (it writes the wake payload: pgbridge.engine.listen.decode_wake reads it),
@@ -29,11 +30,16 @@
 -- the view is a scalar subquery over "chain": one primary-key lookup in the run that holds it.
 
 -- name: append_events
--- Every publish (one event, or a group-commit batch): pgbridge_append_batch (revision 0010, set-
--- based) locks or creates every run row of the batch in one statement, assigns seqs, chains the
--- hashes, then inserts the events and updates every run row in one statement each; with
--- publish => true it also refuses a non-JSON stream's run and recreates an expired stream's, on
--- the row it locks anyway. Every event of one call has the same created_ms.
+-- The append of every publish (one event, or a group-commit batch): pgbridge_append_batch
+-- (revisions 0010 and 0011, set-based) locks or creates every run row of the batch in one
+-- statement, reads each run's head (pgbridge_run_head), assigns seqs, chains the hashes, then
+-- inserts the events in one statement and writes the run rows that change (a run's first event,
+-- a status change, a terminal event, every 256th event) in one more; with publish => true it also
+-- refuses a non-JSON stream's run and recreates an expired stream's, on the row it locks anyway.
+-- Every event of one call has the same created_ms (odd on an odd timeline, even on an even one).
+-- The group commit runs it as append_events_lock_bounded (several batches in flight) or
+-- append_events_notifying (a lone batch); publish_in, inside the caller's transaction, runs
+-- append_events_notifying with no lock bound (docs/transactions.md).
 -- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
 -- flags, $5 text[] statuses, one element per event. One row per event: ord (1-based), seq,
 -- created_ms and prev_ms (the creation time of the run's event before it: what the publishing
@@ -46,6 +52,79 @@ SELECT ord, seq, created_ms, refused, prev_ms
 FROM {schema}.pgbridge_append_batch(
     $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], publish => true);
 
+-- name: append_events_lock_bounded
+-- append_events for the group commit's batches sent while others are in flight
+-- (pgbridge.engine.publish): the same call, whose
+-- waits for a row lock give up after $6 (a lock_timeout text such as '100ms'; '0': no bound).
+-- A run row another transaction holds (a caller's transaction that published with publish_in
+-- and has not ended, docs/transactions.md) then fails the statement with SQLSTATE 55P03, having
+-- written nothing, instead of holding up every other run of the batch until that transaction
+-- ends. The setting is made by the argument (evaluated before the function runs) with
+-- set_config(..., true): it lasts for this statement's own transaction only, so no session
+-- state is left on the pooled connection.
+-- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
+-- flags, $5 text[] statuses, $6 text the lock wait bound. Rows as append_events.
+-- Index: run_streams and run_events primary keys. Locks: as append_events, each wait bounded by $6.
+SELECT ord, seq, created_ms, refused, prev_ms
+FROM {schema}.pgbridge_append_batch(
+    $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[],
+    publish => set_config('lock_timeout', $6::text, true) IS NOT NULL);
+
+-- name: append_events_notifying
+-- append_events for a batch sent while no other is in flight (a lone publish, a quiet moment):
+-- the same append, plus one NOTIFY per run that took events, carrying them
+-- ("+<seq>@<lsn> <characters in run_id> <run_id><events>", pgbridge.engine.listen.decode_wake),
+-- sent inside the append's transaction, so other processes are woken by its commit with no
+-- statement after it. <lsn> is the WAL insert position once the events are written, before the
+-- commit record: a standby replayed that far may still lack the commit, so a reader with a
+-- standby checks what the standby holds before trusting it (pgbridge.engine.replica), as always. A
+-- run whose events would not fit in a payload (8,000 bytes) gets no NOTIFY here (notified false):
+-- the notifier wakes its readers after the commit. PostgreSQL serialises the commits of notifying
+-- transactions, which is why busy moments (several batches in flight) use
+-- append_events_lock_bounded and the notifier instead.
+-- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
+-- flags, $5 text[] statuses, one element per event (as append_events); $6 text the channel.
+-- One row per event: ord, seq, created_ms, refused, prev_ms as append_events, and notified (its
+-- run's NOTIFY was sent in this transaction). Each carried event says when the event before it
+-- was created (prev_ms), so a reader takes it only if it follows what the reader holds.
+-- $7 text a lock wait bound as append_events_lock_bounded's $6, or NULL: none set, the session's
+-- lock_timeout applies (publish_in, in the caller's transaction, whose settings are its own).
+-- Index and locks: those of append_events (each wait bounded by $7 when given); NOTIFY takes
+-- PostgreSQL's notification lock at commit.
+WITH appended AS MATERIALIZED (
+    SELECT a.ord, a.seq, a.created_ms, a.refused, a.prev_ms
+    FROM {schema}.pgbridge_append_batch(
+        $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[],
+        publish => CASE WHEN $7::text IS NULL THEN true
+                        ELSE set_config('lock_timeout', $7::text, true) IS NOT NULL END) AS a
+),
+given AS MATERIALIZED (
+    SELECT u.i::integer AS ord, u.run_id, u.event, u.data, u.terminal
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[]) WITH ORDINALITY
+        AS u(run_id, event, data, terminal, i)
+),
+carried AS MATERIALIZED (
+    SELECT g.run_id, max(a.seq) AS seq,
+        json_agg(json_build_array(a.seq, a.created_ms, g.event, g.data, g.terminal, a.prev_ms)
+                 ORDER BY a.seq)::text
+            AS events
+    FROM appended AS a JOIN given AS g ON g.ord = a.ord
+    WHERE a.seq IS NOT NULL
+    GROUP BY g.run_id
+),
+sent AS MATERIALIZED (
+    SELECT c.run_id, n.done
+    FROM carried AS c
+    CROSS JOIN LATERAL (
+        SELECT pg_notify($6::text, '+' || c.seq || '@' || pg_current_wal_insert_lsn()::text || ' '
+            || char_length(c.run_id) || ' ' || c.run_id || c.events) IS NULL AS done
+    ) AS n
+    WHERE octet_length(c.run_id) + octet_length(c.events) < 7900
+)
+SELECT a.ord, a.seq, a.created_ms, a.refused, a.prev_ms, g.run_id IN (SELECT run_id FROM sent) AS notified
+FROM appended AS a JOIN given AS g ON g.ord = a.ord
+ORDER BY a.ord;
+
 -- name: terminal_event_of_run
 -- The committed terminal event of a run: always its last, so its ID is last_ms-last_seq (a Durable
 -- Stream closed before any event has terminal_seq 0 and no ms: last_ms 0).
@@ -54,6 +133,15 @@ FROM {schema}.pgbridge_append_batch(
 SELECT terminal_seq, coalesce(last_ms, 0) AS last_ms
 FROM {schema}.run_streams
 WHERE run_id = $1 AND terminal_seq IS NOT NULL;
+
+-- name: begin_caller_transaction
+-- publish_in given a SQLAlchemy AsyncConnection or AsyncSession (pgbridge.store.caller): SQLAlchemy
+-- begins its transaction on the driver connection only at the first statement it runs, so this
+-- no-op runs through SQLAlchemy first when the driver connection is not yet in a transaction;
+-- pgbridge's statements then run on that driver connection, inside the transaction SQLAlchemy
+-- commits or rolls back.
+-- No parameters, no table, no locks.
+SELECT 1;
 
 -- name: mark_awaiting_input
 -- An open run becomes awaiting_input until its next publish or terminal event (a terminal run is
@@ -295,13 +383,24 @@ LIMIT $2;
 -- "<seq>@<lsn> <run_id>": the run's newest seq ('*' for NULL: re-read regardless, e.g. retention
 -- deleted events), the primary's WAL insert position read after the commits being reported (how
 -- far a standby must have replayed to hold them, pgbridge.engine.replica), and the run id (which
--- may hold spaces). pgbridge.engine.listen.decode_wake reads it; tests/db/test_wake_payload.py
--- runs this statement and decodes what arrives.
--- $1 text channel, $2 bigint[] newest seqs (NULL elements: any seq), $3 text[] run ids.
+-- may hold spaces). A wake-up given its events (a JSON array, pgbridge.engine.listen.encode_carried)
+-- carries them when the payload stays under PostgreSQL's 8,000 bytes:
+-- "+<seq>@<lsn> <characters in run_id> <run_id><events>"; a reader that holds the seqs before them
+-- takes them without a query. pgbridge.engine.listen.decode_wake reads both forms;
+-- tests/db/test_wake_payload.py runs this statement and decodes what arrives.
+-- $1 text channel, $2 bigint[] newest seqs (NULL elements: any seq), $3 text[] run ids, $4 text[]
+-- the events each wake-up carries (NULL elements: none).
+-- publish_in sends it inside the caller's transaction for a run whose events did not fit in
+-- append_events_notifying's payload: delivered at that commit, never after a rollback.
 -- No table, no locks.
-SELECT pg_notify($1, coalesce(w.seq::text, '*') || '@' || l.lsn || ' ' || w.run_id)
+SELECT pg_notify($1, CASE
+    WHEN w.events IS NOT NULL AND w.seq IS NOT NULL
+         AND octet_length(w.run_id) + octet_length(w.events) < 7900
+    THEN '+' || w.seq || '@' || l.lsn || ' ' || char_length(w.run_id) || ' ' || w.run_id || w.events
+    ELSE coalesce(w.seq::text, '*') || '@' || l.lsn || ' ' || w.run_id
+END)
 FROM (SELECT pg_current_wal_insert_lsn()::text AS lsn) AS l,
-     unnest($2::bigint[], $3::text[]) AS w(seq, run_id);
+     unnest($2::bigint[], $3::text[], $4::text[]) AS w(seq, run_id, events);
 
 -- name: notify_listener_check
 -- start(): a NOTIFY from a pooled session on a fresh channel that only the starting listener

@@ -27,6 +27,9 @@ class Queries:
 
     schema: str
     append_events: str
+    append_events_lock_bounded: str
+    append_events_notifying: str
+    begin_caller_transaction: str
     terminal_event_of_run: str
     resolve_cursor: str
     read_events_after: str

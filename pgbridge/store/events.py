@@ -294,6 +294,9 @@ class RunInfo:
 class Appended:
     seq: int
     ms: int
+    #: Its run's readers in other processes were woken by the append's own commit
+    #: (``append_events_notifying``): nothing more to send for it.
+    notified: bool = False
     #: The creation time of the run's event before it, as the append found it (None: it is
     #: the run's first, or not known): what lets a reader take it without reading it back.
     prev_ms: int | None = None
@@ -309,6 +312,13 @@ class AppendOutcome:
     #: batch, its terminal event), ``content_type`` (a non-JSON Durable Stream)
     #: or ``gone`` (a soft-deleted stream forks still read); None when stored.
     refused: str | None = None
+
+
+def _terminal(rows: Sequence[asyncpg.Record]) -> Appended | None:
+    """A terminal_event_of_run answer: the terminal event's seq and time, or None."""
+    if not rows:
+        return None
+    return Appended(seq=rows[0]["terminal_seq"], ms=rows[0]["last_ms"])
 
 
 class NewEvent(Protocol):
@@ -343,25 +353,53 @@ class EventStore:
         self.db = db
         self.queries = db.queries
 
-    async def append_batch(self, conn: asyncpg.Connection, events: Sequence[NewEvent]) -> list[AppendOutcome]:
-        """Append *events* in one statement (one transaction) on *conn*; one outcome per event, in order.
+    async def append_batch(
+        self,
+        conn: asyncpg.Connection,
+        events: Sequence[NewEvent],
+        *,
+        notify_channel: str | None = None,
+        lock_wait: float | None = None,
+    ) -> list[AppendOutcome]:
+        """Append *events* in one statement on *conn*; one outcome per event, in order.
+
+        On a connection outside a transaction the statement is its own
+        transaction; inside one (publish_in: the caller's) it joins it.
+
+        With *notify_channel*, the same statement also sends each run's wake-up, carrying its
+        events, on that channel (``append_events_notifying``): its readers elsewhere are woken
+        by the commit itself (:attr:`Appended.notified`).
+
+        With *lock_wait* (seconds; 0: no bound), a wait for a row lock longer
+        than that fails the statement with SQLSTATE 55P03 (asyncpg's
+        LockNotAvailableError), having written nothing: the group commit's
+        batches (``append_events_lock_bounded``, or ``append_events_notifying``
+        given the bound). Without it the statement leaves the session's
+        ``lock_timeout`` alone, as it must in a caller's transaction.
 
         The caller borrows *conn* and gets the driver's exception as it is,
         because what a failure means for the events (not written, or unknown)
         depends on where it happened (pgbridge.engine.publish decides).
         """
-        rows = await conn.fetch(
-            self.queries.append_events,
+        arrays = (
             [e.run_id for e in events],
             [e.event for e in events],
             [e.data_text for e in events],
             [e.terminal for e in events],
             [e.status for e in events],
         )
+        bound = None if lock_wait is None else f"{max(0, round(lock_wait * 1000))}ms"
+        if notify_channel is not None:
+            rows = await conn.fetch(self.queries.append_events_notifying, *arrays, notify_channel, bound)
+        elif bound is not None:
+            rows = await conn.fetch(self.queries.append_events_lock_bounded, *arrays, bound)
+        else:
+            rows = await conn.fetch(self.queries.append_events, *arrays)
         outcomes = [AppendOutcome()] * len(events)
         for row in rows:
+            notified = notify_channel is not None and row["notified"]
             stored = (
-                Appended(seq=row["seq"], ms=row["created_ms"], prev_ms=row["prev_ms"])
+                Appended(seq=row["seq"], ms=row["created_ms"], notified=notified, prev_ms=row["prev_ms"])
                 if row["seq"] is not None
                 else None
             )
@@ -370,10 +408,12 @@ class EventStore:
 
     async def terminal_event(self, run_id: str) -> Appended | None:
         """The committed terminal event of *run_id*, if it has one."""
-        rows = await self.db.fetch(self.queries.terminal_event_of_run, run_id)
-        if not rows:
-            return None
-        return Appended(seq=rows[0]["terminal_seq"], ms=rows[0]["last_ms"])
+        return _terminal(await self.db.fetch(self.queries.terminal_event_of_run, run_id))
+
+    async def terminal_event_on(self, conn: asyncpg.Connection, run_id: str) -> Appended | None:
+        """:meth:`terminal_event` on *conn*: in a caller's transaction, its own terminal event
+        counts too. The driver's exception comes as it is (the caller's transaction decides)."""
+        return _terminal(await conn.fetch(self.queries.terminal_event_of_run, run_id))
 
     async def mark_awaiting_input(self, run_id: str) -> None:
         """An open run becomes ``awaiting_input`` (a terminal run is left as it is)."""

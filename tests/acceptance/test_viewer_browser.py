@@ -12,13 +12,15 @@ import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright
 
-from pgbridge import PostgresStreamBridge
-from tests.support.http_server import ServerProcess
+from pgbridge import PostgresStreamBridge, TokenKeyring
+from pgbridge.tokens import issue_read_token
+from tests.support.http_server import TEST_KEYS, ServerProcess, write_keys
 
 #: Drives whole processes from outside; .ci/run runs it in its first pass only (see pyproject.toml).
 pytestmark = pytest.mark.once
@@ -61,15 +63,26 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
+def keyed_server(dsn: str, folder: Path) -> ServerProcess:
+    """A server with a global token and read-token keys (TEST_KEYS)."""
+    return ServerProcess(dsn, extra_args=("--token-secret-file", str(write_keys(folder))))
+
+
+def read_token(run_id: str, ttl: float = 600) -> str:
+    return issue_read_token(TokenKeyring.parse(TEST_KEYS), run_id, ttl)
+
+
 async def shown_ids(page: Page) -> list[str]:
     ids: list[str] = await page.eval_on_selector_all("tr[data-id]", "rows => rows.map(r => r.dataset.id)")
     return ids
 
 
 async def test_the_viewer_shows_every_event_once_in_order_across_a_server_kill_and_restart(
-    dsn: str, browser: Browser
+    dsn: str, browser: Browser, tmp_path: Path
 ) -> None:
-    server = ServerProcess(dsn)
+    """The page holds a read token of its run (no global token in its URL), which the new
+    server process accepts as the old one did: the keys are the servers', not a process's."""
+    server = keyed_server(dsn, tmp_path)
     await server.start()
     run_id = "agent/run-42"  # a "/" in the id travels as %2F
     try:
@@ -78,7 +91,7 @@ async def test_the_viewer_shows_every_event_once_in_order_across_a_server_kill_a
                 await publisher.publish(run_id, "token", {"n": i, "text": f"tok {i}"}) for i in range(5)
             ]
             page = await browser.new_page()
-            await page.goto(f"{server.url}/runs/agent%2Frun-42/view?access_token={server.token}")
+            await page.goto(f"{server.url}/runs/agent%2Frun-42/view?token={read_token(run_id)}")
             await page.wait_for_function("() => document.querySelectorAll('tr[data-id]').length >= 5")
             for i in range(5, 10):
                 published.append(await publisher.publish(run_id, "token", {"n": i}))
@@ -108,14 +121,14 @@ async def test_the_viewer_shows_every_event_once_in_order_across_a_server_kill_a
         await server.stop()
 
 
-async def test_the_viewer_header_counts_follow_its_rows(dsn: str, browser: Browser) -> None:
-    server = ServerProcess(dsn)
+async def test_the_viewer_header_counts_follow_its_rows(dsn: str, browser: Browser, tmp_path: Path) -> None:
+    server = keyed_server(dsn, tmp_path)
     await server.start()
     try:
         async with PostgresStreamBridge(dsn) as publisher:
             await publisher.publish("counted", "token", 0)
             page = await browser.new_page()
-            await page.goto(f"{server.url}/runs/counted/view?access_token={server.token}")
+            await page.goto(f"{server.url}/runs/counted/view?token={read_token('counted')}")
             await page.wait_for_function(
                 "() => document.getElementById('counts').textContent.startsWith('1 ')"
             )
@@ -152,5 +165,31 @@ async def test_the_runs_page_lists_runs_linked_to_their_viewers(dsn: str, browse
             "() => document.getElementById('connection').textContent.startsWith('finished')"
         )
         assert await shown_ids(page) != []
+    finally:
+        await server.stop()
+
+
+async def test_the_viewer_stops_with_a_clear_message_when_its_read_token_expires(
+    dsn: str, browser: Browser, tmp_path: Path
+) -> None:
+    """The server ends the page's stream at the token's expiry and refuses it after; the page
+    says so and stops asking. Events published afterwards never reach it."""
+    server = keyed_server(dsn, tmp_path)
+    await server.start()
+    try:
+        async with PostgresStreamBridge(dsn) as publisher:
+            before = [await publisher.publish("expiring", "token", i) for i in range(3)]
+            page = await browser.new_page()
+            await page.goto(f"{server.url}/runs/expiring/view?token={read_token('expiring', ttl=3)}")
+            await page.wait_for_function("() => document.querySelectorAll('tr[data-id]').length === 3")
+            await page.wait_for_function(
+                "() => document.getElementById('connection').textContent.startsWith('stopped')",
+                timeout=30_000,
+            )
+            for i in range(3, 6):
+                await publisher.publish("expiring", "token", i)
+            assert await page.inner_text("#status") == "not authorized"
+            await asyncio.sleep(1.5)  # what a reconnecting page would have shown by now
+            assert await shown_ids(page) == before
     finally:
         await server.stop()

@@ -50,7 +50,9 @@ async def test_publishing_ordinary_events_logs_nothing_at_info_or_above(
 async def test_a_failed_publish_is_logged_at_warning_with_its_run_id(
     make_bridge: BridgeFactory, dsn: str, logs: pytest.LogCaptureFixture
 ) -> None:
-    bridge = await make_bridge(command_timeout=1.0)
+    # publish_lock_wait=0: the batch waits behind the row lock until command_timeout (by
+    # default it would give up waiting and be told nothing was written: docs/transactions.md).
+    bridge = await make_bridge(command_timeout=1.0, publish_lock_wait=0)
     await bridge.publish("run-9", "token", 1)
     async with connected(dsn) as conn, conn.transaction():
         await conn.execute("SELECT 1 FROM run_streams WHERE run_id = 'run-9' FOR UPDATE")

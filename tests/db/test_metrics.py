@@ -77,7 +77,8 @@ async def test_a_publish_whose_outcome_is_unknown_is_counted_as_a_failure(
     make_bridge: BridgeFactory, dsn: str
 ) -> None:
     registry = CollectorRegistry()
-    bridge = await make_bridge(metrics=registry, command_timeout=1.0)
+    # publish_lock_wait=0: the batch waits behind the row lock until command_timeout.
+    bridge = await make_bridge(metrics=registry, command_timeout=1.0, publish_lock_wait=0)
     await bridge.publish("run", "token", 1)
     async with run_row_locked(dsn, "run"):
         with pytest.raises(PublishOutcomeUnknownError):

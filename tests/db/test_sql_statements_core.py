@@ -29,7 +29,7 @@ PARAMETER = re.compile(r"\$(\d+) (text\[\]|bigint\[\]|boolean\[\]|text|bigint)(?
 
 
 def test_the_file_names_the_statements_of_the_core() -> None:
-    assert len(STATEMENTS) == 24
+    assert len(STATEMENTS) == 27
     assert {"append_events", "notify_runs", "read_events_after", "chain_rows"} <= {s.name for s in STATEMENTS}
 
 

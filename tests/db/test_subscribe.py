@@ -232,6 +232,60 @@ async def test_200_subscribers_of_one_run_share_connections_and_reads(
         await stream.aclose()  # type: ignore[attr-defined]
 
 
+async def test_events_from_another_process_arrive_in_the_wake_up_without_a_read(
+    make_bridge: BridgeFactory,
+) -> None:
+    reader = await make_bridge(poll_interval=3600)
+    writer = await make_bridge(poll_interval=3600)  # its own pool and listener: another process
+    await writer.publish("run", "token", 0)
+    streams = [reader.subscribe("run", heartbeat_interval=60) for _ in range(3)]
+    for stream in streams:
+        await take(stream, 1)
+    statements = reader.statements_run
+    sent = [await writer.publish("run", "token", {"i": i, "text": 'é " x'}) for i in range(1, 6)]
+    got = await asyncio.gather(*(take(s, 5) for s in streams))
+    assert all(
+        [(e.id, e.data) for e in events] == [(i, {"i": n, "text": 'é " x'}) for n, i in enumerate(sent, 1)]
+        for events in got
+    )
+    assert reader.statements_run == statements  # no range read: the events came in the NOTIFYs
+    for stream in streams:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_lone_publish_wakes_other_processes_with_its_own_commit_and_no_other_statement(
+    make_bridge: BridgeFactory,
+) -> None:
+    reader = await make_bridge(poll_interval=3600)
+    writer = await make_bridge(poll_interval=3600)
+    await writer.publish("run", "token", 0)
+    stream = reader.subscribe("run", heartbeat_interval=60)
+    await take(stream, 1)
+    await asyncio.sleep(0.1)  # anything the first publish left to send is sent
+    written, read = writer.statements_run, reader.statements_run
+    for i in range(1, 6):  # one at a time: no other batch in flight
+        sent = await writer.publish("run", "token", i)
+        assert [e.id for e in await take(stream, 1, timeout=5)] == [sent]
+    await asyncio.sleep(0.1)
+    assert writer.statements_run - written == 5  # the appends, each with its NOTIFY inside
+    assert reader.statements_run == read
+    await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_events_too_large_to_carry_are_read_after_the_wake_up(make_bridge: BridgeFactory) -> None:
+    reader = await make_bridge(poll_interval=3600)
+    writer = await make_bridge(poll_interval=3600)
+    await writer.publish("run", "token", 0)
+    stream = reader.subscribe("run", heartbeat_interval=60)
+    await take(stream, 1)
+    statements = reader.statements_run
+    big = "x" * 9_000
+    sent = await writer.publish("run", "token", big)
+    assert [(e.id, e.data) for e in await take(stream, 1, timeout=5)] == [(sent, big)]
+    assert reader.statements_run > statements  # the wake-up said where to read
+    await stream.aclose()  # type: ignore[attr-defined]
+
+
 async def test_same_process_publish_reaches_subscribers_without_a_read(bridge: PostgresStreamBridge) -> None:
     await bridge.publish("run", "token", 0)
     streams = [bridge.subscribe("run", heartbeat_interval=60) for _ in range(20)]
@@ -369,7 +423,13 @@ async def test_a_wake_up_of_many_runs_reads_them_all_in_one_statement(
     sent = {run: [await append_without_notify(dsn, run, "token", str(i)) for i in range(3)] for run in runs}
     refills, statements = reader._feeds.refills, reader.statements_run
     async with connected(dsn) as conn:  # one NOTIFY statement for every run, as a notifier sends it
-        await conn.execute(Queries.for_schema().notify_runs, notify_channel("public"), [3] * len(runs), runs)
+        await conn.execute(
+            Queries.for_schema().notify_runs,
+            notify_channel("public"),
+            [3] * len(runs),
+            runs,
+            [None] * len(runs),
+        )
     got = await asyncio.gather(*(take(stream, 3) for stream in streams))
     assert {run: [e.id for e in events] for run, events in zip(runs, got, strict=True)} == sent
     assert reader._feeds.refills - refills == 1  # one read for the 30 runs that woke

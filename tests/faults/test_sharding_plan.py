@@ -35,16 +35,19 @@ from tests.support.topology import ScaleDatabase
 pytestmark = pytest.mark.own_server
 
 TABLES = re.compile(r"\b(run_streams|run_events)\b")
-#: A predicate (or inserted value) naming one run: a parameter, or the batch function's loop variable.
+#: A predicate (or inserted value) naming one run: a parameter, or the batch function's loop
+#: variable, or the one run of a batch function call whose events all belong to one run.
 ONE_RUN = re.compile(
-    r"\brun_id\s*=\s*(\$\d+|current_run)\b"
-    r"|VALUES\s*\(\s*current_run\b"
+    r"\brun_id\s*=\s*(\$\d+|current_run|run_ids\[\$\d+\])"
+    r"|VALUES\s*\(\s*(current_run|run_ids\[\$\d+\])"
     r"|\(\s*run_id\b[^)]*\)\s*VALUES\s*\(\s*\$1\b"  # INSERT of one row whose run_id is $1
     r"|pgbridge_stream_append\(\s*\$1::text\b"  # the Durable Streams append: its run is $1
 )
-#: The group-commit call: arrays of run ids, one per event; the INSERT inside it writes them all.
+#: The group-commit call: arrays of run ids, one per event.
 APPEND_CALL = re.compile(r"pgbridge_append_batch\(")
-APPEND_INSERT = re.compile(r"INSERT INTO \S*run_events.*unnest\(new_ord", re.S)
+#: The set-based statements inside it (revision 0010), over the call's arrays: they touch the
+#: runs of the call, one run with batch_per_run (checked below: one lock per call).
+APPEND_INSERT = re.compile(r"unnest\((run_ids|up_run)\b")
 #: Cross-run statements the workload may run, each named in docs/scaling.md.
 POLL = re.compile(r"run_id\s*=\s*ANY\(\$1::text\[\]\)")
 #: The feeds' shared read of every run that woke (read_runs_events_after): run ids and cursors as arrays.
@@ -111,13 +114,16 @@ async def test_every_statement_of_publish_subscribe_and_replay_routes_to_one_run
     assert any(POLL.search(q) for q in touching), "the workload polled"
     assert any(WOKEN.search(q) for q in touching), "the feeds read what woke"
 
-    # With batch_per_run, each append call touched one run: the run-row lock
-    # runs once per run per call, plus once more for each run it created.
+    # With batch_per_run, each append call held one run's events: it took the one-run path of
+    # pgbridge_append_batch (revision 0010), whose single-row lock ran once per call, and never
+    # the many-run lock of INSERT ... SELECT DISTINCT ... ON CONFLICT.
     appends = sum(calls for q, calls in statements.items() if APPEND_CALL.search(q) and "FROM" in q)
-    locks = sum(calls for q, calls in touching.items() if "FOR UPDATE" in q and "current_run" in q)
-    creations = sum(calls for q, calls in touching.items() if "ON CONFLICT (run_id) DO NOTHING" in q)
+    locks = sum(calls for q, calls in touching.items() if "FOR UPDATE" in q and "run_ids[" in q)
+    many_run_locks = sum(
+        calls for q, calls in touching.items() if "SELECT DISTINCT" in q and "run_streams" in q
+    )
     assert appends > 0
-    assert locks - creations == appends
+    assert (locks, many_run_locks) == (appends, 0)
 
 
 def test_every_cross_run_statement_of_the_sql_registry_is_named_in_the_sharding_plan() -> None:

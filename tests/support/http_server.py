@@ -13,6 +13,16 @@ from pathlib import Path
 
 import httpx
 
+#: Read-token keys for servers under test: the first signs, both verify.
+TEST_KEYS = "k2:" + "2" * 40 + "\nk1:" + "1" * 40
+
+
+def write_keys(folder: Path, keys: str = TEST_KEYS) -> Path:
+    """A ``--token-secret-file`` holding *keys*, in *folder*."""
+    path = folder / "token-keys"
+    path.write_text(keys + "\n")
+    return path
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -31,7 +31,7 @@ async def evict_prefix(dsn: str, run_id: str, keep_from_seq: int) -> None:
             through = min(keep_from_seq - 1, row["last_seq"])
             if through >= row["first_seq"]:
                 await conn.execute(sql.trim_run_prefixes, [run_id], [row["first_seq"]], [through])
-        await conn.execute(queries.notify_runs, notify_channel("public"), [None], [run_id])
+        await conn.execute(queries.notify_runs, notify_channel("public"), [None], [run_id], [None])
 
 
 async def append_without_notify(dsn: str, run_id: str, event: str, data_json: str) -> str:

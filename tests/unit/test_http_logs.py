@@ -8,6 +8,9 @@ import logging
 import pytest
 
 from pgbridge.http.logs import RedactCredentials, log_config, redact
+from pgbridge.tokens import TokenKeyring, issue_read_token
+
+READ_TOKEN = issue_read_token(TokenKeyring.parse("k1:" + "s" * 40), "agent/run-42", 600, now=1_764_000_000)
 
 
 @pytest.mark.parametrize(
@@ -23,6 +26,14 @@ from pgbridge.http.logs import RedactCredentials, log_config, redact
             "cannot connect to postgresql://app:***@db:5432/app",
         ),
         ("host=db password=hunter2 dbname=app", "host=db password=*** dbname=app"),
+        # Read tokens: as ?token=, under any other name, in a header, or alone.
+        (
+            f"GET /runs/r/stream?token={READ_TOKEN}&envelope=1 HTTP/1.1",
+            "GET /runs/r/stream?token=***&envelope=1 HTTP/1.1",
+        ),
+        (f"/v1/stream/r?offset=-1&t={READ_TOKEN}", "/v1/stream/r?offset=-1&t=***"),
+        (f"Authorization: Bearer {READ_TOKEN}", "Authorization: Bearer ***"),
+        (f"refused {READ_TOKEN}.", "refused ***."),
         # Not credentials: left alone.
         ("/runs?limit=10&my_token_count=3", "/runs?limit=10&my_token_count=3"),
         ("postgresql://app@db/app", "postgresql://app@db/app"),
