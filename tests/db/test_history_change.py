@@ -116,3 +116,21 @@ async def test_an_sse_stream_of_a_run_published_anew_ends_with_a_history_changed
     assert frames[:3] == [("token", i) for i in ids]
     # No id: line: the client's last event ID (sticky, by the SSE rules) stays on the last event.
     assert frames[3:] == [("history_changed", ids[-1])]
+
+
+async def test_an_ai_sdk_resume_stream_of_a_run_published_anew_ends_with_an_error_chunk(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    from pgbridge.ai_sdk.routes import resume_frames
+
+    await bridge.publish(RUN, "start", {"type": "start"})
+    await bridge.publish(RUN, "text-delta", {"type": "text-delta", "id": "t", "delta": "Hel"})
+    frames = resume_frames(bridge.subscribe_stored(RUN, heartbeat_interval=30))
+    first = [await anext(frames), await anext(frames)]
+    assert '"start"' in first[0] and '"Hel"' in first[1]
+    await delete_run(dsn)
+    for delta in ("other", "answer", "!"):
+        await bridge.publish(RUN, "text-delta", {"type": "text-delta", "id": "t", "delta": delta})
+    rest = [frame async for frame in frames]
+    assert len(rest) == 1 and '"type":"error"' in rest[0] and "a failover lost them" in rest[0]
+    assert rest[0].endswith("data: [DONE]\n\n")  # ended, not continued with the new history
