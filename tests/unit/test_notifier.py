@@ -60,7 +60,12 @@ async def test_a_wake_up_carries_its_runs_committed_events_in_order() -> None:
     notifier.notify("run", 2, (2, 1001, "end", "null", True, 1000))
     await notifier.close()
     assert db.sent == [
-        ("chan", [2], ["run"], ['[[1,1000,"token","{\\"t\\":\\"a\\"}",false,null],[2,1001,"end","null",true,1000]]'])
+        (
+            "chan",
+            [2],
+            ["run"],
+            ['[[1,1000,"token","{\\"t\\":\\"a\\"}",false,null],[2,1001,"end","null",true,1000]]'],
+        )
     ]
 
 
