@@ -42,6 +42,10 @@ HEADER = """\
 -- the alembic_version row makes `pgbridge migrate` find it up to date.
 
 BEGIN;
+
+-- Functions come in the order the revisions created them, so a SQL function may call
+-- one created after it: bodies are checked when first run, not now (as pg_dump does).
+SET LOCAL check_function_bodies = off;
 """
 
 

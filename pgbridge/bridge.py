@@ -322,6 +322,7 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
             try:
                 await self._db.open()
                 try:
+                    await self._reads.check_primary()
                     if self._replica_db is not None:
                         await self._replica_db.open()
                         await self._reads.check_replica()
@@ -585,10 +586,13 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
         self._feeds.offer(
             run_id,
             lambda: LoggedEvent.from_stored(appended.seq, appended.ms, event, data_text, terminal),
+            appended.prev_ms,
         )
         if not appended.notified:  # else its own commit woke other processes
             self._notifier.notify(
-                run_id, appended.seq, (appended.seq, appended.ms, event, data_text, terminal)
+                run_id,
+                appended.seq,
+                (appended.seq, appended.ms, event, data_text, terminal, appended.prev_ms),
             )
 
     # -- reading --------------------------------------------------------------

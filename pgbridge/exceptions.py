@@ -87,6 +87,18 @@ class PublishOutcomeUnknownError(StreamBridgeError):
     """
 
 
+class RunHistoryChangedError(StreamBridgeError):
+    """A run's stored history no longer holds an event this subscriber yielded.
+
+    The event at its cursor is gone or is another event now: an asynchronous
+    failover promoted a standby that never received it (and the run went on
+    from there with new events at the same seqs), or the run was deleted and
+    published again. Its continuation does not exist, so the subscription
+    ends instead of yielding another history as if it followed. Resuming
+    with the same ID resolves ``unknown`` (docs/behaviour.md §3 and §6).
+    """
+
+
 class RolledBackByConflictError(StreamBridgeError):
     """PostgreSQL rolled the batch back to break a deadlock (or a serialization
     conflict), or the batch waited longer than it may for a run row another

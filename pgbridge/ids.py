@@ -60,8 +60,10 @@ class RetainedRange:
 
     ``first..last`` are the retained seqs (``first == last + 1`` when nothing
     is retained); ``stored_ms`` is the creation time of the event the cursor
-    names, when that event is retained. A run that does not exist has
-    ``first=1, last=0``.
+    names, when that event is retained; ``trimmed_ms`` that of the last event
+    retention deleted (seq ``first - 1``), kept beside its hash (None when
+    retention deleted nothing, or before revision 0012 kept it). A run that
+    does not exist has ``first=1, last=0``.
 
     For a Durable Streams fork the range is the one of its stitched view
     (its source chain's events up to ``fork_seq``, then its own): ``first``
@@ -75,6 +77,7 @@ class RetainedRange:
     last: int
     stored_ms: int | None = None
     fork_seq: int | None = None
+    trimmed_ms: int | None = None
 
     @classmethod
     def missing_run(cls) -> RetainedRange:
@@ -95,7 +98,11 @@ def resolve_cursor(cursor: str | None, retained: RetainedRange) -> ResumeResult:
     if seq > last:
         return ResumeResult(next_offset=first, status="unknown")
     if seq >= first and retained.stored_ms != parsed.ms:
-        # Same seq, another creation time: an ID of another run, or of an
-        # earlier life of this run id.
+        # Same seq, another creation time: an ID of another run, of an earlier
+        # life of this run id, or of a history a failover lost.
+        return ResumeResult(next_offset=first, status="unknown")
+    if seq == first - 1 and seq > 0 and retained.trimmed_ms is not None and retained.trimmed_ms != parsed.ms:
+        # The event retention deleted last, whose creation time the run keeps:
+        # the same check, against the kept time.
         return ResumeResult(next_offset=first, status="unknown")
     return ResumeResult(next_offset=seq + 1, status="resumed")

@@ -38,9 +38,12 @@ run_streams = Table(
     metadata,
     Column("run_id", Text, primary_key=True),
     Column("status", Text, nullable=False, server_default=text("'active'")),
-    # Highest seq ever assigned; publishers bump it under the row lock.
+    # The run's head as of the row's last write (its first event, a status change,
+    # its terminal event, a trim; revision 0012): appends leave the row alone, so
+    # an open run's newest event is its highest seq in run_events when that is
+    # higher (pgbridge_run_head reads both). An ended run's row is exact.
     Column("last_seq", BigInteger, nullable=False, server_default=text("0")),
-    # Creation time (ms) of the event last_seq: the last event ID, without a join.
+    # Creation time (ms) of the event last_seq, as of the same write.
     Column("last_ms", BigInteger),
     # First retained seq: retained events are always first_seq..last_seq
     # (first_seq = last_seq + 1 when none is retained). Retention moves it.
@@ -50,13 +53,14 @@ run_streams = Table(
     Column("first_ms", BigInteger),
     # Seq of the terminal event, once there is one; NULL while the run is open.
     Column("terminal_seq", BigInteger),
-    # The hash chain (pgbridge/audit/chain.py): the newest event's hash, and the
+    # The hash chain (pgbridge/audit/chain.py): the hash of event last_seq, and the
     # last deleted event's (the retained events' chain starts from it).
     Column("last_hash", BYTEA),
     Column("trimmed_hash", BYTEA),
     Column("awaiting_input_since", TIMESTAMP(timezone=True)),
     Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=text("now()")),
-    # Last publish or mark_awaiting_input: what the stale-run reaper looks at.
+    # The row's last write. A run's last activity (what the stale-run reaper looks
+    # at) is the later of this and its newest event's time.
     Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=text("now()")),
     Column("ended_at", TIMESTAMP(timezone=True)),
     # Durable Streams (revision 0006, pgbridge/durable_streams/streams.py). A run born
@@ -85,6 +89,9 @@ run_streams = Table(
     Column("fork_refs", BigInteger, nullable=False, server_default=text("0")),
     # Set by a delete while forks remain: the URL answers 410, the events stay.
     Column("stream_deleted_at", TIMESTAMP(timezone=True)),
+    # Creation time (ms) of the last event retention deleted (seq first_seq - 1),
+    # kept like trimmed_hash: a cursor naming it resolves against it (revision 0012).
+    Column("trimmed_ms", BigInteger),
     CheckConstraint(
         "(fork_source_run_id IS NULL) = (fork_seq IS NULL) AND fork_refs >= 0",
         name="run_streams_fork_check",
@@ -99,8 +106,9 @@ run_streams = Table(
         "(terminal_seq IS NULL) = (status IN ('active', 'awaiting_input'))",
         name="run_streams_terminal_status_check",
     ),
-    # Every append updates its run row: 30% of each page kept free lets the new
-    # version go on the same page (a HOT update, revision 0010).
+    # A run row's updates (a run's first event, status changes, terminal events,
+    # trims) keep 30% of each page free for the new version: a HOT update
+    # (revision 0010).
     postgresql_with={"fillfactor": 70},
 )
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
@@ -50,7 +50,7 @@ from pgbridge.ai_sdk.runs import chat_run_id
 from pgbridge.ai_sdk.sse import DONE_FRAME, KEEPALIVE_FRAME, UI_MESSAGE_STREAM_HEADERS, data_frame
 from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.contract import CANCELLED_SENTINEL, END_SENTINEL, GAP_EVENT, HEARTBEAT_SENTINEL, JSONValue
-from pgbridge.exceptions import ConfigurationError, InvalidEventError
+from pgbridge.exceptions import ConfigurationError, InvalidEventError, RunHistoryChangedError
 from pgbridge.http.common import BridgeGetter, bridge_getter, error_response
 from pgbridge.http.shutdown import CUT_ON_SHUTDOWN
 from pgbridge.store.events import LoggedEvent
@@ -156,24 +156,36 @@ async def resume_frames(events: AsyncIterator[Any], *, deleted: int = 0) -> Asyn
         if deleted:
             yield _lost(f"the first {deleted} chunks of this response were deleted by retention")
             return
-        async for item in events:
-            if isinstance(item, LoggedEvent):
-                if item.terminal:
-                    yield data_frame(_json(ending_chunk(item.name, item.event.data)))
-                    yield DONE_FRAME
-                    return
-                if is_chunk_type(item.name):
-                    yield data_frame(_one_line(item.data_text))
-                else:
-                    yield ": skipped an event that is no UI message chunk\n\n"
-            elif item is HEARTBEAT_SENTINEL:
-                yield KEEPALIVE_FRAME
-            elif item is END_SENTINEL or item is CANCELLED_SENTINEL:
-                return  # the bridge is closing (the server stops): the client resumes elsewhere
-            elif item.event == GAP_EVENT:
-                count = item.data.get("gap_count") if isinstance(item.data, dict) else None
-                yield _lost(f"{count or 'some'} chunks of this response were deleted by retention")
+        frames = _chunk_frames(events)
+        try:
+            async with contextlib.aclosing(frames):
+                async for frame in frames:
+                    yield frame
+        except RunHistoryChangedError:
+            # A failover lost chunks this stream sent (docs/reliability.md): they cannot be sent again.
+            yield _lost("chunks this stream sent are no longer stored (a failover lost them)")
+
+
+async def _chunk_frames(events: AsyncIterator[Any]) -> AsyncGenerator[str, None]:
+    """The frames of :func:`resume_frames` for each item of the subscription."""
+    async for item in events:
+        if isinstance(item, LoggedEvent):
+            if item.terminal:
+                yield data_frame(_json(ending_chunk(item.name, item.event.data)))
+                yield DONE_FRAME
                 return
+            if is_chunk_type(item.name):
+                yield data_frame(_one_line(item.data_text))
+            else:
+                yield ": skipped an event that is no UI message chunk\n\n"
+        elif item is HEARTBEAT_SENTINEL:
+            yield KEEPALIVE_FRAME
+        elif item is END_SENTINEL or item is CANCELLED_SENTINEL:
+            return  # the bridge is closing (the server stops): the client resumes elsewhere
+        elif item.event == GAP_EVENT:
+            count = item.data.get("gap_count") if isinstance(item.data, dict) else None
+            yield _lost(f"{count or 'some'} chunks of this response were deleted by retention")
+            return
 
 
 def _lost(why: str) -> str:

@@ -19,6 +19,14 @@ Every range read goes through a :class:`~pgbridge.engine.replica.ReadRouter` wit
 what the feed knows of the run from the primary (:class:`~pgbridge.engine.replica.Known`),
 so with a ``replica_dsn`` a read goes to the standby only when it is
 certain to be current enough.
+
+Every read after the feed's newest event also says what the run stores at
+that seq now (``Page.after_ms``). A run whose history changed under the feed
+(an asynchronous failover that lost events the feed read, the run deleted and
+published again) holds fewer events than the feed read, or another event at
+its newest seq: the feed then drops its buffer and follows the new history
+from its end, and each subscriber, which checks every page against the event
+it last yielded, ends (pgbridge.engine.subscribe).
 """
 
 from __future__ import annotations
@@ -161,6 +169,14 @@ class RunFeed:
         #: own process's pass, or a read that found the retained start moved):
         #: a subscriber compares it between yields (see :attr:`retained_from`).
         self.trims = 0
+        #: Creation time of the event at high_seq, when known (a read from high_seq checks it).
+        self.high_ms: int | None = None
+        #: Creation time of the event just before the buffer's first, when known.
+        self._before_ms: int | None = None
+        #: Where the read in flight started: (high_seq, high_ms) then.
+        self._read_from: tuple[int, int | None] = (0, None)
+        #: Bumped whenever a read finds that the run's history changed under the feed.
+        self.histories = 0
 
     # -- wake-ups ---------------------------------------------------------
 
@@ -179,9 +195,18 @@ class RunFeed:
             return
         self._task = asyncio.create_task(self._read_until_current(), name=f"pgbridge-feed:{self.run_id}")
 
-    def offer(self, logged: LoggedEvent) -> None:
-        """A local publish committed *logged*: take it without a query if it is next."""
+    def offer(self, logged: LoggedEvent, prev_ms: int | None = None) -> None:
+        """A local publish committed *logged* (after an event created at *prev_ms*): take it
+        without a query if it is next, and follows the event the feed holds last.
+
+        An event that does not follow what the feed holds (the event before it, or the one at
+        its seq, is another than the feed's) means the run's history changed (an asynchronous
+        failover, the run published anew): the feed reads instead, which finds that out.
+        """
         self.known.learn_wake(logged.seq, None)
+        if self.synced and self.high_seq is not None and self._contradicts(logged, prev_ms):
+            self.wake(None)
+            return
         if self.synced and self.high_seq is not None and logged.seq == self.high_seq + 1:
             self._append([logged])
             self.state.exists = True
@@ -195,6 +220,17 @@ class RunFeed:
         else:
             self.wake(logged.seq)
 
+    def _contradicts(self, logged: LoggedEvent, prev_ms: int | None) -> bool:
+        """Whether a committed local event shows a history other than the feed's."""
+        assert self.high_seq is not None
+        if logged.seq == self.high_seq + 1:
+            return prev_ms is not None and self.high_ms is not None and prev_ms != self.high_ms
+        if logged.seq <= self.high_seq:
+            first_buffered = self._buffer[0].seq if self._buffer else self.high_seq + 1
+            if logged.seq >= first_buffered:
+                return self._buffer[logged.seq - first_buffered].ms != logged.ms
+        return False
+
     def moved(self, head: RunState | None) -> bool:
         """Whether the run, as *head* says it stands, holds anything this feed has not read."""
         if not self.synced or self.high_seq is None or self._last_error is not None:
@@ -202,7 +238,7 @@ class RunFeed:
         if head is None:
             return self.state.exists  # the run row is gone
         return (
-            head.last_seq > self.high_seq
+            head.last_seq != self.high_seq  # more, or fewer: the history changed
             or head.first_seq != self.state.first_seq
             or head.terminal_seq != self.state.terminal_seq
         )
@@ -234,7 +270,7 @@ class RunFeed:
             self.state.first_ms = None  # unknown until the re-read below
             self.trims += 1
         while self._buffer and self._buffer[0].seq < first_seq:
-            self._buffer.popleft()
+            self._before_ms = self._buffer.popleft().ms
         self.wake(None)
 
     # -- reads for subscribers ----------------------------------------------
@@ -251,7 +287,9 @@ class RunFeed:
             return None
         start = cursor + 1 - first_buffered
         events = [buffer[i] for i in range(start, len(buffer))]
-        return Page(state=self.state, events=events, shared=True)
+        return Page(
+            state=self.state, events=events, shared=True, after_ms=self._ms_at(cursor, first_buffered)
+        )
 
     async def read_after(self, cursor: int, limit: int | None = None) -> Page:
         """Events after *cursor*: from the buffer when it covers them, else a direct read
@@ -265,8 +303,25 @@ class RunFeed:
         if cursor > self.high_seq and cursor >= self.state.first_seq - 1:
             # The subscriber knows of events the feed has not read yet.
             self.wake(cursor)
-            return Page(state=self.state)
+            return Page(state=self.state, shared=True)
         # Behind the shared tail (or behind retention): read our own page.
+        return await self._reads.read_after(self.run_id, cursor, limit or self._page_size, self.known)
+
+    def _ms_at(self, seq: int, first_buffered: int) -> int | None:
+        """The creation time of event *seq* (at most high_seq, at least one before the buffer),
+        when the feed knows it."""
+        if seq >= first_buffered:
+            return self._buffer[seq - first_buffered].ms
+        if seq == self.high_seq:
+            return self.high_ms
+        return self._before_ms
+
+    async def read_own(self, cursor: int, limit: int | None = None) -> Page:
+        """Events after *cursor* read from the database for one subscriber, never from the
+        buffer: what a subscriber reads once the feed found that the run's history changed
+        (:attr:`histories`), so its page says what the run stores at its cursor now."""
+        if not self.synced:
+            await self._sync_from(cursor)
         return await self._reads.read_after(self.run_id, cursor, limit or self._page_size, self.known)
 
     async def _sync_from(self, cursor: int) -> None:
@@ -291,6 +346,7 @@ class RunFeed:
                 self._dirty = False
                 assert self.high_seq is not None
                 self.last_read_at = self._clock()
+                self._read_from = (self.high_seq, self.high_ms)
                 page = await self._reads.read_after(self.run_id, self.high_seq, self._page_size, self.known)
                 self.reads += 1
                 self._integrate(page)
@@ -312,6 +368,7 @@ class RunFeed:
         self.refilling = True
         self._dirty = False
         self.last_read_at = now
+        self._read_from = (self.high_seq, self.high_ms)
         return self.run_id, self.high_seq, self.known
 
     def refilled(self, page: Page | None, error: BaseException | None = None) -> bool:
@@ -342,9 +399,16 @@ class RunFeed:
         head = await self._reads.read_after(self.run_id, MAX_BIGINT, 1, self.known, primary=True)
         self.reads += 1
         if head.state.exists and self.high_seq is not None:
-            self.high_seq = max(self.high_seq, head.state.last_seq - self._buffer_size)
+            start = max(self.high_seq, head.state.last_seq - self._buffer_size)
+            if start != self.high_seq:
+                self.high_seq, self.high_ms = start, None  # learnt from the next read
 
     def _integrate(self, page: Page) -> None:
+        if self._history_changed(page):
+            self._restart(page)
+            return
+        if self._read_from[0] == self.high_seq and self.high_ms is None:
+            self.high_ms = page.after_ms  # the first read that says: what later reads must find
         if page.state.exists and page.state.first_seq > self.state.first_seq:
             self.trims += 1  # retention deleted events (another process's pass)
         self.state = page.state
@@ -353,20 +417,53 @@ class RunFeed:
         if events and events[0].seq != self.high_seq + 1:
             # Retention deleted events we had not read: the buffer restarts.
             self._buffer.clear()
+            self._before_ms = None
         self._append(events)
         if not page.events and page.state.exists and page.state.last_seq > self.high_seq:
             # Everything after high_seq is gone: follow from the new end.
             self._buffer.clear()
-            self.high_seq = page.state.last_seq
+            self.high_seq, self.high_ms = page.state.last_seq, page.state.last_ms
+            self._before_ms = self.high_ms
         while self._buffer and self._buffer[0].seq < self.state.first_seq:
-            self._buffer.popleft()
+            self._before_ms = self._buffer.popleft().ms
+
+    def _history_changed(self, page: Page) -> bool:
+        """Whether *page*, read from where the feed stood, shows another history than the one the
+        feed read: fewer events than it had read, or another event at its newest seq."""
+        read_from, read_from_ms = self._read_from
+        state = page.state
+        if not state.exists or read_from == 0:
+            return False
+        if state.last_seq < read_from:
+            return True
+        return read_from_ms is not None and page.after_ms is not None and page.after_ms != read_from_ms
+
+    def _restart(self, page: Page) -> None:
+        """The run's history changed: drop what the feed holds and follow the new one from its end.
+        Its subscribers find out from their own next page (pgbridge.engine.subscribe)."""
+        state = page.state
+        logger.warning(
+            "pgbridge feed of run %r: the run's history changed (it stores %d event(s), another "
+            "event or none at seq %d, which this process read): following its new end",
+            self.run_id,
+            state.last_seq,
+            self._read_from[0],
+            extra={"run_id": self.run_id, "last_seq": state.last_seq, "read_seq": self._read_from[0]},
+        )
+        self.histories += 1
+        self._buffer.clear()
+        self.state = state
+        self.high_seq, self.high_ms = state.last_seq, state.last_ms
+        self._before_ms = self.high_ms
+        self._read_from = (state.last_seq, state.last_ms)
+        self.known.reset(state)
 
     def _append(self, events: list[LoggedEvent]) -> None:
         for logged in events:
             self._buffer.append(logged)
-            self.high_seq = logged.seq
+            self.high_seq, self.high_ms = logged.seq, logged.ms
         while len(self._buffer) > self._buffer_size:
-            self._buffer.popleft()
+            self._before_ms = self._buffer.popleft().ms
 
     def wake_waiters(self) -> None:
         for waiter in self.waiters:
@@ -495,21 +592,22 @@ class FeedRegistry:
 
     def receive(self, wake: Wake) -> None:
         """A wake-up from another process: take the events it carries when they follow what the
-        run's feed holds (no query), else read."""
+        run's feed holds (no query: each says when the event before it was created), else read."""
         feed = self._feeds.get(wake.run_id)
         if feed is None:
             return
         feed.known.learn_wake(wake.seq, wake.lsn)
-        for seq, ms, name, data_text, terminal in wake.events:
-            feed.offer(LoggedEvent.from_stored(seq, ms, name, data_text, terminal))
+        for seq, ms, name, data_text, terminal, prev_ms in wake.events:
+            feed.offer(LoggedEvent.from_stored(seq, ms, name, data_text, terminal), prev_ms)
         if not wake.events or wake.events[-1][0] != wake.seq:
             feed.wake(wake.seq, wake.lsn)
 
-    def offer(self, run_id: str, make_event: Callable[[], LoggedEvent]) -> None:
-        """Hand a committed local event to its feed; decoded only if someone listens."""
+    def offer(self, run_id: str, make_event: Callable[[], LoggedEvent], prev_ms: int | None = None) -> None:
+        """Hand a committed local event (after an event created at *prev_ms*) to its feed;
+        decoded only if someone listens."""
         feed = self._feeds.get(run_id)
         if feed is not None:
-            feed.offer(make_event())
+            feed.offer(make_event(), prev_ms)
 
     def forget_before(self, run_id: str, first_seq: int) -> None:
         feed = self._feeds.get(run_id)

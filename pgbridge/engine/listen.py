@@ -48,8 +48,11 @@ ProbeSender = Callable[[str], Awaitable[None]]
 ANY_SEQ = "*"
 #: Starts a payload that carries the events it reports.
 CARRIED = "+"
-#: An event a wake-up carries, as stored: ``(seq, created_ms, name, data JSON text, terminal)``.
-CarriedEvent = tuple[int, int, str, str, bool]
+#: An event a wake-up carries, as stored: ``(seq, created_ms, name, data JSON text, terminal,
+#: prev_ms)``, prev_ms the creation time of the run's event before it (None: the run's first, or
+#: a payload of a pgbridge that did not send it), so a reader takes it only if it follows what
+#: it holds (a run whose history changed, after a failover, is read instead).
+CarriedEvent = tuple[int, int, str, str, bool, int | None]
 #: Most characters of event data and names a notifier puts in one payload (PostgreSQL
 #: refuses a payload of 8,000 bytes or more; the statement checks the bytes again).
 CARRY_LIMIT = 7_000
@@ -107,12 +110,26 @@ def decode_wake(payload: str) -> Wake:
 def _decode_events(text: str) -> tuple[CarriedEvent, ...]:
     try:
         rows = orjson.loads(text)
-        events = tuple([(int(s), int(ms), str(n), str(d), bool(t)) for s, ms, n, d, t in rows])
+        events = tuple([_carried_event(row) for row in rows])
     except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"carried events that do not decode: {text[:60]!r}") from exc
     if not events:
         raise ValueError("a carrying wake-up with no events")
     return events
+
+
+def _carried_event(row: list[object]) -> CarriedEvent:
+    """One carried event; a row of five (before prev_ms was carried) has none."""
+    seq, ms, name, data, terminal, *rest = row
+    prev = rest[0] if rest else None
+    return (
+        int(seq),  # type: ignore[call-overload]
+        int(ms),  # type: ignore[call-overload]
+        str(name),
+        str(data),
+        bool(terminal),
+        None if prev is None else int(prev),  # type: ignore[call-overload]
+    )
 
 
 class Listener:

@@ -72,6 +72,13 @@ class Known:
         if lsn is not None:
             self.lsn = max(self.lsn, lsn)
 
+    def reset(self, state: RunState) -> None:
+        """The run's history changed (a failover, the run deleted and published again): what the
+        primary said of the old one no longer holds; *state* is what it says now."""
+        self.last_seq = state.last_seq if state.exists else 0
+        self.first_seq = state.first_seq if state.exists else 1
+        self.distrust()
+
     def distrust(self) -> None:
         """Something happened that nobody described: read the primary next."""
         self.epoch += 1
@@ -80,11 +87,13 @@ class Known:
     def trusted(self) -> bool:
         return self.verified_epoch >= self.epoch
 
-    def satisfied_by(self, state: RunState) -> bool:
-        """Whether a standby's *state* is at least as new as what is known."""
+    def satisfied_by(self, state: RunState, truncated: bool = False) -> bool:
+        """Whether a standby's *state* is at least as new as what is known. A page cut at its
+        limit (*truncated*) is read again at once from its end, so only its retained start must
+        be as new (the newest seq it shows is a lower bound: pgbridge.store.events._tail_page)."""
         if not state.exists:
             return self.last_seq == 0 and self.first_seq <= 1
-        return state.last_seq >= self.last_seq and state.first_seq >= self.first_seq
+        return (truncated or state.last_seq >= self.last_seq) and state.first_seq >= self.first_seq
 
 
 class ReadRouter:
@@ -103,6 +112,17 @@ class ReadRouter:
         self.replica_reads = 0
         #: Standby reads whose answer was older than what the reader knew (then read on the primary).
         self.replica_short_reads = 0
+
+    async def check_primary(self) -> None:
+        """At start: refuse a ``dsn`` that reaches a hot standby, where nothing can be published
+        or LISTENed (a multi-host DSN without ``target_session_attrs`` may land on one)."""
+        if await server.in_recovery(self._primary.db):
+            raise TopologyConfigurationError(
+                "dsn reaches a hot standby (pg_is_in_recovery() is true), where nothing can be "
+                "published or listened for: point dsn at the primary, or name every server and ask "
+                "for the writable one, postgresql://user@host1,host2/db?target_session_attrs=read-write "
+                "(connections then find whichever is the primary, also after a failover)"
+            )
 
     async def check_replica(self) -> None:
         """At start: refuse a ``replica_dsn`` that is not a hot standby of the primary."""
@@ -205,7 +225,7 @@ class ReadRouter:
             return
         for i, page in zip(eligible, answered, strict=True):
             known = reads[i][2]
-            if not known.satisfied_by(page.state):
+            if not known.satisfied_by(page.state, page.truncated):
                 self.replica_short_reads += 1
                 continue
             self.replica_reads += 1

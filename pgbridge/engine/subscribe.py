@@ -10,6 +10,16 @@ read, and cleared before every read, so a commit that lands during a read
 sets it again and the next wait returns at once. A database outage is not
 an error for a subscriber: it heartbeats, retries, and continues from its
 cursor once PostgreSQL is back, yielding nothing twice.
+
+Nor does it continue onto another history. Every page says what the run
+stores at the subscriber's cursor (``Page.after_ms``); when that is not the
+event it last yielded, or the run holds fewer events than its cursor, the
+events it yielded are gone (an asynchronous failover promoted a standby that
+never had them, or the run was deleted and published again) and their
+continuation does not exist: the subscription raises
+:class:`~pgbridge.exceptions.RunHistoryChangedError` instead of yielding the
+new history as if it followed (docs/behaviour.md §6). A cursor still in the
+history (its event survived) goes on.
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ from pgbridge.contract import (
     StreamEvent,
 )
 from pgbridge.engine.feed import FeedRegistry
-from pgbridge.exceptions import DatabaseUnavailableError
+from pgbridge.exceptions import DatabaseUnavailableError, RunHistoryChangedError
+from pgbridge.ids import parse_event_id
 from pgbridge.metrics import NO_METRICS, BridgeMetrics
 from pgbridge.store.events import LoggedEvent, Page, Record, RunState, event_id
 
@@ -137,6 +148,10 @@ async def subscription(
     #: The next catch-up page, read (after the page being yielded) while this one is yielded.
     ahead: asyncio.Task[Page] | None = None
     ahead_after = ahead_trims = 0
+    #: The resumed cursor and its event's creation time (what the first page must find there).
+    start_at: tuple[int, int] | None = None
+    #: The feed's count of history changes this subscriber has checked its cursor against.
+    histories_seen = feed.histories
     try:
         cursor: int | None = None
         heartbeat_due = loop.time() + heartbeat_interval
@@ -159,8 +174,14 @@ async def subscription(
                     if cursor is None:
                         start = await ctx.start(run_id, last_event_id)
                         cursor, fork_seq = start_cursor(start.resume), start.fork_seq
+                        start_at = _resumed_at(start.resume, last_event_id)
                     if fork_seq is not None and cursor < fork_seq:
                         page = await ctx.read_inherited(run_id, cursor, fork_seq)
+                    elif feed.histories != histories_seen:
+                        # The feed found the run's history changed: check this cursor against
+                        # what the run stores now (the buffer follows the new history's end).
+                        histories_seen, trims_seen = feed.histories, feed.trims
+                        page = await feed.read_own(cursor, limit)
                     else:
                         trims_seen = feed.trims
                         page = feed.buffered_after(cursor)
@@ -173,6 +194,15 @@ async def subscription(
                 yield CANCELLED_SENTINEL
                 return
             if page is not None and cursor is not None:
+                if cursor > 0 and _history_changed(page, cursor, _ms_at_cursor(cursor, last, start_at)):
+                    _log_history_change(run_id, cursor, page)
+                    raise RunHistoryChangedError(
+                        f"run {run_id!r} no longer stores event {_event_id_at(cursor, last, start_at)} "
+                        f"that this subscriber yielded (it stores {page.state.last_seq} event(s), another "
+                        "event or none at that seq): a failover to a standby that never received it, or "
+                        "the run deleted and published again. Its continuation does not exist; resuming "
+                        "from that ID resolves unknown (docs/behaviour.md §3)"
+                    )
                 if page.state.exists and cursor < page.state.first_seq - 1:
                     if last is not None:
                         position = event_id(last)
@@ -272,6 +302,58 @@ async def subscription(
             position,
             extra={"run_id": run_id, "last_event_id": position},
         )
+
+
+def _resumed_at(resume: ResumeResult, last_event_id: str | None) -> tuple[int, int] | None:
+    """The cursor's seq and its event's creation time, for a cursor that resumed after an event."""
+    if resume.status != "resumed" or last_event_id is None:
+        return None
+    parsed = parse_event_id(last_event_id)
+    if parsed is None or parsed.seq == 0:
+        return None
+    return parsed.seq, parsed.ms
+
+
+def _ms_at_cursor(
+    cursor: int, last: LoggedEvent | Record | None, start_at: tuple[int, int] | None
+) -> int | None:
+    """The creation time of the event at *cursor* as this subscriber knows it: the last event it
+    yielded, or the event it resumed after; None when its cursor names no event it saw (a fresh
+    start, a gap marker moved it)."""
+    if last is not None:
+        if isinstance(last, LoggedEvent):
+            return last.ms if last.seq == cursor else None
+        return int(last["created_ms"]) if last["seq"] == cursor else None
+    if start_at is not None and start_at[0] == cursor:
+        return start_at[1]
+    return None
+
+
+def _event_id_at(cursor: int, last: LoggedEvent | Record | None, start_at: tuple[int, int] | None) -> str:
+    ms = _ms_at_cursor(cursor, last, start_at)
+    return f"{ms}-{cursor}" if ms is not None else f"seq {cursor}"
+
+
+def _history_changed(page: Page, cursor: int, expected_ms: int | None) -> bool:
+    """Whether *page* shows that the event at *cursor* (created at *expected_ms*) is gone: the
+    run stores another event there, or (a read of the database, not the feed's memory) fewer
+    events than *cursor*."""
+    if expected_ms is None:
+        return False
+    if page.after_ms is not None and page.after_ms != expected_ms:
+        return True
+    return not page.shared and page.state.exists and page.state.last_seq < cursor
+
+
+def _log_history_change(run_id: str, cursor: int, page: Page) -> None:
+    logger.warning(
+        "pgbridge subscriber of run %r ended: the run no longer stores the event at seq %d that it "
+        "yielded (the run stores %d event(s)); a failover lost it, or the run was published anew",
+        run_id,
+        cursor,
+        page.state.last_seq,
+        extra={"run_id": run_id, "seq": cursor, "last_seq": page.state.last_seq},
+    )
 
 
 def _retrieve(task: asyncio.Task[Page]) -> None:

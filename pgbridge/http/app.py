@@ -60,10 +60,17 @@ from pgbridge.durable_streams.http import (
     DurableStreamSettings,
     durable_stream_routes,
 )
-from pgbridge.exceptions import ConfigurationError, InvalidEventError
+from pgbridge.exceptions import ConfigurationError, InvalidEventError, RunHistoryChangedError
 from pgbridge.http.auth import BearerTokenAuth
 from pgbridge.http.common import BridgeGetter, bridge_getter, error_response
-from pgbridge.http.frames import event_frame, gap_frame, heartbeat_frame, retry_line, stored_event_frame
+from pgbridge.http.frames import (
+    event_frame,
+    gap_frame,
+    heartbeat_frame,
+    history_changed_frame,
+    retry_line,
+    stored_event_frame,
+)
 from pgbridge.http.shutdown import EndReadsOnShutdown
 from pgbridge.metrics import exposition, registry_for
 from pgbridge.store.events import LoggedEvent, RunInfo
@@ -357,21 +364,31 @@ async def _frames(events: AsyncIterator[Any], retry_ms: int, *, envelope: bool) 
     with nothing but ``retry:`` dispatches no event by the SSE rules, but some
     client libraries (httpx-sse) hand it out as an empty message anyway.
     """
-    retry = retry_line(retry_ms)
-    async with contextlib.aclosing(events):  # type: ignore[type-var]
-        async for item in events:
-            if isinstance(item, LoggedEvent):  # the stored JSON text goes out as it is
-                yield retry + stored_event_frame(item.id, item.name, item.data_text, envelope=envelope)
-                retry = ""
-                continue
-            if item == HEARTBEAT_SENTINEL:
-                yield heartbeat_frame()
-                continue
-            if item in (END_SENTINEL, CANCELLED_SENTINEL):
-                return
-            frame = gap_frame(item) if item.event == GAP_EVENT else event_frame(item, envelope=envelope)
-            yield retry + frame
+    frames = _event_frames(events, retry_line(retry_ms), envelope=envelope)
+    async with contextlib.aclosing(events), contextlib.aclosing(frames):  # type: ignore[type-var]
+        try:
+            async for frame in frames:
+                yield frame
+        except RunHistoryChangedError as exc:
+            # Its continuation does not exist (docs/behaviour.md §6): say so, and end the response.
+            yield history_changed_frame(str(exc))
+
+
+async def _event_frames(events: AsyncIterator[Any], retry: str, *, envelope: bool) -> AsyncIterator[str]:
+    """The frames of *events* (see :func:`_frames`), the ``retry:`` hint on the first with data."""
+    async for item in events:
+        if isinstance(item, LoggedEvent):  # the stored JSON text goes out as it is
+            yield retry + stored_event_frame(item.id, item.name, item.data_text, envelope=envelope)
             retry = ""
+            continue
+        if item == HEARTBEAT_SENTINEL:
+            yield heartbeat_frame()
+            continue
+        if item in (END_SENTINEL, CANCELLED_SENTINEL):
+            return
+        frame = gap_frame(item) if item.event == GAP_EVENT else event_frame(item, envelope=envelope)
+        yield retry + frame
+        retry = ""
 
 
 def _segment(text: str) -> str:

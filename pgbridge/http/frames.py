@@ -19,6 +19,8 @@ from pgbridge.contract import StreamEvent
 
 #: The SSE event name of the gap marker (the bridge's ``__gap__``).
 GAP_FRAME_EVENT = "gap"
+#: The SSE event name of the frame that ends a stream whose run's history changed under it.
+HISTORY_CHANGED_FRAME_EVENT = "history_changed"
 
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
@@ -72,3 +74,12 @@ def stored_event_frame(event_id: str, name: str, data_text: str, *, envelope: bo
 def gap_frame(marker: StreamEvent) -> str:
     """The gap marker: ``event: gap`` with the counts, and no ``id:`` (it is not an event)."""
     return f"event: {GAP_FRAME_EVENT}\ndata: {_json(marker.data)}\n\n"
+
+
+def history_changed_frame(message: str) -> str:
+    """The last frame of a stream whose run's history changed under it (an asynchronous failover
+    lost events it sent, or the run was published anew): ``event: history_changed`` with the
+    reason, and no ``id:``, so a client's cursor stays on the last event it got (which now
+    resolves ``unknown``: docs/behaviour.md §3)."""
+    data = _json({"error": "history_changed", "message": message})
+    return f"event: {HISTORY_CHANGED_FRAME_EVENT}\ndata: {data}\n\n"

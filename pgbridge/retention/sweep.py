@@ -253,12 +253,26 @@ class RetentionPass:
         self, conn: asyncpg.Connection, policy: RetentionPolicy, tally: _Tally
     ) -> None:
         while True:
-            rows = await self._store.dead_letter_stale_runs(
-                conn,
-                active_timeout=policy.active_timeout,
-                awaiting_input_timeout=policy.awaiting_input_timeout,
-                limit=self._batch_runs,
-            )
+            # Two statements in one transaction: the second reads each locked run's head afresh,
+            # so an append that committed after the first one's snapshot is seen (appends leave
+            # the run row alone, so locking it does not show them).
+            async with conn.transaction():
+                locked = await self._store.lock_stale_runs(
+                    conn,
+                    active_timeout=policy.active_timeout,
+                    awaiting_input_timeout=policy.awaiting_input_timeout,
+                    limit=self._batch_runs,
+                )
+                rows = (
+                    await self._store.dead_letter_runs(
+                        conn,
+                        locked,
+                        active_timeout=policy.active_timeout,
+                        awaiting_input_timeout=policy.awaiting_input_timeout,
+                    )
+                    if locked
+                    else []
+                )
             self._metrics.retention_deleted(dead_lettered=len(rows))
             for row in rows:
                 logger.warning(
@@ -271,7 +285,7 @@ class RetentionPass:
                 )
                 self._on_dead_lettered(row.run_id, row.seq)
             tally.add(runs_dead_lettered=len(rows))
-            if len(rows) < self._batch_runs:
+            if len(locked) < self._batch_runs:
                 return
 
     # -- deleting a prefix of runs' events ----------------------------------------

@@ -15,6 +15,12 @@
 -- docs/scaling.md (among them the reads along a Durable Streams fork's chain of sources,
 -- resolve_fork_cursor and read_inherited_events_after, run only for a fork).
 --
+-- A run's head (its newest seq, that event's creation time and hash) is read with
+-- pgbridge_run_head (revision 0012): appends leave the run row alone, so an open run's newest event
+-- is its highest seq in run_events when that is past the row's last_seq (one backward step on the
+-- run_events primary key). An ended run's row is exact. A run's last activity is the later of its
+-- row's last write (updated_at) and its newest event's time.
+--
 -- The fork reads share one shape, written out in each: the CTE "chain" walks run $1's chain of
 -- fork sources. Each run of the chain gives its events in (lo, hi], lo its own fork point (0 for a
 -- run that is no fork), hi the lowest fork point below it (none for the run read), so every seq
@@ -25,21 +31,24 @@
 
 -- name: append_events
 -- The append of every publish (one event, or a group-commit batch): pgbridge_append_batch
--- (revision 0010, set-based) locks or creates every run row of the batch in one statement, assigns
--- seqs, chains the hashes, then inserts the events and updates every run row in one statement
--- each; with publish => true it also refuses a non-JSON stream's run and recreates an expired
--- stream's, on the row it locks anyway. Every event of one call has the same created_ms.
+-- (revisions 0010, 0011 and 0012, set-based) locks or creates every run row of the batch in one
+-- statement, reads each run's head (pgbridge_run_head), assigns seqs, chains the hashes, then
+-- inserts the events in one statement and writes the run rows that change (a run's first event,
+-- a status change, a terminal event, every 256th event) in one more; with publish => true it also
+-- refuses a non-JSON stream's run and recreates an expired stream's, on the row it locks anyway.
+-- Every event of one call has the same created_ms (odd on an odd timeline, even on an even one).
 -- The group commit runs it as append_events_lock_bounded (several batches in flight) or
 -- append_events_notifying (a lone batch); publish_in, inside the caller's transaction, runs
 -- append_events_notifying with no lock bound (docs/transactions.md).
 -- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
--- flags, $5 text[] statuses, one element per event. One row per event: ord (1-based), seq and
--- created_ms; seq is NULL where the run refused the event, refused says why ('terminal',
--- 'content_type' or 'gone').
+-- flags, $5 text[] statuses, one element per event. One row per event: ord (1-based), seq,
+-- created_ms and prev_ms (the creation time of the run's event before it: what the publishing
+-- process checks before handing the event to its own readers); seq is NULL where the run refused
+-- the event, refused says why ('terminal', 'content_type' or 'gone').
 -- Index: run_streams and run_events primary keys. Locks: each run's row (FOR UPDATE, or the
 -- row lock of INSERT ... ON CONFLICT DO UPDATE), runs in run_id order (two batches never
 -- deadlock on each other).
-SELECT ord, seq, created_ms, refused
+SELECT ord, seq, created_ms, refused, prev_ms
 FROM {schema}.pgbridge_append_batch(
     $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[], publish => true);
 
@@ -56,7 +65,7 @@ FROM {schema}.pgbridge_append_batch(
 -- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
 -- flags, $5 text[] statuses, $6 text the lock wait bound. Rows as append_events.
 -- Index: run_streams and run_events primary keys. Locks: as append_events, each wait bounded by $6.
-SELECT ord, seq, created_ms, refused
+SELECT ord, seq, created_ms, refused, prev_ms
 FROM {schema}.pgbridge_append_batch(
     $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[],
     publish => set_config('lock_timeout', $6::text, true) IS NOT NULL);
@@ -75,14 +84,15 @@ FROM {schema}.pgbridge_append_batch(
 -- append_events_lock_bounded and the notifier instead.
 -- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
 -- flags, $5 text[] statuses, one element per event (as append_events); $6 text the channel.
--- One row per event: ord, seq, created_ms, refused as append_events, and notified (its run's
--- NOTIFY was sent in this transaction).
+-- One row per event: ord, seq, created_ms, refused, prev_ms as append_events, and notified (its
+-- run's NOTIFY was sent in this transaction). Each carried event says when the event before it
+-- was created (prev_ms), so a reader takes it only if it follows what the reader holds.
 -- $7 text a lock wait bound as append_events_lock_bounded's $6, or NULL: none set, the session's
 -- lock_timeout applies (publish_in, in the caller's transaction, whose settings are its own).
 -- Index and locks: those of append_events (each wait bounded by $7 when given); NOTIFY takes
 -- PostgreSQL's notification lock at commit.
 WITH appended AS MATERIALIZED (
-    SELECT a.ord, a.seq, a.created_ms, a.refused
+    SELECT a.ord, a.seq, a.created_ms, a.refused, a.prev_ms
     FROM {schema}.pgbridge_append_batch(
         $1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[],
         publish => CASE WHEN $7::text IS NULL THEN true
@@ -95,7 +105,8 @@ given AS MATERIALIZED (
 ),
 carried AS MATERIALIZED (
     SELECT g.run_id, max(a.seq) AS seq,
-        json_agg(json_build_array(a.seq, a.created_ms, g.event, g.data, g.terminal) ORDER BY a.seq)::text
+        json_agg(json_build_array(a.seq, a.created_ms, g.event, g.data, g.terminal, a.prev_ms)
+                 ORDER BY a.seq)::text
             AS events
     FROM appended AS a JOIN given AS g ON g.ord = a.ord
     WHERE a.seq IS NOT NULL
@@ -110,7 +121,7 @@ sent AS MATERIALIZED (
     ) AS n
     WHERE octet_length(c.run_id) + octet_length(c.events) < 7900
 )
-SELECT a.ord, a.seq, a.created_ms, a.refused, g.run_id IN (SELECT run_id FROM sent) AS notified
+SELECT a.ord, a.seq, a.created_ms, a.refused, a.prev_ms, g.run_id IN (SELECT run_id FROM sent) AS notified
 FROM appended AS a JOIN given AS g ON g.ord = a.ord
 ORDER BY a.ord;
 
@@ -123,24 +134,32 @@ ORDER BY a.ord;
 -- locks them: batches never deadlock on each other) and each is checked as locked; only if
 -- every run takes its event (it exists, has no terminal event, and is no Durable Stream with a
 -- content type, a deletion or an expiry to check: the function's short way's rule, revision
--- 0011) does one UPDATE move them all (numbered and chained exactly as the function does, one
--- created_ms for the statement; a terminal event ends its run) and one INSERT store the events.
--- Otherwise it writes nothing and gives no row, and the caller sends the batch through
--- append_events_lock_bounded (pgbridge.store.events.EventStore.append_batch): all or nothing.
+-- 0011) does one INSERT store the events and one UPDATE write the run rows that change, by the
+-- function's rules (revision 0012): each event takes its run's head (pgbridge_run_head_fresh, read
+-- once the row is locked with a snapshot of its own, as the function's separate statement reads
+-- it: a batch that committed while this one waited for the lock wrote no row version this
+-- statement's snapshot could see), is numbered and chained from it, with one created_ms for the
+-- statement (pgbridge_event_ms: odd on an odd timeline, even on an even one); a row is written
+-- only for a run's first retained event, a status change, a terminal event (which ends the run)
+-- or a head 256 or more events past the row's. Otherwise it writes nothing and gives no row, and
+-- the caller sends the batch through append_events_lock_bounded
+-- (pgbridge.store.events.EventStore.append_batch): all or nothing.
 -- tests/db/test_append_runs_once.py compares the two.
 -- $1 text[] run ids (distinct), $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[]
 -- terminal flags, $5 text[] statuses, one element per event; $6 text a lock wait bound as
 -- append_events_lock_bounded's, or NULL: none set. No row, or one per event, in no order: ord,
--- seq, created_ms, refused (always NULL) as append_events.
--- Index: run_streams and run_events primary keys. Locks: FOR UPDATE on each run row of the batch
--- until commit, taken in run_id order, each wait bounded by $6.
+-- seq, created_ms, refused (always NULL), prev_ms as append_events.
+-- Index: run_streams and run_events primary keys (one backward step on the latter per run for
+-- its head). Locks: FOR UPDATE on each run row of the batch until commit, taken in run_id order,
+-- each wait bounded by $6.
 WITH batch AS MATERIALIZED (
     SELECT u.run_id, u.event, u.data, u.terminal, u.status, u.ord::integer AS ord
     FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[]) WITH ORDINALITY
         AS u(run_id, event, data, terminal, status, ord)
 ),
 locked AS MATERIALIZED (
-    SELECT r.run_id,
+    SELECT r.run_id, r.last_seq, r.last_ms, r.last_hash, r.first_seq, r.status,
+        r.awaiting_input_since IS NOT NULL AS awaiting,
         r.terminal_seq IS NULL
         AND coalesce(r.content_type, 'application/json') = 'application/json'
         AND r.stream_deleted_at IS NULL
@@ -156,34 +175,42 @@ verdict AS MATERIALIZED (
     FROM locked
 ),
 clock AS MATERIALIZED (
-    SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms
+    SELECT {schema}.pgbridge_event_ms() AS ms
 ),
-moved AS MATERIALIZED (
-    UPDATE {schema}.run_streams AS r SET
-        last_seq = r.last_seq + 1,
-        last_ms = c.ms,
-        last_hash = {schema}.pgbridge_link_hash(
-            coalesce(r.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
-            r.run_id, r.last_seq + 1, c.ms, b.event, b.data),
-        status = b.status,
-        first_ms = CASE WHEN r.first_seq > r.last_seq THEN c.ms ELSE r.first_ms END,
-        terminal_seq = CASE WHEN b.terminal THEN r.last_seq + 1 END,
-        ended_at = CASE WHEN b.terminal THEN now() END,
-        awaiting_input_since = NULL,
-        updated_at = now()
-    FROM batch AS b, verdict AS v, clock AS c
-    WHERE r.run_id = b.run_id AND v.every_one
-    RETURNING b.ord, r.run_id, r.last_seq AS seq, r.last_ms AS created_ms, r.last_hash AS hash,
-        b.event, b.data, b.terminal
+planned AS MATERIALIZED (
+    SELECT b.ord, b.run_id, h.last_seq + 1 AS seq, c.ms AS created_ms, h.last_ms AS prev_ms,
+        {schema}.pgbridge_link_hash(
+            coalesce(h.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+            b.run_id, h.last_seq + 1, c.ms, b.event, b.data) AS hash,
+        b.event, b.data, b.terminal, b.status,
+        l.first_seq > h.last_seq AS first,
+        l.first_seq > h.last_seq OR b.terminal OR l.status <> b.status OR l.awaiting
+            OR h.last_seq + 1 - l.last_seq >= 256 AS writes_row
+    FROM verdict AS v
+    JOIN batch AS b ON v.every_one
+    JOIN locked AS l ON l.run_id = b.run_id
+    CROSS JOIN clock AS c
+    CROSS JOIN LATERAL {schema}.pgbridge_run_head_fresh(l.run_id, l.last_seq, l.last_ms, l.last_hash) AS h
 ),
 stored AS MATERIALIZED (
     INSERT INTO {schema}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
-    SELECT m.run_id, m.seq, m.created_ms, m.event, m.data::json, m.terminal, m.hash FROM moved AS m
+    SELECT p.run_id, p.seq, p.created_ms, p.event, p.data::json, p.terminal, p.hash FROM planned AS p
     RETURNING seq
+),
+moved AS MATERIALIZED (
+    UPDATE {schema}.run_streams AS r SET
+        last_seq = p.seq, last_ms = p.created_ms, last_hash = p.hash, status = p.status,
+        first_ms = CASE WHEN p.first THEN p.created_ms ELSE r.first_ms END,
+        terminal_seq = CASE WHEN p.terminal THEN p.seq END,
+        ended_at = CASE WHEN p.terminal THEN now() END,
+        awaiting_input_since = NULL, updated_at = now()
+    FROM planned AS p
+    WHERE r.run_id = p.run_id AND p.writes_row
+    RETURNING r.run_id
 )
-SELECT m.ord, m.seq, m.created_ms, NULL::text AS refused
-FROM moved AS m
-WHERE (SELECT count(*) FROM stored) >= 0;  -- the INSERT has run when the rows are read
+SELECT p.ord, p.seq, p.created_ms, NULL::text AS refused, p.prev_ms
+FROM planned AS p
+WHERE (SELECT count(*) FROM stored) >= 0 AND (SELECT count(*) FROM moved) >= 0;  -- both have run
 
 -- name: terminal_event_of_run
 -- The committed terminal event of a run: always its last, so its ID is last_ms-last_seq (a Durable
@@ -213,21 +240,27 @@ SET status = 'awaiting_input', awaiting_input_since = now(), updated_at = now()
 WHERE run_id = $1 AND status IN ('active', 'awaiting_input');
 
 -- name: resolve_cursor
--- Where a cursor stands: the run's retained range and the creation time of the event the cursor
--- names. fork_seq (NULL but for a Durable Streams fork) comes with the row read anyway: a fork's
--- cursor resolves against its stitched view instead (resolve_fork_cursor), with no extra statement
--- for other runs.
+-- Where a cursor stands: the run's retained range, the creation time of the event the cursor
+-- names, and that of the last event retention deleted (trimmed_ms, NULL if none was or before
+-- revision 0012: a cursor at first_seq - 1 is checked against it). fork_seq (NULL but for a
+-- Durable Streams fork) comes with the row read anyway: a fork's cursor resolves against its
+-- stitched view instead (resolve_fork_cursor), with no extra statement for other runs.
 -- $1 text run id, $2 bigint the cursor's seq. No row: no such run.
--- Index: run_streams and run_events primary keys. No locks.
-SELECT r.first_seq, r.last_seq, r.fork_seq, e.created_ms AS stored_ms
+-- Index: run_streams and run_events primary keys (and one backward step on the latter for the
+-- head). No locks.
+SELECT r.first_seq, h.last_seq, r.fork_seq, e.created_ms AS stored_ms, r.trimmed_ms
 FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 LEFT JOIN {schema}.run_events AS e ON e.run_id = r.run_id AND e.seq = $2
 WHERE r.run_id = $1;
 
 -- name: read_events_after
 -- The next page of a run's own events after a cursor, with the run's state, in one snapshot, so a
 -- reader sees the retained range and the rows consistently. Rows in seq order; a run with no event
--- after the cursor gives one row whose event columns are NULL.
+-- after the cursor gives one row whose event columns are NULL. after_ms is the creation time of the
+-- event at the cursor's seq (NULL when none is stored there): a reader compares it with the event
+-- it last yielded, so a run whose history changed under it (an asynchronous failover, a run deleted
+-- and published again) is noticed, not continued (pgbridge.engine.subscribe).
 -- A run's own rows are gapless from greatest(first_seq, fork_seq + 1) to last_seq, so the page is
 -- the seq range (after, after + $3] from where they start: bounding the scan by it (not only by
 -- LIMIT) keeps the plan a range scan of those rows whatever the planner's row estimates say. With
@@ -235,17 +268,21 @@ WHERE r.run_id = $1;
 -- bulk load) was estimated at a few hundred rows: PostgreSQL bitmap-scanned and sorted all of the
 -- run's rows for every page (49 ms a page of 1,000 in a 100,000-event run, instead of 2.6 ms).
 -- least() keeps the bound from overflowing for a cursor near the largest bigint.
--- The run's state comes in the first row only (NULL in the others): the driver then decodes five
+-- The run's state comes in the first row only (NULL in the others): the driver then decodes six
 -- columns fewer per event of a replay, which is bound by this process's CPU (docs/performance.md).
 -- $1 text run id, $2 bigint cursor seq, $3 bigint page size. No row: no such run.
--- Index: run_streams primary key, then a range scan of the run_events primary key. No locks.
+-- Index: run_streams primary key, then run_events primary key: the event at the cursor, a range
+-- scan after it, a backward step for the head. No locks.
 SELECT CASE WHEN e.head IS NOT FALSE THEN r.first_seq END AS first_seq,
        CASE WHEN e.head IS NOT FALSE THEN r.first_ms END AS first_ms,
-       CASE WHEN e.head IS NOT FALSE THEN r.last_seq END AS last_seq,
-       CASE WHEN e.head IS NOT FALSE THEN r.last_ms END AS last_ms,
+       CASE WHEN e.head IS NOT FALSE THEN h.last_seq END AS last_seq,
+       CASE WHEN e.head IS NOT FALSE THEN h.last_ms END AS last_ms,
        CASE WHEN e.head IS NOT FALSE THEN r.terminal_seq END AS terminal_seq,
+       CASE WHEN e.head IS NOT FALSE THEN c.created_ms END AS after_ms,
        e.seq, e.created_ms, e.event, e.data::text AS data, e.terminal
 FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+LEFT JOIN {schema}.run_events AS c ON c.run_id = r.run_id AND c.seq = $2
 LEFT JOIN LATERAL (
     SELECT seq, created_ms, event, data, terminal, row_number() OVER (ORDER BY seq) = 1 AS head
     FROM {schema}.run_events
@@ -262,25 +299,34 @@ ORDER BY e.seq;
 -- for each run, its next page after its cursor with its state, as read_events_after gives it for
 -- one run, all in one statement and one snapshot, so a wake-up costs one statement whatever the
 -- number of runs that woke. Rows grouped by ord (the run's 1-based position in $1), in seq order
--- within a run; a run with no event after its cursor gives one row whose event columns are NULL.
--- Each run's scan is bounded by its seq range as in read_events_after (the plan stays a range
--- scan whatever the row estimates).
+-- within a run; a run with nothing after its cursor gives one row whose event columns are NULL.
+-- Each run's scan starts at its cursor's own event (when stored: its row comes first, with its
+-- creation time and no data, and says what read_events_after's after_ms says) and is bounded by
+-- its seq range as in read_events_after (the plan stays a range scan whatever the row
+-- estimates): one range scan per run, where a separate look-up of the cursor's event cost a
+-- quarter of a run's read.
+-- No head look-up (pgbridge_run_head, a backward step that cost as much as the rest of a run's
+-- read): the row's last_seq and last_ms come as they are (row_last_seq, row_last_ms), and the
+-- run's head is what the page shows (pgbridge.store.events: its last event when the page is not
+-- full, the cursor's event when it is empty, a lower bound when it is full, and then the feed
+-- reads again at once).
 -- Cross-run (docs/scaling.md).
 -- $1 text[] run ids (distinct), $2 bigint[] their cursor seqs, $3 bigint page size per run. A run
 -- that does not exist gives no row.
--- Index: run_streams primary key per run, then a range scan of the run_events primary key per
--- run (each bounded by $3). No locks.
-SELECT w.ord, r.first_seq, r.first_ms, r.last_seq, r.last_ms, r.terminal_seq,
-       e.seq, e.created_ms, e.event, e.data::text AS data, e.terminal
+-- Index: run_streams primary key per run, then a range scan of the run_events primary key per run
+-- (from the cursor's seq, bounded by $3). No locks.
+SELECT w.ord, w.after_seq, r.first_seq, r.first_ms, r.last_seq AS row_last_seq,
+       r.last_ms AS row_last_ms, r.terminal_seq,
+       e.seq, e.created_ms, e.event, CASE WHEN e.seq > w.after_seq THEN e.data::text END AS data, e.terminal
 FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS w(run_id, after_seq, ord)
 JOIN {schema}.run_streams AS r ON r.run_id = w.run_id
 LEFT JOIN LATERAL (
     SELECT seq, created_ms, event, data, terminal
     FROM {schema}.run_events
-    WHERE run_id = w.run_id AND seq > w.after_seq
+    WHERE run_id = w.run_id AND seq >= w.after_seq
       AND seq <= least(greatest(w.after_seq, r.first_seq - 1, r.fork_seq), 9223372036854775807 - $3) + $3
     ORDER BY seq
-    LIMIT $3
+    LIMIT $3 + 1
 ) AS e ON true
 ORDER BY w.ord, e.seq;
 
@@ -292,7 +338,7 @@ ORDER BY w.ord, e.seq;
 -- Index: run_streams primary key (one lookup per run of the chain), run_events primary key.
 -- No locks.
 WITH RECURSIVE {fork_chain}
-SELECT oldest.oldest_seq, r.last_seq, r.fork_seq,
+SELECT oldest.oldest_seq, h.last_seq, r.fork_seq,
        (
            SELECT ev.created_ms
            FROM chain AS owner
@@ -300,6 +346,7 @@ SELECT oldest.oldest_seq, r.last_seq, r.fork_seq,
            WHERE $2::bigint > owner.lo AND (owner.hi IS NULL OR $2::bigint <= owner.hi)
        ) AS stored_ms
 FROM {schema}.run_streams AS r CROSS JOIN oldest
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 WHERE r.run_id = $1;
 
 -- name: read_inherited_events_after
@@ -316,7 +363,7 @@ WHERE r.run_id = $1;
 -- primary key. No locks.
 WITH RECURSIVE {fork_chain},
 {stitched_events}
-SELECT r.fork_seq, oldest.oldest_seq, r.last_seq, r.terminal_seq,
+SELECT r.fork_seq, oldest.oldest_seq, h.last_seq, r.terminal_seq,
        (
            SELECT ev.created_ms
            FROM chain AS owner
@@ -326,12 +373,13 @@ SELECT r.fork_seq, oldest.oldest_seq, r.last_seq, r.terminal_seq,
        (
            SELECT ev.created_ms
            FROM chain AS owner
-           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = r.last_seq
-           WHERE r.last_seq > owner.lo AND (owner.hi IS NULL OR r.last_seq <= owner.hi)
+           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = h.last_seq
+           WHERE h.last_seq > owner.lo AND (owner.hi IS NULL OR h.last_seq <= owner.hi)
        ) AS last_ms,
        e.seq, e.created_ms, e.event, e.data::text AS data
 FROM {schema}.run_streams AS r
 CROSS JOIN oldest
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 LEFT JOIN stitched AS e ON e.seq <= r.fork_seq
 WHERE r.run_id = $1
 ORDER BY e.seq;
@@ -341,21 +389,25 @@ ORDER BY e.seq;
 -- seqs and their times: pgbridge.store.events.RunInfo). A Durable Streams fork (fork_seq set) is
 -- read again with fork_run_summary, whose counts are those of its stitched view.
 -- $1 text run id. No row: no such run.
--- Index: run_streams primary key. No locks.
-SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq, last_ms AS terminal_ms,
-       created_at, updated_at, ended_at, awaiting_input_since,
-       fork_seq, fork_source_run_id, stream_deleted_at IS NOT NULL AS deleted
-FROM {schema}.run_streams
-WHERE run_id = $1;
+-- Index: run_streams primary key, a backward step on run_events' for the head. No locks.
+SELECT r.run_id, r.status, r.first_seq, r.first_ms, h.last_seq, h.last_ms, r.terminal_seq,
+       h.last_ms AS terminal_ms, r.created_at,
+       greatest(r.updated_at, to_timestamp(h.last_ms / 1000.0)) AS updated_at,
+       r.ended_at, r.awaiting_input_since,
+       r.fork_seq, r.fork_source_run_id, r.stream_deleted_at IS NOT NULL AS deleted
+FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+WHERE r.run_id = $1;
 
 -- name: run_heads
 -- The poll (the safety net for lost wake-ups): where many followed runs stand, in one statement; a
 -- feed is re-read only if its run moved. Cross-run (docs/scaling.md).
 -- $1 text[] run ids. Runs that do not exist give no row.
--- Index: run_streams primary key. No locks.
-SELECT run_id, first_seq, last_seq, terminal_seq
-FROM {schema}.run_streams
-WHERE run_id = ANY($1::text[]);
+-- Index: run_streams primary key, a backward step on run_events' per run for the head. No locks.
+SELECT r.run_id, r.first_seq, h.last_seq, r.terminal_seq
+FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+WHERE r.run_id = ANY($1::text[]);
 
 -- name: fork_run_summary
 -- A Durable Streams fork as dashboards see it: run_summary's columns, but first_seq, first_ms and
@@ -374,29 +426,35 @@ SELECT r.run_id, r.status, oldest.oldest_seq + 1 AS first_seq,
            JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = oldest.oldest_seq + 1
            WHERE oldest.oldest_seq + 1 > owner.lo AND (owner.hi IS NULL OR oldest.oldest_seq + 1 <= owner.hi)
        ) AS first_ms,
-       r.last_seq,
+       h.last_seq,
        (
            SELECT ev.created_ms
            FROM chain AS owner
-           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = r.last_seq
-           WHERE r.last_seq > owner.lo AND (owner.hi IS NULL OR r.last_seq <= owner.hi)
+           JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = h.last_seq
+           WHERE h.last_seq > owner.lo AND (owner.hi IS NULL OR h.last_seq <= owner.hi)
        ) AS last_ms,
-       r.terminal_seq, r.last_ms AS terminal_ms,
-       r.created_at, r.updated_at, r.ended_at, r.awaiting_input_since,
+       r.terminal_seq, h.last_ms AS terminal_ms,
+       r.created_at, greatest(r.updated_at, to_timestamp(h.last_ms / 1000.0)) AS updated_at,
+       r.ended_at, r.awaiting_input_since,
        r.fork_seq, r.fork_source_run_id, r.stream_deleted_at IS NOT NULL AS deleted
 FROM {schema}.run_streams AS r CROSS JOIN oldest
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 WHERE r.run_id = $1;
 
 -- name: recent_open_runs
 -- The open runs (no terminal event yet) by last activity, newest first, for list_runs.
 -- $1 text status, or NULL for any; $2 bigint limit.
--- Index: run_streams_open_idx (run_id) WHERE terminal_seq IS NULL: every open run, sorted here by
--- updated_at (no index covers it: every append changes it, and its row update stays HOT). No locks.
-SELECT run_id, status, first_seq, first_ms, last_seq, last_ms, terminal_seq, last_ms AS terminal_ms,
-       created_at, updated_at, ended_at, awaiting_input_since,
-       fork_seq, fork_source_run_id, stream_deleted_at IS NOT NULL AS deleted
-FROM {schema}.run_streams
-WHERE terminal_seq IS NULL AND ($1::text IS NULL OR status = $1)
+-- Index: run_streams_open_idx (run_id) WHERE terminal_seq IS NULL: every open run, each with a
+-- backward step on the run_events primary key for its head, sorted here by last activity (no
+-- index can cover it: it moves with every append). No locks.
+SELECT r.run_id, r.status, r.first_seq, r.first_ms, h.last_seq, h.last_ms, r.terminal_seq,
+       h.last_ms AS terminal_ms, r.created_at,
+       greatest(r.updated_at, to_timestamp(h.last_ms / 1000.0)) AS updated_at,
+       r.ended_at, r.awaiting_input_since,
+       r.fork_seq, r.fork_source_run_id, r.stream_deleted_at IS NOT NULL AS deleted
+FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+WHERE r.terminal_seq IS NULL AND ($1::text IS NULL OR r.status = $1)
 ORDER BY updated_at DESC
 LIMIT $2;
 
@@ -479,10 +537,11 @@ SELECT system_identifier::text FROM pg_control_system();
 -- deleted none) and how it ends, for verify and export; read in the same REPEATABLE READ snapshot
 -- as chain_rows.
 -- $1 text run id. No row: no such run.
--- Index: run_streams primary key. No locks.
-SELECT status, first_seq, last_seq, trimmed_hash, last_hash
-FROM {schema}.run_streams
-WHERE run_id = $1;
+-- Index: run_streams primary key, a backward step on run_events' for the head. No locks.
+SELECT r.status, r.first_seq, h.last_seq, r.trimmed_hash, h.last_hash
+FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+WHERE r.run_id = $1;
 
 -- name: chain_rows
 -- Every stored event of a run in seq order with its hash, for verify and export (read through a

@@ -46,9 +46,9 @@ stitched AS (
 );
 
 -- name: stream_head_columns
--- The columns of a Durable Stream's head (alias r: its run_streams row), with whether it
--- expired (past Expires-At, or idle for longer than its TTL).
-r.run_id, r.content_type, r.first_seq, r.last_seq, r.terminal_seq,
+-- The columns of a Durable Stream's head (alias r: its run_streams row; h: its head, from
+-- pgbridge_run_head), with whether it expired (past Expires-At, or idle for longer than its TTL).
+r.run_id, r.content_type, r.first_seq, h.last_seq, r.terminal_seq,
     r.stream_ttl_seconds, r.stream_expires_at,
     (extract(epoch FROM r.created_at) * 1000000)::bigint AS created_us,
     r.fork_source_run_id, r.fork_offset_seq, r.fork_sub_offset, r.fork_seq, r.fork_refs,

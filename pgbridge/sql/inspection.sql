@@ -10,7 +10,8 @@
 
 -- name: runs
 -- The most recently active runs, newest first: open runs by their last activity
--- (pgbridge_runs.last_activity_at, run_streams.updated_at), ended runs by their
+-- (pgbridge_runs.last_activity_at: the later of run_streams.updated_at and the
+-- run's newest event), ended runs by their
 -- end, each side read backwards and cut at $3 before the two are merged. With
 -- each, what the view does not say of a Durable Stream (the columns of `run`):
 -- the source it forks (fork_of, fork_seq), whether it was deleted while forks read
@@ -19,8 +20,9 @@
 -- many seconds, or NULL for all; $3 int: most runs.
 -- Index: ended runs along run_streams_ended_idx (ended_at) WHERE ended_at IS NOT
 -- NULL; open runs along run_streams_open_idx (run_id) WHERE terminal_seq IS NULL
--- (sorted here by last activity: no index covers it, since every append changes
--- it); then the primary key of run_streams for each run listed.
+-- (each with a backward step on the run_events primary key for its head, sorted
+-- here by last activity: no index can cover it, it moves with every append);
+-- then the primary key of run_streams for each run listed.
 -- Locks: none.
 SELECT recent.*, r.fork_source_run_id AS fork_of, r.fork_seq,
        r.stream_deleted_at IS NOT NULL AS deleted,
@@ -142,12 +144,14 @@ ORDER BY total_bytes DESC, name;
 -- events stay for the forks). Events are counted where they are stored: a fork's
 -- inherited events count once, in its source.
 -- No parameters.
--- Index: none (one pass over run_streams, one row per run). Locks: none.
-SELECT CASE WHEN stream_deleted_at IS NOT NULL THEN 'deleted' ELSE status END AS status,
+-- Index: none (one pass over run_streams, one row per run), and a backward step on the run_events
+-- primary key per run for its head (pgbridge_run_head). Locks: none.
+SELECT CASE WHEN r.stream_deleted_at IS NOT NULL THEN 'deleted' ELSE r.status END AS status,
        count(*) AS runs,
-       sum(last_seq - first_seq + 1)::bigint AS events_retained,
-       sum(last_seq)::bigint AS events_published
-FROM {schema}.run_streams
+       sum(h.last_seq - r.first_seq + 1)::bigint AS events_retained,
+       sum(h.last_seq)::bigint AS events_published
+FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 GROUP BY 1;
 
 

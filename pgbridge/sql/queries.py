@@ -78,11 +78,13 @@ class RetentionQueries:
     happens in two steps inside one transaction: lock the run rows
     (``lock_runs``), then ``trim_run_prefixes``; the lock makes the second
     statement's snapshot see every committed append, so ``first_ms`` is right.
+    The reaper does the same: ``lock_stale_runs``, then ``dead_letter_runs``.
     """
 
     try_lock: str
     unlock: str
-    dead_letter_stale_runs: str
+    lock_stale_runs: str
+    dead_letter_runs: str
     runs_over_max_events: str
     runs_with_events_older_than: str
     ended_runs_with_events: str

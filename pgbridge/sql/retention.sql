@@ -10,6 +10,10 @@
 -- statement's snapshot see every committed append, so first_ms is right.
 -- Times are the server's clock, like every other time in pgbridge: "now in
 -- Unix ms" is floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint.
+-- A run's head (newest seq, its time and hash) is read with pgbridge_run_head
+-- (revision 0012: appends leave an open run's row alone; an ended run's row is
+-- exact), and its last activity is the later of its row's last write
+-- (updated_at) and its newest event's time.
 
 
 -- name: try_lock
@@ -29,57 +33,76 @@ SELECT pg_try_advisory_lock(hashtextextended('pgbridge.retention:' || $1::text, 
 SELECT pg_advisory_unlock(hashtextextended('pgbridge.retention:' || $1::text, 0));
 
 
--- name: dead_letter_stale_runs
--- The reaper: append a terminal dead_letter event (status errored) to up to $3
--- bridge-born open runs with no publish or mark_awaiting_input for longer than
--- their timeout. The terminal is appended like any other: last_seq bumped
--- under the row lock, the hash chained (pgbridge_link_hash, from the genesis
--- hash pgbridge.audit.chain.GENESIS, 32 zero bytes, for a run with no event
--- yet), the event inserted. Returns (run_id, seq) of each dead letter.
+-- name: lock_stale_runs
+-- The reaper's first statement (its transaction's): lock up to $3 bridge-born
+-- open runs with no publish or mark_awaiting_input for longer than their
+-- timeout, oldest activity first; dead_letter_runs then ends them. Returns their
+-- run ids.
 -- $1 float8: active timeout (s); $2 float8: awaiting-input timeout (s);
--- $3 int: most runs per statement.
+-- $3 int: most runs.
 -- Index: run_streams_open_idx (run_id) WHERE terminal_seq IS NULL: every open
--- run, sorted here by last activity (no index covers updated_at, which every
--- append changes: that would keep the append's row update from being HOT).
--- Locks: the chosen run rows FOR UPDATE SKIP LOCKED. FOR UPDATE re-checks a row
--- a publisher just touched against its new updated_at, and SKIP LOCKED leaves a
--- run being written to alone: a late publish or the producer's terminal and
--- this dead letter never both win.
-WITH stamp AS (SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms),
-stale AS (
-    SELECT run_id, status, updated_at FROM {schema}.run_streams
-    WHERE terminal_seq IS NULL AND content_type IS NULL
-      AND updated_at < now() - make_interval(secs => least($1::float8, $2::float8))
-      AND updated_at < now() - make_interval(
-          secs => CASE WHEN status = 'awaiting_input' THEN $2::float8 ELSE $1::float8 END)
-    ORDER BY updated_at
-    LIMIT $3::int
-    FOR UPDATE SKIP LOCKED
-),
+-- run, each with a backward step on the run_events primary key for its head,
+-- sorted here by last activity (no index can cover it: it moves with every
+-- append). Locks: the chosen run rows FOR UPDATE SKIP LOCKED, held until the
+-- transaction ends: SKIP LOCKED leaves a run being written to alone, and a
+-- publisher that comes later waits for the reaper's commit (then finds the run
+-- ended).
+SELECT r.run_id FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+WHERE r.terminal_seq IS NULL AND r.content_type IS NULL
+  AND greatest(r.updated_at, to_timestamp(h.last_ms / 1000.0))
+      < now() - make_interval(secs => least($1::float8, $2::float8))
+  AND greatest(r.updated_at, to_timestamp(h.last_ms / 1000.0)) < now() - make_interval(
+      secs => CASE WHEN r.status = 'awaiting_input' THEN $2::float8 ELSE $1::float8 END)
+ORDER BY greatest(r.updated_at, to_timestamp(h.last_ms / 1000.0))
+LIMIT $3::int
+FOR UPDATE OF r SKIP LOCKED;
+
+
+-- name: dead_letter_runs
+-- The reaper's second statement, in the transaction of lock_stale_runs: append a
+-- terminal dead_letter event (status errored) to each run it locked that is
+-- still silent. This statement reads each run's head after the locks were
+-- taken, so it sees every committed append: a publish that committed between
+-- the two statements keeps its run open. The terminal is appended like any
+-- other: the next seq, the hash chained (pgbridge_link_hash, from the genesis
+-- hash pgbridge.audit.chain.GENESIS, 32 zero bytes, for a run with no event
+-- yet), its time from pgbridge_event_ms, the event inserted and the run row
+-- written (its head, status, terminal_seq). Returns (run_id, seq) of each
+-- dead letter.
+-- $1 text[]: run ids (locked by lock_stale_runs); $2 float8: active timeout
+-- (s); $3 float8: awaiting-input timeout (s).
+-- Index: the primary keys of run_streams and run_events.
+-- Locks: the run rows, already held; the new event rows.
+WITH stamp AS (SELECT {schema}.pgbridge_event_ms() AS ms),
 letter AS (
-    SELECT run_id, status AS was, json_build_object(
+    SELECT r.run_id, h.last_seq, h.last_hash, json_build_object(
         'reason', 'no publish or mark_awaiting_input within the timeout; '
                   'the worker is presumed gone',
-        'status', status,
-        'last_activity', updated_at,
+        'status', r.status,
+        'last_activity', greatest(r.updated_at, to_timestamp(h.last_ms / 1000.0)),
         'timeout_seconds',
-        CASE WHEN status = 'awaiting_input' THEN $2::float8 ELSE $1::float8 END
+        CASE WHEN r.status = 'awaiting_input' THEN $3::float8 ELSE $2::float8 END
     )::text AS data
-    FROM stale
+    FROM {schema}.run_streams AS r
+    CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+    WHERE r.run_id = ANY($1::text[]) AND r.terminal_seq IS NULL AND r.content_type IS NULL
+      AND greatest(r.updated_at, to_timestamp(h.last_ms / 1000.0)) < now() - make_interval(
+          secs => CASE WHEN r.status = 'awaiting_input' THEN $3::float8 ELSE $2::float8 END)
 ),
 run AS (
     UPDATE {schema}.run_streams AS r SET
-        last_seq = r.last_seq + 1,
+        last_seq = letter.last_seq + 1,
         last_ms = stamp.ms,
-        first_ms = CASE WHEN r.first_seq > r.last_seq THEN stamp.ms ELSE r.first_ms END,
+        first_ms = CASE WHEN r.first_seq > letter.last_seq THEN stamp.ms ELSE r.first_ms END,
         status = 'errored',
-        terminal_seq = r.last_seq + 1,
+        terminal_seq = letter.last_seq + 1,
         ended_at = now(),
         awaiting_input_since = NULL,
         updated_at = now(),
         last_hash = {schema}.pgbridge_link_hash(
-            coalesce(r.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
-            r.run_id, r.last_seq + 1, stamp.ms, 'dead_letter', letter.data)
+            coalesce(letter.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+            r.run_id, letter.last_seq + 1, stamp.ms, 'dead_letter', letter.data)
     FROM letter, stamp
     WHERE r.run_id = letter.run_id
     RETURNING r.run_id, r.last_seq, r.last_ms, r.last_hash, letter.data
@@ -96,13 +119,15 @@ RETURNING run_id, seq;
 -- forks read (fork_refs > 0) keeps its events.
 -- $1 int: most runs; $2 bigint: keep at most this many events per run.
 -- Index: open runs along run_streams_open_idx (run_id) WHERE terminal_seq IS
--- NULL, their count read from the row; ended runs (whose last_seq is their
--- terminal_seq) along run_streams_retained_count_idx ((terminal_seq - first_seq))
--- WHERE terminal_seq >= first_seq. No index covers last_seq, which every append
--- changes. Locks: none (lock_runs re-checks under the row lock).
-(SELECT run_id, last_seq - $2 AS through FROM {schema}.run_streams
- WHERE terminal_seq IS NULL AND first_seq <= last_seq AND (last_seq - first_seq) >= $2
-   AND fork_refs = 0
+-- NULL, their count from the row and their head (a backward step on the
+-- run_events primary key); ended runs (whose last_seq is their terminal_seq)
+-- along run_streams_retained_count_idx ((terminal_seq - first_seq)) WHERE
+-- terminal_seq >= first_seq. Locks: none (lock_runs re-checks under the row
+-- lock).
+(SELECT r.run_id, h.last_seq - $2 AS through FROM {schema}.run_streams AS r
+ CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+ WHERE r.terminal_seq IS NULL AND r.first_seq <= h.last_seq AND (h.last_seq - r.first_seq) >= $2
+   AND r.fork_refs = 0
  LIMIT $1)
 UNION ALL
 (SELECT run_id, last_seq - $2 AS through FROM {schema}.run_streams
@@ -119,7 +144,7 @@ LIMIT $1;
 -- $1 int: most runs; $2 float8: age (s); $3 bigint: most events to look at per run.
 -- Index: run_streams_first_ms_idx (first_ms) WHERE first_ms IS NOT NULL, oldest
 -- first (a run that holds events has a first_ms); each walk along the primary
--- key (run_id, seq) of run_events.
+-- key (run_id, seq) of run_events, and a backward step on it for the head.
 -- Locks: none (lock_runs re-checks under the row lock).
 WITH cutoff AS (
     SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - ($2::float8 * 1000)::bigint AS ms
@@ -129,9 +154,11 @@ SELECT r.run_id, coalesce(
      WHERE e.run_id = r.run_id AND e.seq >= r.first_seq
        AND e.seq < r.first_seq + $3 AND e.created_ms >= cutoff.ms
      ORDER BY e.seq LIMIT 1),
-    least(r.last_seq, r.first_seq + $3 - 1)) AS through
-FROM {schema}.run_streams AS r, cutoff
-WHERE r.first_seq <= r.last_seq AND r.first_ms < cutoff.ms AND r.fork_refs = 0
+    least(h.last_seq, r.first_seq + $3 - 1)) AS through
+FROM {schema}.run_streams AS r
+CROSS JOIN cutoff
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+WHERE r.first_seq <= h.last_seq AND r.first_ms < cutoff.ms AND r.fork_refs = 0
 ORDER BY r.first_ms
 LIMIT $1;
 
@@ -154,13 +181,18 @@ LIMIT $1;
 -- The first statement of a trim's transaction: lock the candidate runs and read
 -- their retained range. A run that forks read (fork_refs > 0, re-checked under
 -- the lock: a fork's creation updates it) keeps its events and is not returned.
+-- The head is as of this statement's snapshot (an append that committed while
+-- it waited for a lock is not in it): a trim may take less than it could, never
+-- more (trim_run_prefixes reads the head again).
 -- $1 text[]: run ids.
--- Index: the primary key of run_streams. Locks: the run rows FOR UPDATE, in
--- run_id order, so two lockers never deadlock; held until the transaction ends.
-SELECT run_id, first_seq, last_seq FROM {schema}.run_streams
-WHERE run_id = ANY($1::text[]) AND fork_refs = 0
-ORDER BY run_id
-FOR UPDATE;
+-- Index: the primary key of run_streams, a backward step on run_events' for the
+-- head. Locks: the run rows FOR UPDATE, in run_id order, so two lockers never
+-- deadlock; held until the transaction ends.
+SELECT r.run_id, r.first_seq, h.last_seq FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
+WHERE r.run_id = ANY($1::text[]) AND r.fork_refs = 0
+ORDER BY r.run_id
+FOR UPDATE OF r;
 
 
 -- name: trim_run_prefixes
@@ -212,12 +244,14 @@ ORDER BY t.ended_at;
 -- batch at a time.
 -- $1 int: most runs.
 -- Index: run_streams_expiring_idx (run_id) WHERE stream_expires_at IS NOT NULL OR
--- stream_ttl_seconds IS NOT NULL (revision 0008), in run_id order.
+-- stream_ttl_seconds IS NOT NULL (revision 0008), in run_id order, a backward
+-- step on the run_events primary key for each one's head.
 -- Locks: none (lock_expired_runs re-checks under the row lock).
-SELECT r.run_id, r.last_seq AS through FROM {schema}.run_streams AS r
+SELECT r.run_id, h.last_seq AS through FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 WHERE (r.stream_expires_at IS NOT NULL OR r.stream_ttl_seconds IS NOT NULL)
   AND r.stream_deleted_at IS NULL AND r.fork_refs = 0
-  AND r.first_seq <= r.last_seq
+  AND r.first_seq <= h.last_seq
   AND (
       (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
       OR (r.stream_ttl_seconds IS NOT NULL
@@ -232,9 +266,12 @@ LIMIT $1;
 -- re-checking the expiry under the lock (a stream touched meanwhile keeps its
 -- events) and that no fork reads it.
 -- $1 text[]: run ids.
--- Index: the primary key of run_streams. Locks: the run rows FOR UPDATE, in
--- run_id order (no deadlock between lockers); held until the transaction ends.
-SELECT r.run_id, r.first_seq, r.last_seq FROM {schema}.run_streams AS r
+-- Index: the primary key of run_streams, a backward step on run_events' for the
+-- head (as of this statement's snapshot, as in lock_runs). Locks: the run rows
+-- FOR UPDATE, in run_id order (no deadlock between lockers); held until the
+-- transaction ends.
+SELECT r.run_id, r.first_seq, h.last_seq FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 WHERE r.run_id = ANY($1::text[]) AND r.fork_refs = 0 AND r.stream_deleted_at IS NULL
   AND (
       (r.stream_expires_at IS NOT NULL AND r.stream_expires_at <= now())
@@ -242,7 +279,7 @@ WHERE r.run_id = ANY($1::text[]) AND r.fork_refs = 0 AND r.stream_deleted_at IS 
           AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
   )
 ORDER BY r.run_id
-FOR UPDATE;
+FOR UPDATE OF r;
 
 
 -- name: lock_expired_streams
@@ -359,18 +396,19 @@ ON CONFLICT (id) DO UPDATE SET
 -- $1 bigint: max_events_per_run (NULL: off); $2 float8: max_event_age (s, NULL: off);
 -- $3 float8: ended_run_ttl (s, NULL: off); $4 float8: tombstone_ttl (s, NULL: off);
 -- $5 float8: active_timeout (s); $6 float8: awaiting_input_timeout (s).
--- Index: none: one pass over run_streams (a preview reads every run row), and for
--- max_event_age a walk along the run_events primary key from each run's first event kept
--- to its first one young enough (what the pass would read too).
+-- Index: none: one pass over run_streams (a preview reads every run row), each with a
+-- backward step on the run_events primary key for its head, and for max_event_age a walk
+-- along that key from each run's first event kept to its first one young enough (what the
+-- pass would read too).
 -- Locks: none (ACCESS SHARE).
 WITH cutoff AS (
     SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint - ($2::float8 * 1000)::bigint AS ms
 ),
 base AS (
-    SELECT r.run_id, r.first_seq, r.last_seq, r.fork_refs, r.fork_source_run_id, r.ended_at,
+    SELECT r.run_id, r.first_seq, h.last_seq, r.fork_refs, r.fork_source_run_id, r.ended_at,
         r.stream_deleted_at IS NOT NULL AS soft_deleted,
         (r.terminal_seq IS NULL AND r.content_type IS NULL
-         AND r.updated_at < now() - make_interval(
+         AND greatest(r.updated_at, to_timestamp(h.last_ms / 1000.0)) < now() - make_interval(
              secs => CASE WHEN r.status = 'awaiting_input' THEN $6::float8 ELSE $5::float8 END)
         ) AS dead_letter,
         (r.stream_deleted_at IS NULL AND (
@@ -379,6 +417,7 @@ base AS (
                 AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
         )) AS expired
     FROM {schema}.run_streams AS r
+    CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 ),
 reaped AS (
     SELECT b.*, b.last_seq + b.dead_letter::int AS last_after,

@@ -4,7 +4,8 @@
 -- sources, docs/scaling.md). "expired" is decided by the server's clock, like every time in
 -- pgbridge: a stream past its Expires-At, or idle for longer than its TTL, is gone
 -- (docs/behaviour.md §12). The head columns (run row, created_us, soft_deleted, expired) are
--- the same in stream_head, lock_stream and read_stream_page.
+-- the same in stream_head, lock_stream and read_stream_page; the stream's last_seq among them is
+-- read with pgbridge_run_head (revision 0012: appends leave an open stream's row alone).
 --
 -- A read along a fork's chain of sources (read_stream_page) has three CTEs:
 -- * chain: each run of the chain gives its events in (lo, hi], lo its own fork point (0 for a
@@ -23,9 +24,10 @@
 -- name: stream_head
 -- Where a stream stands (HEAD, and a PUT's comparison), with whether it expired.
 -- $1 run_id (text).
--- One lookup on run_streams_pkey; no lock.
+-- One lookup on run_streams_pkey, a backward step on run_events_pkey for the head; no lock.
 SELECT {stream_head_columns}
 FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 WHERE r.run_id = $1;
 
 
@@ -68,6 +70,7 @@ page AS (
 SELECT {stream_head_columns},
     oldest.oldest_seq, page.taken, page.page_last_seq, page.json_messages, page.byte_messages
 FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 CROSS JOIN oldest
 CROSS JOIN page
 WHERE r.run_id = $1;
@@ -101,13 +104,17 @@ RETURNING r.run_id;
 
 -- name: lock_stream
 -- The stream's row, locked for a create-or-compare, a fork's source check or a delete; with
--- the same head columns as stream_head.
+-- the same head columns as stream_head. Its last_seq is as of this statement's snapshot: when it
+-- waited for an append to commit, that append's events are not in it (as if the lock had been
+-- taken just before the append: a fork of the stream's tail forks there).
 -- $1 run_id (text).
--- run_streams_pkey; FOR UPDATE on the run row until commit.
+-- run_streams_pkey, a backward step on run_events_pkey for the head; FOR UPDATE on the run row
+-- until commit.
 SELECT {stream_head_columns}
 FROM {schema}.run_streams AS r
+CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 WHERE r.run_id = $1
-FOR UPDATE;
+FOR UPDATE OF r;
 
 
 -- name: delete_stream
@@ -203,27 +210,34 @@ ORDER BY b.ord;
 -- one message, no producer, no Stream-Seq, no close, one request per stream. Calling
 -- pgbridge_stream_append per request ran six statements of a function each time: ~120 us of
 -- PostgreSQL time a request against ~13 for a plain INSERT of the same rows, commit included,
--- and ~32 for this statement (benchmarks/lone_statements.py --streams, docs/performance.md). Here the batch's rows are locked in run_id order (deadlock-free with
--- every other batch, which locks in that order too) and each is checked as locked (its newest
--- version); only if every stream takes its message (it exists, is not deleted, expired or
--- closed, and has the request's content type) does one UPDATE move them all (numbered and
--- chained exactly as pgbridge_stream_append does, one created_ms for the statement) and one
--- INSERT store the messages. Otherwise it writes nothing and gives no row, and the caller
--- sends the batch through stream_append_many, which answers every request
--- (pgbridge.store.streams.StreamStore.append_many): a batch is all stored, or nothing.
--- tests/db/test_stream_append_simple.py compares the two.
+-- and ~32 for this statement (benchmarks/lone_statements.py --streams, docs/performance.md).
+-- Here the batch's rows are locked in run_id order (deadlock-free with every other batch, which
+-- locks in that order too) and each is checked as locked (its newest version); only if every
+-- stream takes its message (it exists, is not deleted, expired or closed, and has the request's
+-- content type) does one INSERT store the messages and one UPDATE write the rows that change,
+-- by pgbridge_stream_append's rules (revision 0012): each message takes its stream's head
+-- (pgbridge_run_head_fresh, read once the row is locked with a snapshot of its own, as the
+-- function's separate statement reads it), is numbered and chained from it with one created_ms
+-- for the statement (pgbridge_event_ms: odd on an odd timeline, even on an even one); a row is
+-- written only for a stream with a TTL (every append touches it), its first retained event, a
+-- status other than active, or a head 256 or more events past the row's. Otherwise it writes
+-- nothing and gives no row, and the caller sends the batch through stream_append_many, which
+-- answers every request (pgbridge.store.streams.StreamStore.append_many): a batch is all stored,
+-- or nothing. tests/db/test_stream_append_simple.py compares the two.
 -- $1 text[] run ids (distinct), $2 text[] the requests' content types (NULL: no check),
 -- $3 text[] event names, $4 text[] data texts, one element per request. No row, or one per
 -- request, in no order: ord (1-based), outcome 'appended', the columns of stream_append_many's.
--- Index: run_streams_pkey, run_events primary key. Locks: FOR UPDATE on each run row of the
--- batch until commit, taken in run_id order.
+-- Index: run_streams_pkey, run_events primary key (one backward step per stream for its head).
+-- Locks: FOR UPDATE on each run row of the batch until commit, taken in run_id order.
 WITH batch AS MATERIALIZED (
     SELECT b.run_id, b.content_type, b.event, b.data, b.ord::integer AS ord
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
         AS b(run_id, content_type, event, data, ord)
 ),
 locked AS MATERIALIZED (
-    SELECT r.run_id,
+    SELECT r.run_id, r.last_seq, r.last_ms, r.last_hash, r.first_seq,
+        r.stream_ttl_seconds IS NOT NULL OR r.status <> 'active' OR r.awaiting_input_since IS NOT NULL
+            AS must_write,
         r.stream_deleted_at IS NULL
         AND NOT coalesce(r.stream_expires_at <= now(), false)
         AND NOT coalesce(r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now(), false)
@@ -239,16 +253,33 @@ verdict AS MATERIALIZED (
     FROM locked
 ),
 clock AS MATERIALIZED (
-    SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms
+    SELECT {schema}.pgbridge_event_ms() AS ms
+),
+planned AS MATERIALIZED (
+    SELECT b.ord, b.run_id, h.last_seq + 1 AS seq, c.ms,
+        {schema}.pgbridge_link_hash(
+            coalesce(h.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+            b.run_id, h.last_seq + 1, c.ms, b.event, b.data) AS hash,
+        b.event, b.data,
+        l.first_seq > h.last_seq AS first,
+        l.must_write OR l.first_seq > h.last_seq OR h.last_seq + 1 - l.last_seq >= 256 AS writes_row
+    FROM verdict AS v
+    JOIN batch AS b ON v.every_one
+    JOIN locked AS l ON l.run_id = b.run_id
+    CROSS JOIN clock AS c
+    CROSS JOIN LATERAL {schema}.pgbridge_run_head_fresh(l.run_id, l.last_seq, l.last_ms, l.last_hash) AS h
+),
+stored AS MATERIALIZED (
+    INSERT INTO {schema}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
+    SELECT p.run_id, p.seq, p.ms, p.event, p.data::json, false, p.hash FROM planned AS p
+    RETURNING run_id
 ),
 moved AS MATERIALIZED (
     UPDATE {schema}.run_streams AS r SET
-        last_seq = r.last_seq + 1,
-        last_ms = c.ms,
-        last_hash = {schema}.pgbridge_link_hash(
-            coalesce(r.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
-            r.run_id, r.last_seq + 1, c.ms, b.event, b.data),
-        first_ms = CASE WHEN r.first_seq > r.last_seq THEN c.ms ELSE r.first_ms END,
+        last_seq = p.seq,
+        last_ms = p.ms,
+        last_hash = p.hash,
+        first_ms = CASE WHEN p.first THEN p.ms ELSE r.first_ms END,
         updated_at = now(),
         stream_touched_at = now(),
         status = 'active',
@@ -256,16 +287,11 @@ moved AS MATERIALIZED (
         closed_by_producer_id = NULL,
         closed_by_epoch = NULL,
         closed_by_seq = NULL
-    FROM batch AS b, verdict AS v, clock AS c
-    WHERE r.run_id = b.run_id AND v.every_one
-    RETURNING b.ord, r.run_id, r.last_seq AS seq, r.last_ms AS ms, r.last_hash AS hash, b.event, b.data
-),
-stored AS MATERIALIZED (
-    INSERT INTO {schema}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
-    SELECT m.run_id, m.seq, m.ms, m.event, m.data::json, false, m.hash FROM moved AS m
-    RETURNING run_id
+    FROM planned AS p
+    WHERE r.run_id = p.run_id AND p.writes_row
+    RETURNING r.run_id
 )
-SELECT m.ord, 'appended'::text AS outcome, m.seq AS last_seq, m.ms AS last_ms, false AS closed,
-    NULL::bigint AS producer_epoch, NULL::bigint AS producer_seq, m.seq AS event_seq, m.ms AS event_ms
-FROM moved AS m
-WHERE (SELECT count(*) FROM stored) >= 0;  -- the INSERT has run when the rows are read
+SELECT p.ord, 'appended'::text AS outcome, p.seq AS last_seq, p.ms AS last_ms, false AS closed,
+    NULL::bigint AS producer_epoch, NULL::bigint AS producer_seq, p.seq AS event_seq, p.ms AS event_ms
+FROM planned AS p
+WHERE (SELECT count(*) FROM stored) >= 0 AND (SELECT count(*) FROM moved) >= 0;  -- both have run

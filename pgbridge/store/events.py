@@ -185,7 +185,7 @@ def event_id(last: LoggedEvent | Record) -> str:
 class Page:
     """One read: the run's state and the events after a cursor, in seq order."""
 
-    __slots__ = ("_events", "rows", "shared", "state", "truncated")
+    __slots__ = ("_events", "after_ms", "rows", "shared", "state", "truncated")
 
     def __init__(
         self,
@@ -195,8 +195,13 @@ class Page:
         truncated: bool = False,
         shared: bool = False,
         rows: StoredRows | None = None,
+        after_ms: int | None = None,
     ) -> None:
         self.state = state
+        #: The creation time of the event stored at the cursor's seq, when the read knows it
+        #: (None: none is stored there, or unknown): the reader compares it with the event it
+        #: last yielded, to notice a history that changed under it (pgbridge.engine.subscribe).
+        self.after_ms = after_ms
         self._events = events
         #: True when the read was cut at its limit, so more events may follow.
         self.truncated = truncated
@@ -294,6 +299,9 @@ class Appended:
     #: Its run's readers in other processes were woken by the append's own commit
     #: (``append_events_notifying``): nothing more to send for it.
     notified: bool = False
+    #: The creation time of the run's event before it, as the append found it (None: it is
+    #: the run's first, or not known): what lets a reader take it without reading it back.
+    prev_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,7 +448,12 @@ class EventStore:
         row = rows[0]
         if row["fork_seq"] is not None:
             return await self._fork_retained_range(run_id, lookup)
-        return RetainedRange(first=row["first_seq"], last=row["last_seq"], stored_ms=row["stored_ms"])
+        return RetainedRange(
+            first=row["first_seq"],
+            last=row["last_seq"],
+            stored_ms=row["stored_ms"],
+            trimmed_ms=row["trimmed_ms"],
+        )
 
     async def _fork_retained_range(self, run_id: str, lookup: int) -> RetainedRange:
         """A fork's cursor resolves against its stitched view, which spans its chain of
@@ -511,7 +524,7 @@ class EventStore:
         by_run: list[list[asyncpg.Record]] = [[] for _ in reads]
         for row in rows:
             by_run[row["ord"] - 1].append(row)
-        return [_page(run_rows, limit) for run_rows in by_run]
+        return [_tail_page(run_rows, limit) for run_rows in by_run]
 
     async def read_inherited_after(self, run_id: str, cursor_seq: int, fork_seq: int, limit: int) -> Page:
         """The events the fork *run_id* inherits (seq <= *fork_seq*, stored in its chain of
@@ -548,16 +561,63 @@ class EventStore:
 
 def _outcomes(rows: Sequence[asyncpg.Record], count: int, *, notified: bool) -> list[AppendOutcome]:
     """One outcome per event, in place order, from an append statement's rows (ord, seq,
-    created_ms, refused, and notified when *notified*)."""
+    created_ms, prev_ms, refused, and notified when *notified*)."""
     outcomes = [AppendOutcome()] * count
     for row in rows:
         stored = (
-            Appended(seq=row["seq"], ms=row["created_ms"], notified=notified and row["notified"])
+            Appended(
+                seq=row["seq"],
+                ms=row["created_ms"],
+                notified=notified and row["notified"],
+                prev_ms=row["prev_ms"],
+            )
             if row["seq"] is not None
             else None
         )
         outcomes[row["ord"] - 1] = AppendOutcome(stored, None if stored else row["refused"])
     return outcomes
+
+
+def _tail_page(rows: Sequence[asyncpg.Record], limit: int) -> Page:
+    """One run's page of ``read_runs_events_after``.
+
+    Its first row is the cursor's own event when that is stored (its creation time is the
+    page's ``after_ms``; it is not part of the page). The rows carry the run row's head as it
+    is (appends leave it behind the run's newest event, revision 0012), not the newest event:
+    the page shows that instead. Its seqs are gapless over the range it scanned, so a page that
+    is not full ends at the run's newest event; an empty one means the event at the cursor is
+    the newest (when it is stored: else the row is exact, a run retention emptied, or the run
+    holds fewer events than the cursor). A full page's last event is a lower bound, and the page
+    says it is cut (``truncated``): its reader reads again at once.
+    """
+    if not rows:
+        return Page(state=RunState())
+    head = rows[0]
+    after_seq = head["after_seq"]
+    after_ms: int | None = None
+    if head["seq"] == after_seq:
+        after_ms = head["created_ms"]
+        events = rows[1:]
+    else:
+        events = rows if head["seq"] is not None else []
+    last_seq, last_ms = head["row_last_seq"], head["row_last_ms"]
+    if events:
+        newest = events[-1]
+        if newest["seq"] > last_seq:
+            last_seq, last_ms = newest["seq"], newest["created_ms"]
+    elif after_ms is not None and after_seq > last_seq:
+        last_seq, last_ms = after_seq, after_ms
+    state = RunState(
+        exists=True,
+        first_seq=head["first_seq"],
+        first_ms=head["first_ms"],
+        last_seq=last_seq,
+        last_ms=last_ms,
+        terminal_seq=head["terminal_seq"],
+    )
+    if not events:
+        return Page(state=state, after_ms=after_ms)
+    return Page(state=state, rows=StoredRows(events), truncated=len(events) >= limit, after_ms=after_ms)
 
 
 def _page(rows: Sequence[asyncpg.Record], limit: int) -> Page:
@@ -574,6 +634,7 @@ def _page(rows: Sequence[asyncpg.Record], limit: int) -> Page:
         last_ms=head["last_ms"],
         terminal_seq=head["terminal_seq"],
     )
+    after_ms: int | None = head["after_ms"]
     if head["seq"] is None:
-        return Page(state=state)  # the one row of a run with nothing after the cursor
-    return Page(state=state, rows=StoredRows(rows), truncated=len(rows) >= limit)
+        return Page(state=state, after_ms=after_ms)  # the one row of a run with nothing after the cursor
+    return Page(state=state, rows=StoredRows(rows), truncated=len(rows) >= limit, after_ms=after_ms)

@@ -110,12 +110,28 @@ class RetentionStore:
 
     # -- the stale-run reaper ---------------------------------------------------
 
-    async def dead_letter_stale_runs(
+    async def lock_stale_runs(
         self, conn: asyncpg.Connection, *, active_timeout: float, awaiting_input_timeout: float, limit: int
-    ) -> list[DeadLettered]:
-        """End up to *limit* silent runs with a ``dead_letter`` terminal event, in one statement."""
+    ) -> list[str]:
+        """Lock up to *limit* silent runs (SKIP LOCKED); call inside a transaction."""
         rows = await conn.fetch(
-            self._sql.dead_letter_stale_runs, float(active_timeout), float(awaiting_input_timeout), limit
+            self._sql.lock_stale_runs, float(active_timeout), float(awaiting_input_timeout), limit
+        )
+        return [row["run_id"] for row in rows]
+
+    async def dead_letter_runs(
+        self,
+        conn: asyncpg.Connection,
+        run_ids: list[str],
+        *,
+        active_timeout: float,
+        awaiting_input_timeout: float,
+    ) -> list[DeadLettered]:
+        """End the runs :meth:`lock_stale_runs` locked in this transaction that are still silent
+        (read afresh: a publish that committed meanwhile keeps its run open) with a
+        ``dead_letter`` terminal event."""
+        rows = await conn.fetch(
+            self._sql.dead_letter_runs, run_ids, float(active_timeout), float(awaiting_input_timeout)
         )
         return [DeadLettered(row["run_id"], row["seq"]) for row in rows]
 

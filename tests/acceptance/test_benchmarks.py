@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.topology import missing_reason
 
 #: Drives whole processes from outside; .ci/run runs it in its first pass only (see pyproject.toml).
 pytestmark = pytest.mark.once
@@ -80,12 +84,24 @@ async def test_soak_script_runs_a_short_soak_and_accounts_for_every_event() -> N
     assert '"ok": true' in out.decode()
 
 
-async def test_append_cost_benchmark_measures_the_head_function_and_a_candidate(admin_dsn: str) -> None:
+async def test_append_cost_benchmark_measures_the_head_function_and_a_candidate(
+    admin_dsn: str, tmp_path: Path
+) -> None:
+    # A candidate takes the head function's place between rounds, so it must keep the head's
+    # result columns and its run rows' meaning (revision 0012): the head function itself is one.
+    revision = (BENCHMARKS.parent / "migrations" / "versions" / "0012_history_and_heads.sql").read_text()
+    upgrade = revision.split("\n-- migrate:upgrade\n")[1].split("\n-- migrate:downgrade\n")[0]
+    function = re.search(
+        r"^CREATE FUNCTION __SCHEMA__\.pgbridge_append_batch\(.*?\$body\$;$", upgrade, re.S | re.M
+    )
+    assert function is not None
+    candidate = tmp_path / "candidate.sql"
+    candidate.write_text(function.group().replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(BENCHMARKS / "append_cost.py"),
         "--dsn", admin_dsn,
-        "--candidate", str(BENCHMARKS / "candidates" / "set_based_append.sql"),
+        "--candidate", str(candidate),
         "--samples", "3",
         "--rounds", "1",
         stdout=asyncio.subprocess.PIPE,
@@ -95,3 +111,48 @@ async def test_append_cost_benchmark_measures_the_head_function_and_a_candidate(
     assert process.returncode == 0, out.decode()
     assert "| head |" in out.decode() and "| candidate |" in out.decode()
     assert "candidate / head:" in out.decode()
+
+
+async def test_xmin_horizon_benchmark_holds_a_snapshot_and_reports_every_phase(
+    admin_dsn: str, tmp_path: Path
+) -> None:
+    figures = tmp_path / "horizon.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(BENCHMARKS / "xmin_horizon.py"),
+        "--dsn", admin_dsn, "--runs", "2", "--rate", "20", "--keep", "10",
+        "--retention-every", "0.5", "--warmup", "1", "--hold", "2", "--recover", "1", "--sample", "1",
+        "--json", str(figures),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 100)
+    assert process.returncode == 0, out.decode()
+    report = json.loads(figures.read_text())
+    samples = report["samples"]
+    assert [s["phase"] for s in samples] == ["warmup", "pinned", "pinned", "released"]
+    assert samples[2]["oldest_transaction_s"] >= 1  # the horizon really was held
+    assert all(s["published"] > 0 and s["tables"]["run_streams"]["heap_bytes"] > 0 for s in samples)
+    assert set(report["summary"]) == {"warmup", "pinned", "released"}
+
+
+@pytest.mark.own_server
+async def test_replication_cost_benchmark_measures_each_mode_on_a_primary_and_a_standby(
+    tmp_path: Path,
+) -> None:
+    reason = missing_reason()
+    if reason is not None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI must run the topology tests, but: {reason}")
+        pytest.skip(f"no primary/standby topology on this machine: {reason}")
+    figures = tmp_path / "replication.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(BENCHMARKS / "replication_cost.py"),
+        "--events", "20", "--publishers", "2", "--seconds", "0.3", "--rounds", "1", "--json", str(figures),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 100)
+    assert process.returncode == 0, out.decode()
+    results = json.loads(figures.read_text())["results"]
+    assert [r["mode"] for r in results] == ["async", "sync", "remote_apply"]
+    assert all(r["lone_p50_ms"] > 0 and r["concurrent_events_per_s"] > 0 for r in results)

@@ -52,8 +52,13 @@ async def test_overlapping_batches_in_any_order_never_deadlock_and_keep_seqs_gap
                 for r in await conn.fetch("SELECT seq FROM run_events WHERE run_id = $1 ORDER BY seq", run_id)
             ]
             assert seqs == list(range(1, written[run_id] + 1))
-            last_seq = await conn.fetchval("SELECT last_seq FROM run_streams WHERE run_id = $1", run_id)
-            assert last_seq == written[run_id]
+            row_seq, head_seq = await conn.fetchrow(
+                "SELECT r.last_seq, h.last_seq FROM run_streams AS r CROSS JOIN LATERAL "
+                "pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h WHERE r.run_id = $1",
+                run_id,
+            )
+            assert head_seq == written[run_id]
+            assert 0 <= head_seq - row_seq < 256  # the row stays fewer than 256 events behind
 
 
 async def test_each_run_of_a_batch_is_numbered_from_its_own_last_seq_in_the_batchs_order(dsn: str) -> None:
@@ -125,8 +130,13 @@ async def test_one_run_and_many_runs_chain_their_events_alike(dsn: str) -> None:
                 )
                 assert row["hash"] == expected, (run_id, row["seq"])
                 previous = expected
-            assert (
-                await conn.fetchval("SELECT last_hash FROM run_streams WHERE run_id = $1", run_id) == previous
+            assert (  # the run's head as pgbridge reads it (its row lags: revision 0012)
+                await conn.fetchval(
+                    "SELECT h.last_hash FROM run_streams AS r CROSS JOIN LATERAL pgbridge_run_head("
+                    "r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h WHERE r.run_id = $1",
+                    run_id,
+                )
+                == previous
             )
 
 
@@ -139,25 +149,26 @@ async def test_first_ms_is_set_by_the_first_event_of_a_run_that_held_none(dsn: s
         assert await conn.fetchval("SELECT first_ms FROM run_streams WHERE run_id = 'a'") == first_ms
 
 
-async def test_appends_to_a_run_that_holds_events_update_its_run_row_in_place(dsn: str) -> None:
-    """No index of run_streams covers a column an append changes, and its pages keep room, so
-    the run row's update is HOT (revision 0010): a new row version on the same page and no new
-    index entries. Under revision 0009's indexes none was."""
+async def test_appends_to_a_run_that_holds_events_write_its_run_row_once_per_256_events_in_place(
+    dsn: str,
+) -> None:
+    """An append leaves its run's row alone (revision 0012: the head is read from run_events)
+    until the row would fall 256 events behind; then it writes it, and the update is HOT
+    (revision 0010: no index covers a column it changes, and pages keep room)."""
     counters = (
         "SELECT pg_stat_get_xact_tuples_updated('run_streams'::regclass) AS updated,"
         " pg_stat_get_xact_tuples_hot_updated('run_streams'::regclass) AS hot"
     )
-    updated = hot = 0
     async with connected(dsn) as conn:
         await append(conn, ["hot"])  # the run's first event also sets its first_ms (indexed)
-        for _ in range(10):
-            async with conn.transaction():  # counters read in one transaction: not flushed between
-                before = await conn.fetchrow(counters)
+        async with conn.transaction():  # counters read in one transaction: not flushed between
+            before = await conn.fetchrow(counters)
+            for _ in range(300):  # seqs 2..601: the row moves at 257 and at 513
                 await append(conn, ["hot", "hot"])
-                after = await conn.fetchrow(counters)
-            updated += after["updated"] - before["updated"]
-            hot += after["hot"] - before["hot"]
-    assert (updated, hot) == (10, 10)
+            after = await conn.fetchrow(counters)
+        row_seq = await conn.fetchval("SELECT last_seq FROM run_streams WHERE run_id = 'hot'")
+    assert (after["updated"] - before["updated"], after["hot"] - before["hot"]) == (2, 2)
+    assert row_seq == 513
 
 
 async def test_no_index_of_run_streams_covers_a_column_every_append_changes(dsn: str) -> None:

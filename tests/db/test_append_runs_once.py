@@ -23,6 +23,15 @@ RUN_ROW = (
     "SELECT last_seq, first_seq, status, terminal_seq, first_ms IS NOT NULL AS has_first_ms, "
     "ended_at IS NOT NULL AS ended, awaiting_input_since FROM run_streams WHERE run_id = $1"
 )
+#: A run's head as pgbridge reads it (its row lags its newest event: revision 0012).
+HEAD = (
+    "SELECT h.last_seq, h.last_ms FROM run_streams AS r CROSS JOIN LATERAL "
+    "pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h WHERE r.run_id = $1"
+)
+#: The parity event times take on this server's timeline (pgbridge_event_ms).
+TIMELINE_PARITY = (
+    "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int % 2"
+)
 
 
 def arrays(
@@ -81,6 +90,76 @@ async def test_it_stores_what_the_function_stores_row_for_row_and_hash_for_hash(
         assert (await conn.fetchrow(RUN_ROW, "s-1"))["terminal_seq"] == 4
 
 
+async def test_it_writes_a_run_row_exactly_when_the_function_does_and_answers_prev_ms(dsn: str) -> None:
+    """The function's rules of revision 0012: a run's row is written for its first event, a
+    status change, a terminal event, or a head 256 events past the row's; the head is read from
+    run_events; event times take the timeline's parity; each event says its predecessor's time."""
+    parity = None
+    async with connected(dsn) as conn:
+        parity = await conn.fetchval(TIMELINE_PARITY)
+        for way in ("f", "s"):  # rows at seq 1, heads at 255 (the short way leaves the row alone)
+            await through_the_function(conn, [(f"{way}-{i}", "{}", False) for i in range(3)])
+            for i in range(3):
+                await through_the_function(conn, [(f"{way}-{i}", "{}", False)] * 254)
+        for way in ("f", "s"):
+            await conn.execute(QUERIES.mark_awaiting_input, f"{way}-2")  # a status change at 256
+        for step, expected_rows in (
+            (256, [1, 1, 256]),  # 255 past the row: left alone (but the status change writes it)
+            (257, [257, 257, 256]),  # 256 past the row: written
+            (258, [257, 257, 258]),  # the last one ends its run
+        ):
+            batch = [(str(i), json.dumps({"seq": step}), step == 258 and i == 2) for i in range(3)]
+            heads = {
+                f"{way}-{i}": await conn.fetchrow(HEAD, f"{way}-{i}") for way in ("f", "s") for i in range(3)
+            }
+            by_function = await through_the_function(conn, [(f"f-{r}", d, t) for r, d, t in batch])
+            by_statement = await runs_once(conn, [(f"s-{r}", d, t) for r, d, t in batch])
+            for way, rows in (("f", by_function), ("s", by_statement)):
+                assert [(row["ord"], row["seq"]) for row in rows] == [(1, step), (2, step), (3, step)]
+                for i, row in enumerate(rows):
+                    assert row["prev_ms"] == heads[f"{way}-{i}"]["last_ms"]
+                    assert row["created_ms"] % 2 == parity
+            for i in range(3):
+                assert dict(await conn.fetchrow(RUN_ROW, f"s-{i}")) == dict(
+                    await conn.fetchrow(RUN_ROW, f"f-{i}")
+                ), (step, i)
+            assert [(await conn.fetchrow(RUN_ROW, f"s-{i}"))["last_seq"] for i in range(3)] == expected_rows
+        for i in range(3):
+            stored = await stored_events(conn, f"s-{i}")
+            assert [r["seq"] for r in stored] == list(range(1, 259))
+            assert_chained(f"s-{i}", stored)
+            assert (await conn.fetchrow(HEAD, f"s-{i}"))["last_seq"] == 258
+
+
+async def test_a_batch_that_waited_for_a_row_lock_numbers_after_the_append_that_held_it(dsn: str) -> None:
+    """An append that held a run's lock and committed while this statement waited for it wrote
+    events but no row version (revision 0012): the statement's own snapshot predates them, so the
+    head must be read with a snapshot taken after the lock (pgbridge_run_head_fresh)."""
+    async with connected(dsn) as holder, connected(dsn) as conn, connected(dsn) as watcher:
+        await through_the_function(conn, [("a", "{}", False), ("b", "{}", False)])
+        pid = conn.get_server_pid()
+        transaction = holder.transaction()
+        await transaction.start()
+        held = await through_the_function(holder, [("a", '{"held": 1}', False), ("a", '{"held": 2}', False)])
+        waiting = asyncio.create_task(runs_once(conn, [("a", '{"w": 1}', False), ("b", '{"w": 1}', False)]))
+        for _ in range(500):
+            if await watcher.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+            ):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("append_runs_once never waited for the held row")
+        await transaction.commit()
+        rows = await waiting
+        assert [(row["ord"], row["seq"]) for row in rows] == [(1, 4), (2, 2)]
+        assert rows[0]["prev_ms"] == held[1]["created_ms"]
+        stored = await stored_events(conn, "a")
+        assert [r["seq"] for r in stored] == [1, 2, 3, 4]
+        assert_chained("a", stored)
+        assert (await conn.fetchrow(RUN_ROW, "a"))["last_seq"] == 1  # left alone throughout
+
+
 @pytest.mark.parametrize(
     "make_it_refuse",
     [
@@ -137,6 +216,7 @@ async def test_concurrent_batches_keep_seqs_gapless_and_chains_whole(dsn: str) -
             stored = await stored_events(conn, run)
             assert [r["seq"] for r in stored] == list(range(1, len(stored) + 1))
             assert_chained(run, stored)
+            assert (await conn.fetchrow(HEAD, run))["last_seq"] == len(stored)
 
 
 async def test_a_busy_bridge_stores_every_event_of_known_and_new_runs_in_order(

@@ -211,10 +211,24 @@ async def test_events_reordered_in_sql_are_found(bridge: PostgresStreamBridge, d
     assert await verdict(bridge) == (False, 5, "reordered")
 
 
-async def test_newest_events_deleted_in_sql_are_found_missing(bridge: PostgresStreamBridge, dsn: str) -> None:
+async def test_newest_events_of_an_ended_run_deleted_in_sql_are_found_missing(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
     await publish_run(bridge)
+    await bridge.publish_end(RUN)  # an ended run's row holds its head exactly
     await tamper(dsn, "DELETE FROM run_events WHERE seq > 7")
     assert await verdict(bridge) == (False, 8, "missing")
+
+
+async def test_events_of_an_open_run_deleted_in_sql_up_to_its_rows_head_are_found_missing(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    # An open run's row holds its head as of its last write (revision 0012: at most 255 events
+    # behind): a deletion that reaches below it is found; newer events have only the chain.
+    await bridge.publish_many(RUN, [("token", {"n": n}) for n in range(300)])  # the row: seq 300
+    await publish_run(bridge, 5)  # 301..305, not in the row
+    await tamper(dsn, "DELETE FROM run_events WHERE seq > 297")
+    assert await verdict(bridge) == (False, 298, "missing")
 
 
 # -- the guard ---------------------------------------------------------------------------

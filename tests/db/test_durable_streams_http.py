@@ -17,7 +17,7 @@ from pgbridge.http.app import create_app
 from tests.support.helpers import collect, take
 from tests.support.http_server import ServerProcess
 from tests.support.postgres_server import DatabaseFactory
-from tests.support.sql_helpers import deletion_rows, run_row
+from tests.support.sql_helpers import deletion_rows, run_head
 
 MAX_APPEND = 4096
 
@@ -315,7 +315,7 @@ async def test_deleting_a_durable_streams_stream_leaves_a_record_verify_reports(
 ) -> None:
     path = await make_stream(client, body=b'[{"a":1},{"b":2}]')
     run_id = path.removeprefix("/v1/stream/")
-    last_hash = (await run_row(http_dsn, run_id))["last_hash"]  # type: ignore[index]
+    last_hash = (await run_head(http_dsn, run_id))["last_hash"]  # type: ignore[index]
     assert (await client.delete(path)).status_code == 204
     assert (await client.get(path)).status_code == 404
     report = await bridge.verify(run_id)
@@ -331,7 +331,7 @@ async def test_a_server_started_with_allow_run_deletion_deletes_a_published_run_
     http_dsn: str, bridge: PostgresStreamBridge
 ) -> None:
     run_id = await publish_run(bridge, 3)
-    last_hash = (await run_row(http_dsn, run_id))["last_hash"]  # type: ignore[index]
+    last_hash = (await run_head(http_dsn, run_id))["last_hash"]  # type: ignore[index]
     process = ServerProcess(http_dsn, extra_args=("--allow-run-deletion",))
     await process.start()
     try:

@@ -135,6 +135,54 @@ async def test_the_alembic_command_line_migrates_the_schema_given_by_x_schema(
     assert "run_streams" not in await snapshot_of(by_cli, "public")
 
 
+async def test_downgrading_0012_gives_the_catalog_of_0011_and_run_rows_0011_can_append_to(
+    empty_database: EmptyDatabase,
+) -> None:
+    """0012's appends leave a run's row behind its newest event (both ways: one existing run,
+    the short way, and the general way); 0011's functions read the row: the downgrade brings
+    every row up to its newest event, then restores 0011's objects."""
+    fresh, cycled = await empty_database(), await empty_database()
+    await migrate(fresh, revision="0011")
+    await migrate(cycled)
+    conn = await asyncpg.connect(cycled)
+    try:
+        appended = await conn.fetch(
+            "SELECT seq, created_ms FROM pgbridge_append_batch($1, $2, $3, $4, $5)",
+            ["run"] * 10,
+            ["token"] * 10,
+            [str(i) for i in range(10)],
+            [False] * 10,
+            ["active"] * 10,
+        )
+        await conn.execute(  # nine more, one at a time (the short way): the row stays at seq 10
+            "SELECT pgbridge_append_batch(ARRAY['run'], ARRAY['token'], ARRAY[i::text], ARRAY[false], "
+            "ARRAY['active']) FROM generate_series(11, 19) AS i"
+        )
+        assert await conn.fetchval("SELECT last_seq FROM run_streams") == 10
+        await conn.close()
+        await alembic_command(cycled, "downgrade", "0011")
+        assert await snapshot_of(cycled) == await snapshot_of(fresh)
+        conn = await asyncpg.connect(cycled)
+        row = await conn.fetchrow("SELECT last_seq, last_hash FROM run_streams")
+        newest = await conn.fetchval("SELECT hash FROM run_events WHERE seq = 19")
+        assert (row["last_seq"], row["last_hash"]) == (19, newest)
+        added = await conn.fetchval(
+            "SELECT seq FROM pgbridge_append_batch(ARRAY['run'], ARRAY['token'], ARRAY['20'], "
+            "ARRAY[false], ARRAY['active'])"
+        )
+        assert added == 20 and appended[0]["seq"] == 1
+    finally:
+        await conn.close()
+    await migrate(cycled)
+    assert await snapshot_of(cycled) == await snapshot_of(await _migrated(empty_database))
+
+
+async def _migrated(empty_database: EmptyDatabase) -> str:
+    dsn = await empty_database()
+    await migrate(dsn)
+    return dsn
+
+
 # -- revisions are frozen text ------------------------------------------------------------------
 
 

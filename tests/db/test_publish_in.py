@@ -71,10 +71,15 @@ async def engine(dsn: str) -> AsyncIterator[AsyncEngine]:
 
 
 async def stored(dsn: str, run_id: str = RUN) -> tuple[list[tuple[int, str]], int | None]:
-    """The run's stored (seq, event) pairs and its row's last_seq (None: no row)."""
+    """The run's stored (seq, event) pairs and its last_seq (None: no row), as pgbridge reads it
+    (pgbridge_run_head: appends leave the run row behind its newest event, revision 0012)."""
     async with connected(dsn) as conn:
         rows = await conn.fetch("SELECT seq, event FROM run_events WHERE run_id = $1 ORDER BY seq", run_id)
-        last_seq = await conn.fetchval("SELECT last_seq FROM run_streams WHERE run_id = $1", run_id)
+        last_seq = await conn.fetchval(
+            "SELECT h.last_seq FROM run_streams AS r CROSS JOIN LATERAL "
+            "pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h WHERE r.run_id = $1",
+            run_id,
+        )
     return [(row["seq"], row["event"]) for row in rows], last_seq
 
 

@@ -219,13 +219,26 @@ async def test_evicted_cursor_ms_does_not_matter(bridge: PostgresStreamBridge, d
     assert await bridge.resolve("run", "123-2") == result("evicted", 6, gap_count=3)
 
 
-async def test_cursor_just_before_the_first_retained_resumes_with_any_ms(
+async def test_cursor_just_before_the_first_retained_resumes_only_with_the_deleted_events_ms(
     bridge: PostgresStreamBridge, dsn: str
 ) -> None:
+    """docs/behaviour.md §3: for s = first - 1 the run keeps the deleted event's creation time
+    (trimmed_ms, revision 0012), so an ID of another run or another history there is unknown."""
     ids = await publish_run(bridge, "run", 10)
     await evict_prefix(dsn, "run", 6)
     assert await bridge.resolve("run", ids[4]) == result("resumed", 6)  # s = first - 1
-    assert await bridge.resolve("run", "1-5") == result("resumed", 6)
+    assert await bridge.resolve("run", f"{ms_of(ids[4]) + 1}-5") == result("unknown", 6)
+    assert await bridge.resolve("run", "1-5") == result("unknown", 6)
+    assert await bridge.resolve("run", "1-0") == result("evicted", 6, gap_count=5)
+
+
+async def test_a_fully_evicted_run_checks_the_ms_of_its_last_event_too(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    ids = await publish_run(bridge, "run", 4)
+    await evict_prefix(dsn, "run", 5)  # first = last + 1 = 5
+    assert await bridge.resolve("run", ids[3]) == result("resumed", 5)
+    assert await bridge.resolve("run", f"{ms_of(ids[3]) + 2}-4") == result("unknown", 5)
 
 
 async def test_retained_events_still_resume_and_check_ms_after_eviction(

@@ -317,9 +317,9 @@ async def test_a_live_subscriber_of_a_dead_lettered_run_gets_the_terminal_and_en
 ) -> None:
     writer, reader = await make_bridge(), await make_bridge(poll_interval=3600)
     await writer.publish("run", "token", 1)
+    await backdate_run(dsn, "run", 601)  # before the subscriber reads: backdating changes the event's ID
     stream = reader.subscribe("run")
     assert (await take(stream, 1))[0].event == "token"
-    await backdate_run(dsn, "run", 601)
     await writer.run_retention(NOTHING)  # the NOTIFY reaches the other bridge's listener
     assert [e.event for e in await collect(stream)] == ["dead_letter"]
 

@@ -256,12 +256,17 @@ class BridgeAgainstModel(RuleBasedStateMachine):
 
     async def stored_runs(self) -> dict[str, tuple[str, int, int, int | None]]:
         async with connected(self.dsn) as conn:
+            # A run's head as pgbridge reads it (its row lags its newest event: revision 0012),
+            # and the row itself never more than 255 events behind.
             rows = await conn.fetch(
-                "SELECT run_id, status, first_seq, last_seq, terminal_seq FROM run_streams"
+                "SELECT r.run_id, r.status, r.first_seq, h.last_seq, r.terminal_seq, r.last_seq AS row_seq "
+                "FROM run_streams AS r CROSS JOIN LATERAL "
+                "pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h"
             )
             retained = await conn.fetch(
                 "SELECT run_id, min(seq) AS low, count(*) AS n FROM run_events GROUP BY run_id"
             )
+        assert all(0 <= r["last_seq"] - r["row_seq"] < 256 for r in rows)
         for row in retained:  # the retained events are the one contiguous range first..last
             run = self.runs[row["run_id"]]
             assert (row["low"], row["n"]) == (run.first, run.last - run.first + 1)

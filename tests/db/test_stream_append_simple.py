@@ -28,6 +28,15 @@ ROW = (
     "stream_touched_at IS NOT NULL AS touched, stream_writer_seq, awaiting_input_since, "
     "closed_by_producer_id, closed_by_epoch, closed_by_seq FROM run_streams WHERE run_id = $1"
 )
+#: A stream's head as pgbridge reads it (its row lags its newest event: revision 0012).
+HEAD = (
+    "SELECT h.last_seq, h.last_ms FROM run_streams AS r CROSS JOIN LATERAL "
+    "pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h WHERE r.run_id = $1"
+)
+#: The parity event times take on this server's timeline (pgbridge_event_ms).
+TIMELINE_PARITY = (
+    "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int % 2"
+)
 
 
 async def simple(
@@ -76,6 +85,91 @@ async def test_it_stores_what_the_function_stores_message_for_message(
         ]
         assert_chained("by-statement", stored)
         assert dict(await conn.fetchrow(ROW, "by-statement")) == dict(await conn.fetchrow(ROW, "by-function"))
+
+
+async def many(conn: asyncpg.Connection, run_id: str, count: int) -> None:
+    """*count* messages in one request, through the function."""
+    await conn.fetch(
+        STREAMS.stream_append_many,
+        [run_id], [JSON], [1], [count], [False], [None], [None], [None], [None],
+        ["message"] * count, [str(i) for i in range(count)],
+    )  # fmt: skip
+
+
+async def test_it_writes_a_stream_row_exactly_when_the_function_does(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    """pgbridge_stream_append's rules of revision 0012: the row is written for the stream's first
+    event, a status other than active, a stream with a TTL, or a head 256 events past the row's;
+    the head is read from run_events; event times take the timeline's parity."""
+    pairs = [("f-plain", "s-plain"), ("f-waiting", "s-waiting"), ("f-ttl", "s-ttl")]
+    await streams(bridge, *(name for pair in pairs for name in pair))
+    async with connected(dsn) as conn:
+        parity = await conn.fetchval(TIMELINE_PARITY)
+        for pair in pairs:
+            for name in pair:  # the row at seq 1, the head at 255
+                await general(conn, name, "0")
+                await many(conn, name, 254)
+        for name in ("f-waiting", "s-waiting"):
+            await conn.execute(Queries.for_schema().mark_awaiting_input, name)
+        for name in ("f-ttl", "s-ttl"):
+            await conn.execute(
+                "UPDATE run_streams SET stream_ttl_seconds = 3600, "
+                "stream_touched_at = now() - interval '1 minute' WHERE run_id = $1",
+                name,
+            )
+        for step, expected_rows in ((256, [1, 256, 256]), (257, [257, 256, 257]), (258, [257, 256, 258])):
+            by_statement = await simple(conn, [(s_name, JSON, str(step)) for _, s_name in pairs])
+            for (f_name, s_name), row in zip(pairs, by_statement, strict=True):
+                by_function = await general(conn, f_name, str(step))
+                for column in ("outcome", "last_seq", "closed", "event_seq"):
+                    assert row[column] == by_function[column] == (step if "seq" in column else row[column])
+                assert row["event_ms"] % 2 == by_function["event_ms"] % 2 == parity
+                assert dict(await conn.fetchrow(ROW, s_name)) == dict(await conn.fetchrow(ROW, f_name)), (
+                    step,
+                    s_name,
+                )
+            assert [(await conn.fetchrow(ROW, s))["last_seq"] for _, s in pairs] == expected_rows
+        for _, s_name in pairs:
+            stored = await stored_events(conn, s_name)
+            assert [r["seq"] for r in stored] == list(range(1, 259))
+            assert_chained(s_name, stored)
+            assert (await conn.fetchrow(HEAD, s_name))["last_seq"] == 258
+        touched = (
+            "SELECT stream_touched_at > now() - interval '10 seconds' FROM run_streams WHERE run_id = $1"
+        )
+        assert await conn.fetchval(touched, "s-ttl") and await conn.fetchval(touched, "f-ttl")
+        assert (await conn.fetchrow(ROW, "s-waiting"))["status"] == "active"
+
+
+async def test_a_batch_that_waited_for_a_row_lock_numbers_after_the_append_that_held_it(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    """An append that held a stream's lock and committed while this statement waited wrote
+    events but no row version (revision 0012): the head is read after the lock."""
+    await streams(bridge, "a", "b")
+    async with connected(dsn) as holder, connected(dsn) as conn, connected(dsn) as watcher:
+        await simple(conn, [("a", JSON, "0"), ("b", JSON, "0")])
+        pid = conn.get_server_pid()
+        transaction = holder.transaction()
+        await transaction.start()
+        await many(holder, "a", 2)
+        waiting = asyncio.create_task(simple(conn, [("a", JSON, "1"), ("b", JSON, "1")]))
+        for _ in range(500):
+            if await watcher.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+            ):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("stream_append_simple never waited for the held row")
+        await transaction.commit()
+        rows = await waiting
+        assert [(row["ord"], row["event_seq"]) for row in rows] == [(1, 4), (2, 2)]
+        stored = await stored_events(conn, "a")
+        assert [r["seq"] for r in stored] == [1, 2, 3, 4]
+        assert_chained("a", stored)
+        assert (await conn.fetchrow(ROW, "a"))["last_seq"] == 1  # left alone since its first event
 
 
 async def test_a_batch_appends_to_each_of_its_streams(bridge: PostgresStreamBridge, dsn: str) -> None:
@@ -147,7 +241,8 @@ async def test_concurrent_batches_on_the_same_streams_keep_seqs_gapless_and_chai
             stored = await stored_events(conn, name)
             assert [r["seq"] for r in stored] == list(range(1, len(stored) + 1))
             assert_chained(name, stored)
-            assert (await conn.fetchrow(ROW, name))["last_seq"] == len(stored)
+            assert (await conn.fetchrow(HEAD, name))["last_seq"] == len(stored)
+            assert (await conn.fetchrow(ROW, name))["last_seq"] == 1  # written for the first event only
 
 
 def request(run_id: str = "s", **changes: object) -> StreamAppend:

@@ -487,9 +487,17 @@ async def test_a_page_of_a_long_run_scans_only_the_rows_it_may_return(
         await conn.execute("SET enable_indexscan = off")  # the plan a stale estimate led to
         plan = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + text, *args)
         rows = await conn.fetch(text, *args)
-    assert [row["seq"] for row in rows] == list(range(1001, 1101))
+    # read_runs_events_after starts at the cursor's own event (its creation time, no data).
+    first = 1000 if statement == "read_runs_events_after" else 1001
+    assert [row["seq"] for row in rows] == list(range(first, 1101))
     scans = _nodes_on(json.loads(plan)[0]["Plan"], "run_events")
-    assert scans and all(node["Actual Rows"] * node["Actual Loops"] <= 100 for node in scans)
+    # read_events_after looks for the run's head (pgbridge_run_head, revision 0012) within the 255
+    # seqs after its row's last_seq: bounded too, whatever the plan.
+    head = [node for node in scans if "256" in json.dumps(node)]
+    pages = [node for node in scans if node not in head]
+    assert bool(head) == (statement == "read_events_after")
+    assert all(node["Actual Rows"] * node["Actual Loops"] <= 255 for node in head)
+    assert pages and all(node["Actual Rows"] * node["Actual Loops"] <= 101 for node in pages)
 
 
 def _nodes_on(node: dict[str, Any], relation: str) -> list[dict[str, Any]]:

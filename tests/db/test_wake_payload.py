@@ -60,11 +60,13 @@ async def test_every_payload_notify_runs_sends_decodes_to_its_run_seq_and_a_wal_
 
 CARRIED: dict[str, tuple[CarriedEvent, ...]] = {
     "run with spaces": (
-        (6, 1700000000000, "token", '{"text": "é \\" \\\\ x"}', False),
-        (7, 1700000000001, "end", "null", True),
+        (6, 1700000000000, "token", '{"text": "é \\" \\\\ x"}', False, 1699999999999),
+        (7, 1700000000001, "end", "null", True, 1700000000000),
     ),
-    "an @odd * run id\n": ((1, 1700000000002, "token", "[1, 2.5e3, true]", False),),
-    "too big": ((3, 1700000000003, "token", '"' + "é" * 4_000 + '"', False),),  # over 8,000 bytes
+    "an @odd * run id\n": ((1, 1700000000002, "token", "[1, 2.5e3, true]", False, None),),
+    "too big": (
+        (3, 1700000000003, "token", '"' + "é" * 4_000 + '"', False, 1700000000002),
+    ),  # over 8,000 bytes
 }
 
 

@@ -21,7 +21,6 @@ import pytest_asyncio
 
 from pgbridge import PostgresStreamBridge, RetentionPolicy, migrate
 from tests.support.postgres_server import RestartableServer, restartable_server
-from tests.support.sql_helpers import backdate_run
 
 #: These tests start PostgreSQL servers of their own (.ci/run skips them in its second pass).
 pytestmark = pytest.mark.own_server
@@ -152,9 +151,13 @@ async def test_a_publisher_killed_mid_run_leaves_a_run_the_reaper_ends(
     publisher.send_signal(signal.SIGKILL)  # no goodbye, mid-publish
     await publisher.wait()
 
-    await backdate_run(dsn, RUN, 601)  # silent for longer than active_timeout
+    # Silent for longer than a short active_timeout (backdating the run would rewrite its events'
+    # times, and so their IDs, under the live subscriber).
+    await asyncio.sleep(1.0)
     async with PostgresStreamBridge(dsn) as bridge:
-        report = await bridge.run_retention(RetentionPolicy(ended_run_ttl=None, tombstone_ttl=None))
+        report = await bridge.run_retention(
+            RetentionPolicy(ended_run_ttl=None, tombstone_ttl=None, active_timeout=0.5)
+        )
         assert report.runs_dead_lettered == 1
         await asyncio.wait_for(reading, 60)
         stored_ids = [row["id"] for row in await stored_events(dsn)]

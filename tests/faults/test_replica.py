@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 import pytest_asyncio
 
 from pgbridge import PostgresStreamBridge, StreamEvent, StreamStatus
+from pgbridge.exceptions import TopologyConfigurationError
 from tests.support.helpers import collect, seq_of, take
 from tests.support.topology import ScaleDatabase, Topology, wait_for_standby
 
@@ -44,7 +46,11 @@ async def _pause_replay(standby: asyncpg.Connection) -> None:
 async def _standby_last_seq(scale_db: ScaleDatabase) -> int | None:
     conn = await asyncpg.connect(scale_db.standby)
     try:
-        value: int | None = await conn.fetchval("SELECT last_seq FROM run_streams WHERE run_id = $1", RUN)
+        value: int | None = await conn.fetchval(
+            "SELECT h.last_seq FROM run_streams AS r CROSS JOIN LATERAL "
+            "pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h WHERE r.run_id = $1",
+            RUN,
+        )
         return value
     finally:
         await conn.close()
@@ -129,3 +135,27 @@ async def test_a_paused_standby_never_makes_a_reader_miss_reorder_or_repeat_an_e
 
     _assert_exact(live_events, 3 * PART + 1)
     _assert_exact(whole, 3 * PART + 1)
+
+
+async def test_a_bridge_whose_dsn_reaches_the_standby_is_refused_saying_what_to_do(
+    scale_db: ScaleDatabase,
+) -> None:
+    bridge = PostgresStreamBridge(scale_db.standby, connect_timeout=5)
+    with pytest.raises(TopologyConfigurationError, match="target_session_attrs=read-write"):
+        await bridge.start()
+    await bridge.close()
+
+
+async def test_a_multi_host_dsn_naming_the_standby_first_finds_the_primary(
+    scale_db: ScaleDatabase, topology: Topology
+) -> None:
+    standby, primary = urlsplit(scale_db.standby), urlsplit(scale_db.primary)
+    both = (
+        f"postgresql://postgres@{standby.netloc.rpartition('@')[2]},{primary.netloc.rpartition('@')[2]}"
+        f"/{scale_db.name}?target_session_attrs=read-write"
+    )
+    async with PostgresStreamBridge(both) as writer, PostgresStreamBridge(both) as reader:
+        stream = reader.subscribe(RUN)
+        event_id = await writer.publish(RUN, "token", {"i": 0})
+        assert [e.id for e in await take(stream, 1, timeout=30)] == [event_id]
+    assert await _standby_last_seq(scale_db) in (None, 1)  # it was written on the primary

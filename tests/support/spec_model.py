@@ -92,7 +92,8 @@ class ModelRun:
         ms, seq = int(match.group(1)), int(match.group(2))
         if seq < first - 1:
             return ResumeResult(next_offset=first, status="evicted", gap_count=first - 1 - seq)
-        if seq > last or (seq >= first and self.event(seq).ms != ms):
+        # For s = first - 1 (deleted) the run keeps that event's creation time: checked too.
+        if seq > last or (seq >= max(first - 1, 1) and self.event(seq).ms != ms):
             return ResumeResult(next_offset=first, status="unknown")
         return ResumeResult(next_offset=seq + 1, status="resumed")
 

@@ -76,6 +76,17 @@ async def find_event(dsn: str, run_id: str, data_text: str) -> str | None:
     return None if row is None else f"{row['created_ms']}-{row['seq']}"
 
 
+async def run_head(dsn: str, run_id: str) -> asyncpg.Record | None:
+    """A run's head (last_seq, last_ms, last_hash) as pgbridge reads it: its newest event, which
+    appends no longer write into its row on every event (pgbridge_run_head, revision 0012)."""
+    async with connected(dsn) as conn:
+        return await conn.fetchrow(
+            "SELECT h.* FROM run_streams AS r CROSS JOIN LATERAL "
+            "pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h WHERE r.run_id = $1",
+            run_id,
+        )
+
+
 async def run_row(dsn: str, run_id: str) -> asyncpg.Record | None:
     async with connected(dsn) as conn:
         return await conn.fetchrow("SELECT * FROM run_streams WHERE run_id = $1", run_id)
@@ -154,14 +165,51 @@ async def backdate_events(dsn: str, run_id: str, through_seq: int, seconds: floa
 
 
 async def backdate_run(dsn: str, run_id: str, seconds: float) -> None:
-    """Make a run's last activity (and its end, if it ended) *seconds* older."""
-    async with connected(dsn) as conn:
-        await conn.execute(
+    """Make a run's last activity, and its end if it ended, *seconds* older.
+
+    An ended run's row says when it ended and last changed: those move. An open
+    run's last activity is also its newest event's time (appends leave its row
+    alone, revision 0012), so its events' times move too, and their hashes are
+    chained again over the new times (from the last deleted event's hash): the
+    chain still verifies, but their IDs change with their times."""
+    from pgbridge.audit.chain import GENESIS, link_hash
+
+    shift = int(seconds * 1000)
+    async with connected(dsn) as conn, guard_lifted(conn):
+        row = await conn.fetchrow(
             "UPDATE run_streams SET updated_at = updated_at - make_interval(secs => $2), "
-            "ended_at = ended_at - make_interval(secs => $2) WHERE run_id = $1",
+            "ended_at = ended_at - make_interval(secs => $2) WHERE run_id = $1 "
+            "RETURNING terminal_seq, last_seq, trimmed_hash",
             run_id,
             float(seconds),
         )
+        if row is None or row["terminal_seq"] is not None:
+            return
+        await conn.execute(
+            "UPDATE run_streams SET first_ms = first_ms - $2, last_ms = last_ms - $2, "
+            "trimmed_ms = trimmed_ms - $2 WHERE run_id = $1",
+            run_id,
+            shift,
+        )
+        events = await conn.fetch(
+            "UPDATE run_events SET created_ms = created_ms - $2 WHERE run_id = $1 "
+            "RETURNING seq, created_ms, event, data::text AS data",
+            run_id,
+            shift,
+        )
+        chain = row["trimmed_hash"] or GENESIS
+        hashes: dict[int, bytes] = {}
+        for event in sorted(events, key=lambda e: e["seq"]):
+            chain = link_hash(chain, run_id, event["seq"], event["created_ms"], event["event"], event["data"])
+            hashes[event["seq"]] = chain
+        await conn.executemany(
+            "UPDATE run_events SET hash = $3 WHERE run_id = $1 AND seq = $2",
+            [(run_id, seq, digest) for seq, digest in hashes.items()],
+        )
+        if row["last_seq"] in hashes:
+            await conn.execute(
+                "UPDATE run_streams SET last_hash = $2 WHERE run_id = $1", run_id, hashes[row["last_seq"]]
+            )
 
 
 async def hold_retention_lock(conn: asyncpg.Connection, schema: str = "public") -> bool:

@@ -7,7 +7,15 @@ in a temporary folder, in a few seconds, and torn down after:
   preloaded, for the sharding-plan test),
 * a hot standby made with ``pg_basebackup -R``, streaming from it,
 * PgBouncer in transaction pooling mode in front of the primary, with a
-  small server pool (``POOL_SIZE`` server connections per database).
+  small server pool (``POOL_SIZE`` server connections per database)
+  (``running_topology(bouncer=False)`` leaves it out).
+
+For failover tests (tests/faults/test_failover.py) the topology can make
+its replication synchronous (:func:`make_synchronous`), cut the standby off
+the primary's WAL (:func:`stop_replication`), SIGKILL the primary with every
+process it started (:meth:`Topology.kill_primary`: a machine that died) and
+promote the standby (:meth:`Topology.promote_standby`); :meth:`Topology.both`
+is the multi-host DSN clients use to find whichever is the primary.
 
 PostgreSQL and PgBouncer refuse to run as root, so when the tests run as
 root every server command runs as the ``postgres`` user. Without the
@@ -23,6 +31,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -98,6 +107,7 @@ class Topology:
     standby_port: int
     bouncer_port: int
     pool_size: int = POOL_SIZE
+    with_bouncer: bool = True
     _bouncer: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def primary(self, database: str = "postgres") -> str:
@@ -108,6 +118,30 @@ class Topology:
 
     def bouncer(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.bouncer_port}/{database}"
+
+    def both(self, database: str = "postgres") -> str:
+        """A multi-host DSN naming both servers, that connects to whichever accepts writes."""
+        return (
+            f"postgresql://postgres@127.0.0.1:{self.primary_port},127.0.0.1:{self.standby_port}/{database}"
+            "?target_session_attrs=read-write"
+        )
+
+    # -- failover ---------------------------------------------------------------------
+
+    def kill_primary(self) -> None:
+        """SIGKILL the primary's postmaster and every process it started, at once: no shutdown
+        checkpoint, no goodbye to clients or to the standby (a machine that died)."""
+        pid = int((self.folder / "primary" / "postmaster.pid").read_text().split()[0])
+        for victim in [pid, *_children_of(pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def promote_standby(self) -> None:
+        """``pg_ctl promote``: the standby becomes a primary on the next timeline (waits until it is)."""
+        self._pg_ctl(self.folder / "standby", "standby.log", "promote")
 
     # -- building -----------------------------------------------------------------
 
@@ -150,7 +184,8 @@ log_min_messages = warning
             conf.write(f"\nport = {self.standby_port}\nhot_standby_feedback = on\n")
             conf.write("wal_receiver_status_interval = 1s\n")
         self._pg_ctl(standby, "standby.log", "start")
-        self._start_bouncer()
+        if self.with_bouncer:
+            self._start_bouncer()
 
     def _pg_ctl(self, data: Path, log: str, action: str, *extra: str) -> None:
         log_file = self.folder / log
@@ -203,6 +238,29 @@ logfile = {self.folder}/pgbouncer.log
                     self._pg_ctl(data, f"{name}.log", "stop", "-m", "immediate")
 
 
+def _children_of(pid: int) -> list[int]:
+    """The processes whose parent is *pid* (from /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # /proc/<pid>/stat: "pid (comm) state ppid ...": comm may hold spaces, so split after ")".
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether *pid* still runs (a zombie waiting to be reaped does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _chown_tree(folder: Path) -> None:
     kwargs = _server_user_kwargs()
     if not kwargs:
@@ -237,10 +295,11 @@ def missing_reason() -> str | None:
 
 
 @contextlib.contextmanager
-def running_topology() -> Iterator[Topology]:
+def running_topology(*, bouncer: bool = True) -> Iterator[Topology]:
     """Build primary, standby and PgBouncer on free loopback ports; tear them down after."""
     bindir = find_pg_bindir()
-    find_pgbouncer()
+    if bouncer:
+        find_pgbouncer()
     folder = Path(tempfile.mkdtemp(prefix="pgbridge-topology-"))
     os.chmod(folder, 0o755)
     _chown_tree(folder)
@@ -250,6 +309,7 @@ def running_topology() -> Iterator[Topology]:
         primary_port=free_port(),
         standby_port=free_port(),
         bouncer_port=free_port(),
+        with_bouncer=bouncer,
     )
     try:
         topology.build()
@@ -293,3 +353,68 @@ async def wait_for_standby(topology: Topology, timeout: float = 30) -> None:
             await asyncio.sleep(0.02)
     finally:
         await standby.close()
+
+
+async def make_synchronous(topology: Topology, commit: str = "on") -> None:
+    """Synchronous replication from now on: the primary answers a commit only once the standby
+    has it (``synchronous_commit=on``: flushed; ``remote_apply``: replayed). Set on the primary
+    alone (ALTER SYSTEM, after the standby was copied): a promoted standby must not wait for a
+    standby of its own."""
+    import asyncio
+
+    import asyncpg
+
+    conn = await asyncpg.connect(topology.primary())
+    try:
+        await conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        await conn.execute(f"ALTER SYSTEM SET synchronous_commit = '{commit}'")
+        await conn.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 30
+        while await conn.fetchval("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'") == 0:
+            if time.monotonic() > deadline:
+                raise AssertionError("the standby never became synchronous")
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
+async def stop_replication(topology: Topology) -> None:
+    """Cut the standby off the primary's WAL and pause its replay: it stays exactly where it is,
+    whatever the primary commits from now on. (Pausing replay alone is not enough: the standby
+    still receives WAL, and promotion replays everything it received.)"""
+    import asyncio
+
+    import asyncpg
+
+    conn = await asyncpg.connect(topology.standby())
+    try:
+        await conn.execute("ALTER SYSTEM SET primary_conninfo = ''")
+        await conn.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 30
+        while await conn.fetchval("SELECT count(*) FROM pg_stat_wal_receiver") > 0:
+            if time.monotonic() > deadline:
+                raise AssertionError("the standby kept receiving WAL")
+            await asyncio.sleep(0.02)
+        await conn.execute("SELECT pg_wal_replay_pause()")
+    finally:
+        await conn.close()
+
+
+async def wait_until_primary(dsn: str, timeout: float = 30) -> None:
+    """Wait until *dsn*'s server accepts writes (a promotion finished)."""
+    import asyncio
+
+    import asyncpg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            conn = await asyncpg.connect(dsn, timeout=2)
+            try:
+                if not await conn.fetchval("SELECT pg_is_in_recovery()"):
+                    return
+            finally:
+                await conn.close()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{dsn} never became a primary")
+        await asyncio.sleep(0.05)

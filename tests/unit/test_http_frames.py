@@ -7,7 +7,14 @@ import json
 import pytest
 
 from pgbridge import GAP_EVENT, StreamEvent
-from pgbridge.http.frames import event_frame, gap_frame, heartbeat_frame, retry_line, stored_event_frame
+from pgbridge.http.frames import (
+    event_frame,
+    gap_frame,
+    heartbeat_frame,
+    history_changed_frame,
+    retry_line,
+    stored_event_frame,
+)
 from pgbridge.payload import encode_data
 
 
@@ -79,3 +86,11 @@ def test_line_breaks_between_the_tokens_of_stored_json_cannot_break_the_frame() 
     data_line = frame.split("\n")[2]
     assert frame.count("\n") == 4 and data_line.startswith("data: ")
     assert json.loads(data_line[len("data: ") :]) == {"a": "x\ny", "b": [1, 2]}
+
+
+def test_a_history_changed_frame_is_named_has_no_id_and_says_why_in_one_line() -> None:
+    frame = history_changed_frame("run 'r' no longer stores\nevent 5-1")
+    assert frame.startswith("event: history_changed\ndata: ") and frame.endswith("\n\n")
+    assert "id:" not in frame and frame.count("\n") == 3
+    data = json.loads(frame.split("data: ", 1)[1])
+    assert data == {"error": "history_changed", "message": "run 'r' no longer stores\nevent 5-1"}

@@ -72,9 +72,27 @@ def test_cursor_with_another_ms_is_unknown() -> None:
     assert resolve_cursor("1699-7", RETAINED) == ResumeResult(next_offset=5, status="unknown")
 
 
-def test_cursor_just_before_first_retained_resumes_with_any_ms() -> None:
+def test_cursor_just_before_first_retained_resumes_with_the_deleted_events_kept_ms() -> None:
+    kept = RetainedRange(first=5, last=9, trimmed_ms=123)
+    assert resolve_cursor("123-4", kept) == ResumeResult(next_offset=5, status="resumed")
+
+
+def test_cursor_just_before_first_retained_with_another_ms_is_unknown() -> None:
+    # An ID of another run, or of another history of this one (a failover), at the deleted seq.
+    kept = RetainedRange(first=5, last=9, trimmed_ms=123)
+    assert resolve_cursor("124-4", kept) == ResumeResult(next_offset=5, status="unknown")
+
+
+def test_cursor_just_before_first_retained_resumes_with_any_ms_when_no_time_was_kept() -> None:
+    # Trims made before revision 0012 kept no creation time: nothing to compare with.
     assert resolve_cursor("123-4", RetainedRange(first=5, last=9)) == ResumeResult(
         next_offset=5, status="resumed"
+    )
+
+
+def test_seq_zero_resumes_whatever_was_trimmed() -> None:
+    assert resolve_cursor("7-0", RetainedRange(first=1, last=3, trimmed_ms=5)) == ResumeResult(
+        next_offset=1, status="resumed"
     )
 
 
@@ -90,6 +108,8 @@ def test_fully_evicted_run_still_reports_exact_gap() -> None:
     tombstone = RetainedRange(first=10, last=9)
     assert resolve_cursor("1-3", tombstone) == ResumeResult(next_offset=10, status="evicted", gap_count=6)
     assert resolve_cursor("1-9", tombstone) == ResumeResult(next_offset=10, status="resumed")
+    kept = RetainedRange(first=10, last=9, trimmed_ms=1)
+    assert resolve_cursor("2-9", kept) == ResumeResult(next_offset=10, status="unknown")
 
 
 def test_missing_run_resumes_from_zero_and_nothing_else() -> None:

@@ -56,11 +56,16 @@ async def test_close_sends_what_is_pending_even_before_the_task_started() -> Non
 async def test_a_wake_up_carries_its_runs_committed_events_in_order() -> None:
     db = FakeDb([])
     notifier = Notifier(db, "chan")  # type: ignore[arg-type]
-    notifier.notify("run", 1, (1, 1000, "token", '{"t":"a"}', False))
-    notifier.notify("run", 2, (2, 1001, "end", "null", True))
+    notifier.notify("run", 1, (1, 1000, "token", '{"t":"a"}', False, None))
+    notifier.notify("run", 2, (2, 1001, "end", "null", True, 1000))
     await notifier.close()
     assert db.sent == [
-        ("chan", [2], ["run"], ['[[1,1000,"token","{\\"t\\":\\"a\\"}",false],[2,1001,"end","null",true]]'])
+        (
+            "chan",
+            [2],
+            ["run"],
+            ['[[1,1000,"token","{\\"t\\":\\"a\\"}",false,null],[2,1001,"end","null",true,1000]]'],
+        )
     ]
 
 
@@ -69,17 +74,17 @@ async def test_a_run_whose_events_outgrow_a_payload_is_woken_without_them() -> N
     notifier = Notifier(db, "chan")  # type: ignore[arg-type]
     big = '"' + "x" * 3_000 + '"'
     for seq in (1, 2, 3):
-        notifier.notify("run", seq, (seq, 1000, "token", big, False))
-    notifier.notify("small", 1, (1, 1000, "token", "1", False))
+        notifier.notify("run", seq, (seq, 1000, "token", big, False, 1000))
+    notifier.notify("small", 1, (1, 1000, "token", "1", False, None))
     await notifier.close()
-    assert db.sent == [("chan", [3, 1], ["run", "small"], [None, '[[1,1000,"token","1",false]]'])]
+    assert db.sent == [("chan", [3, 1], ["run", "small"], [None, '[[1,1000,"token","1",false,null]]'])]
 
 
 async def test_a_wake_up_that_says_re_read_carries_nothing() -> None:
     db = FakeDb([])
     notifier = Notifier(db, "chan")  # type: ignore[arg-type]
-    notifier.notify("run", 1, (1, 1000, "token", "1", False))
+    notifier.notify("run", 1, (1, 1000, "token", "1", False, None))
     notifier.notify("run", None)  # retention deleted events: every reader re-reads
-    notifier.notify("run", 2, (2, 1001, "token", "2", False))
+    notifier.notify("run", 2, (2, 1001, "token", "2", False, 1000))
     await notifier.close()
     assert db.sent == [("chan", [None], ["run"], [None])]

@@ -7,7 +7,7 @@ from pgbridge.sql.queries import RetentionQueries
 
 
 def test_a_dead_letter_without_an_earlier_event_chains_from_the_genesis_hash() -> None:
-    assert f"'\\x{GENESIS.hex()}'::bytea" in RetentionQueries.for_schema("public").dead_letter_stale_runs
+    assert f"'\\x{GENESIS.hex()}'::bytea" in RetentionQueries.for_schema("public").dead_letter_runs
 
 
 def test_the_pass_lock_key_is_the_same_text_for_taking_and_releasing_it() -> None:

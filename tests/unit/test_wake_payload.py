@@ -60,7 +60,10 @@ def test_the_notify_statement_writes_the_separators_and_the_any_seq_mark_the_dec
 
 
 def test_a_carrying_payload_gives_its_events_and_a_run_id_that_may_hold_anything() -> None:
-    events = ((7, 1700000000000, "token", '{"text": "a b"}', False), (8, 1700000000001, "end", "null", True))
+    events = (
+        (7, 1700000000000, "token", '{"text": "a b"}', False, 1699999999999),
+        (8, 1700000000001, "end", "null", True, 1700000000000),
+    )
     run_id = 'a run [7] "+3@0/1 x"\n'
     payload = f"{CARRIED}8@0/7B {len(run_id)} {run_id}{encode_carried(events)}"
     assert decode_wake(payload) == Wake(run_id, 8, 123, events)
@@ -79,3 +82,9 @@ def test_a_carrying_payload_gives_its_events_and_a_run_id_that_may_hold_anything
 def test_a_carrying_payload_that_does_not_decode_is_refused(payload: str) -> None:
     with pytest.raises(ValueError):
         decode_wake(payload)
+
+
+def test_a_carrying_payload_of_an_earlier_pgbridge_gives_its_events_without_prev_ms() -> None:
+    # Five elements an event, as before each carried the creation time of the one before it.
+    payload = f'{CARRIED}7@0/7B 3 run[[7, 1700000000000, "token", "1", false]]'
+    assert decode_wake(payload).events == ((7, 1700000000000, "token", "1", False, None),)
