@@ -424,12 +424,17 @@ AS $function$
     ) AS e ON true
 $function$;
 
-CREATE OR REPLACE FUNCTION public.pgbridge_run_head_fresh(p_run_id text, p_last_seq bigint, p_last_ms bigint, p_last_hash bytea)
- RETURNS TABLE(last_seq bigint, last_ms bigint, last_hash bytea)
- LANGUAGE sql
+CREATE OR REPLACE FUNCTION public.pgbridge_run_heads_fresh(p_run_ids text[], p_last_seqs bigint[], p_last_mss bigint[], p_last_hashes bytea[])
+ RETURNS TABLE(run_id text, last_seq bigint, last_ms bigint, last_hash bytea)
+ LANGUAGE plpgsql
 AS $function$
-    SELECT h.last_seq, h.last_ms, h.last_hash
-    FROM "public".pgbridge_run_head(p_run_id, p_last_seq, p_last_ms, p_last_hash) AS h
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT u.run_id, h.last_seq, h.last_ms, h.last_hash
+        FROM unnest(p_run_ids, p_last_seqs, p_last_mss, p_last_hashes) AS u(run_id, last_seq, last_ms, last_hash)
+        CROSS JOIN LATERAL "public".pgbridge_run_head(u.run_id, u.last_seq, u.last_ms, u.last_hash) AS h;
+END
 $function$;
 
 CREATE OR REPLACE FUNCTION public.pgbridge_append_batch(run_ids text[], events text[], datas text[], terminals boolean[], statuses text[], publish boolean DEFAULT false)

@@ -57,19 +57,27 @@ AS $body$
     ) AS e ON true
 $body$;
 
--- pgbridge_run_head with a snapshot of its own: for a plain statement (no PL/pgSQL) that locks run
--- rows and reads their heads in one statement (pgbridge's append_runs_once and
--- stream_append_simple). Such a statement's snapshot is taken before it waits for a row lock, so
--- it cannot see the events of an append that committed meanwhile without writing the row (which
--- appends no longer do on every event); a VOLATILE function takes a new snapshot for its query,
--- after the caller locked the row, as the append functions' separate statement does. Not inlined
--- (it is volatile): one call per row.
-CREATE FUNCTION __SCHEMA__.pgbridge_run_head_fresh(p_run_id text, p_last_seq bigint, p_last_ms bigint, p_last_hash bytea)
-RETURNS TABLE (last_seq bigint, last_ms bigint, last_hash bytea)
-LANGUAGE sql VOLATILE
+-- The heads of several runs, each as pgbridge_run_head reads it, with a snapshot taken when this
+-- function runs: for a plain statement (no PL/pgSQL) that locks run rows and reads their heads in
+-- one statement (pgbridge's append_runs_once and stream_append_simple). Such a statement's own
+-- snapshot is taken before it waits for a row lock, so it cannot see the events of an append that
+-- committed meanwhile without writing the row (which appends no longer do on every event): it
+-- would number its events after a head that is not the run's newest. A VOLATILE function's query
+-- takes a new snapshot, after the caller locked the rows, as the append functions' separate
+-- statement does. One call for the whole batch (the caller passes the locked rows' last_seq,
+-- last_ms and last_hash), in PL/pgSQL so its plan is kept between calls.
+CREATE FUNCTION __SCHEMA__.pgbridge_run_heads_fresh(
+    p_run_ids text[], p_last_seqs bigint[], p_last_mss bigint[], p_last_hashes bytea[]
+) RETURNS TABLE (run_id text, last_seq bigint, last_ms bigint, last_hash bytea)
+LANGUAGE plpgsql VOLATILE
 AS $body$
-    SELECT h.last_seq, h.last_ms, h.last_hash
-    FROM __SCHEMA__.pgbridge_run_head(p_run_id, p_last_seq, p_last_ms, p_last_hash) AS h
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT u.run_id, h.last_seq, h.last_ms, h.last_hash
+        FROM unnest(p_run_ids, p_last_seqs, p_last_mss, p_last_hashes) AS u(run_id, last_seq, last_ms, last_hash)
+        CROSS JOIN LATERAL __SCHEMA__.pgbridge_run_head(u.run_id, u.last_seq, u.last_ms, u.last_hash) AS h;
+END
 $body$;
 
 -- pgbridge_trim_run_prefixes also keeps the deleted event's creation time (trimmed_ms), and
@@ -1031,7 +1039,7 @@ AS $$
             SELECT count(*) FROM gone
         $$;
 
-DROP FUNCTION __SCHEMA__.pgbridge_run_head_fresh(text, bigint, bigint, bytea);
+DROP FUNCTION __SCHEMA__.pgbridge_run_heads_fresh(text[], bigint[], bigint[], bytea[]);
 DROP FUNCTION __SCHEMA__.pgbridge_run_head(text, bigint, bigint, bytea);
 DROP FUNCTION __SCHEMA__.pgbridge_event_ms();
 ALTER TABLE __SCHEMA__.run_streams DROP COLUMN trimmed_ms;

@@ -135,8 +135,8 @@ ORDER BY a.ord;
 -- every run takes its event (it exists, has no terminal event, and is no Durable Stream with a
 -- content type, a deletion or an expiry to check: the function's short way's rule, revision
 -- 0011) does one INSERT store the events and one UPDATE write the run rows that change, by the
--- function's rules (revision 0012): each event takes its run's head (pgbridge_run_head_fresh, read
--- once the row is locked with a snapshot of its own, as the function's separate statement reads
+-- function's rules (revision 0012): each event takes its run's head (pgbridge_run_heads_fresh, read
+-- once the rows are locked with a snapshot of its own, as the function's separate statement reads
 -- it: a batch that committed while this one waited for the lock wrote no row version this
 -- statement's snapshot could see), is numbered and chained from it, with one created_ms for the
 -- statement (pgbridge_event_ms: odd on an odd timeline, even on an even one); a row is written
@@ -177,6 +177,16 @@ verdict AS MATERIALIZED (
 clock AS MATERIALIZED (
     SELECT {schema}.pgbridge_event_ms() AS ms
 ),
+heads AS MATERIALIZED (
+    -- After every lock above (the aggregate reads them all), with a snapshot of its own.
+    SELECT h.run_id, h.last_seq, h.last_ms, h.last_hash
+    FROM (
+        SELECT array_agg(l.run_id) AS ids, array_agg(l.last_seq) AS seqs, array_agg(l.last_ms) AS mss,
+            array_agg(l.last_hash) AS hashes
+        FROM locked AS l
+    ) AS a
+    CROSS JOIN LATERAL {schema}.pgbridge_run_heads_fresh(a.ids, a.seqs, a.mss, a.hashes) AS h
+),
 planned AS MATERIALIZED (
     SELECT b.ord, b.run_id, h.last_seq + 1 AS seq, c.ms AS created_ms, h.last_ms AS prev_ms,
         {schema}.pgbridge_link_hash(
@@ -189,8 +199,8 @@ planned AS MATERIALIZED (
     FROM verdict AS v
     JOIN batch AS b ON v.every_one
     JOIN locked AS l ON l.run_id = b.run_id
+    JOIN heads AS h ON h.run_id = b.run_id
     CROSS JOIN clock AS c
-    CROSS JOIN LATERAL {schema}.pgbridge_run_head_fresh(l.run_id, l.last_seq, l.last_ms, l.last_hash) AS h
 ),
 stored AS MATERIALIZED (
     INSERT INTO {schema}.run_events (run_id, seq, created_ms, event, data, terminal, hash)

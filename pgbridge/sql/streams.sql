@@ -216,7 +216,7 @@ ORDER BY b.ord;
 -- stream takes its message (it exists, is not deleted, expired or closed, and has the request's
 -- content type) does one INSERT store the messages and one UPDATE write the rows that change,
 -- by pgbridge_stream_append's rules (revision 0012): each message takes its stream's head
--- (pgbridge_run_head_fresh, read once the row is locked with a snapshot of its own, as the
+-- (pgbridge_run_heads_fresh, read once the rows are locked with a snapshot of its own, as the
 -- function's separate statement reads it), is numbered and chained from it with one created_ms
 -- for the statement (pgbridge_event_ms: odd on an odd timeline, even on an even one); a row is
 -- written only for a stream with a TTL (every append touches it), its first retained event, a
@@ -255,6 +255,16 @@ verdict AS MATERIALIZED (
 clock AS MATERIALIZED (
     SELECT {schema}.pgbridge_event_ms() AS ms
 ),
+heads AS MATERIALIZED (
+    -- After every lock above (the aggregate reads them all), with a snapshot of its own.
+    SELECT h.run_id, h.last_seq, h.last_ms, h.last_hash
+    FROM (
+        SELECT array_agg(l.run_id) AS ids, array_agg(l.last_seq) AS seqs, array_agg(l.last_ms) AS mss,
+            array_agg(l.last_hash) AS hashes
+        FROM locked AS l
+    ) AS a
+    CROSS JOIN LATERAL {schema}.pgbridge_run_heads_fresh(a.ids, a.seqs, a.mss, a.hashes) AS h
+),
 planned AS MATERIALIZED (
     SELECT b.ord, b.run_id, h.last_seq + 1 AS seq, c.ms,
         {schema}.pgbridge_link_hash(
@@ -266,8 +276,8 @@ planned AS MATERIALIZED (
     FROM verdict AS v
     JOIN batch AS b ON v.every_one
     JOIN locked AS l ON l.run_id = b.run_id
+    JOIN heads AS h ON h.run_id = b.run_id
     CROSS JOIN clock AS c
-    CROSS JOIN LATERAL {schema}.pgbridge_run_head_fresh(l.run_id, l.last_seq, l.last_ms, l.last_hash) AS h
 ),
 stored AS MATERIALIZED (
     INSERT INTO {schema}.run_events (run_id, seq, created_ms, event, data, terminal, hash)

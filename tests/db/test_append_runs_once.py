@@ -134,7 +134,7 @@ async def test_it_writes_a_run_row_exactly_when_the_function_does_and_answers_pr
 async def test_a_batch_that_waited_for_a_row_lock_numbers_after_the_append_that_held_it(dsn: str) -> None:
     """An append that held a run's lock and committed while this statement waited for it wrote
     events but no row version (revision 0012): the statement's own snapshot predates them, so the
-    head must be read with a snapshot taken after the lock (pgbridge_run_head_fresh)."""
+    head must be read with a snapshot taken after the lock (pgbridge_run_heads_fresh)."""
     async with connected(dsn) as holder, connected(dsn) as conn, connected(dsn) as watcher:
         await through_the_function(conn, [("a", "{}", False), ("b", "{}", False)])
         pid = conn.get_server_pid()
