@@ -8,6 +8,7 @@ goes back to the pool, and that none stays borrowed after close.
 from __future__ import annotations
 
 import asyncio
+
 import asyncpg
 import pytest
 
