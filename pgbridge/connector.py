@@ -177,18 +177,26 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """Borrow a connection; failing to get one raises DatabaseUnavailableError."""
-        conn = await self.acquire()
+        """Borrow a connection; failing to get one raises DatabaseUnavailableError.
+
+        It goes back to the pool it came from, not to ``self.pool``: a use that ends while the
+        bridge closes must still give it back (close detaches the pool first, then waits for
+        every borrowed connection)."""
+        pool = self.pool
+        conn = await self._acquire_from(pool)
         try:
             yield conn
         finally:
-            await self.pool.release(conn)
+            await pool.release(conn)
 
     async def acquire(self) -> asyncpg.Connection:
         """A connection from the pool (give it back with ``pool.release``); failing to get one
         raises DatabaseUnavailableError."""
+        return await self._acquire_from(self.pool)
+
+    async def _acquire_from(self, pool: asyncpg.Pool) -> asyncpg.Connection:
         with _unavailable_if_unreachable():
-            conn: asyncpg.Connection = await self.pool.acquire(timeout=self._connect_timeout)
+            conn: asyncpg.Connection = await pool.acquire(timeout=self._connect_timeout)
         return conn
 
     def kept(self, keep: int) -> KeptConnections:

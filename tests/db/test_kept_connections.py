@@ -8,31 +8,13 @@ goes back to the pool, and that none stays borrowed after close.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.connector import Database
-from pgbridge.sql.queries import Queries
 from tests.support.sql_helpers import connected
-
-
-@pytest.fixture
-async def db(dsn: str) -> AsyncIterator[Database]:
-    database = Database(
-        dsn,
-        Queries.for_schema(),
-        min_size=0,
-        max_size=4,
-        connect_timeout=5.0,
-        command_timeout=None,
-        statement_cache_size=100,
-    )
-    await database.open()
-    yield database
-    await database.close()
 
 
 async def backend_pid(conn: asyncpg.Connection) -> int:
