@@ -105,10 +105,15 @@ async def test_an_sse_stream_of_a_run_published_anew_ends_with_a_history_changed
                 frames.append((frame.event, frame.id))
 
     reading = asyncio.ensure_future(read())
-    for _ in range(200):
-        if len(frames) >= 3:
+    # httpx's ASGI transport hands the frames over when the response ends: wait instead until
+    # the stream's subscriber has yielded the three events and waits for more.
+    for _ in range(500):
+        feed = bridge._feeds.get(RUN)
+        if feed is not None and any(waiter._future is not None for waiter in feed.waiters):
             break
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the SSE stream never caught up")
     await delete_run(dsn)
     for i in range(5):
         await bridge.publish(RUN, "token", {"again": i})
