@@ -358,8 +358,9 @@ async def test_with_asynchronous_replication_lost_events_are_counted_and_no_curs
         # Live across the failover: the subscriber that yielded lost events ends, saying why, and
         # yielded nothing of the new history; the one whose cursor survived goes on with it.
         lost_follower, quiet_follower = followers["lost"], followers["quiet"]
-        assert await lost_follower.finish() == 3
-        assert lost_follower.lines[-1].startswith("changed ")
+        assert await lost_follower.finish() == 3  # RunHistoryChangedError
+        # Said so (a line a closing connection to the dead primary logs may come after it).
+        assert any(line.startswith("changed ") for line in lost_follower.lines), lost_follower.lines[-5:]
         old_history = stored_ids["lost"][:shared] + acknowledged["lost"]
         assert followed_ids(lost_follower) == old_history
         assert (await new.resolve("lost", followed_ids(lost_follower)[-1])).status == "unknown"
