@@ -31,6 +31,7 @@ from pgbridge.contract import (
     StreamEvent,
     StreamStatus,
 )
+from pgbridge.dsn import take_connect_timeout
 from pgbridge.durable_streams.messages import JSON_TYPE
 from pgbridge.durable_streams.streams import DurableStreams, Producer
 from pgbridge.engine.feed import FeedRegistry
@@ -85,6 +86,24 @@ class _Lifecycle(enum.Enum):
     NEW = "new"
     RUNNING = "running"
     CLOSED = "closed"
+
+
+def _with_dsn_connect_timeout(dsn: str, options: dict[str, object]) -> tuple[str, dict[str, object]]:
+    """*dsn* and the DSN options without libpq's ``?connect_timeout=``, which asyncpg does not
+    accept; the primary DSN's value becomes the ``connect_timeout`` option unless that option
+    is given too (then the option wins)."""
+    try:
+        dsn, seconds = take_connect_timeout(dsn)
+        options = dict(options)
+        for name in ("listen_dsn", "replica_dsn"):
+            other = options.get(name)
+            if isinstance(other, str):
+                options[name] = take_connect_timeout(other)[0]
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if seconds is not None:
+        options.setdefault("connect_timeout", seconds)
+    return dsn, options
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,12 +207,13 @@ class PostgresStreamBridge(StreamBridge, AsyncLifecycle):
     def __init__(self, dsn: str, **options: object) -> None:
         if not isinstance(dsn, str) or not dsn:
             raise ConfigurationError("dsn must be a postgresql:// URI")
-        self.dsn = dsn
         known = set(BridgeOptions.__dataclass_fields__)
         unknown = sorted(set(options) - known)
         if unknown:
             accepted = ", ".join(sorted(known))
             raise ConfigurationError(f"unknown option(s) {', '.join(unknown)}; accepted: {accepted}")
+        dsn, options = _with_dsn_connect_timeout(dsn, options)
+        self.dsn = dsn
         self.options = BridgeOptions(**options)  # type: ignore[arg-type]
         self._token_keyring = as_keyring(self.options.token_secrets)
         self._metrics = bridge_metrics(self.options.metrics, self.options.schema)

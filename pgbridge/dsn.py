@@ -1,4 +1,5 @@
-"""Showing a DSN without its password: the one place pgbridge redacts connection strings.
+"""DSNs: showing one without its password (the one place pgbridge redacts connection strings),
+and taking out libpq's ``connect_timeout``, which asyncpg does not accept.
 
 Pure (no I/O). Every message, log line and hint that names a DSN passes it
 through :func:`redact_dsn` first, so ``pgbridge runs --dsn
@@ -57,3 +58,42 @@ def redact_dsn(dsn: str) -> str:
     if query_start != -1:
         tail = tail[:query_start] + _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, tail[query_start:])
     return scheme + authority + tail
+
+
+#: libpq's parameter for how long to wait while connecting, in seconds.
+CONNECT_TIMEOUT_PARAMETER: Final = "connect_timeout"
+
+_QUERY_CONNECT_TIMEOUT = re.compile(r"(?P<sep>[?&])connect_timeout=(?P<value>[^&#]*)", re.IGNORECASE)
+
+
+def take_connect_timeout(dsn: str) -> tuple[str, float | None]:
+    """*dsn* without libpq's ``connect_timeout`` query parameter, and its value in seconds
+    (None when the DSN has none).
+
+    psql and libpq-based drivers accept ``?connect_timeout=5``; asyncpg does not know it and
+    would send it to the server as a setting, which refuses it. So pgbridge takes it out of
+    the URI and uses it as its own ``connect_timeout`` (how long one connection attempt may
+    take, and how long ``start()`` keeps trying while the server is away). It must be a
+    positive number of seconds: libpq's "0 waits forever" has no equivalent here.
+    Raises ValueError naming the parameter for anything else.
+    """
+    match = _URI.match(dsn)
+    if match is None:
+        return dsn, None
+    # The query starts at the first '?' after the authority's last '@' (a password may hold '?').
+    query_start = dsn.find("?", match.start("rest") + max(match.group("rest").rfind("@"), 0))
+    if query_start == -1:
+        return dsn, None
+    found = list(_QUERY_CONNECT_TIMEOUT.finditer(dsn, query_start))
+    if not found:
+        return dsn, None
+    text = found[-1].group("value")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"connect_timeout in the DSN must be a positive number of seconds, not {text!r}")
+    head, query = dsn[:query_start], dsn[query_start + 1 :]
+    kept = [part for part in query.split("&") if not part.lower().startswith("connect_timeout=")]
+    return (f"{head}?{'&'.join(kept)}" if kept else head), seconds

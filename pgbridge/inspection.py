@@ -28,7 +28,8 @@ from typing import Any
 
 from pgbridge.connector import AsyncLifecycle, Database
 from pgbridge.contract import ResumeResult
-from pgbridge.exceptions import InvalidEventError, StreamNotFoundError
+from pgbridge.dsn import take_connect_timeout
+from pgbridge.exceptions import ConfigurationError, InvalidEventError, StreamNotFoundError
 from pgbridge.ids import format_event_id, parse_event_id, resolve_cursor, validate_run_id
 from pgbridge.retention.policy import RetentionPolicy
 from pgbridge.sql import DEFAULT_SCHEMA, RUN_STATUSES
@@ -148,15 +149,23 @@ class RetentionPreview:
 class Inspector(AsyncLifecycle):
     """Read-only access to a schema's runs and events (one small pool, at most two connections)."""
 
-    def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, dsn: str, *, schema: str = DEFAULT_SCHEMA, connect_timeout: float | None = None
+    ) -> None:
+        """*connect_timeout*: seconds per connection attempt; default the DSN's
+        ``?connect_timeout=``, else 10."""
         self.schema = schema
         self._queries = Queries.for_schema(schema)
+        try:
+            dsn, from_dsn = take_connect_timeout(dsn)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self._db = Database(
             dsn,
             self._queries,
             min_size=1,
             max_size=2,
-            connect_timeout=connect_timeout,
+            connect_timeout=connect_timeout or from_dsn or 10.0,
             command_timeout=None,
             statement_cache_size=100,
         )

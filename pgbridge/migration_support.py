@@ -14,6 +14,8 @@ from alembic import context
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from pgbridge.dsn import take_connect_timeout
+from pgbridge.exceptions import ConfigurationError
 from pgbridge.sql import DEFAULT_SCHEMA
 
 #: Advisory lock key held while migrating (an arbitrary constant: "pgbr").
@@ -31,12 +33,19 @@ def schema_from_context() -> str:
 def async_engine_for_dsn(dsn: str) -> AsyncEngine:
     """A SQLAlchemy engine whose connections asyncpg opens from *dsn* itself.
 
-    Handing the libpq URI to asyncpg unchanged means the migrations accept
-    exactly the DSNs the bridge accepts (Unix sockets in ``?host=`` included).
+    Handing the libpq URI to asyncpg means the migrations accept exactly the
+    DSNs the bridge accepts (Unix sockets in ``?host=`` included, and libpq's
+    ``?connect_timeout=``, which asyncpg does not know: taken out and used as
+    the connection's timeout).
     """
+    try:
+        dsn, seconds = take_connect_timeout(dsn)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    connect = partial(asyncpg.connect, dsn, **({} if seconds is None else {"timeout": seconds}))
     return create_async_engine(
         "postgresql+asyncpg://",
-        async_creator=partial(asyncpg.connect, dsn),
+        async_creator=connect,
         poolclass=NullPool,
     )
 

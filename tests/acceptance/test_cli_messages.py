@@ -48,7 +48,9 @@ COMMANDS = [
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
 async def test_no_command_shows_the_password_of_an_unreachable_dsn(command: tuple[str, ...]) -> None:
-    code, out, err = await cli(*command, "--dsn", f"postgresql://app:{PASSWORD}@127.0.0.1:1/db")
+    code, out, err = await cli(
+        *command, "--dsn", f"postgresql://app:{PASSWORD}@127.0.0.1:1/db?connect_timeout=1"
+    )
     assert code != 0
     assert PASSWORD not in out + err
     assert "postgresql://app:***@127.0.0.1:1/db" in err, err
@@ -88,7 +90,7 @@ async def test_serve_shows_no_password_when_it_cannot_start() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "pgbridge.cli", "serve", "--port", str(free_port()), "--token", "t"),
-        *("--dsn", f"postgresql://app:{PASSWORD}@127.0.0.1:1/db"),
+        *("--dsn", f"postgresql://app:{PASSWORD}@127.0.0.1:1/db?connect_timeout=1"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=cli_env(),

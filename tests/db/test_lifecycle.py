@@ -12,6 +12,7 @@ import pytest_asyncio
 from pgbridge import (
     BridgeClosedError,
     BridgeNotStartedError,
+    ConfigurationError,
     DatabaseUnavailableError,
     PostgresStreamBridge,
     SchemaNotMigratedError,
@@ -217,6 +218,31 @@ async def test_start_with_nothing_listening_raises_database_unavailable_with_dri
     cause = caught.value.__cause__
     assert cause is not None
     assert not isinstance(cause, StreamBridgeError)  # the driver's own error, chained
+
+
+async def test_a_dsn_with_libpqs_connect_timeout_starts_and_times_connections_by_it(dsn: str) -> None:
+    """asyncpg alone refuses ``?connect_timeout=`` (it sends it to the server as a setting)."""
+    separator = "&" if "?" in dsn else "?"
+    async with PostgresStreamBridge(f"{dsn}{separator}connect_timeout=3") as bridge:
+        assert bridge.options.connect_timeout == 3.0
+        assert "connect_timeout" not in bridge.dsn
+        await bridge.publish("run", "token", 1)
+
+
+def test_the_connect_timeout_option_wins_over_the_dsns() -> None:
+    bridge = PostgresStreamBridge(f"{NOWHERE}?connect_timeout=3", connect_timeout=7)
+    assert bridge.options.connect_timeout == 7
+
+
+def test_a_connect_timeout_in_the_dsn_that_is_not_a_positive_number_is_refused_when_built() -> None:
+    with pytest.raises(ConfigurationError, match="connect_timeout in the DSN must be a positive number"):
+        PostgresStreamBridge(f"{NOWHERE}?connect_timeout=0")
+
+
+async def test_start_gives_up_after_the_dsns_connect_timeout() -> None:
+    bridge = PostgresStreamBridge(f"{NOWHERE}?connect_timeout=0.5")
+    with pytest.raises(DatabaseUnavailableError, match="cannot connect"):
+        await asyncio.wait_for(bridge.start(), 30)
 
 
 async def test_start_on_a_missing_database_raises_database_unavailable_with_driver_cause(
