@@ -164,7 +164,7 @@ async def measure_append_cost(
     *append* is the ``append_events`` statement; *table* a scratch table shaped like
     ``run_events``; run ids start with ``append-cost-{tag}-`` and ``insert-cost-{tag}-``.
     *runs_once*, the ``append_runs_once`` statement, is measured too on the runs the
-    append made (its lock bound none) for the shape of one event per run.
+    append made (its lock bound and channel none) for the shape of one event per run.
     """
     costs: dict[str, ShapeCost] = {}
     for key, shape in SHAPES.items():
@@ -172,7 +172,11 @@ async def measure_append_cost(
         appended = await per_event_us(conn, append, shape, samples, prefix=prefix)
         sent = None
         if runs_once is not None and shape[1] == 1:
-            sent = round(await per_event_us(conn, runs_once, shape, samples, prefix=prefix, extra=(None,)), 2)
+            no_bound_nor_channel = (None, None)
+            sent_us = await per_event_us(
+                conn, runs_once, shape, samples, prefix=prefix, extra=no_bound_nor_channel
+            )
+            sent = round(sent_us, 2)
         inserted = await insert_per_row_us(conn, table, shape, samples, prefix=f"insert-cost-{tag}-{key}-")
         costs[key] = ShapeCost(shape[0], shape[1], round(appended, 2), round(inserted, 2), sent)
     return costs

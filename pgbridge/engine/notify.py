@@ -1,15 +1,15 @@
 """NOTIFY after commit, coalesced: how other processes learn of new events.
 
-PostgreSQL serialises the commits of transactions that NOTIFY, so only a
-batch sent while no other is in flight (a lone publish) sends its wake-ups
-inside its own transaction (``append_events_notifying``, see
-pgbridge.engine.publish); its commit wakes other processes. ``publish_in``
-does the same inside the caller's transaction
-(:mod:`pgbridge.engine.in_transaction`): its wake-ups must go with that
-commit, or not at all. Every other
-batch commits, then hands (run id, seq, event) to this notifier; one task
-per bridge sends everything that piled up while the previous NOTIFY was in
-flight, in one statement. An idle notifier costs
+Every batch of the publisher sends its wake-ups inside its own transaction
+(``append_runs_once`` or ``append_events_notifying``, see
+pgbridge.engine.publish): its commit wakes other processes, with no
+statement after it. ``publish_in`` does the same inside the caller's
+transaction (:mod:`pgbridge.engine.in_transaction`): its wake-ups must go
+with that commit, or not at all. What is left comes here after its commit:
+a run whose events did not fit in a payload, a batch sent through a held
+run's lane, a retention pass's "re-read" wake-ups. One task per bridge sends
+everything that piled up while the previous NOTIFY was in flight, in one
+statement. An idle notifier costs
 nothing and adds no delay. A lost NOTIFY (crash between commit and send,
 queue trouble) only delays readers until their next poll.
 

@@ -71,8 +71,9 @@ FROM {schema}.pgbridge_append_batch(
     publish => set_config('lock_timeout', $6::text, true) IS NOT NULL);
 
 -- name: append_events_notifying
--- append_events for a batch sent while no other is in flight (a lone publish, a quiet moment):
--- the same append, plus one NOTIFY per run that took events, carrying them
+-- append_events for a batch that wakes other processes itself (every batch of the group commit
+-- that append_runs_once does not take, and publish_in's): the same append, plus one NOTIFY per
+-- run that took events, carrying them
 -- ("+<seq>@<lsn> <characters in run_id> <run_id><events>", pgbridge.engine.listen.decode_wake),
 -- sent inside the append's transaction, so other processes are woken by its commit with no
 -- statement after it. <lsn> is the WAL insert position once the events are written, before the
@@ -80,8 +81,8 @@ FROM {schema}.pgbridge_append_batch(
 -- standby checks what the standby holds before trusting it (pgbridge.engine.replica), as always. A
 -- run whose events would not fit in a payload (8,000 bytes) gets no NOTIFY here (notified false):
 -- the notifier wakes its readers after the commit. PostgreSQL serialises the commits of notifying
--- transactions, which is why busy moments (several batches in flight) use
--- append_events_lock_bounded and the notifier instead.
+-- transactions; overlapping batches still notify inside, as a statement after each costs more
+-- (docs/performance.md).
 -- $1 text[] run ids, $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[] terminal
 -- flags, $5 text[] statuses, one element per event (as append_events); $6 text the channel.
 -- One row per event: ord, seq, created_ms, refused, prev_ms as append_events, and notified (its
@@ -147,11 +148,15 @@ ORDER BY a.ord;
 -- tests/db/test_append_runs_once.py compares the two.
 -- $1 text[] run ids (distinct), $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[]
 -- terminal flags, $5 text[] statuses, one element per event; $6 text a lock wait bound as
--- append_events_lock_bounded's, or NULL: none set. No row, or one per event, in no order: ord,
--- seq, created_ms, refused (always NULL), prev_ms as append_events.
+-- append_events_lock_bounded's, or NULL: none set; $7 text the channel, or NULL: no wake-ups.
+-- With a channel, each run's wake-up carrying its event is sent inside this transaction, as
+-- append_events_notifying sends it (its commit wakes other processes; an event that would not
+-- fit in a payload is left to the notifier, notified false).
+-- No row, or one per event, in no order: ord, seq, created_ms, refused (always NULL), prev_ms as
+-- append_events, and notified (the run's NOTIFY was sent in this transaction).
 -- Index: run_streams and run_events primary keys (one backward step on the latter per run for
 -- its head). Locks: FOR UPDATE on each run row of the batch until commit, taken in run_id order,
--- each wait bounded by $6.
+-- each wait bounded by $6; with a channel, PostgreSQL's notification lock at commit.
 WITH batch AS MATERIALIZED (
     SELECT u.run_id, u.event, u.data, u.terminal, u.status, u.ord::integer AS ord
     FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[]) WITH ORDINALITY
@@ -217,8 +222,23 @@ moved AS MATERIALIZED (
     FROM planned AS p
     WHERE r.run_id = p.run_id AND p.writes_row
     RETURNING r.run_id
+),
+carried AS MATERIALIZED (
+    SELECT p.run_id, p.seq,
+        json_build_array(json_build_array(p.seq, p.created_ms, p.event, p.data, p.terminal, p.prev_ms))::text
+            AS events
+    FROM planned AS p
+    WHERE $7::text IS NOT NULL
+),
+sent AS MATERIALIZED (
+    SELECT c.run_id,
+        pg_notify($7::text, '+' || c.seq || '@' || pg_current_wal_insert_lsn()::text || ' '
+            || char_length(c.run_id) || ' ' || c.run_id || c.events) IS NULL AS done
+    FROM carried AS c
+    WHERE octet_length(c.run_id) + octet_length(c.events) < 7900
 )
-SELECT p.ord, p.seq, p.created_ms, NULL::text AS refused, p.prev_ms
+SELECT p.ord, p.seq, p.created_ms, NULL::text AS refused, p.prev_ms,
+    p.run_id IN (SELECT run_id FROM sent) AS notified
 FROM planned AS p
 WHERE (SELECT count(*) FROM stored) >= 0 AND (SELECT count(*) FROM moved) >= 0;  -- both have run
 

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from pgbridge import PostgresStreamBridge
+from pgbridge.engine.listen import decode_wake
 from pgbridge.sql.queries import Queries
 from tests.support.sql_helpers import assert_chained, connected, stored_events
 
@@ -48,9 +49,12 @@ def arrays(
 
 
 async def runs_once(
-    conn: asyncpg.Connection, batch: list[tuple[str, str, bool]], bound: str | None = None
+    conn: asyncpg.Connection,
+    batch: list[tuple[str, str, bool]],
+    bound: str | None = None,
+    channel: str | None = None,
 ) -> list[asyncpg.Record]:
-    rows = await conn.fetch(QUERIES.append_runs_once, *arrays(batch), bound)
+    rows = await conn.fetch(QUERIES.append_runs_once, *arrays(batch), bound, channel)
     return sorted(rows, key=lambda row: row["ord"])
 
 
@@ -245,3 +249,37 @@ async def _events(bridge: PostgresStreamBridge, run_id: str):  # type: ignore[no
             yield event.data
         if getattr(event, "event", None) == "end":
             return
+
+
+async def test_with_a_channel_each_run_is_woken_by_its_commit_carrying_its_event(dsn: str) -> None:
+    """What append_events_notifying sends for the same batch: one wake-up per run, carrying the
+    stored event and the time of the one before it; nothing before the commit."""
+    listener = await asyncpg.connect(dsn)
+    received: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        await listener.add_listener("wakes", lambda *args: received.put_nowait(args[-1]))
+        async with connected(dsn) as conn:
+            first = await through_the_function(conn, [("a", "{}", False), ("b", "{}", False)])
+            async with conn.transaction():
+                rows = await runs_once(
+                    conn, [("a", '{"x": 1}', False), ("b", '{"y": 2}', True)], channel="wakes"
+                )
+                await asyncio.sleep(0.2)
+                assert received.empty()
+        payloads = [await asyncio.wait_for(received.get(), 10) for _ in rows]
+    finally:
+        await listener.close()
+    assert [row["notified"] for row in rows] == [True, True]
+    wakes = sorted((decode_wake(payload) for payload in payloads), key=lambda wake: wake.run_id)
+    assert [(wake.run_id, wake.seq, wake.events) for wake in wakes] == [
+        ("a", 2, ((2, rows[0]["created_ms"], "token", '{"x": 1}', False, first[0]["created_ms"]),)),
+        ("b", 2, ((2, rows[1]["created_ms"], "token", '{"y": 2}', True, first[1]["created_ms"]),)),
+    ]
+
+
+async def test_an_event_too_big_for_a_payload_is_stored_and_left_to_the_notifier(dsn: str) -> None:
+    big = json.dumps({"text": "x" * 8_000})
+    async with connected(dsn) as conn:
+        await through_the_function(conn, [("a", "{}", False), ("b", "{}", False)])
+        rows = await runs_once(conn, [("a", big, False), ("b", "{}", False)], channel="wakes")
+    assert [(row["seq"], row["notified"]) for row in rows] == [(2, False), (2, True)]
