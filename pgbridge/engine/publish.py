@@ -188,7 +188,6 @@ class Publisher:
         #: Where every batch wakes other processes from inside its own transaction (None: never;
         #: the bridge's notifier does it after every commit).
         self._notify_channel = notify_channel
-        self._in_flight = 0
         #: The connections batches ran on, kept for the next ones (no pool borrow per batch);
         #: at most a quarter of the pool idle, so readers are never starved of connections.
         self._connections = db.kept(min(max_batches_in_flight, db.max_size // 4))
@@ -276,18 +275,15 @@ class Publisher:
         process's CPU an event and twice the delivery latency (docs/performance.md).
 
         A batch that waited ``lock_wait`` for a held run row wrote nothing and
-        is sent around the held runs (:meth:`_send_around_held`), still counted
-        in flight meanwhile.
+        is sent around the held runs (:meth:`_send_around_held`), still holding
+        its slot of the group commit meanwhile.
         """
-        self._in_flight += 1
         try:
             results = await self._append_once(
                 [request for group in groups for request in group], self._lock_wait, notify=True
             )
         except _RowHeld:
             return await self._send_around_held(groups)
-        finally:
-            self._in_flight -= 1
         return list(_per_group(groups, results))
 
     async def _send_around_held(self, groups: list[Sequence[AppendRequest]]) -> list[GroupResult]:

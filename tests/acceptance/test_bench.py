@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -76,10 +78,23 @@ async def test_quick_benchmark_writes_markdown_json_and_chart_with_every_workloa
     assert "## Targets" in text
 
 
+@pytest.fixture
+def short_tmp_path() -> Iterator[Path]:
+    """A scratch folder with a short path.
+
+    The embedded server's Unix socket lives under TMPDIR, and a socket path
+    holds at most 107 bytes: under pytest-xdist, ``tmp_path`` is too deep
+    (``.../popen-gw0/test_.../``) and the server cannot start.
+    """
+    with tempfile.TemporaryDirectory(prefix="pgb-", dir="/tmp") as folder:
+        yield Path(folder)
+
+
 @pytest.mark.own_server
 async def test_bench_stopped_with_sigterm_stops_its_embedded_postgresql_and_removes_its_folder(
-    tmp_path: Path,
+    short_tmp_path: Path,
 ) -> None:
+    tmp_path = short_tmp_path
     env = cli_env(TMPDIR=str(tmp_path))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -90,7 +105,7 @@ async def test_bench_stopped_with_sigterm_stops_its_embedded_postgresql_and_remo
     )
     postmaster = None
     try:
-        postmaster = await _embedded_server_up(tmp_path)
+        postmaster = await _embedded_server_up(tmp_path, process)
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), 60)
         assert process.stderr is not None
@@ -106,13 +121,14 @@ async def test_bench_stopped_with_sigterm_stops_its_embedded_postgresql_and_remo
             os.kill(postmaster, signal.SIGINT)
 
 
-async def _embedded_server_up(folder: Path) -> int:
+async def _embedded_server_up(folder: Path, bench: asyncio.subprocess.Process) -> int:
     """The postmaster's pid once the benchmark's embedded server in *folder* accepts connections."""
     found: list[int] = []
 
     def ready() -> bool:
         pid = _ready_postmaster(folder)
         found.extend([] if pid is None else [pid])
+        assert found or bench.returncode is None, f"the benchmark exited with {bench.returncode} first"
         return bool(found)
 
     await wait_until(ready, timeout=120)
