@@ -17,11 +17,13 @@ from pgbridge.exceptions import ForkOffsetError
 
 @dataclass(frozen=True, slots=True)
 class ForkRequest:
-    """A PUT with ``Stream-Forked-From``: the source run, the offset (None: its tail), the sub-offset."""
+    """A PUT with ``Stream-Forked-From``: the source run, the offset (None: its tail), the
+    sub-offset, and the creation time of the event the offset names (None: not named)."""
 
     source_run_id: str
     offset_seq: int | None = None
     sub_offset: int = 0
+    offset_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,13 @@ from pgbridge.durable_streams.messages import (
     json_messages,
     normalize_content_type,
 )
-from pgbridge.durable_streams.offsets import format_offset, parse_fork_offset, parse_offset, response_cursor
+from pgbridge.durable_streams.offsets import (
+    Offset,
+    format_offset,
+    parse_fork_offset,
+    parse_offset,
+    response_cursor,
+)
 from pgbridge.durable_streams.streams import (
     AppendOutcome,
     DurableStreams,
@@ -169,6 +175,22 @@ def _gone(run_id: str) -> Response:
     return _error(410, f"stream {run_id!r} was deleted (its forks still read it)")
 
 
+def _lost_offset() -> Response:
+    """The answer to an offset naming an event this stream does not hold: its seq holds
+    another event (or none), so reading on would continue another history."""
+    return _error(
+        410,
+        "the offset names an event this stream does not hold (of a history a failover lost, "
+        "or of an earlier stream at this path); read from -1",
+    )
+
+
+def _tail_offset(seq: int, ms: int | None) -> str:
+    """The offset of *seq* created at *ms*; 0 when the time is not known (such an offset
+    is read unchecked, as the time of that seq is not known to any later read either)."""
+    return format_offset(seq, ms or 0)
+
+
 #: A handler of one method: the request and the run id its path names.
 _MethodHandler = Callable[[Request, str], Awaitable[Response]]
 
@@ -282,7 +304,7 @@ class _Handler:
         except InvalidEventError as exc:
             raise _BadRequest(400, f"Stream-Forked-From: {exc}") from None
         try:
-            offset_seq = parse_fork_offset(offset)
+            named = parse_fork_offset(offset)
         except ValueError as exc:
             raise _BadRequest(400, f"Stream-Fork-Offset: {exc}") from None
         sub = 0
@@ -290,7 +312,9 @@ class _Handler:
             if not _DECIMAL.fullmatch(sub_offset) or int(sub_offset) > _MAX_SAFE_INTEGER:
                 raise _BadRequest(400, "Stream-Fork-Sub-Offset must be a whole number from 0 to 2^53-1")
             sub = int(sub_offset)
-        return ForkRequest(source_id, offset_seq, sub)
+        if named is None:
+            return ForkRequest(source_id, None, sub)
+        return ForkRequest(source_id, named.seq, sub, named.ms)
 
     async def post(self, request: Request, run_id: str) -> Response:
         headers = request.headers
@@ -313,6 +337,11 @@ class _Handler:
             stream_seq=headers.get("stream-seq"),
             producer=producer,
         )
+        if outcome.last_seq and outcome.last_ms is None:
+            # A fork with no event of its own keeps no time in its row: its head finds it.
+            head = await self._streams().head(run_id)
+            if head is not None and head.last_seq == outcome.last_seq:
+                outcome = dataclasses.replace(outcome, last_ms=head.last_ms)
         return _append_response(outcome, producer)
 
     async def delete(self, request: Request, run_id: str) -> Response:
@@ -366,7 +395,7 @@ class _Handler:
         if head.soft_deleted:
             return _response(410, headers={"Cache-Control": "no-store"})
         out = {
-            "Stream-Next-Offset": format_offset(head.last_seq),
+            "Stream-Next-Offset": _tail_offset(head.last_seq, head.last_ms),
             "Cache-Control": "no-store",
             **_expiry_headers(head),
         }
@@ -398,6 +427,7 @@ class _Handler:
             if head.soft_deleted:
                 return _gone(run_id)
             after = head.last_seq
+            offset = Offset("seq", after, head.last_ms)
         page = await self._read(run_id, after)
         if page is None:
             head = await streams.head(run_id)
@@ -405,22 +435,29 @@ class _Handler:
                 return _gone(run_id)
             return _error(404, f"no stream {run_id!r}")
         if after > page.head.last_seq:
+            if offset.ms is not None:  # an offset this server made, past the tail: lost
+                return _lost_offset()
             raise _BadRequest(400, "the offset is past the stream's tail")
         if after < page.oldest_seq:
             return _error(410, "the data at this offset was deleted by retention; read from -1")
+        if offset.names_another_event(page.at_ms):
+            return _lost_offset()
+        at_ms = page.at_ms if page.at_ms is not None else offset.ms
         cursor = params.get("cursor")
         if live == "sse":
-            return self._sse(run_id, after, page, cursor)
+            return self._sse(run_id, Offset("seq", after, at_ms), page, cursor)
         if now:  # what is there now is not read: only what comes after
-            page = _nothing_after(page, after)
+            page = _nothing_after(page, after, at_ms)
         if live == "long-poll" and not page.count and not page.head.closed:
             waited = await self._long_poll(run_id, after)
             if waited is None:
                 return _error(404, f"no stream {run_id!r}")
+            if offset.names_another_event(waited.at_ms):  # a failover while it waited
+                return _lost_offset()
             page = waited
         if live == "long-poll" and not page.count:
             out = {
-                "Stream-Next-Offset": format_offset(after),
+                "Stream-Next-Offset": _tail_offset(after, at_ms),
                 "Stream-Up-To-Date": "true",
                 "Cache-Control": "no-store",
             }
@@ -429,7 +466,9 @@ class _Handler:
             else:
                 out["Stream-Cursor"] = response_cursor(cursor)
             return _response(204, headers=out)
-        return self._catch_up(request, after, page, live=live is not None, now=now, cursor=cursor)
+        return self._catch_up(
+            request, Offset("seq", after, at_ms), page, live=live is not None, now=now, cursor=cursor
+        )
 
     async def _read(self, run_id: str, after: int) -> StreamPage | None:
         """One response's worth of the stream after *after*, within the read budgets."""
@@ -441,12 +480,14 @@ class _Handler:
         )
 
     def _catch_up(
-        self, request: Request, after: int, page: StreamPage, *, live: bool, now: bool, cursor: str | None
+        self, request: Request, offset: Offset, page: StreamPage, *, live: bool, now: bool, cursor: str | None
     ) -> Response:
         head = page.head
+        after = offset.seq
         next_seq = page.next_seq
         up_to_date = page.up_to_date
-        out = {"Stream-Next-Offset": format_offset(next_seq)}
+        next_offset = _tail_offset(next_seq, page.next_ms if page.count else offset.ms)
+        out = {"Stream-Next-Offset": next_offset}
         if up_to_date:
             out["Stream-Up-To-Date"] = "true"
         closed = up_to_date and head.closed
@@ -460,7 +501,7 @@ class _Handler:
             out["Cache-Control"] = _CACHEABLE
         if not now:
             closure = ":c" if closed else ""
-            etag = f'"{head.created_us}:{format_offset(after)}:{format_offset(next_seq)}{closure}"'
+            etag = f'"{head.created_us}:{_tail_offset(after, offset.ms)}:{next_offset}{closure}"'
             out["ETag"] = etag
             if _etag_matches(request.headers.get("if-none-match"), etag):
                 return _response(304, headers=out)
@@ -482,7 +523,7 @@ class _Handler:
                     return page
                 await waiter.wait(remaining)
 
-    def _sse(self, run_id: str, after: int, first: StreamPage, cursor: str | None) -> Response:
+    def _sse(self, run_id: str, after: Offset, first: StreamPage, cursor: str | None) -> Response:
         head = first.head
         out = {
             "Cache-Control": "no-cache",
@@ -495,12 +536,15 @@ class _Handler:
         return StreamingResponse(self._sse_frames(run_id, after, first, cursor), headers=out)
 
     async def _sse_frames(
-        self, run_id: str, after: int, first: StreamPage, cursor: str | None
+        self, run_id: str, after: Offset, first: StreamPage, cursor: str | None
     ) -> AsyncIterator[str]:
         """Data and control events from *after*: the first read's at once, then as the stream moves.
 
         The first frames go out before the shared feed is joined, so a reader
-        sees history without waiting for anything else.
+        sees history without waiting for anything else. A read that finds
+        another event at the position reached (a failover lost what was sent)
+        ends the response: the client's reconnect with its last offset is
+        then answered ``410``, never continued in the other history.
         """
         streams = self._streams()
         loop = asyncio.get_running_loop()
@@ -510,22 +554,26 @@ class _Handler:
             yield frame
         if closed:
             return
-        async with streams.watch(run_id, position) as waiter:
+        async with streams.watch(run_id, position.seq) as waiter:
             while True:
                 if up_to_date:  # wait for an append, a close, or the end of this response
                     remaining = ends_at - loop.time()
                     if remaining <= 0:
                         return
                     waiter.clear()
-                    page = await self._read(run_id, position)
+                    page = await self._read(run_id, position.seq)
+                    if page is not None and position.names_another_event(page.at_ms):
+                        return
                     if page is not None and not page.count and not page.head.closed:
                         if not await waiter.wait(min(remaining, 15.0)):
                             yield ": keep-alive\n\n"
                         continue
                 else:
-                    page = await self._read(run_id, position)
+                    page = await self._read(run_id, position.seq)
                 if page is None:
                     return  # the stream was deleted
+                if position.names_another_event(page.at_ms):
+                    return
                 frames, position, up_to_date, closed = _sse_step(page, position, cursor)
                 for frame in frames:
                     yield frame
@@ -533,25 +581,26 @@ class _Handler:
                     return
 
 
-def _nothing_after(page: StreamPage, after: int) -> StreamPage:
+def _nothing_after(page: StreamPage, after: int, at_ms: int | None) -> StreamPage:
     """*page* emptied: an ``offset=now`` read answers where the stream stands, with no data."""
     body = json_array(()) if is_json(page.head.stored_content_type) else b""
-    return dataclasses.replace(page, body=body, count=0, next_seq=after)
+    return dataclasses.replace(page, body=body, count=0, next_seq=after, next_ms=at_ms)
 
 
 def _sse_step(
-    page: StreamPage, position: int, cursor: str | None, *, first_control: bool = False
-) -> tuple[list[str], int, bool, bool]:
+    page: StreamPage, position: Offset, cursor: str | None, *, first_control: bool = False
+) -> tuple[list[str], Offset, bool, bool]:
     """The frames for *page* read after *position*: a data event (when there is data)
     paired with its control event; returns them, the new position, up-to-date and closed."""
-    next_seq = page.next_seq
+    moved = page.next_seq > position.seq
+    reached = Offset("seq", page.next_seq, page.next_ms) if moved else position
     up_to_date = page.up_to_date
     closed = up_to_date and page.head.closed
     frames = []
-    if next_seq > position:
+    if moved:
         frames.append(_sse_data(page.body, page.head))
-    if next_seq > position or first_control or closed:
-        control: dict[str, object] = {"streamNextOffset": format_offset(next_seq)}
+    if moved or first_control or closed:
+        control: dict[str, object] = {"streamNextOffset": _tail_offset(reached.seq, reached.ms)}
         if closed:
             control["streamClosed"] = True
         else:
@@ -559,7 +608,7 @@ def _sse_step(
         if up_to_date:
             control["upToDate"] = True
         frames.append("event: control\ndata:" + orjson.dumps(control).decode() + "\n\n")
-    return frames, next_seq, up_to_date, closed
+    return frames, reached, up_to_date, closed
 
 
 def _sse_data(body: bytes, head: StreamHead) -> str:
@@ -581,7 +630,7 @@ def _sse_data(body: bytes, head: StreamHead) -> str:
 def _created(request: Request, created: bool, head: StreamHead) -> Response:
     """The answer to a create or a fork: 201 with Location when it is new, 200 when it
     confirms an existing stream of the same configuration."""
-    out = {"Stream-Next-Offset": format_offset(head.last_seq), **_expiry_headers(head)}
+    out = {"Stream-Next-Offset": _tail_offset(head.last_seq, head.last_ms), **_expiry_headers(head)}
     if head.closed:
         out["Stream-Closed"] = "true"
     if created:
@@ -592,7 +641,7 @@ def _created(request: Request, created: bool, head: StreamHead) -> Response:
 def _append_response(outcome: AppendOutcome, producer: Producer | None) -> Response:
     out: dict[str, str] = {}
     if outcome.last_seq is not None:
-        out["Stream-Next-Offset"] = format_offset(outcome.last_seq)
+        out["Stream-Next-Offset"] = _tail_offset(outcome.last_seq, outcome.last_ms)
     if outcome.closed:
         out["Stream-Closed"] = "true"
     kind = outcome.kind

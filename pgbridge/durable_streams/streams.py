@@ -34,6 +34,7 @@ import asyncpg
 from pgbridge.connector import Database, is_connection_error
 from pgbridge.durable_streams.forks import ForkRequest, fork_point, inherited_expiry
 from pgbridge.durable_streams.messages import MESSAGE_EVENT, is_json
+from pgbridge.durable_streams.offsets import names_another_event
 from pgbridge.engine.feed import FeedRegistry, Waiter
 from pgbridge.engine.group_commit import GroupCommit
 from pgbridge.engine.notify import Notifier
@@ -200,6 +201,11 @@ class DurableStreams:
             position = await self._store.source_position(conn, source_id, min(anchor, source.last_seq))
             if anchor < position.oldest_seq:
                 raise ForkPositionError("the data at Stream-Fork-Offset was deleted by retention")
+            if fork.offset_seq is not None and names_another_event(fork.offset_ms, position.at_ms):
+                raise ForkPositionError(
+                    "Stream-Fork-Offset names an event this stream does not hold "
+                    "(of a history a failover lost, or of an earlier stream at this path)"
+                )
             next_message = None
             if fork.sub_offset and not is_json(source.stored_content_type):
                 next_message = position.next_message

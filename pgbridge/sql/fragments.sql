@@ -48,7 +48,28 @@ stitched AS (
 -- name: stream_head_columns
 -- The columns of a Durable Stream's head (alias r: its run_streams row; h: its head, from
 -- pgbridge_run_head), with whether it expired (past Expires-At, or idle for longer than its TTL).
-r.run_id, r.content_type, r.first_seq, h.last_seq, r.terminal_seq,
+-- last_ms is the creation time of the event at last_seq (its tail offset names it): 0 for an
+-- empty stream; for a fork with no event of its own yet (whose row keeps no time), that of the
+-- event at its fork point, in the nearest run up its chain of sources that holds the seq (a
+-- run's own events all lie past its fork point). COALESCE evaluates that look-up only then.
+r.run_id, r.content_type, r.first_seq, h.last_seq,
+    coalesce(
+        h.last_ms,
+        CASE WHEN h.last_seq = 0 THEN 0::bigint END,
+        (
+            WITH RECURSIVE up (run_id, source, depth) AS (
+                SELECT r.run_id, r.fork_source_run_id, 0
+                UNION ALL
+                SELECT p.run_id, p.fork_source_run_id, up.depth + 1
+                FROM up JOIN {schema}.run_streams AS p ON p.run_id = up.source
+            )
+            SELECT ev.created_ms
+            FROM up JOIN {schema}.run_events AS ev ON ev.run_id = up.run_id AND ev.seq = h.last_seq
+            ORDER BY up.depth
+            LIMIT 1
+        )
+    ) AS last_ms,
+    r.terminal_seq,
     r.stream_ttl_seconds, r.stream_expires_at,
     (extract(epoch FROM r.created_at) * 1000000)::bigint AS created_us,
     r.fork_source_run_id, r.fork_offset_seq, r.fork_sub_offset, r.fork_seq, r.fork_refs,

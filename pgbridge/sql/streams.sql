@@ -38,10 +38,15 @@ WHERE r.run_id = $1;
 -- come as one comma-joined text (json_messages; for a run born from publish, each event's
 -- envelope {"id", "event", "data"}), any other stream's as an array of their stored texts
 -- (byte_messages). Seqs are gapless, so the page is the whole rest of the stream exactly when
--- page_last_seq reaches the head's last_seq. No row: no stream.
+-- page_last_seq reaches the head's last_seq; page_last_ms is the creation time of that last
+-- message (the next offset names it). at_ms is that of the event at seq $2, where the chain
+-- holds it (0 for $2 = 0; for a run that is no fork, the kept time of the last event retention
+-- deleted when $2 is its seq; NULL when not known): a reader's offset names an event of this
+-- history only if its time is this one. No row: no stream.
 -- $1 run_id (text), $2 read after this seq (bigint), $3 most messages (bigint), $4 most bytes
 -- of message data (bigint; the first message is always taken), $5 the JSON content type (text).
--- run_streams_pkey for each run of the chain, a range scan of run_events_pkey per run; no lock.
+-- run_streams_pkey for each run of the chain, a range scan of run_events_pkey per run, and one
+-- run_events_pkey look-up for at_ms; no lock.
 WITH RECURSIVE {fork_chain},
 {stitched_events},
 mode AS (
@@ -63,12 +68,23 @@ page AS (
                 ELSE z.data END,
             ',' ORDER BY z.seq
         ) FILTER (WHERE mode.json_mode) AS json_messages,
-        array_agg(z.data ORDER BY z.seq) FILTER (WHERE NOT mode.json_mode) AS byte_messages
+        array_agg(z.data ORDER BY z.seq) FILTER (WHERE NOT mode.json_mode) AS byte_messages,
+        (array_agg(z.created_ms ORDER BY z.seq DESC))[1] AS page_last_ms
     FROM sized AS z CROSS JOIN mode
     WHERE z.n = 1 OR z.bytes_through <= $4::bigint
 )
 SELECT {stream_head_columns},
-    oldest.oldest_seq, page.taken, page.page_last_seq, page.json_messages, page.byte_messages
+    oldest.oldest_seq, page.taken, page.page_last_seq, page.page_last_ms, page.json_messages,
+    page.byte_messages,
+    CASE WHEN $2::bigint = 0 THEN 0::bigint ELSE coalesce(
+        (
+            SELECT ev.created_ms
+            FROM chain AS owner
+            JOIN {schema}.run_events AS ev ON ev.run_id = owner.run_id AND ev.seq = $2::bigint
+            WHERE $2::bigint > owner.lo AND (owner.hi IS NULL OR $2::bigint <= owner.hi)
+        ),
+        CASE WHEN r.fork_seq IS NULL AND $2::bigint = r.first_seq - 1 THEN r.trimmed_ms END
+    ) END AS at_ms
 FROM {schema}.run_streams AS r
 CROSS JOIN LATERAL {schema}.pgbridge_run_head(r.run_id, r.last_seq, r.last_ms, r.last_hash) AS h
 CROSS JOIN oldest

@@ -75,6 +75,9 @@ class StreamHead:
     stored_content_type: str | None
     first_seq: int
     last_seq: int
+    #: The creation time of the event at ``last_seq`` (0 for an empty stream; None when not
+    #: known: an empty fork whose fork point retention deleted). The tail offset names it.
+    last_ms: int | None
     closed: bool
     ttl_seconds: int | None
     expires_at: datetime | None
@@ -114,6 +117,7 @@ class StreamHead:
             stored_content_type=row["content_type"],
             first_seq=row["first_seq"],
             last_seq=row["last_seq"],
+            last_ms=row["last_ms"],
             closed=row["terminal_seq"] is not None,
             ttl_seconds=row["stream_ttl_seconds"],
             expires_at=row["stream_expires_at"],
@@ -155,6 +159,11 @@ class StreamPage:
     count: int
     #: The seq of the body's last message (the offset read after, when it is empty).
     next_seq: int
+    #: The creation time of the event at ``next_seq`` (None when not known).
+    next_ms: int | None
+    #: The creation time of the event at the seq read after, where the stream holds it
+    #: or kept it (None when not known): an offset naming another time names another history.
+    at_ms: int | None = None
     #: The oldest offset a read may start from: retention deleted the events
     #: before it (for a fork: of its own, or of a source before the fork).
     oldest_seq: int = 0
@@ -228,11 +237,13 @@ class StoredPage:
 @dataclass(frozen=True, slots=True)
 class SourcePosition:
     """Where a fork's source stands after an offset: the oldest offset a read may start
-    from, and the stored text of the message after the offset (None: there is none, or
-    the stream is in JSON mode, whose messages a fork point never splits)."""
+    from, the stored text of the message after the offset (None: there is none, or
+    the stream is in JSON mode, whose messages a fork point never splits), and the
+    creation time of the event at the offset (None when not known)."""
 
     oldest_seq: int
     next_message: str | None
+    at_ms: int | None = None
 
 
 class StreamStore:
@@ -278,6 +289,8 @@ class StreamStore:
             body=body,
             count=taken,
             next_seq=row["page_last_seq"] if taken else after_seq,
+            next_ms=row["page_last_ms"] if taken else row["at_ms"],
+            at_ms=row["at_ms"],
             oldest_seq=row["oldest_seq"],
         )
         return StoredPage(page, row["expired"])
@@ -360,7 +373,7 @@ class StreamStore:
         row = await conn.fetchrow(self._q.read_stream_page, run_id, after_seq, 1, 0, JSON_TYPE)
         assert row is not None, f"stream {run_id!r} vanished inside its transaction"
         messages: list[str] | None = row["byte_messages"]
-        return SourcePosition(row["oldest_seq"], messages[0] if messages else None)
+        return SourcePosition(row["oldest_seq"], messages[0] if messages else None, row["at_ms"])
 
     async def insert(self, conn: asyncpg.Connection, run_id: str, config: StreamConfig) -> bool:
         """Create the stream (open, empty); False when its path is taken."""

@@ -58,3 +58,4 @@ async def test_the_curl_block_runs_twice_with_the_token_and_no_error(server: Ser
         assert len(statuses) == 9, output  # one per `curl -i`/`-I`
         assert all(status < 400 for status in statuses), output
         assert '[{"id":1},{"id":2},{"id":3}]' in output
+        assert "[]HTTP/" in output  # the read at the tail offset HEAD gave: nothing after it

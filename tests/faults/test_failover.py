@@ -291,6 +291,8 @@ async def test_with_asynchronous_replication_lost_events_are_counted_and_no_curs
         sse = {run: SseFollower() for run in ("lost", "quiet")}
         for run, follower in sse.items():
             follower.start(server, run)
+        async with server.client() as http:  # a Durable Streams reader's offset, of a kept event
+            kept_offset = (await http.head("/v1/stream/lost")).headers["Stream-Next-Offset"]
 
         await stop_replication(topology)  # the standby stays where it is: replay paused, no WAL received
         acknowledged: dict[str, list[str]] = {"lost": [], "trimmed": []}
@@ -300,6 +302,8 @@ async def test_with_asynchronous_replication_lost_events_are_counted_and_no_curs
                     await old.publish(run, "token", {"phase": 2, "i": i})
                 )  # committed on the old primary
         await followers["lost"].wait_for("ev ", count=shared + lost_count)  # it yielded them all
+        async with server.client() as http:  # ... and one of a lost event
+            lost_offset = (await http.head("/v1/stream/lost")).headers["Stream-Next-Offset"]
         for _ in range(200):
             if len(sse["lost"].ids) == shared + lost_count:
                 break
@@ -367,6 +371,13 @@ async def test_with_asynchronous_replication_lost_events_are_counted_and_no_curs
         assert await quiet_follower.finish() == 0
         quiet_ids = [row["id"] for row in await stored(new_primary, "quiet")]
         assert followed_ids(quiet_follower) == quiet_ids and quiet_ids[-1] == ends["quiet"]
+        # Durable Streams offsets name events as IDs do: the lost one's is gone, the kept one's
+        # reads on in the new history (pgbridge serve found the new primary by itself).
+        async with server.client() as http:
+            assert (await http.get("/v1/stream/lost", params={"offset": lost_offset})).status_code == 410
+            after_kept = await http.get("/v1/stream/lost", params={"offset": kept_offset})
+            assert after_kept.status_code == 200
+            assert [m["id"] for m in after_kept.json()] == stored_ids["lost"][shared:]
         # The same through pgbridge serve, over SSE.
         for follower in sse.values():
             assert follower.task is not None

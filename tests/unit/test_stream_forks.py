@@ -8,7 +8,7 @@ import pytest
 
 from pgbridge.durable_streams.forks import ForkPoint, fork_point, inherited_expiry
 from pgbridge.durable_streams.messages import bytes_message
-from pgbridge.durable_streams.offsets import parse_fork_offset
+from pgbridge.durable_streams.offsets import Offset, parse_fork_offset
 from pgbridge.exceptions import ForkOffsetError
 
 HELLO = bytes_message(b"hello")
@@ -17,10 +17,13 @@ HELLO = bytes_message(b"hello")
 def test_fork_offsets_accept_this_servers_offsets_the_start_and_the_tail() -> None:
     assert parse_fork_offset(None) is None  # the source's tail
     assert parse_fork_offset("now") is None
-    assert parse_fork_offset("-1") == 0
-    assert parse_fork_offset("0000000000000000_0000000000000000") == 0  # the reference server's start
-    assert parse_fork_offset("0000000000000042") == 42
-    for bad in ("banana", "9999999999999999_9999999999999999", "", "42"):
+    assert parse_fork_offset("-1") == Offset("seq", 0, 0)
+    assert parse_fork_offset("0000000000000000_0000000000000000") == Offset(
+        "seq", 0, 0
+    )  # the reference's too
+    assert parse_fork_offset("0000000000000042_0001765000000123") == Offset("seq", 42, 1_765_000_000_123)
+    assert parse_fork_offset("0000000000000042") == Offset("seq", 42, None)  # an earlier version's
+    for bad in ("banana", "9999999999999999_", "", "42"):
         with pytest.raises(ValueError):
             parse_fork_offset(bad)
 
