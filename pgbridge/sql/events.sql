@@ -136,15 +136,22 @@ ORDER BY a.ord;
 -- every run takes its event (it exists, has no terminal event, and is no Durable Stream with a
 -- content type, a deletion or an expiry to check: the function's short way's rule, revision
 -- 0011) does one INSERT store the events and one UPDATE write the run rows that change, by the
--- function's rules (revision 0012): each event takes its run's head (pgbridge_run_heads_fresh, read
--- once the rows are locked with a snapshot of its own, as the function's separate statement reads
--- it: a batch that committed while this one waited for the lock wrote no row version this
--- statement's snapshot could see), is numbered and chained from it, with one created_ms for the
--- statement (pgbridge_event_ms: odd on an odd timeline, even on an even one); a row is written
--- only for a run's first retained event, a status change, a terminal event (which ends the run)
--- or a head 256 or more events past the row's. Otherwise it writes nothing and gives no row, and
--- the caller sends the batch through append_events_lock_bounded
+-- function's rules (revision 0012): each event takes its run's head (pgbridge_run_head: the
+-- locked row's, or its newest event past it), is numbered and chained from it, with one
+-- created_ms for the statement (pgbridge_event_ms: odd on an odd timeline, even on an even one);
+-- a row is written only for a run's first retained event, a status change, a terminal event
+-- (which ends the run) or a head 256 or more events past the row's. Otherwise it writes nothing
+-- and gives no row, and the caller sends the batch through append_events_lock_bounded
 -- (pgbridge.store.events.EventStore.append_batch): all or nothing.
+-- The heads are read in this statement's snapshot, taken before its row locks. A batch that
+-- committed while this one waited for a lock, and wrote no row version (the locked row would
+-- show it), stored events this snapshot does not see: the INSERT then meets the seq it took and
+-- fails with unique_violation (23505), having written nothing, and the caller sends the batch
+-- the function's way, whose separate statements read after the locks. That costs the rare batch
+-- that waited one more statement; reading every batch's heads with a snapshot of their own
+-- (revision 0012's pgbridge_run_heads_fresh, a PL/pgSQL call) cost 0.4 ms a statement, 11 % of
+-- a paced lone publish and ~2 us an event of a 100-run batch (docs/performance.md). So this
+-- statement runs only outside a caller's transaction, which a failure would abort.
 -- tests/db/test_append_runs_once.py compares the two.
 -- $1 text[] run ids (distinct), $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[]
 -- terminal flags, $5 text[] statuses, one element per event; $6 text a lock wait bound as
@@ -155,8 +162,9 @@ ORDER BY a.ord;
 -- No row, or one per event, in no order: ord, seq, created_ms, refused (always NULL), prev_ms as
 -- append_events, and notified (the run's NOTIFY was sent in this transaction).
 -- Index: run_streams and run_events primary keys (one backward step on the latter per run for
--- its head). Locks: FOR UPDATE on each run row of the batch until commit, taken in run_id order,
--- each wait bounded by $6; with a channel, PostgreSQL's notification lock at commit.
+-- its head; its uniqueness catches a head read too early). Locks: FOR UPDATE on each run row of
+-- the batch until commit, taken in run_id order, each wait bounded by $6; with a channel,
+-- PostgreSQL's notification lock at commit.
 WITH batch AS MATERIALIZED (
     SELECT u.run_id, u.event, u.data, u.terminal, u.status, u.ord::integer AS ord
     FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[]) WITH ORDINALITY
@@ -183,14 +191,10 @@ clock AS MATERIALIZED (
     SELECT {schema}.pgbridge_event_ms() AS ms
 ),
 heads AS MATERIALIZED (
-    -- After every lock above (the aggregate reads them all), with a snapshot of its own.
-    SELECT h.run_id, h.last_seq, h.last_ms, h.last_hash
-    FROM (
-        SELECT array_agg(l.run_id) AS ids, array_agg(l.last_seq) AS seqs, array_agg(l.last_ms) AS mss,
-            array_agg(l.last_hash) AS hashes
-        FROM locked AS l
-    ) AS a
-    CROSS JOIN LATERAL {schema}.pgbridge_run_heads_fresh(a.ids, a.seqs, a.mss, a.hashes) AS h
+    -- In this statement's snapshot: see the header for the batch that committed during a lock wait.
+    SELECT l.run_id, h.last_seq, h.last_ms, h.last_hash
+    FROM locked AS l
+    CROSS JOIN LATERAL {schema}.pgbridge_run_head(l.run_id, l.last_seq, l.last_ms, l.last_hash) AS h
 ),
 planned AS MATERIALIZED (
     SELECT b.ord, b.run_id, h.last_seq + 1 AS seq, c.ms AS created_ms, h.last_ms AS prev_ms,

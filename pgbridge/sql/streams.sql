@@ -232,14 +232,17 @@ ORDER BY b.ord;
 -- stream takes its message (it exists, is not deleted, expired or closed, and has the request's
 -- content type) does one INSERT store the messages and one UPDATE write the rows that change,
 -- by pgbridge_stream_append's rules (revision 0012): each message takes its stream's head
--- (pgbridge_run_heads_fresh, read once the rows are locked with a snapshot of its own, as the
--- function's separate statement reads it), is numbered and chained from it with one created_ms
--- for the statement (pgbridge_event_ms: odd on an odd timeline, even on an even one); a row is
--- written only for a stream with a TTL (every append touches it), its first retained event, a
--- status other than active, or a head 256 or more events past the row's. Otherwise it writes
--- nothing and gives no row, and the caller sends the batch through stream_append_many, which
--- answers every request (pgbridge.store.streams.StreamStore.append_many): a batch is all stored,
--- or nothing. tests/db/test_stream_append_simple.py compares the two.
+-- (pgbridge_run_head, in this statement's snapshot), is numbered and chained from it with one
+-- created_ms for the statement (pgbridge_event_ms: odd on an odd timeline, even on an even one);
+-- a row is written only for a stream with a TTL (every append touches it), its first retained
+-- event, a status other than active, or a head 256 or more events past the row's. Otherwise it
+-- writes nothing and gives no row, and the caller sends the batch through stream_append_many,
+-- which answers every request (pgbridge.store.streams.StreamStore.append_many): a batch is all
+-- stored, or nothing. A batch that committed while this one waited for a row lock and wrote no
+-- row version is not in this statement's snapshot: the INSERT meets its seq and fails with
+-- unique_violation, having written nothing, and the caller sends the batch through
+-- stream_append_many too (append_runs_once in events.sql says why the heads are not read with a
+-- snapshot of their own). tests/db/test_stream_append_simple.py compares the two.
 -- $1 text[] run ids (distinct), $2 text[] the requests' content types (NULL: no check),
 -- $3 text[] event names, $4 text[] data texts, one element per request. No row, or one per
 -- request, in no order: ord (1-based), outcome 'appended', the columns of stream_append_many's.
@@ -272,14 +275,10 @@ clock AS MATERIALIZED (
     SELECT {schema}.pgbridge_event_ms() AS ms
 ),
 heads AS MATERIALIZED (
-    -- After every lock above (the aggregate reads them all), with a snapshot of its own.
-    SELECT h.run_id, h.last_seq, h.last_ms, h.last_hash
-    FROM (
-        SELECT array_agg(l.run_id) AS ids, array_agg(l.last_seq) AS seqs, array_agg(l.last_ms) AS mss,
-            array_agg(l.last_hash) AS hashes
-        FROM locked AS l
-    ) AS a
-    CROSS JOIN LATERAL {schema}.pgbridge_run_heads_fresh(a.ids, a.seqs, a.mss, a.hashes) AS h
+    -- In this statement's snapshot: see the header for the batch that committed during a lock wait.
+    SELECT l.run_id, h.last_seq, h.last_ms, h.last_hash
+    FROM locked AS l
+    CROSS JOIN LATERAL {schema}.pgbridge_run_head(l.run_id, l.last_seq, l.last_ms, l.last_hash) AS h
 ),
 planned AS MATERIALIZED (
     SELECT b.ord, b.run_id, h.last_seq + 1 AS seq, c.ms,

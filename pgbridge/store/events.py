@@ -370,8 +370,9 @@ class EventStore:
         On a connection outside a transaction the statement is its own
         transaction; inside one (publish_in: the caller's) it joins it.
 
-        A batch of several runs that all exist, one event each, is first tried as ``append_runs_once``
-        (set-based, all or nothing); else it goes through the function
+        A batch of runs that all exist, one event each (a lone publish too), outside a caller's
+        transaction, is first tried as ``append_runs_once`` (set-based, all or nothing); else,
+        or when that stored nothing, it goes through the function
         (``append_events`` and its variants). With *notify_channel*, the same statement also
         sends each run's wake-up, carrying its events, on that channel: its readers elsewhere
         are woken by the commit itself (:attr:`Appended.notified`).
@@ -395,13 +396,12 @@ class EventStore:
             [e.terminal for e in events],
             [e.status for e in events],
         )
-        # One event goes the function's way: its one-run short way (revision 0011) is quicker
-        # than the set-based statement for a batch of one (paced lone publishes, p50).
-        if len(events) > 1 and self._runs_exist_once(arrays[0]):
-            rows = await conn.fetch(self.queries.append_runs_once, *arrays, bound, notify_channel)
+        if not conn.is_in_transaction() and self._runs_exist_once(arrays[0]):
+            rows = await self._append_runs_once(conn, arrays, bound, notify_channel)
             if rows:
                 return _outcomes(rows, len(events), notified=notify_channel is not None)
-            # A run in the batch would refuse, or is new to the server: the function's way.
+            # A run in the batch would refuse, is new to the server, or took events while
+            # this batch waited for its row: the function's way.
             self.db.statements += 1
         if notify_channel is not None:
             rows = await conn.fetch(self.queries.append_events_notifying, *arrays, notify_channel, bound)
@@ -412,6 +412,28 @@ class EventStore:
         outcomes = _outcomes(rows, len(events), notified=notify_channel is not None)
         self._remember_runs(events, outcomes)
         return outcomes
+
+    async def _append_runs_once(
+        self,
+        conn: asyncpg.Connection,
+        arrays: tuple[list[str], list[str], list[str], list[bool], list[str]],
+        bound: str | None,
+        notify_channel: str | None,
+    ) -> list[asyncpg.Record]:
+        """``append_runs_once``'s rows; none when the batch must go the function's way.
+
+        Its heads are read in the statement's snapshot: a batch that committed while this
+        one waited for a row lock makes it fail with unique_violation, having written
+        nothing (pgbridge/sql/events.sql says why). Only outside a caller's transaction,
+        which that failure would abort.
+        """
+        try:
+            rows: list[asyncpg.Record] = await conn.fetch(
+                self.queries.append_runs_once, *arrays, bound, notify_channel
+            )
+        except asyncpg.UniqueViolationError:
+            return []
+        return rows
 
     def _runs_exist_once(self, run_ids: list[str]) -> bool:
         """Whether each of *run_ids* appears once and has taken events through this store

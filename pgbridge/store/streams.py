@@ -304,17 +304,21 @@ class StreamStore:
 
         A batch of simple requests (:func:`_all_simple`) goes first through
         ``stream_append_simple``, set-based, which stores all of them or none; only when it
-        stored none (a stream in it would refuse) does the batch go the general way."""
+        stored none (a stream in it would refuse, or took messages while the batch waited for
+        its row: pgbridge/sql/streams.sql) does the batch go the general way."""
         if _all_simple(requests):
             async with self._appending.connection() as conn:
                 self._db.statements += 1
-                rows = await conn.fetch(
-                    self._q.stream_append_simple,
-                    [r.run_id for r in requests],
-                    [r.content_type for r in requests],
-                    [r.events[0][0] for r in requests],
-                    [r.events[0][1] for r in requests],
-                )
+                try:
+                    rows = await conn.fetch(
+                        self._q.stream_append_simple,
+                        [r.run_id for r in requests],
+                        [r.content_type for r in requests],
+                        [r.events[0][0] for r in requests],
+                        [r.events[0][1] for r in requests],
+                    )
+                except asyncpg.UniqueViolationError:  # its heads were read before a lock wait
+                    rows = []
             if rows:
                 by_place = {row["ord"]: AppendOutcome.from_row(row) for row in rows}
                 if len(by_place) != len(requests):  # cannot happen: it stores all or none

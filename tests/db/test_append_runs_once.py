@@ -9,14 +9,19 @@ function would treat otherwise goes the function's way whole
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
 
 from pgbridge import PostgresStreamBridge
+from pgbridge.connector import Database
 from pgbridge.engine.listen import decode_wake
 from pgbridge.sql.queries import Queries
+from pgbridge.store.events import EventStore
 from tests.support.sql_helpers import assert_chained, connected, stored_events
 
 QUERIES = Queries.for_schema()
@@ -135,33 +140,104 @@ async def test_it_writes_a_run_row_exactly_when_the_function_does_and_answers_pr
             assert (await conn.fetchrow(HEAD, f"s-{i}"))["last_seq"] == 258
 
 
-async def test_a_batch_that_waited_for_a_row_lock_numbers_after_the_append_that_held_it(dsn: str) -> None:
-    """An append that held a run's lock and committed while this statement waited for it wrote
-    events but no row version (revision 0012): the statement's own snapshot predates them, so the
-    head must be read with a snapshot taken after the lock (pgbridge_run_heads_fresh)."""
-    async with connected(dsn) as holder, connected(dsn) as conn, connected(dsn) as watcher:
-        await through_the_function(conn, [("a", "{}", False), ("b", "{}", False)])
-        pid = conn.get_server_pid()
-        transaction = holder.transaction()
-        await transaction.start()
-        held = await through_the_function(holder, [("a", '{"held": 1}', False), ("a", '{"held": 2}', False)])
-        waiting = asyncio.create_task(runs_once(conn, [("a", '{"w": 1}', False), ("b", '{"w": 1}', False)]))
+@dataclass(frozen=True)
+class Event:
+    """A NewEvent, as the publisher's AppendRequest is one."""
+
+    run_id: str
+    data_text: str = "{}"
+    event: str = "token"
+    terminal: bool = False
+    status: str = "active"
+
+
+@contextlib.asynccontextmanager
+async def held_by_an_append_that_writes_no_row(dsn: str, run_id: str) -> AsyncIterator[asyncpg.Connection]:
+    """*run_id*'s row locked by a transaction that appended two events without writing the row
+    (revision 0012) and commits when the block ends, after something has waited for the row."""
+    async with connected(dsn) as holder, holder.transaction():
+        await through_the_function(holder, [(run_id, '{"held": 1}', False), (run_id, '{"held": 2}', False)])
+        yield holder
+
+
+WAITS_FOR_A_LOCK = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
+
+
+async def wait_until_blocked(dsn: str, pid: int) -> None:
+    async with connected(dsn) as watcher:
         for _ in range(500):
             if await watcher.fetchval(
                 "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
             ):
-                break
+                return
             await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("append_runs_once never waited for the held row")
-        await transaction.commit()
-        rows = await waiting
-        assert [(row["ord"], row["seq"]) for row in rows] == [(1, 4), (2, 2)]
-        assert rows[0]["prev_ms"] == held[1]["created_ms"]
+    raise AssertionError("the batch never waited for the held row")
+
+
+async def test_a_batch_that_waited_behind_an_append_that_wrote_no_row_fails_having_stored_nothing(
+    dsn: str,
+) -> None:
+    """The statement reads heads in its own snapshot, taken before it waited for the lock: the
+    held append's events are not in it, so its INSERT meets their seqs (pgbridge/sql/events.sql)."""
+    async with connected(dsn) as conn:
+        await through_the_function(conn, [("a", "{}", False), ("b", "{}", False)])
+        waiting = None
+        async with held_by_an_append_that_writes_no_row(dsn, "a"):
+            waiting = asyncio.create_task(
+                runs_once(conn, [("a", '{"w": 1}', False), ("b", '{"w": 1}', False)])
+            )
+            await wait_until_blocked(dsn, conn.get_server_pid())
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await waiting
+        assert [r["seq"] for r in await stored_events(conn, "a")] == [1, 2, 3]
+        assert [r["seq"] for r in await stored_events(conn, "b")] == [1]
+
+
+async def test_the_store_sends_such_a_batch_the_functions_way_numbered_after_the_held_append(
+    db: Database, dsn: str
+) -> None:
+    store = EventStore(db)
+    async with db.connection() as conn:
+        await store.append_batch(conn, [Event("a"), Event("b")])  # the store now knows both runs
+        async with held_by_an_append_that_writes_no_row(dsn, "a"):
+            waiting = asyncio.create_task(store.append_batch(conn, [Event("a"), Event("b")]))
+            await wait_until_blocked(dsn, conn.get_server_pid())
+        outcomes = await waiting
+        assert [o.appended.seq for o in outcomes if o.appended] == [4, 2]
         stored = await stored_events(conn, "a")
         assert [r["seq"] for r in stored] == [1, 2, 3, 4]
         assert_chained("a", stored)
-        assert (await conn.fetchrow(RUN_ROW, "a"))["last_seq"] == 1  # left alone throughout
+
+
+async def runs_of_append_runs_once(conn: asyncpg.Connection) -> int:
+    """How many times this connection ran append_runs_once (the only statement with a verdict CTE)."""
+    runs: int = await conn.fetchval(
+        "SELECT coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements "
+        "WHERE statement LIKE '%verdict AS MATERIALIZED%' AND statement NOT LIKE '%pg_prepared_statements%'"
+    )
+    return runs
+
+
+async def test_a_lone_event_of_a_known_run_is_sent_as_append_runs_once(db: Database) -> None:
+    store = EventStore(db)
+    async with db.connection() as conn:
+        await store.append_batch(conn, [Event("a")])  # a new run: the function creates it
+        before, runs_before = db.statements, await runs_of_append_runs_once(conn)
+        (outcome,) = await store.append_batch(conn, [Event("a")])
+        assert outcome.appended is not None and outcome.appended.seq == 2
+        assert db.statements == before  # one statement, no fallback
+        assert await runs_of_append_runs_once(conn) == runs_before + 1
+
+
+async def test_inside_a_callers_transaction_the_function_is_used(db: Database) -> None:
+    store = EventStore(db)
+    async with db.connection() as conn:
+        await store.append_batch(conn, [Event("a"), Event("b")])
+        runs_before = await runs_of_append_runs_once(conn)
+        async with conn.transaction():
+            outcomes = await store.append_batch(conn, [Event("a"), Event("b")])
+        assert [o.appended.seq for o in outcomes if o.appended] == [2, 2]
+        assert await runs_of_append_runs_once(conn) == runs_before  # its failure would abort the transaction
 
 
 @pytest.mark.parametrize(
@@ -209,9 +285,13 @@ async def test_concurrent_batches_keep_seqs_gapless_and_chains_whole(dsn: str) -
         async with connected(dsn) as conn:
             for i in range(20):
                 picked = runs[(index + i) % 6 :] + runs[: (index + i) % 6]
-                rows = await runs_once(
-                    conn, [(run, json.dumps({"w": index, "i": i}), False) for run in picked[:4]]
-                )
+                batch = [(run, json.dumps({"w": index, "i": i}), False) for run in picked[:4]]
+                while True:  # as the store does, but sending the same statement again
+                    try:
+                        rows = await runs_once(conn, batch)
+                        break
+                    except asyncpg.UniqueViolationError:  # waited behind a batch that wrote no row
+                        continue
                 assert len(rows) == 4
 
     await asyncio.gather(*(writer(i) for i in range(4)))  # a deadlock raises here

@@ -9,15 +9,18 @@ general statement (pgbridge/sql/streams.sql, pgbridge/store/streams.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from pgbridge import PostgresStreamBridge
+from pgbridge.connector import Database
 from pgbridge.durable_streams.streams import Producer, StreamConfig
 from pgbridge.sql.queries import Queries
-from pgbridge.store.streams import StreamAppend, _all_simple
+from pgbridge.store.streams import StreamAppend, StreamStore, _all_simple
 from tests.support.sql_helpers import assert_chained, connected, stored_events
 
 JSON = "application/json"
@@ -142,34 +145,70 @@ async def test_it_writes_a_stream_row_exactly_when_the_function_does(
         assert (await conn.fetchrow(ROW, "s-waiting"))["status"] == "active"
 
 
-async def test_a_batch_that_waited_for_a_row_lock_numbers_after_the_append_that_held_it(
-    bridge: PostgresStreamBridge, dsn: str
-) -> None:
-    """An append that held a stream's lock and committed while this statement waited wrote
-    events but no row version (revision 0012): the head is read after the lock."""
-    await streams(bridge, "a", "b")
-    async with connected(dsn) as holder, connected(dsn) as conn, connected(dsn) as watcher:
-        await simple(conn, [("a", JSON, "0"), ("b", JSON, "0")])
-        pid = conn.get_server_pid()
-        transaction = holder.transaction()
-        await transaction.start()
-        await many(holder, "a", 2)
-        waiting = asyncio.create_task(simple(conn, [("a", JSON, "1"), ("b", JSON, "1")]))
+@contextlib.asynccontextmanager
+async def held_by_an_append_that_writes_no_row(dsn: str, run_id: str) -> AsyncIterator[None]:
+    """*run_id*'s row locked by a transaction that appended two messages without writing the
+    row (revision 0012) and commits when the block ends, after something has waited for it."""
+    async with connected(dsn) as holder, holder.transaction():
+        await many(holder, run_id, 2)
+        yield
+
+
+WAITS_FOR_A_LOCK = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
+
+
+async def wait_until_blocked(dsn: str, pid: int) -> None:
+    async with connected(dsn) as watcher:
         for _ in range(500):
             if await watcher.fetchval(
                 "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
             ):
-                break
+                return
             await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("stream_append_simple never waited for the held row")
-        await transaction.commit()
-        rows = await waiting
-        assert [(row["ord"], row["event_seq"]) for row in rows] == [(1, 4), (2, 2)]
-        stored = await stored_events(conn, "a")
+    raise AssertionError("the batch never waited for the held row")
+
+
+async def test_a_batch_that_waited_behind_an_append_that_wrote_no_row_fails_having_stored_nothing(
+    bridge: PostgresStreamBridge, dsn: str
+) -> None:
+    """Its heads are read in its own snapshot, taken before the lock wait: the held append's
+    messages are not in it, so its INSERT meets their seqs (pgbridge/sql/streams.sql)."""
+    await streams(bridge, "a", "b")
+    async with connected(dsn) as conn:
+        await simple(conn, [("a", JSON, "0"), ("b", JSON, "0")])
+        async with held_by_an_append_that_writes_no_row(dsn, "a"):
+            waiting = asyncio.create_task(simple(conn, [("a", JSON, "1"), ("b", JSON, "1")]))
+            await wait_until_blocked(dsn, conn.get_server_pid())
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await waiting
+        assert [r["seq"] for r in await stored_events(conn, "a")] == [1, 2, 3]
+        assert [r["seq"] for r in await stored_events(conn, "b")] == [1]
+
+
+async def test_the_store_sends_such_a_batch_through_the_function_numbered_after_the_held_append(
+    bridge: PostgresStreamBridge, db: Database, dsn: str
+) -> None:
+    await streams(bridge, "a", "b")
+    store = StreamStore(db, appends_in_flight=4)
+    try:
+        await store.append_many([request("a"), request("b")])
+        async with held_by_an_append_that_writes_no_row(dsn, "a"):
+            waiting = asyncio.create_task(store.append_many([request("a"), request("b")]))
+            async with connected(dsn) as watcher:
+                for _ in range(500):  # the store's own connection is the one that waits
+                    if await watcher.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    ):
+                        break
+                    await asyncio.sleep(0.01)
+        outcomes = await waiting
+        assert [(o.kind, o.event_seq) for o in outcomes] == [("appended", 4), ("appended", 2)]
+        async with connected(dsn) as conn:
+            stored = await stored_events(conn, "a")
         assert [r["seq"] for r in stored] == [1, 2, 3, 4]
         assert_chained("a", stored)
-        assert (await conn.fetchrow(ROW, "a"))["last_seq"] == 1  # left alone since its first event
+    finally:
+        await store.close()
 
 
 async def test_a_batch_appends_to_each_of_its_streams(bridge: PostgresStreamBridge, dsn: str) -> None:
@@ -232,7 +271,13 @@ async def test_concurrent_batches_on_the_same_streams_keep_seqs_gapless_and_chai
         async with connected(dsn) as conn:
             for i in range(20):
                 picked = sorted(names[(index + i) % 6 :] + names[: (index + i) % 6][:2])
-                rows = await simple(conn, [(name, JSON, json.dumps({"w": index, "i": i})) for name in picked])
+                batch = [(name, JSON, json.dumps({"w": index, "i": i})) for name in picked]
+                while True:  # as the store does, but sending the same statement again
+                    try:
+                        rows = await simple(conn, batch)
+                        break
+                    except asyncpg.UniqueViolationError:  # waited behind a batch that wrote no row
+                        continue
                 assert len(rows) == len(picked)
 
     await asyncio.gather(*(writer(i) for i in range(4)))  # a deadlock raises here
