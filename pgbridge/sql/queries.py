@@ -30,6 +30,7 @@ class Queries:
     append_events_lock_bounded: str
     append_events_notifying: str
     append_runs_once: str
+    append_one_event: str
     begin_caller_transaction: str
     terminal_event_of_run: str
     resolve_cursor: str

@@ -370,8 +370,9 @@ class EventStore:
         On a connection outside a transaction the statement is its own
         transaction; inside one (publish_in: the caller's) it joins it.
 
-        A batch of runs that all exist, one event each (a lone publish too), outside a caller's
-        transaction, is first tried as ``append_runs_once`` (set-based, all or nothing); else,
+        A batch of runs that all exist, one event each, outside a caller's transaction, is
+        first tried as ``append_runs_once`` (set-based, all or nothing; a lone publish as
+        ``append_one_event``, the same rules in a smaller plan); else,
         or when that stored nothing, it goes through the function
         (``append_events`` and its variants). With *notify_channel*, the same statement also
         sends each run's wake-up, carrying its events, on that channel: its readers elsewhere
@@ -420,7 +421,8 @@ class EventStore:
         bound: str | None,
         notify_channel: str | None,
     ) -> list[asyncpg.Record]:
-        """``append_runs_once``'s rows; none when the batch must go the function's way.
+        """``append_runs_once``'s rows (``append_one_event``'s for one event); none when the
+        batch must go the function's way.
 
         Its heads are read in the statement's snapshot: a batch that committed while this
         one waited for a row lock makes it fail with unique_violation, having written
@@ -428,9 +430,12 @@ class EventStore:
         which that failure would abort.
         """
         try:
-            rows: list[asyncpg.Record] = await conn.fetch(
-                self.queries.append_runs_once, *arrays, bound, notify_channel
-            )
+            if len(arrays[0]) == 1:  # a lone publish: the same rules in a smaller plan
+                rows: list[asyncpg.Record] = await conn.fetch(
+                    self.queries.append_one_event, *(a[0] for a in arrays), bound, notify_channel
+                )
+            else:
+                rows = await conn.fetch(self.queries.append_runs_once, *arrays, bound, notify_channel)
         except asyncpg.UniqueViolationError:
             return []
         return rows

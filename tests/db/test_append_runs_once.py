@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import pytest
@@ -40,6 +41,19 @@ TIMELINE_PARITY = (
 )
 
 
+#: What makes a run one the function would treat otherwise (append_runs_once and
+#: append_one_event then store nothing), given a row 'refuses' that takes events.
+REFUSALS = [
+    "DELETE FROM run_streams WHERE run_id = 'refuses'",  # a run the function would create
+    "UPDATE run_streams SET terminal_seq = last_seq, status = 'ended', ended_at = now() "
+    "WHERE run_id = 'refuses'",
+    "UPDATE run_streams SET content_type = 'text/plain' WHERE run_id = 'refuses'",
+    "UPDATE run_streams SET stream_deleted_at = now() WHERE run_id = 'refuses'",
+    "UPDATE run_streams SET stream_ttl_seconds = 60, stream_touched_at = now() WHERE run_id = 'refuses'",
+]
+REFUSAL_IDS = ["no-row", "ended", "content-type", "deleted", "ttl"]
+
+
 def arrays(
     batch: list[tuple[str, str, bool]],
 ) -> tuple[list[str], list[str], list[str], list[bool], list[str]]:
@@ -63,13 +77,41 @@ async def runs_once(
     return sorted(rows, key=lambda row: row["ord"])
 
 
+async def each_alone(
+    conn: asyncpg.Connection,
+    batch: list[tuple[str, str, bool]],
+    bound: str | None = None,
+    channel: str | None = None,
+) -> list[dict[str, object]]:
+    """append_one_event for each event of *batch* in turn (a lone publish each), its rows
+    numbered as append_runs_once numbers a batch's."""
+    rows = []
+    for place, (run_id, data, terminal) in enumerate(batch, start=1):
+        status = "ended" if terminal else "active"
+        (row,) = await conn.fetch(
+            QUERIES.append_one_event, run_id, "token", data, terminal, status, bound, channel
+        )
+        rows.append({**dict(row), "ord": place})
+    return rows
+
+
+Send = Callable[..., Awaitable[Sequence[Mapping[str, Any]]]]
+
+
+@pytest.fixture(params=["append_runs_once", "append_one_event"])
+def send(request: pytest.FixtureRequest) -> Send:
+    """A batch through append_runs_once, or each of its events through append_one_event:
+    the same rules, so the same results."""
+    return runs_once if request.param == "append_runs_once" else each_alone
+
+
 async def through_the_function(
     conn: asyncpg.Connection, batch: list[tuple[str, str, bool]]
 ) -> list[asyncpg.Record]:
     return await conn.fetch(QUERIES.append_events, *arrays(batch))
 
 
-async def test_it_stores_what_the_function_stores_row_for_row_and_hash_for_hash(dsn: str) -> None:
+async def test_it_stores_what_the_function_stores_row_for_row_and_hash_for_hash(dsn: str, send: Send) -> None:
     async with connected(dsn) as conn:
         await through_the_function(
             conn, [(f"{way}-{i}", "{}", False) for way in ("f", "s") for i in range(3)]
@@ -78,7 +120,7 @@ async def test_it_stores_what_the_function_stores_row_for_row_and_hash_for_hash(
             last = step == 2
             batch = [(str(i), json.dumps({"step": step, "run": i}), last and i == 1) for i in range(3)]
             await through_the_function(conn, [(f"f-{run}", data, terminal) for run, data, terminal in batch])
-            rows = await runs_once(conn, [(f"s-{run}", data, terminal) for run, data, terminal in batch])
+            rows = await send(conn, [(f"s-{run}", data, terminal) for run, data, terminal in batch])
             assert [(row["ord"], row["seq"], row["refused"]) for row in rows] == [
                 (1, step + 2, None),
                 (2, step + 2, None),
@@ -99,7 +141,9 @@ async def test_it_stores_what_the_function_stores_row_for_row_and_hash_for_hash(
         assert (await conn.fetchrow(RUN_ROW, "s-1"))["terminal_seq"] == 4
 
 
-async def test_it_writes_a_run_row_exactly_when_the_function_does_and_answers_prev_ms(dsn: str) -> None:
+async def test_it_writes_a_run_row_exactly_when_the_function_does_and_answers_prev_ms(
+    dsn: str, send: Send
+) -> None:
     """The function's rules of revision 0012: a run's row is written for its first event, a
     status change, a terminal event, or a head 256 events past the row's; the head is read from
     run_events; event times take the timeline's parity; each event says its predecessor's time."""
@@ -122,7 +166,7 @@ async def test_it_writes_a_run_row_exactly_when_the_function_does_and_answers_pr
                 f"{way}-{i}": await conn.fetchrow(HEAD, f"{way}-{i}") for way in ("f", "s") for i in range(3)
             }
             by_function = await through_the_function(conn, [(f"f-{r}", d, t) for r, d, t in batch])
-            by_statement = await runs_once(conn, [(f"s-{r}", d, t) for r, d, t in batch])
+            by_statement = await send(conn, [(f"s-{r}", d, t) for r, d, t in batch])
             for way, rows in (("f", by_function), ("s", by_statement)):
                 assert [(row["ord"], row["seq"]) for row in rows] == [(1, step), (2, step), (3, step)]
                 for i, row in enumerate(rows):
@@ -209,24 +253,33 @@ async def test_the_store_sends_such_a_batch_the_functions_way_numbered_after_the
         assert_chained("a", stored)
 
 
-async def runs_of_append_runs_once(conn: asyncpg.Connection) -> int:
-    """How many times this connection ran append_runs_once (the only statement with a verdict CTE)."""
+#: Text only append_runs_once has (its verdict CTE), and only append_one_event.
+RUNS_ONCE, ONE_EVENT = "%verdict AS MATERIALIZED%", "%CROSS JOIN (SELECT %pgbridge_event_ms() AS ms) AS c%"
+
+
+async def runs_of(conn: asyncpg.Connection, pattern: str) -> int:
+    """How many times this connection ran the prepared statement whose text is like *pattern*."""
     runs: int = await conn.fetchval(
         "SELECT coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements "
-        "WHERE statement LIKE '%verdict AS MATERIALIZED%' AND statement NOT LIKE '%pg_prepared_statements%'"
+        "WHERE statement LIKE $1 AND statement NOT LIKE '%pg_prepared_statements%'",
+        pattern,
     )
     return runs
 
 
-async def test_a_lone_event_of_a_known_run_is_sent_as_append_runs_once(db: Database) -> None:
+async def runs_of_append_runs_once(conn: asyncpg.Connection) -> int:
+    return await runs_of(conn, RUNS_ONCE)
+
+
+async def test_a_lone_event_of_a_known_run_is_sent_as_append_one_event(db: Database) -> None:
     store = EventStore(db)
     async with db.connection() as conn:
         await store.append_batch(conn, [Event("a")])  # a new run: the function creates it
-        before, runs_before = db.statements, await runs_of_append_runs_once(conn)
+        before, runs_before = db.statements, await runs_of(conn, ONE_EVENT)
         (outcome,) = await store.append_batch(conn, [Event("a")])
         assert outcome.appended is not None and outcome.appended.seq == 2
         assert db.statements == before  # one statement, no fallback
-        assert await runs_of_append_runs_once(conn) == runs_before + 1
+        assert await runs_of(conn, ONE_EVENT) == runs_before + 1
 
 
 async def test_inside_a_callers_transaction_the_function_is_used(db: Database) -> None:
@@ -240,18 +293,7 @@ async def test_inside_a_callers_transaction_the_function_is_used(db: Database) -
         assert await runs_of_append_runs_once(conn) == runs_before  # its failure would abort the transaction
 
 
-@pytest.mark.parametrize(
-    "make_it_refuse",
-    [
-        "DELETE FROM run_streams WHERE run_id = 'refuses'",  # a run the function would create
-        "UPDATE run_streams SET terminal_seq = last_seq, status = 'ended', ended_at = now() "
-        "WHERE run_id = 'refuses'",
-        "UPDATE run_streams SET content_type = 'text/plain' WHERE run_id = 'refuses'",
-        "UPDATE run_streams SET stream_deleted_at = now() WHERE run_id = 'refuses'",
-        "UPDATE run_streams SET stream_ttl_seconds = 60, stream_touched_at = now() WHERE run_id = 'refuses'",
-    ],
-    ids=["no-row", "ended", "content-type", "deleted", "ttl"],
-)
+@pytest.mark.parametrize("make_it_refuse", REFUSALS, ids=REFUSAL_IDS)
 async def test_one_run_the_function_would_treat_otherwise_makes_the_batch_store_nothing(
     dsn: str, make_it_refuse: str
 ) -> None:
@@ -331,7 +373,9 @@ async def _events(bridge: PostgresStreamBridge, run_id: str):  # type: ignore[no
             return
 
 
-async def test_with_a_channel_each_run_is_woken_by_its_commit_carrying_its_event(dsn: str) -> None:
+async def test_with_a_channel_each_run_is_woken_by_its_commit_carrying_its_event(
+    dsn: str, send: Send
+) -> None:
     """What append_events_notifying sends for the same batch: one wake-up per run, carrying the
     stored event and the time of the one before it; nothing before the commit."""
     listener = await asyncpg.connect(dsn)
@@ -341,9 +385,7 @@ async def test_with_a_channel_each_run_is_woken_by_its_commit_carrying_its_event
         async with connected(dsn) as conn:
             first = await through_the_function(conn, [("a", "{}", False), ("b", "{}", False)])
             async with conn.transaction():
-                rows = await runs_once(
-                    conn, [("a", '{"x": 1}', False), ("b", '{"y": 2}', True)], channel="wakes"
-                )
+                rows = await send(conn, [("a", '{"x": 1}', False), ("b", '{"y": 2}', True)], channel="wakes")
                 await asyncio.sleep(0.2)
                 assert received.empty()
         payloads = [await asyncio.wait_for(received.get(), 10) for _ in rows]
@@ -357,9 +399,53 @@ async def test_with_a_channel_each_run_is_woken_by_its_commit_carrying_its_event
     ]
 
 
-async def test_an_event_too_big_for_a_payload_is_stored_and_left_to_the_notifier(dsn: str) -> None:
+async def test_an_event_too_big_for_a_payload_is_stored_and_left_to_the_notifier(
+    dsn: str, send: Send
+) -> None:
     big = json.dumps({"text": "x" * 8_000})
     async with connected(dsn) as conn:
         await through_the_function(conn, [("a", "{}", False), ("b", "{}", False)])
-        rows = await runs_once(conn, [("a", big, False), ("b", "{}", False)], channel="wakes")
+        rows = await send(conn, [("a", big, False), ("b", "{}", False)], channel="wakes")
     assert [(row["seq"], row["notified"]) for row in rows] == [(2, False), (2, True)]
+
+
+# -- append_one_event on its own ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_it_refuse", REFUSALS, ids=REFUSAL_IDS)
+async def test_one_event_of_a_run_the_function_would_treat_otherwise_is_not_stored(
+    dsn: str, make_it_refuse: str
+) -> None:
+    async with connected(dsn) as conn:
+        await conn.execute(
+            "INSERT INTO run_streams (run_id, status, last_seq) VALUES ('refuses', 'active', 0)"
+        )
+        await conn.execute(make_it_refuse)
+        rows = await conn.fetch(
+            QUERIES.append_one_event, "refuses", "token", "{}", False, "active", None, None
+        )
+        assert rows == []
+        assert await stored_events(conn, "refuses") == []
+
+
+async def test_one_event_that_waited_behind_an_append_that_wrote_no_row_fails_having_stored_nothing(
+    dsn: str,
+) -> None:
+    async with connected(dsn) as conn:
+        await through_the_function(conn, [("a", "{}", False)])
+        async with held_by_an_append_that_writes_no_row(dsn, "a"):
+            waiting = asyncio.create_task(each_alone(conn, [("a", '{"w": 1}', False)]))
+            await wait_until_blocked(dsn, conn.get_server_pid())
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await waiting
+        assert [r["seq"] for r in await stored_events(conn, "a")] == [1, 2, 3]
+
+
+async def test_one_event_of_a_held_row_fails_after_the_bound_having_stored_nothing(dsn: str) -> None:
+    async with connected(dsn) as holder, connected(dsn) as conn:
+        await through_the_function(conn, [("a", "{}", False)])
+        async with holder.transaction():
+            await holder.execute("SELECT 1 FROM run_streams WHERE run_id = 'a' FOR UPDATE")
+            with pytest.raises(asyncpg.exceptions.LockNotAvailableError):
+                await each_alone(conn, [("a", "{}", False)], bound="50ms")
+        assert len(await stored_events(conn, "a")) == 1

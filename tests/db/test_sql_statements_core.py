@@ -30,7 +30,7 @@ PARAMETER = re.compile(r"\$(\d+) (text\[\]|bigint\[\]|boolean\[\]|text|bigint|bo
 
 
 def test_the_file_names_the_statements_of_the_core() -> None:
-    assert len(STATEMENTS) == 28
+    assert len(STATEMENTS) == 29
     assert {"append_events", "notify_runs", "read_events_after", "chain_rows"} <= {s.name for s in STATEMENTS}
 
 
