@@ -1,5 +1,6 @@
 -- The core statements of a bridge (pgbridge.sql.queries.Queries), in the order of an event's life:
 --   publish  append_events, append_events_lock_bounded, append_events_notifying, append_runs_once,
+--            append_one_event,
 --            terminal_event_of_run, mark_awaiting_input, begin_caller_transaction;
 --   read     resolve_cursor, read_events_after, read_runs_events_after, resolve_fork_cursor,
 --            read_inherited_events_after, run_summary, run_heads, recent_open_runs, recent_ended_runs;
@@ -140,7 +141,8 @@ ORDER BY a.ord;
 -- locked row's, or its newest event past it), is numbered and chained from it, with one
 -- created_ms for the statement (pgbridge_event_ms: odd on an odd timeline, even on an even one);
 -- a row is written only for a run's first retained event, a status change, a terminal event
--- (which ends the run) or a head 256 or more events past the row's. Otherwise it writes nothing
+-- (which ends the run) or a head 256 or more events past the row's (the fragment
+-- store_and_wake_planned). Otherwise it writes nothing
 -- and gives no row, and the caller sends the batch through append_events_lock_bounded
 -- (pgbridge.store.events.EventStore.append_batch): all or nothing.
 -- The heads are read in this statement's snapshot, taken before its row locks. A batch that
@@ -211,36 +213,7 @@ planned AS MATERIALIZED (
     JOIN heads AS h ON h.run_id = b.run_id
     CROSS JOIN clock AS c
 ),
-stored AS MATERIALIZED (
-    INSERT INTO {schema}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
-    SELECT p.run_id, p.seq, p.created_ms, p.event, p.data::json, p.terminal, p.hash FROM planned AS p
-    RETURNING seq
-),
-moved AS MATERIALIZED (
-    UPDATE {schema}.run_streams AS r SET
-        last_seq = p.seq, last_ms = p.created_ms, last_hash = p.hash, status = p.status,
-        first_ms = CASE WHEN p.first THEN p.created_ms ELSE r.first_ms END,
-        terminal_seq = CASE WHEN p.terminal THEN p.seq END,
-        ended_at = CASE WHEN p.terminal THEN now() END,
-        awaiting_input_since = NULL, updated_at = now()
-    FROM planned AS p
-    WHERE r.run_id = p.run_id AND p.writes_row
-    RETURNING r.run_id
-),
-carried AS MATERIALIZED (
-    SELECT p.run_id, p.seq,
-        json_build_array(json_build_array(p.seq, p.created_ms, p.event, p.data, p.terminal, p.prev_ms))::text
-            AS events
-    FROM planned AS p
-    WHERE $7::text IS NOT NULL
-),
-sent AS MATERIALIZED (
-    SELECT c.run_id,
-        pg_notify($7::text, '+' || c.seq || '@' || pg_current_wal_insert_lsn()::text || ' '
-            || char_length(c.run_id) || ' ' || c.run_id || c.events) IS NULL AS done
-    FROM carried AS c
-    WHERE octet_length(c.run_id) + octet_length(c.events) < 7900
-)
+{store_and_wake_planned}
 SELECT p.ord, p.seq, p.created_ms, NULL::text AS refused, p.prev_ms,
     p.run_id IN (SELECT run_id FROM sent) AS notified
 FROM planned AS p
@@ -283,6 +256,7 @@ planned AS MATERIALIZED (
         {schema}.pgbridge_link_hash(
             coalesce(h.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
             l.run_id, h.last_seq + 1, c.ms, $2::text, $3::text) AS hash,
+        $2::text AS event, $3::text AS data, $4::boolean AS terminal, $5::text AS status,
         l.first_seq > h.last_seq AS first,
         l.first_seq > h.last_seq OR $4::boolean OR l.status <> $5::text OR l.awaiting
             OR h.last_seq + 1 - l.last_seq >= 256 AS writes_row
@@ -290,36 +264,7 @@ planned AS MATERIALIZED (
     CROSS JOIN LATERAL {schema}.pgbridge_run_head(l.run_id, l.last_seq, l.last_ms, l.last_hash) AS h
     CROSS JOIN (SELECT {schema}.pgbridge_event_ms() AS ms) AS c
 ),
-stored AS MATERIALIZED (
-    INSERT INTO {schema}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
-    SELECT p.run_id, p.seq, p.created_ms, $2::text, $3::text::json, $4::boolean, p.hash FROM planned AS p
-    RETURNING seq
-),
-moved AS MATERIALIZED (
-    UPDATE {schema}.run_streams AS r SET
-        last_seq = p.seq, last_ms = p.created_ms, last_hash = p.hash, status = $5::text,
-        first_ms = CASE WHEN p.first THEN p.created_ms ELSE r.first_ms END,
-        terminal_seq = CASE WHEN $4::boolean THEN p.seq END,
-        ended_at = CASE WHEN $4::boolean THEN now() END,
-        awaiting_input_since = NULL, updated_at = now()
-    FROM planned AS p
-    WHERE r.run_id = p.run_id AND p.writes_row
-    RETURNING r.run_id
-),
-carried AS MATERIALIZED (
-    SELECT p.run_id, p.seq,
-        json_build_array(json_build_array(p.seq, p.created_ms, $2::text, $3::text, $4::boolean, p.prev_ms))::text
-            AS events
-    FROM planned AS p
-    WHERE $7::text IS NOT NULL
-),
-sent AS MATERIALIZED (
-    SELECT c.run_id,
-        pg_notify($7::text, '+' || c.seq || '@' || pg_current_wal_insert_lsn()::text || ' '
-            || char_length(c.run_id) || ' ' || c.run_id || c.events) IS NULL AS done
-    FROM carried AS c
-    WHERE octet_length(c.run_id) + octet_length(c.events) < 7900
-)
+{store_and_wake_planned}
 SELECT 1 AS ord, p.seq, p.created_ms, NULL::text AS refused, p.prev_ms,
     EXISTS (SELECT 1 FROM sent) AS notified
 FROM planned AS p

@@ -79,3 +79,44 @@ r.run_id, r.content_type, r.first_seq, h.last_seq,
         OR (r.stream_ttl_seconds IS NOT NULL
             AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
     ) AS expired;
+
+-- name: store_and_wake_planned
+-- The CTEs `stored`, `moved`, `carried` and `sent` of the plain append statements
+-- (append_runs_once, append_one_event), after their CTE `planned` (one row per event: run_id,
+-- seq, created_ms, prev_ms, hash, event, data, terminal, status, first, writes_row): one INSERT
+-- stores the events, one UPDATE writes the run rows that change (a run's first retained event,
+-- a status change, a terminal event, a head 256 or more past the row's: revision 0012's rules),
+-- and with a channel ($7 text, or NULL: none) each run's wake-up carrying its event is sent in
+-- this transaction; one too big for a payload is left to the notifier.
+-- Index: run_events primary key (the INSERT), run_streams primary key (the UPDATE). Locks: the
+-- run rows, locked by the statement already; PostgreSQL's notification lock at commit.
+stored AS MATERIALIZED (
+    INSERT INTO {schema}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
+    SELECT p.run_id, p.seq, p.created_ms, p.event, p.data::json, p.terminal, p.hash FROM planned AS p
+    RETURNING seq
+),
+moved AS MATERIALIZED (
+    UPDATE {schema}.run_streams AS r SET
+        last_seq = p.seq, last_ms = p.created_ms, last_hash = p.hash, status = p.status,
+        first_ms = CASE WHEN p.first THEN p.created_ms ELSE r.first_ms END,
+        terminal_seq = CASE WHEN p.terminal THEN p.seq END,
+        ended_at = CASE WHEN p.terminal THEN now() END,
+        awaiting_input_since = NULL, updated_at = now()
+    FROM planned AS p
+    WHERE r.run_id = p.run_id AND p.writes_row
+    RETURNING r.run_id
+),
+carried AS MATERIALIZED (
+    SELECT p.run_id, p.seq,
+        json_build_array(json_build_array(p.seq, p.created_ms, p.event, p.data, p.terminal, p.prev_ms))::text
+            AS events
+    FROM planned AS p
+    WHERE $7::text IS NOT NULL
+),
+sent AS MATERIALIZED (
+    SELECT c.run_id,
+        pg_notify($7::text, '+' || c.seq || '@' || pg_current_wal_insert_lsn()::text || ' '
+            || char_length(c.run_id) || ' ' || c.run_id || c.events) IS NULL AS done
+    FROM carried AS c
+    WHERE octet_length(c.run_id) + octet_length(c.events) < 7900
+)

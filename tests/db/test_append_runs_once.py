@@ -23,7 +23,7 @@ from pgbridge.connector import Database
 from pgbridge.engine.listen import decode_wake
 from pgbridge.sql.queries import Queries
 from pgbridge.store.events import EventStore
-from tests.support.sql_helpers import assert_chained, connected, stored_events
+from tests.support.sql_helpers import assert_chained, connected, stored_events, wait_until_blocked
 
 QUERIES = Queries.for_schema()
 RUN_ROW = (
@@ -202,20 +202,6 @@ async def held_by_an_append_that_writes_no_row(dsn: str, run_id: str) -> AsyncIt
     async with connected(dsn) as holder, holder.transaction():
         await through_the_function(holder, [(run_id, '{"held": 1}', False), (run_id, '{"held": 2}', False)])
         yield holder
-
-
-WAITS_FOR_A_LOCK = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
-
-
-async def wait_until_blocked(dsn: str, pid: int) -> None:
-    async with connected(dsn) as watcher:
-        for _ in range(500):
-            if await watcher.fetchval(
-                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
-            ):
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError("the batch never waited for the held row")
 
 
 async def test_a_batch_that_waited_behind_an_append_that_wrote_no_row_fails_having_stored_nothing(

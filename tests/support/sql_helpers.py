@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -248,3 +249,15 @@ def assert_chained(run_id: str, rows: list[asyncpg.Record]) -> None:
     for row in rows:
         previous = link_hash(previous, run_id, row["seq"], row["created_ms"], row["event"], row["data"])
         assert bytes(row["hash"]) == previous, f"{run_id} seq {row['seq']}"
+
+
+async def wait_until_blocked(dsn: str, pid: int) -> None:
+    """Wait until the backend *pid* waits for a lock (a row another transaction holds)."""
+    async with connected(dsn) as watcher:
+        for _ in range(500):
+            if await watcher.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+            ):
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"backend {pid} never waited for a lock")
