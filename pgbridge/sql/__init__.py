@@ -18,7 +18,7 @@ from typing import Final, TypeVar
 _Q = TypeVar("_Q")
 
 #: The alembic revision this code expects; ``start()`` refuses any other.
-SCHEMA_REVISION: Final = "0012"
+SCHEMA_REVISION: Final = "0013"
 
 #: The PostgreSQL schema a bridge uses unless told otherwise.
 DEFAULT_SCHEMA: Final = "public"

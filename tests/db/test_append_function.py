@@ -187,3 +187,58 @@ async def test_no_index_of_run_streams_covers_a_column_every_append_changes(dsn:
     covered = {(r["relname"], r["attname"]) for r in rows}
     assert {(index, column) for index, column in covered if column in changed_by_every_append} == set()
     assert ("run_streams_pkey", "run_id") in covered  # the query does see indexes and columns
+
+
+#: The run row's columns an append moves (times compared for being set).
+RUN_ROW = (
+    "SELECT last_seq, first_seq, status, terminal_seq, first_ms IS NOT NULL AS has_first_ms, "
+    "ended_at IS NOT NULL AS ended, awaiting_input_since FROM run_streams WHERE run_id = $1"
+)
+EVENTS = (
+    "SELECT seq, event, data::text AS data, terminal, hash FROM run_events WHERE run_id = $1 ORDER BY seq"
+)
+
+
+async def test_a_batch_of_distinct_runs_is_stored_alike_set_based_and_by_the_loop(dsn: str) -> None:
+    """Revision 0013: several runs, each once, in a read committed transaction, are numbered,
+    chained and stored by one statement; in a caller's REPEATABLE READ transaction the function
+    takes them one by one in its loop (revision 0012's way). Both store the same: seqs, data,
+    hash chains (each from its own run id, so compared by their links), run rows written by the
+    same rules (a first event, a status change, a terminal event, 256 events past the row)."""
+    ways = {"set": "s", "loop": "l"}
+    async with connected(dsn) as conn:
+        for prefix in ways.values():  # run 2 holds 254 events: the batches below cross 256
+            await append(conn, [f"{prefix}-{i}" for i in range(4)])
+            for _ in range(253):
+                await append(conn, [f"{prefix}-2"])
+            await conn.execute(Queries.for_schema().mark_awaiting_input, f"{prefix}-1")
+        for step in range(4):
+            for way, prefix in ways.items():
+                runs = [f"{prefix}-{i}" for i in (3, 0, 2, 1, 4)]  # run 4 is new at step 0
+                terminal_at = 1 if step == 3 else None  # run 0 ends at the last step
+                if way == "set":
+                    rows = await append(conn, runs, terminal_at)
+                else:
+                    async with conn.transaction(isolation="repeatable_read"):
+                        rows = await append(conn, runs, terminal_at)
+                assert [(r["ord"], r["refused"]) for r in rows] == [(i, None) for i in range(1, 6)]
+        for i in range(5):
+            by_set, by_loop = (
+                await conn.fetch(EVENTS, f"s-{i}"),
+                await conn.fetch(EVENTS, f"l-{i}"),
+            )
+            assert [(r["seq"], r["data"], r["terminal"]) for r in by_set] == [
+                (r["seq"], r["data"], r["terminal"]) for r in by_loop
+            ]
+            chain = GENESIS
+            for r in by_set:  # the set-based way chains each event from the one before it
+                stored = await conn.fetchrow(
+                    "SELECT created_ms FROM run_events WHERE run_id = $1 AND seq = $2", f"s-{i}", r["seq"]
+                )
+                chain = link_hash(chain, f"s-{i}", r["seq"], stored["created_ms"], r["event"], r["data"])
+                assert bytes(r["hash"]) == chain
+            assert dict(await conn.fetchrow(RUN_ROW, f"s-{i}")) == dict(
+                await conn.fetchrow(RUN_ROW, f"l-{i}")
+            ), i
+        assert (await conn.fetchrow(RUN_ROW, "s-2"))["last_seq"] == 257  # written once, 256 past the row
+        assert (await conn.fetchrow(RUN_ROW, "s-0"))["terminal_seq"] == 5

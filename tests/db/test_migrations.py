@@ -177,6 +177,15 @@ async def test_downgrading_0012_gives_the_catalog_of_0011_and_run_rows_0011_can_
     assert await snapshot_of(cycled) == await snapshot_of(await _migrated(empty_database))
 
 
+async def test_downgrading_0013_gives_the_catalog_of_0012(empty_database: EmptyDatabase) -> None:
+    """0013 only re-creates pgbridge_append_batch: its downgrade puts 0012's text back."""
+    fresh, cycled = await empty_database(), await empty_database()
+    await migrate(fresh, revision="0012")
+    await migrate(cycled, revision="0013")
+    await alembic_command(cycled, "downgrade", "0012")
+    assert await snapshot_of(cycled) == await snapshot_of(fresh)
+
+
 async def _migrated(empty_database: EmptyDatabase) -> str:
     dsn = await empty_database()
     await migrate(dsn)
