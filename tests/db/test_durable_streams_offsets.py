@@ -20,10 +20,10 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from pgbridge.durable_streams.offsets import parse_offset
+from pgbridge.durable_streams.offsets import format_offset, parse_offset
 from tests.support.http_server import ServerProcess
 from tests.support.postgres_server import DatabaseFactory
-from tests.support.sql_helpers import connected
+from tests.support.sql_helpers import connected, evict_prefix
 
 TEXT = {"Content-Type": "text/plain"}
 
@@ -137,6 +137,22 @@ async def test_a_read_at_an_offset_whose_event_was_lost_and_replaced_is_gone(
         assert response.status_code == 410, response.text
         assert "failover" in response.text
     assert (await client.get(path, params={"offset": offsets[0]})).content == b"BCD"  # kept: reads on
+
+
+async def test_an_offset_of_the_event_retention_deleted_last_is_checked_against_its_kept_time(
+    client: httpx.AsyncClient, offsets_dsn: str
+) -> None:
+    """At ``first_seq - 1`` the event is gone but the run keeps its creation time (as an event
+    ID is resolved there: docs/behaviour.md §3), so an offset of another history at that seq is
+    refused and the run's own reads on."""
+    path, offsets = await make(client, b"a", b"b", b"c")
+    await evict_prefix(offsets_dsn, path.removeprefix("/v1/stream/"), keep_from_seq=3)
+    kept = parse_offset(offsets[1])
+    assert kept.ms is not None
+    assert (await client.get(path, params={"offset": offsets[1]})).content == b"c"
+    other_history = format_offset(kept.seq, kept.ms + 1)
+    assert (await client.get(path, params={"offset": other_history})).status_code == 410
+    assert (await client.get(path, params={"offset": offsets[0]})).status_code == 410  # deleted: before it
 
 
 async def test_a_read_at_an_offset_past_the_tail_of_a_shorter_history_is_gone(
