@@ -507,6 +507,14 @@ class _Handler:
                 return _response(304, headers=out)
         return _response(200, page.body, out, head.content_type)
 
+    async def _read_following(self, run_id: str, position: Offset) -> StreamPage | None:
+        """:meth:`_read` after *position*; None when the stream is gone, or when it holds
+        another event at the position than the one this response sent (a failover lost it)."""
+        page = await self._read(run_id, position.seq)
+        if page is None or position.names_another_event(page.at_ms):
+            return None
+        return page
+
     async def _long_poll(self, run_id: str, after: int) -> StreamPage | None:
         """Wait until the stream has data after *after*, closes, or the timeout passes."""
         streams = self._streams()
@@ -561,19 +569,15 @@ class _Handler:
                     if remaining <= 0:
                         return
                     waiter.clear()
-                    page = await self._read(run_id, position.seq)
-                    if page is not None and position.names_another_event(page.at_ms):
-                        return
+                    page = await self._read_following(run_id, position)
                     if page is not None and not page.count and not page.head.closed:
                         if not await waiter.wait(min(remaining, 15.0)):
                             yield ": keep-alive\n\n"
                         continue
                 else:
-                    page = await self._read(run_id, position.seq)
+                    page = await self._read_following(run_id, position)
                 if page is None:
-                    return  # the stream was deleted
-                if position.names_another_event(page.at_ms):
-                    return
+                    return  # the stream was deleted, or lost the position reached
                 frames, position, up_to_date, closed = _sse_step(page, position, cursor)
                 for frame in frames:
                     yield frame

@@ -651,8 +651,8 @@ def _tail_page(rows: Sequence[asyncpg.Record], limit: int) -> Page:
 
 
 def _page(rows: Sequence[asyncpg.Record], limit: int) -> Page:
-    """One run's page from the rows of a range read (``read_events_after`` or
-    ``read_runs_events_after``): the run's state from the first row, then its events."""
+    """One run's page from the rows of ``read_events_after``: the run's state from the first
+    row, then its events (``read_runs_events_after``'s rows: :func:`_tail_page`)."""
     if not rows:
         return Page(state=RunState())
     head = rows[0]
