@@ -139,7 +139,8 @@ ORDER BY a.ord;
 -- 0011) does one INSERT store the events and one UPDATE write the run rows that change, by the
 -- function's rules (revision 0012): each event takes its run's head (pgbridge_run_head: the
 -- locked row's, or its newest event past it), is numbered and chained from it, with one
--- created_ms for the statement (pgbridge_event_ms: odd on an odd timeline, even on an even one);
+-- created_ms for the statement (the fragment event_ms: pgbridge_event_ms written out, odd on an
+-- odd timeline, even on an even one);
 -- a row is written only for a run's first retained event, a status change, a terminal event
 -- (which ends the run) or a head 256 or more events past the row's (the fragment
 -- store_and_wake_planned). Otherwise it writes nothing
@@ -190,7 +191,7 @@ verdict AS MATERIALIZED (
     FROM locked
 ),
 clock AS MATERIALIZED (
-    SELECT {schema}.pgbridge_event_ms() AS ms
+    SELECT {event_ms} AS ms
 ),
 heads AS MATERIALIZED (
     -- In this statement's snapshot: see the header for the batch that committed during a lock wait.
@@ -228,7 +229,7 @@ WHERE (SELECT count(*) FROM stored) >= 0 AND (SELECT count(*) FROM moved) >= 0; 
 -- the caller sends the event the function's way), the head read in this statement's snapshot (a
 -- stale one, after a lock wait behind an append that wrote no row, fails the INSERT with
 -- unique_violation having written nothing: append_runs_once says why), the event numbered,
--- chained and timed (pgbridge_event_ms), the row written only when the function would write it,
+-- chained and timed (the fragment event_ms), the row written only when the function would write it,
 -- and with a channel the run's wake-up carrying the event sent inside this transaction (an
 -- event too big for a payload is left to the notifier, notified false).
 -- $1 text run id, $2 text event name, $3 text data (JSON text), $4 boolean terminal, $5 text
@@ -262,7 +263,7 @@ planned AS MATERIALIZED (
             OR h.last_seq + 1 - l.last_seq >= 256 AS writes_row
     FROM locked AS l
     CROSS JOIN LATERAL {schema}.pgbridge_run_head(l.run_id, l.last_seq, l.last_ms, l.last_hash) AS h
-    CROSS JOIN (SELECT {schema}.pgbridge_event_ms() AS ms) AS c
+    CROSS JOIN (SELECT {event_ms} AS ms) AS c
 ),
 {store_and_wake_planned}
 SELECT 1 AS ord, p.seq, p.created_ms, NULL::text AS refused, p.prev_ms,

@@ -120,3 +120,22 @@ sent AS MATERIALIZED (
     FROM carried AS c
     WHERE octet_length(c.run_id) + octet_length(c.events) < 7900
 )
+
+-- name: event_ms
+-- An event's creation time, in ms since the epoch, as a scalar subquery: the schema's
+-- pgbridge_event_ms() (revision 0012) written out. It is odd on an odd timeline and even on an
+-- even one, so a cursor naming an event that a failover lost resolves unknown even when the new
+-- history's event at that seq was stamped in the same millisecond. The timeline is the first 8
+-- hex digits of the WAL file being written (in memory: no file is read). On a standby, where
+-- nothing is appended, it is the clock alone.
+-- Written out because a call costs a statement ~0.25 ms: pgbridge_event_ms is a VOLATILE SQL
+-- function whose body has a FROM clause, which PostgreSQL cannot inline, so every execution of
+-- a statement that calls it parses and plans its body again (a cached generic plan of the
+-- statement does not cover it). A paced lone publish took 1.57 ms p50 with the call and 1.29
+-- with this subquery, 0.95 for a plain INSERT (docs/performance.md, session 11). The function
+-- stays in the schema for plain SQL; pgbridge_append_batch writes the same rule out too.
+-- tests/db/test_event_ms.py checks that both give the same parity.
+(SELECT CASE WHEN pg_is_in_recovery() THEN c.ms
+        ELSE c.ms + (c.ms + ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::bigint) % 2
+        END
+    FROM (SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms) AS c)

@@ -67,14 +67,14 @@ FOR UPDATE OF r SKIP LOCKED;
 -- the two statements keeps its run open. The terminal is appended like any
 -- other: the next seq, the hash chained (pgbridge_link_hash, from the genesis
 -- hash pgbridge.audit.chain.GENESIS, 32 zero bytes, for a run with no event
--- yet), its time from pgbridge_event_ms, the event inserted and the run row
+-- yet), its time from the fragment event_ms, the event inserted and the run row
 -- written (its head, status, terminal_seq). Returns (run_id, seq) of each
 -- dead letter.
 -- $1 text[]: run ids (locked by lock_stale_runs); $2 float8: active timeout
 -- (s); $3 float8: awaiting-input timeout (s).
 -- Index: the primary keys of run_streams and run_events.
 -- Locks: the run rows, already held; the new event rows.
-WITH stamp AS (SELECT {schema}.pgbridge_event_ms() AS ms),
+WITH stamp AS (SELECT {event_ms} AS ms),
 letter AS (
     SELECT r.run_id, h.last_seq, h.last_hash, json_build_object(
         'reason', 'no publish or mark_awaiting_input within the timeout; '

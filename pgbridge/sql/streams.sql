@@ -233,7 +233,8 @@ ORDER BY b.ord;
 -- content type) does one INSERT store the messages and one UPDATE write the rows that change,
 -- by pgbridge_stream_append's rules (revision 0012): each message takes its stream's head
 -- (pgbridge_run_head, in this statement's snapshot), is numbered and chained from it with one
--- created_ms for the statement (pgbridge_event_ms: odd on an odd timeline, even on an even one);
+-- created_ms for the statement (the fragment event_ms: pgbridge_event_ms written out, odd on an
+-- odd timeline, even on an even one);
 -- a row is written only for a stream with a TTL (every append touches it), its first retained
 -- event, a status other than active, or a head 256 or more events past the row's. Otherwise it
 -- writes nothing and gives no row, and the caller sends the batch through stream_append_many,
@@ -272,7 +273,7 @@ verdict AS MATERIALIZED (
     FROM locked
 ),
 clock AS MATERIALIZED (
-    SELECT {schema}.pgbridge_event_ms() AS ms
+    SELECT {event_ms} AS ms
 ),
 heads AS MATERIALIZED (
     -- In this statement's snapshot: see the header for the batch that committed during a lock wait.

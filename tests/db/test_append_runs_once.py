@@ -240,7 +240,7 @@ async def test_the_store_sends_such_a_batch_the_functions_way_numbered_after_the
 
 
 #: Text only append_runs_once has (its verdict CTE), and only append_one_event.
-RUNS_ONCE, ONE_EVENT = "%verdict AS MATERIALIZED%", "%CROSS JOIN (SELECT %pgbridge_event_ms() AS ms) AS c%"
+RUNS_ONCE, ONE_EVENT = "%verdict AS MATERIALIZED%", "%AS c) AS ms) AS c%"
 
 
 async def runs_of(conn: asyncpg.Connection, pattern: str) -> int:
