@@ -10,7 +10,11 @@ more often is served faster), and each call is one statement and its commit:
 
 * ``plain``: a single-row INSERT into a table shaped like ``run_events`` (the floor);
 * ``function``: ``append_events`` (``pgbridge_append_batch``), no NOTIFY;
-* ``function+notify``: ``append_events_notifying``, what a lone batch sends;
+* ``function+notify``: ``append_events_notifying``, what a lone batch of a new run sends;
+* ``one_event``: ``append_one_event`` with its wake-up, what a lone publish of a known run sends;
+* ``one_event, clock called``: the same statement stamping its event with a call to the
+  schema's ``pgbridge_event_ms()`` instead of the fragment ``event_ms`` (as it did before
+  session 11): what that call costs (PostgreSQL plans the function's body in every statement);
 * ``bridge.publish``: the whole publish through the bridge (group commit, pool, answer).
 
 With ``--streams``: 25 one-message appends on 25 streams per call, as a
@@ -35,6 +39,7 @@ import asyncpg
 from pgbridge import PostgresStreamBridge
 from pgbridge.bench.payload import token_payload
 from pgbridge.bench.servers import embedded_server, scratch_database
+from pgbridge.sql import FRAGMENTS_FILE, statements_of
 from pgbridge.sql.queries import Queries, notify_channel
 from pgbridge.store.streams import StreamConfig
 
@@ -45,6 +50,9 @@ PLAIN = (
     "SELECT $1, s, 1, 'token', $3::json, false, '\\x00' FROM unnest($2::bigint[]) AS s"
 )
 Call = Callable[[], Awaitable[object]]
+#: append_one_event as it was before session 11: its event time from a call to the function.
+EVENT_MS = next(f.text for f in statements_of(FRAGMENTS_FILE) if f.name == "event_ms")
+ONE_EVENT_CLOCK_CALLED = QUERIES.append_one_event.replace(EVENT_MS, '"public".pgbridge_event_ms()')
 
 
 @asynccontextmanager
@@ -75,14 +83,14 @@ async def interleaved(variants: dict[str, Call], rounds: int, pause: float) -> d
 
 
 async def lone_publish(dsn: str, rounds: int) -> None:
-    conns = [await asyncpg.connect(dsn) for _ in range(3)]
+    conns = [await asyncpg.connect(dsn) for _ in range(5)]
     listener = await asyncpg.connect(dsn)
     await listener.add_listener(CHANNEL, lambda *args: None)  # a NOTIFY has someone to wake
     await conns[0].execute("CREATE TABLE plain_events (LIKE run_events INCLUDING DEFAULTS INCLUDING INDEXES)")
     data = json.dumps(token_payload(1), separators=(",", ":"))
     seq = iter(range(1, 10**9))
     async with PostgresStreamBridge(dsn) as bridge:
-        for run_id in ("function", "notifying", "bridge"):
+        for run_id in ("function", "notifying", "one", "called", "bridge"):
             await bridge.publish(run_id, "token", token_payload(0))
         one_event = (["token"], [data], [False], ["active"])
         variants: dict[str, Call] = {
@@ -90,6 +98,12 @@ async def lone_publish(dsn: str, rounds: int) -> None:
             "function": lambda: conns[1].fetch(QUERIES.append_events, ["function"], *one_event),
             "function+notify": lambda: conns[2].fetch(
                 QUERIES.append_events_notifying, ["notifying"], *one_event, CHANNEL, "100ms"
+            ),
+            "one_event": lambda: conns[3].fetch(
+                QUERIES.append_one_event, "one", "token", data, False, "active", "100ms", CHANNEL
+            ),
+            "one_event, clock called": lambda: conns[4].fetch(
+                ONE_EVENT_CLOCK_CALLED, "called", "token", data, False, "active", "100ms", CHANNEL
             ),
             "bridge.publish": lambda: bridge.publish("bridge", "token", token_payload(1)),
         }

@@ -128,12 +128,14 @@ sent AS MATERIALIZED (
 -- history's event at that seq was stamped in the same millisecond. The timeline is the first 8
 -- hex digits of the WAL file being written (in memory: no file is read). On a standby, where
 -- nothing is appended, it is the clock alone.
--- Written out because a call costs a statement ~0.25 ms: pgbridge_event_ms is a VOLATILE SQL
--- function whose body has a FROM clause, which PostgreSQL cannot inline, so every execution of
--- a statement that calls it parses and plans its body again (a cached generic plan of the
--- statement does not cover it). A paced lone publish took 1.57 ms p50 with the call and 1.29
--- with this subquery, 0.95 for a plain INSERT (docs/performance.md, session 11). The function
--- stays in the schema for plain SQL; pgbridge_append_batch writes the same rule out too.
+-- Written out because before PostgreSQL 18 a call costs a statement ~0.25 ms: pgbridge_event_ms
+-- is a VOLATILE SQL function whose body has a FROM clause, which PostgreSQL cannot inline, and
+-- up to version 17 every execution of a statement that calls it parses and plans that body
+-- again (the statement's cached plan does not cover it; 18 keeps SQL functions' plans for the
+-- session). append_one_event paced as workload (a), on PostgreSQL 15: 1.64 ms p50 with the call,
+-- 1.38 with this subquery, 0.98 for a plain INSERT; on 18, 1.48 and 1.46
+-- (benchmarks/lone_statements.py; docs/performance.md, session 11). The function stays in the
+-- schema for plain SQL; pgbridge_append_batch writes the same rule out too.
 -- tests/db/test_event_ms.py checks that both give the same parity.
 (SELECT CASE WHEN pg_is_in_recovery() THEN c.ms
         ELSE c.ms + (c.ms + ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::bigint) % 2
