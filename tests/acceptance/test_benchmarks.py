@@ -68,6 +68,39 @@ async def test_chain_cost_benchmark_runs_end_to_end(admin_dsn: str) -> None:
     assert "chained / unchained throughput" in out.decode()
 
 
+async def test_lone_statements_benchmark_times_each_way_a_lone_publish_can_go(admin_dsn: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCHMARKS / "lone_statements.py"),
+        "--dsn", admin_dsn,
+        "--rounds", "3",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, out.decode()
+    for variant in ("plain INSERT + commit", "one_event ", "one_event, clock called", "bridge.publish"):
+        assert re.search(re.escape(variant) + r"\s+p50 \d", out.decode()), out.decode()
+
+
+async def test_concurrent_cpu_benchmark_reports_each_process_cpu_per_event(admin_dsn: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCHMARKS / "concurrent_cpu.py"),
+        "--dsn", admin_dsn,
+        "--contenders", "pgbridge",
+        "--rounds", "1",
+        "--seconds", "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, out.decode()
+    line = next(line for line in out.decode().splitlines() if line.startswith("pgbridge"))
+    assert "lost 0;" in line, line
+    assert re.search(r"postgres \d+\.\d", line) and re.search(r"subscriber \d+\.\d", line), line
+
+
 @pytest.mark.own_server
 async def test_soak_script_runs_a_short_soak_and_accounts_for_every_event() -> None:
     process = await asyncio.create_subprocess_exec(
