@@ -48,6 +48,8 @@ ProbeSender = Callable[[str], Awaitable[None]]
 ANY_SEQ = "*"
 #: Starts a payload that carries the events it reports.
 CARRIED = "+"
+#: Starts a payload that carries one event of each of several runs (a batch's wake-ups).
+BATCHED = "="
 #: An event a wake-up carries, as stored: ``(seq, created_ms, name, data JSON text, terminal,
 #: prev_ms)``, prev_ms the creation time of the run's event before it (None: the run's first, or
 #: a payload of a pgbridge that did not send it), so a reader takes it only if it follows what
@@ -78,11 +80,48 @@ def encode_carried(events: Sequence[CarriedEvent]) -> str:
     return orjson.dumps(events).decode()
 
 
+def decode_wakes(payload: str) -> tuple[Wake, ...]:
+    """A notification's wake-ups; ValueError if malformed.
+
+    The two one-run forms are :func:`decode_wake`'s. The batched form is what
+    the plain append statements send (the fragment ``store_and_wake_planned``,
+    pgbridge/sql/fragments.sql): ``=<lsn> <items>``, the primary's WAL
+    position, a space, then a JSON array of one item per event, in the order
+    the wake-ups are taken (runs in run-id order, each run's events in seq
+    order): ``[run_id, seq, created_ms, name, data JSON text, terminal,
+    prev_ms]``, each the wake-up of its run at that seq carrying that event.
+    One notification serves many runs: a batch of 50 runs sends four or so,
+    not 50 (a subscribing process spent ~10 us an event less receiving them,
+    docs/performance.md, session 11).
+    """
+    if not payload.startswith(BATCHED):
+        return (decode_wake(payload),)
+    lsn_text, _, items = payload[1:].partition(" ")
+    lsn = parse_lsn(lsn_text)
+    try:
+        rows = orjson.loads(items)
+        wakes = tuple([_batched_wake(row, lsn) for row in rows])
+    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ValueError(f"batched wake-ups that do not decode: {items[:60]!r}") from exc
+    if not wakes:
+        raise ValueError("a batched wake-up with no events")
+    return wakes
+
+
+def _batched_wake(row: list[object], lsn: int) -> Wake:
+    run_id, *event = row
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"a batched wake-up item without a run id: {row!r}")
+    carried = _carried_event(event)
+    return Wake(run_id, carried[0], lsn, (carried,))
+
+
 def decode_wake(payload: str) -> Wake:
-    """A notification's :class:`Wake`; ValueError if malformed.
+    """A one-run notification's :class:`Wake`; ValueError if malformed.
 
     The payload is written in one place, the ``notify_runs`` statement
-    (pgbridge/sql/events.sql), in one of two forms:
+    (pgbridge/sql/events.sql), in one of two forms (the append statements'
+    batched form, several runs in one payload, is :func:`decode_wakes`'s):
 
     * ``<seq>@<lsn> <run_id>``: the newest seq (or ``*``), ``@`` and the
       primary's WAL position after the commit, a space, the run id (which may
@@ -303,11 +342,12 @@ class Listener:
 
     def _on_notification(self, conn: asyncpg.Connection, pid: int, channel: str, payload: str) -> None:
         try:
-            wake = decode_wake(payload)
+            wakes = decode_wakes(payload)
         except ValueError:
             logger.warning("pgbridge listener ignored a malformed wake-up %r", payload[:100])
             return
-        self._on_wake(wake)
+        for wake in wakes:
+            self._on_wake(wake)
 
     async def _supervise(self) -> None:
         while True:

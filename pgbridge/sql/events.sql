@@ -216,7 +216,7 @@ planned AS MATERIALIZED (
 ),
 {store_and_wake_planned}
 SELECT p.ord, p.seq, p.created_ms, NULL::text AS refused, p.prev_ms,
-    p.run_id IN (SELECT run_id FROM sent) AS notified
+    p.run_id IN (SELECT unnest(s.run_ids) FROM sent AS s) AS notified
 FROM planned AS p
 WHERE (SELECT count(*) FROM stored) >= 0 AND (SELECT count(*) FROM moved) >= 0;  -- both have run
 

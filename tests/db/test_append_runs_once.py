@@ -20,7 +20,7 @@ import pytest
 
 from pgbridge import PostgresStreamBridge
 from pgbridge.connector import Database
-from pgbridge.engine.listen import decode_wake
+from pgbridge.engine.listen import Wake, decode_wakes
 from pgbridge.sql.queries import Queries
 from pgbridge.store.events import EventStore
 from tests.support.sql_helpers import assert_chained, connected, stored_events, wait_until_blocked
@@ -362,8 +362,9 @@ async def _events(bridge: PostgresStreamBridge, run_id: str):  # type: ignore[no
 async def test_with_a_channel_each_run_is_woken_by_its_commit_carrying_its_event(
     dsn: str, send: Send
 ) -> None:
-    """What append_events_notifying sends for the same batch: one wake-up per run, carrying the
-    stored event and the time of the one before it; nothing before the commit."""
+    """What append_events_notifying sends for the same batch: a wake-up per run (here in one
+    payload), carrying the stored event and the time of the one before it; nothing before the
+    commit."""
     listener = await asyncpg.connect(dsn)
     received: asyncio.Queue[str] = asyncio.Queue()
     try:
@@ -374,11 +375,12 @@ async def test_with_a_channel_each_run_is_woken_by_its_commit_carrying_its_event
                 rows = await send(conn, [("a", '{"x": 1}', False), ("b", '{"y": 2}', True)], channel="wakes")
                 await asyncio.sleep(0.2)
                 assert received.empty()
-        payloads = [await asyncio.wait_for(received.get(), 10) for _ in rows]
+        wakes: list[Wake] = []
+        while len(wakes) < len(rows):
+            wakes.extend(decode_wakes(await asyncio.wait_for(received.get(), 10)))
     finally:
         await listener.close()
     assert [row["notified"] for row in rows] == [True, True]
-    wakes = sorted((decode_wake(payload) for payload in payloads), key=lambda wake: wake.run_id)
     assert [(wake.run_id, wake.seq, wake.events) for wake in wakes] == [
         ("a", 2, ((2, rows[0]["created_ms"], "token", '{"x": 1}', False, first[0]["created_ms"]),)),
         ("b", 2, ((2, rows[1]["created_ms"], "token", '{"y": 2}', True, first[1]["created_ms"]),)),

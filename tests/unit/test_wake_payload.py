@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgbridge.engine.listen import ANY_SEQ, CARRIED, Wake, decode_wake, encode_carried
+from pgbridge.engine.listen import ANY_SEQ, CARRIED, Wake, decode_wake, decode_wakes, encode_carried
 from pgbridge.lsn import format_lsn, parse_lsn
 from pgbridge.sql.queries import Queries
 
@@ -88,3 +88,34 @@ def test_a_carrying_payload_of_an_earlier_pgbridge_gives_its_events_without_prev
     # Five elements an event, as before each carried the creation time of the one before it.
     payload = f'{CARRIED}7@0/7B 3 run[[7, 1700000000000, "token", "1", false]]'
     assert decode_wake(payload).events == ((7, 1700000000000, "token", "1", False, None),)
+
+
+def test_a_batched_payload_gives_one_wake_up_per_item_in_order_each_carrying_its_event() -> None:
+    payload = (
+        '=0/7B [["run a", 3, 1700000000000, "token", "{\\"x\\": 1}", false, 1699999999999],'
+        '["run\\nb", 1, 1700000000001, "end", "null", true, null]]'
+    )
+    assert decode_wakes(payload) == (
+        Wake("run a", 3, 123, ((3, 1700000000000, "token", '{"x": 1}', False, 1699999999999),)),
+        Wake("run\nb", 1, 123, ((1, 1700000000001, "end", "null", True, None),)),
+    )
+
+
+def test_the_one_run_forms_decode_through_decode_wakes_too() -> None:
+    assert decode_wakes("42@0/3000148 a run") == (Wake("a run", 42, 0x3000148),)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "=0/7B []",  # no items
+        '=nonsense [["r", 1, 1, "t", "1", false, null]]',  # no WAL position
+        '=0/7B [[1, 1, 1, "t", "1", false, null]]',  # no run id
+        '=0/7B [["", 1, 1, "t", "1", false, null]]',  # an empty run id
+        '=0/7B [["r", 1, 1]]',  # an item without all its fields
+        "=0/7B {not json",
+    ],
+)
+def test_a_batched_payload_that_does_not_decode_is_refused(payload: str) -> None:
+    with pytest.raises(ValueError):
+        decode_wakes(payload)
