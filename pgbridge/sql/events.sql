@@ -159,9 +159,10 @@ ORDER BY a.ord;
 -- $1 text[] run ids (distinct), $2 text[] event names, $3 text[] data (JSON texts), $4 boolean[]
 -- terminal flags, $5 text[] statuses, one element per event; $6 text a lock wait bound as
 -- append_events_lock_bounded's, or NULL: none set; $7 text the channel, or NULL: no wake-ups.
--- With a channel, each run's wake-up carrying its event is sent inside this transaction, as
--- append_events_notifying sends it (its commit wakes other processes; an event that would not
--- fit in a payload is left to the notifier, notified false).
+-- With a channel, each run's wake-up carrying its event is sent inside this transaction, several
+-- runs to a NOTIFY payload (the fragment store_and_wake_planned; append_events_notifying sends
+-- one per run): its commit wakes other processes; an event that would not fit in a payload is
+-- left to the notifier, notified false.
 -- No row, or one per event, in no order: ord, seq, created_ms, refused (always NULL), prev_ms as
 -- append_events, and notified (the run's NOTIFY was sent in this transaction).
 -- Index: run_streams and run_events primary keys (one backward step on the latter per run for
@@ -230,8 +231,9 @@ WHERE (SELECT count(*) FROM stored) >= 0 AND (SELECT count(*) FROM moved) >= 0; 
 -- stale one, after a lock wait behind an append that wrote no row, fails the INSERT with
 -- unique_violation having written nothing: append_runs_once says why), the event numbered,
 -- chained and timed (the fragment event_ms), the row written only when the function would write it,
--- and with a channel the run's wake-up carrying the event sent inside this transaction (an
--- event too big for a payload is left to the notifier, notified false).
+-- and with a channel the run's wake-up carrying the event sent inside this transaction (the
+-- batched payload of store_and_wake_planned, with one item; an event too big for a payload is
+-- left to the notifier, notified false).
 -- $1 text run id, $2 text event name, $3 text data (JSON text), $4 boolean terminal, $5 text
 -- the run's status after it; $6 text a lock wait bound as append_events_lock_bounded's, or NULL:
 -- none set; $7 text the channel, or NULL: no wake-up.
