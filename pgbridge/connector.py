@@ -165,7 +165,8 @@ class Database:
         if pool is None:
             return
         try:
-            await asyncio.wait_for(pool.close(), timeout)
+            async with asyncio.timeout(timeout):
+                await pool.close()
         except TimeoutError:
             pool.terminate()
 
@@ -222,7 +223,8 @@ class Database:
             yield conn
         finally:
             try:
-                await asyncio.wait_for(conn.close(), timeout=self._connect_timeout)
+                async with asyncio.timeout(self._connect_timeout):
+                    await conn.close()
             except Exception:
                 conn.terminate()
 

@@ -207,7 +207,8 @@ async def _notify_round_trips(dsn: str, pool: asyncpg.Pool, count: int) -> list[
             for index in range(count + 10):
                 started = time.perf_counter()
                 await sender.execute(f"NOTIFY {channel}, 'x'")
-                received = await asyncio.wait_for(arrived.get(), 10)
+                async with asyncio.timeout(10):
+                    received = await arrived.get()
                 if index >= 10:  # the first few warm the connections up
                     took.append(received - started)
     finally:

@@ -244,7 +244,8 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), 15)
+            async with asyncio.timeout(15):
+                await process.wait()
         except TimeoutError:
             process.kill()
             await process.wait()
@@ -312,7 +313,8 @@ async def reference_server() -> AsyncIterator[Served]:
         )
         drain: asyncio.Task[None] | None = None
         try:
-            url = await asyncio.wait_for(_reference_url(process), 60)
+            async with asyncio.timeout(60):
+                url = await _reference_url(process)
             drain = asyncio.create_task(_drain(process))  # its log lines must not fill the pipe
             version = json.loads((REFERENCE_PACKAGE / "package.json").read_text()).get("version")
             yield Served(
@@ -653,7 +655,8 @@ async def sse_latency(client: _Client, served: Served, sizes: DsSizes, prefix: s
             await client.append(path, _message(index))
             next_at += sizes.sse_interval
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-        received = await asyncio.wait_for(reader, 60)
+        async with asyncio.timeout(60):
+            received = await reader
     return SseResult(
         messages=sizes.sse_messages,
         received=received,

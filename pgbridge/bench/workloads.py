@@ -145,7 +145,8 @@ class InProcessHost(SubscriberHost):
 
     async def finish(self, timeout: float) -> Received:
         assert self._task is not None
-        received = await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        async with asyncio.timeout(timeout):
+            received = await asyncio.shield(self._task)
         received.store_calls_at_ready = received.store_calls_at_end = None
         return _checked(received)
 
@@ -192,7 +193,8 @@ class ProcessHost(SubscriberHost):
     async def _message(self, timeout: float) -> dict[str, Any]:
         assert self._process is not None and self._process.stdout is not None
         try:
-            line = await asyncio.wait_for(self._process.stdout.readline(), timeout)
+            async with asyncio.timeout(timeout):
+                line = await self._process.stdout.readline()
         except TimeoutError:
             raise BenchError(f"the subscriber process did not answer within {timeout:.0f} s") from None
         if not line:
@@ -219,7 +221,8 @@ class ProcessHost(SubscriberHost):
         """The process's last line, once it exits."""
         message = await self._message(timeout)
         assert self._process is not None
-        await asyncio.wait_for(self._process.wait(), 30)
+        async with asyncio.timeout(30):
+            await self._process.wait()
         result: dict[str, Any] = message["result"]
         return result
 

@@ -273,10 +273,12 @@ class Listener:
                 return
             try:
                 # Bounded: a stalled connection must not hold up a subscription's start; the
-                # supervisor replaces it, LISTENs again and wakes every reader.
-                await asyncio.wait_for(
-                    conn.add_listener(self._channel, self._on_notification), timeout=self._connect_timeout
-                )
+                # supervisor replaces it, LISTENs again and wakes every reader. asyncio.timeout, not
+                # wait_for: Python 3.11's wait_for loses a cancellation that lands as the awaited
+                # call completes (CPython gh-86296), and a subscription cancelled right here (a
+                # Ctrl-C of `pgbridge tail --wait`) then went on waiting for good.
+                async with asyncio.timeout(self._connect_timeout):
+                    await conn.add_listener(self._channel, self._on_notification)
             except Exception as exc:
                 logger.warning("pgbridge listener could not LISTEN (%s); reconnecting", exc)
                 self._lost.set()
@@ -305,7 +307,8 @@ class Listener:
         try:
             await self._probe(channel)
             try:
-                await asyncio.wait_for(arrived.wait(), timeout=self._connect_timeout)
+                async with asyncio.timeout(self._connect_timeout):
+                    await arrived.wait()
             except TimeoutError:
                 # A connection that stalled is trouble, not a misconfiguration:
                 # only a listener that still answers yet hears nothing is refused.
@@ -332,7 +335,8 @@ class Listener:
         if conn is None or conn.is_closed():
             return
         try:
-            await asyncio.wait_for(conn.close(), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                await conn.close()
         except Exception:
             conn.terminate()
 
@@ -351,8 +355,9 @@ class Listener:
 
     async def _supervise(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), timeout=self._ping_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._ping_interval):
+                    await self._lost.wait()
             if self._lost.is_set() or not await self._ping():
                 await self._reconnect()
 
