@@ -22,11 +22,10 @@ import asyncio
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 from pgbridge.bench.contenders import Contender, PgBridgeContender, RedisContender, redis_url
-from pgbridge.bench.servers import embedded_server, scratch_database
+from pgbridge.bench.servers import scratch_database_on
 from pgbridge.bench.workloads import Sizes, concurrent
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -91,21 +90,10 @@ class CpuByKind:
             before = now
 
 
-@asynccontextmanager
-async def _database(dsn: str | None) -> AsyncIterator[str]:
-    if dsn is not None:
-        async with scratch_database(dsn) as scratch:
-            yield scratch
-        return
-    with embedded_server() as admin:
-        async with scratch_database(admin) as scratch:
-            yield scratch
-
-
 async def main(args: argparse.Namespace) -> None:
     tag = uuid.uuid4().hex[:6]
     sizes = Sizes(concurrent_seconds=args.seconds)
-    async with _database(args.dsn) as dsn:
+    async with scratch_database_on(args.dsn) as dsn:
         factories: dict[str, Callable[[], Contender]] = {
             "pgbridge": lambda: PgBridgeContender(dsn),
             "redis": lambda: RedisContender(redis_url(), f"pgbridge-cpu:{tag}:"),

@@ -31,14 +31,13 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from pgbridge import PostgresStreamBridge
 from pgbridge.bench.payload import token_payload
-from pgbridge.bench.servers import embedded_server, scratch_database
+from pgbridge.bench.servers import scratch_database_on
 from pgbridge.sql import FRAGMENTS_FILE, statements_of
 from pgbridge.sql.queries import Queries, notify_channel
 from pgbridge.store.streams import StreamConfig
@@ -53,17 +52,6 @@ Call = Callable[[], Awaitable[object]]
 #: append_one_event as it was before session 11: its event time from a call to the function.
 EVENT_MS = next(f.text for f in statements_of(FRAGMENTS_FILE) if f.name == "event_ms")
 ONE_EVENT_CLOCK_CALLED = QUERIES.append_one_event.replace(EVENT_MS, '"public".pgbridge_event_ms()')
-
-
-@asynccontextmanager
-async def database(dsn: str | None) -> AsyncIterator[str]:
-    if dsn is not None:
-        async with scratch_database(dsn) as scratch:
-            yield scratch
-        return
-    with embedded_server() as admin:
-        async with scratch_database(admin) as scratch:
-            yield scratch
 
 
 async def interleaved(variants: dict[str, Call], rounds: int, pause: float) -> dict[str, list[float]]:
@@ -158,7 +146,7 @@ async def stream_batches(dsn: str, rounds: int) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    async with database(args.dsn) as dsn:
+    async with scratch_database_on(args.dsn) as dsn:
         if args.streams:
             await stream_batches(dsn, args.rounds)
         else:

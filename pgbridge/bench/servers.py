@@ -72,6 +72,16 @@ async def scratch_database(admin_dsn: str, *, revision: str = "head") -> AsyncIt
             await conn.close()
 
 
+@contextlib.asynccontextmanager
+async def scratch_database_on(admin_dsn: str | None) -> AsyncIterator[str]:
+    """:func:`scratch_database` on *admin_dsn*'s server, or on an :func:`embedded_server`
+    started for it when None (what a measurement script's ``--dsn`` means)."""
+    with contextlib.ExitStack() as servers:
+        server = admin_dsn or servers.enter_context(embedded_server())
+        async with scratch_database(server) as dsn:
+            yield dsn
+
+
 async def describe_postgres(dsn: str) -> dict[str, Any]:
     """Version and durability settings of the server behind *dsn*."""
     conn = await asyncpg.connect(dsn)
