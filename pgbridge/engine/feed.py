@@ -197,28 +197,44 @@ class RunFeed:
 
     def offer(self, logged: LoggedEvent, prev_ms: int | None = None) -> None:
         """A local publish committed *logged* (after an event created at *prev_ms*): take it
-        without a query if it is next, and follows the event the feed holds last.
+        without a query if it is next, and follows the event the feed holds last (:meth:`take`)."""
+        self.known.learn_wake(logged.seq, None)
+        self.take(logged, prev_ms)
+
+    def take(self, logged: LoggedEvent, prev_ms: int | None) -> None:
+        """:meth:`offer` for a caller that has told :attr:`known` of the event already (a
+        wake-up from another process carrying it): the subscribing process's every event.
 
         An event that does not follow what the feed holds (the event before it, or the one at
         its seq, is another than the feed's) means the run's history changed (an asynchronous
         failover, the run published anew): the feed reads instead, which finds that out.
         """
-        self.known.learn_wake(logged.seq, None)
-        if self.synced and self.high_seq is not None and self._contradicts(logged, prev_ms):
-            self.wake(None)
-            return
-        if self.synced and self.high_seq is not None and logged.seq == self.high_seq + 1:
-            self._append([logged])
-            self.state.exists = True
-            if self.state.first_seq > self.state.last_seq:
-                self.state.first_ms = logged.ms  # nothing was retained: it is the first
-            if logged.seq >= self.state.last_seq:
-                self.state.last_seq, self.state.last_ms = logged.seq, logged.ms
-            if logged.terminal:
-                self.state.terminal_seq = logged.seq
-            self.wake_waiters()
-        else:
+        high_seq = self.high_seq
+        if not self.synced or high_seq is None:
             self.wake(logged.seq)
+            return
+        seq = logged.seq
+        if seq != high_seq + 1:
+            self.wake(None if self._contradicts(logged, prev_ms) else seq)
+            return
+        if prev_ms is not None and self.high_ms is not None and prev_ms != self.high_ms:
+            self.wake(None)  # it follows another event than the feed's newest
+            return
+        buffer = self._buffer
+        buffer.append(logged)
+        self.high_seq, self.high_ms = seq, logged.ms
+        while len(buffer) > self._buffer_size:
+            self._before_ms = buffer.popleft().ms
+        state = self.state
+        state.exists = True
+        if state.first_seq > state.last_seq:
+            state.first_ms = logged.ms  # nothing was retained: it is the first
+        if seq >= state.last_seq:
+            state.last_seq, state.last_ms = seq, logged.ms
+        if logged.terminal:
+            state.terminal_seq = seq
+        for waiter in self.waiters:
+            waiter.set()
 
     def _contradicts(self, logged: LoggedEvent, prev_ms: int | None) -> bool:
         """Whether a committed local event shows a history other than the feed's."""
@@ -289,6 +305,30 @@ class RunFeed:
         events = [buffer[i] for i in range(start, len(buffer))]
         return Page(
             state=self.state, events=events, shared=True, after_ms=self._ms_at(cursor, first_buffered)
+        )
+
+    def following(self, logged: LoggedEvent) -> LoggedEvent | None:
+        """The buffered event after *logged* when *logged* is the buffer's own (so the history a
+        subscriber yielded is the feed's, and nothing between is missing or trimmed), else None:
+        the live path's every delivery (pgbridge.engine.subscribe), no page made."""
+        buffer = self._buffer
+        if not buffer:
+            return None
+        index = logged.seq - buffer[0].seq
+        if 0 <= index < len(buffer) - 1 and buffer[index] is logged:
+            return buffer[index + 1]
+        return None
+
+    def caught_up(self, logged: LoggedEvent) -> bool:
+        """Whether *logged* is the newest event the feed holds, of a run that has not ended there,
+        and the feed is in order: a subscriber that yielded it has nothing to do but wait."""
+        buffer = self._buffer
+        return (
+            self.synced
+            and self._last_error is None
+            and bool(buffer)
+            and buffer[-1] is logged
+            and self.state.terminal_seq is None
         )
 
     async def read_after(self, cursor: int, limit: int | None = None) -> Page:
@@ -596,10 +636,11 @@ class FeedRegistry:
         feed = self._feeds.get(wake.run_id)
         if feed is None:
             return
-        feed.known.learn_wake(wake.seq, wake.lsn)
-        for seq, ms, name, data_text, terminal, prev_ms in wake.events:
-            feed.offer(LoggedEvent.from_stored(seq, ms, name, data_text, terminal), prev_ms)
-        if not wake.events or wake.events[-1][0] != wake.seq:
+        feed.known.learn_wake(wake.seq, wake.lsn)  # covers every event it carries
+        events = wake.events
+        for seq, ms, name, data_text, terminal, prev_ms in events:
+            feed.take(LoggedEvent(seq, ms, name, data_text, terminal), prev_ms)
+        if not events or events[-1][0] != wake.seq:
             feed.wake(wake.seq, wake.lsn)
 
     def offer(self, run_id: str, make_event: Callable[[], LoggedEvent], prev_ms: int | None = None) -> None:

@@ -160,6 +160,27 @@ async def subscription(
             if closed.on:
                 yield CANCELLED_SENTINEL
                 return
+            live = ahead is None and not failures and feed.histories == histories_seen
+            if live and type(last) is LoggedEvent:
+                # The live tail: the event this subscriber yielded last is the feed's own, so the
+                # next is the one after it in the buffer, without a page (the generic path
+                # below for everything else: catch-up, gaps, trims, a changed history, the end).
+                waiter.clear()  # before looking: an event arriving from here on sets it again
+                following = feed.following(last)
+                if following is not None:
+                    yield following if stored else following.event
+                    cursor, last = following.seq, following
+                    if following.terminal:
+                        return
+                    heartbeat_due = loop.time() + heartbeat_interval
+                    continue
+                if feed.caught_up(last):
+                    if loop.time() >= heartbeat_due:
+                        yield HEARTBEAT_SENTINEL
+                        heartbeat_due = loop.time() + heartbeat_interval
+                        continue
+                    await waiter.wait_until(heartbeat_due)
+                    continue
             page: Page | None = None
             # Trims the feed learns of from here on may cover events of the page read below.
             trims_seen: int | None = None
