@@ -24,10 +24,13 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 import orjson
+from starlette._utils import get_route_path
 from starlette.endpoints import HTTPEndpoint
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pgbridge.bridge import PostgresStreamBridge
 from pgbridge.durable_streams.forks import ForkRequest
@@ -143,12 +146,57 @@ def durable_stream_routes(
     :class:`~starlette.endpoints.HTTPEndpoint` picks the handler by method, so
     any other method answers 405 with an ``Allow`` header.
     """
-    served = _Handler(bridge_getter(bridge), settings or DurableStreamSettings(), prefix)
+    return _routes(_Handler(bridge_getter(bridge), settings or DurableStreamSettings(), prefix), prefix)
 
+
+def durable_stream_app_parts(
+    bridge: PostgresStreamBridge | BridgeGetter,
+    settings: DurableStreamSettings | None = None,
+    *,
+    prefix: str = "/v1/stream",
+) -> tuple[list[BaseRoute], Middleware]:
+    """:func:`durable_stream_routes`, and the :class:`AppendLane` middleware that answers
+    their appends without Starlette's router (what ``pgbridge serve``'s app mounts:
+    pgbridge.http.app)."""
+    served = _Handler(bridge_getter(bridge), settings or DurableStreamSettings(), prefix)
+    return _routes(served, prefix), Middleware(AppendLane, handler=served, prefix=prefix)
+
+
+def _routes(served: _Handler, prefix: str) -> list[BaseRoute]:
     class DurableStreamEndpoint(_StreamEndpoint):
         handler = served
 
     return [Route(prefix + "/{path:path}", DurableStreamEndpoint)]
+
+
+class AppendLane:
+    """ASGI middleware: a POST under the streams' prefix goes straight to the append handler.
+
+    The append is the protocol's hot request (a producer sends one after another), and
+    under load ``pgbridge serve`` is bound by its own process's CPU: Starlette's exception
+    middleware, its router trying each route's pattern in turn and the endpoint class
+    made per request took about a quarter of it (py-spy, wrk on 100 streams;
+    docs/performance.md). The answer is the same request object, handler and response
+    as through the route (``scope["path_params"]`` set as the route would); every other
+    request goes on to the app. Mounted innermost, so CORS, the token check and the
+    shutdown guard run first. The prefix's appends are this lane's: an app that routes
+    another POST under it must not mount the lane (mount :func:`durable_stream_routes`).
+    """
+
+    def __init__(self, app: ASGIApp, *, handler: _Handler, prefix: str) -> None:
+        self.app = app
+        self._handler = handler
+        self._start = prefix + "/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = get_route_path(scope)
+            if path.startswith(self._start):
+                scope["path_params"] = {"path": path[len(self._start) :]}
+                response = await _answer(Request(scope, receive), self._handler.post)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _BadRequest(Exception):

@@ -58,7 +58,7 @@ from pgbridge.durable_streams.http import (
     CORS_EXPOSE_HEADERS,
     STREAM_METHODS,
     DurableStreamSettings,
-    durable_stream_routes,
+    durable_stream_app_parts,
 )
 from pgbridge.exceptions import ConfigurationError, InvalidEventError, RunHistoryChangedError
 from pgbridge.http.auth import BearerTokenAuth
@@ -183,7 +183,9 @@ def create_app(
     if token or bridge.token_keyring is not None:
         middleware.append(Middleware(BearerTokenAuth, token=token or None, keyring=bridge.token_keyring))
     middleware.append(Middleware(EndReadsOnShutdown))
-    routes += durable_stream_routes(bridge, stream_settings)
+    stream_routes, append_lane = durable_stream_app_parts(bridge, stream_settings)
+    routes += stream_routes
+    middleware.append(append_lane)  # innermost: after CORS, the token check, the shutdown guard
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
