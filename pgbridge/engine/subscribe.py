@@ -108,6 +108,10 @@ def start_cursor(resume: ResumeResult) -> int:
 #: hops per event for a long replay, the usual page again once it has caught up.
 CATCH_UP_GROWTH = 8
 
+#: While a catch-up page is yielded with the next one being read, the event loop gets a turn
+#: every this many rows, so the next page arrives (and is decoded) meanwhile.
+LOOP_TURN_EVERY = 512
+
 
 async def subscription(
     ctx: SubscriptionContext,
@@ -254,7 +258,12 @@ async def subscription(
                     # garbage collector, nothing made for rows never yielded).
                     seq_at, terminal_at = rows.seq_at, rows.terminal_at
                     make = rows.logged if stored else rows.stream_event
-                    for row in rows.records:
+                    for index, row in enumerate(rows.records):
+                        if ahead is not None and index and not index % LOOP_TURN_EVERY:
+                            # Yielding without awaiting gives the event loop no turn: the next
+                            # page's rows would wait in the socket (and PostgreSQL's send on
+                            # them) until this page ends, instead of arriving meanwhile.
+                            await asyncio.sleep(0)
                         seq = row[seq_at]
                         if seq <= cursor:
                             continue

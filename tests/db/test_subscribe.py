@@ -453,6 +453,36 @@ async def test_a_long_catch_up_reads_larger_pages_while_each_comes_back_full(
     assert bridge.statements_run - before <= 12
 
 
+async def test_a_long_catch_up_gives_the_event_loop_turns_while_it_yields_a_page(
+    make_bridge: BridgeFactory,
+) -> None:
+    """A consumer that never awaits still lets the process's other tasks run (and the next
+    page arrive) every LOOP_TURN_EVERY events, not only between pages."""
+    bridge = await make_bridge(page_size=1000)
+    for start in range(0, 8000, 1000):
+        await bridge.publish_many("run", [("token", i) for i in range(start, start + 1000)])
+    await bridge.publish_end("run")
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    counter = asyncio.create_task(count_turns())
+    seen: list[int] = []
+    async for event in bridge.subscribe("run"):
+        seen.append(turns)  # nothing awaited here: only the subscription gives turns
+        if event.event == "end":
+            break
+    counter.cancel()
+    assert len(seen) == 8001
+    # Pages of 1,000, 2,000, 4,000 and 1,000 rows: a turn between pages alone would show
+    # 4 or 5 distinct counts; one every 512 rows of a page read ahead shows 14 or more.
+    assert len(set(seen)) >= 12
+
+
 @pytest.mark.parametrize("stop_after", [5, 15, 35])
 async def test_leaving_a_catch_up_while_its_next_page_is_read_releases_everything(
     make_bridge: BridgeFactory, stop_after: int
