@@ -101,6 +101,23 @@ async def test_concurrent_cpu_benchmark_reports_each_process_cpu_per_event(admin
     assert re.search(r"postgres \d+\.\d", line) and re.search(r"subscriber \d+\.\d", line), line
 
 
+@pytest.mark.parametrize("consumer", ["plain", "bench"])
+async def test_subscriber_path_benchmark_reports_cpu_per_delivery(admin_dsn: str, consumer: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCHMARKS / "subscriber_path.py"),
+        "--dsn", admin_dsn,
+        "--rounds", "20",
+        "--consumer", consumer,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, out.decode()
+    figure = rf"{consumer} consumer: 4000 deliveries, \d+\.\d+ us of CPU a delivery"
+    assert re.search(figure, out.decode()), out.decode()
+
+
 @pytest.mark.own_server
 async def test_soak_script_runs_a_short_soak_and_accounts_for_every_event() -> None:
     process = await asyncio.create_subprocess_exec(
