@@ -36,7 +36,7 @@ import orjson
 from pgbridge.bench.contenders import PgBridgeContender
 from pgbridge.bench.payload import token_payload
 from pgbridge.bench.servers import scratch_database_on
-from pgbridge.bench.subscriber import follow
+from pgbridge.bench.subscriber import Countdown, follow
 from pgbridge.bridge import PostgresStreamBridge
 
 RUNS, PER_RUN, PER_PAYLOAD = 100, 2, 13
@@ -71,16 +71,15 @@ async def open_plain(
     bridge: PostgresStreamBridge, runs: list[str], delivered: list[int]
 ) -> list[asyncio.Task[None]]:
     opened = asyncio.Event()
-    left = [len(runs) * PER_RUN]
+    countdown = Countdown(len(runs) * PER_RUN, opened.set)
 
     async def subscription(run_id: str) -> None:
         first = True
         async for _ in bridge.subscribe(run_id):
             delivered[0] += 1
             if first:
-                first, left[0] = False, left[0] - 1
-                if not left[0]:
-                    opened.set()
+                first = False
+                countdown.tick()
 
     tasks = [asyncio.create_task(subscription(run)) for run in runs for _ in range(PER_RUN)]
     await opened.wait()

@@ -64,7 +64,7 @@ class Received:
     error: str | None = None
 
 
-class _Countdown:
+class Countdown:
     """Calls *then* once, when :meth:`tick` has been called *count* times."""
 
     def __init__(self, count: int, then: Callable[[], None]) -> None:
@@ -97,7 +97,7 @@ async def follow(
         received.store_calls_at_ready = contender.store_calls
         on_ready()
 
-    countdown = _Countdown(received.subscriptions, ready)
+    countdown = Countdown(received.subscriptions, ready)
 
     async def subscription(run_id: str) -> None:
         first = True
@@ -157,7 +157,7 @@ async def hold_idle(
     gc.collect()
     rss_before = me.memory_info().rss
     opened = asyncio.Event()
-    countdown = _Countdown(len(runs), opened.set)
+    countdown = Countdown(len(runs), opened.set)
 
     async def subscription(run_id: str) -> None:
         async for _ in contender.subscribe(run_id):

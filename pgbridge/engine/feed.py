@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from pgbridge.engine.listen import Wake
 from pgbridge.engine.replica import Known, ReadRouter
@@ -220,11 +220,7 @@ class RunFeed:
         if prev_ms is not None and self.high_ms is not None and prev_ms != self.high_ms:
             self.wake(None)  # it follows another event than the feed's newest
             return
-        buffer = self._buffer
-        buffer.append(logged)
-        self.high_seq, self.high_ms = seq, logged.ms
-        while len(buffer) > self._buffer_size:
-            self._before_ms = buffer.popleft().ms
+        self._append((logged,))
         state = self.state
         state.exists = True
         if state.first_seq > state.last_seq:
@@ -233,8 +229,7 @@ class RunFeed:
             state.last_seq, state.last_ms = seq, logged.ms
         if logged.terminal:
             state.terminal_seq = seq
-        for waiter in self.waiters:
-            waiter.set()
+        self.wake_waiters()
 
     def _contradicts(self, logged: LoggedEvent, prev_ms: int | None) -> bool:
         """Whether a committed local event shows a history other than the feed's."""
@@ -498,7 +493,7 @@ class RunFeed:
         self._read_from = (state.last_seq, state.last_ms)
         self.known.reset(state)
 
-    def _append(self, events: list[LoggedEvent]) -> None:
+    def _append(self, events: Sequence[LoggedEvent]) -> None:
         for logged in events:
             self._buffer.append(logged)
             self.high_seq, self.high_ms = logged.seq, logged.ms

@@ -110,20 +110,11 @@ def decode_wakes(payload: str) -> tuple[Wake, ...]:
 
 
 def _batched_wake(row: list[object], lsn: int) -> Wake:
-    # _carried_event inlined: a subscribing process runs this for every event it is told of.
     run_id, seq, ms, name, data, terminal, prev = row
     if not isinstance(run_id, str) or not run_id:
         raise ValueError(f"a batched wake-up item without a run id: {row!r}")
-    at = int(seq)  # type: ignore[call-overload]
-    carried = (
-        at,
-        int(ms),  # type: ignore[call-overload]
-        str(name),
-        str(data),
-        bool(terminal),
-        None if prev is None else int(prev),  # type: ignore[call-overload]
-    )
-    return Wake(run_id, at, lsn, (carried,))
+    carried = _carried(seq, ms, name, data, terminal, prev)
+    return Wake(run_id, carried[0], lsn, (carried,))
 
 
 def decode_wake(payload: str) -> Wake:
@@ -170,7 +161,13 @@ def _decode_events(text: str) -> tuple[CarriedEvent, ...]:
 def _carried_event(row: list[object]) -> CarriedEvent:
     """One carried event; a row of five (before prev_ms was carried) has none."""
     seq, ms, name, data, terminal, *rest = row
-    prev = rest[0] if rest else None
+    return _carried(seq, ms, name, data, terminal, rest[0] if rest else None)
+
+
+def _carried(
+    seq: object, ms: object, name: object, data: object, terminal: object, prev: object
+) -> CarriedEvent:
+    """A carried event from a payload's JSON values, checked by conversion (a bad one raises)."""
     return (
         int(seq),  # type: ignore[call-overload]
         int(ms),  # type: ignore[call-overload]
