@@ -71,6 +71,22 @@ async def test_idle_stream_heartbeats_every_interval(bridge: PostgresStreamBridg
     await stream.aclose()  # type: ignore[attr-defined]
 
 
+async def test_a_live_subscriber_heartbeats_every_interval_once_the_run_goes_quiet(
+    bridge: PostgresStreamBridge,
+) -> None:
+    """The live tail (each event the one after the last in the shared buffer) heartbeats as
+    a subscriber that has read nothing yet does."""
+    ids = [await bridge.publish("run", "token", 0)]
+    stream = bridge.subscribe("run", heartbeat_interval=0.2)
+    received = await take(stream, 1)  # its own first read
+    for index in (1, 2):  # then live: from the shared buffer
+        ids.append(await bridge.publish("run", "token", index))
+        received += await take(stream, 1)
+    assert [e.id for e in received] == ids
+    assert [await asyncio.wait_for(anext(stream), 5) for _ in range(3)] == [HEARTBEAT_SENTINEL] * 3
+    await stream.aclose()  # type: ignore[attr-defined]
+
+
 async def test_subscriber_may_connect_before_the_first_publish(bridge: PostgresStreamBridge) -> None:
     stream = bridge.subscribe("later", heartbeat_interval=0.05)
     assert await asyncio.wait_for(anext(stream), 5) == HEARTBEAT_SENTINEL
