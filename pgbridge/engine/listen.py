@@ -85,7 +85,7 @@ def decode_wakes(payload: str) -> tuple[Wake, ...]:
     """A notification's wake-ups; ValueError if malformed.
 
     The two one-run forms are :func:`decode_wake`'s. The batched form is what
-    the plain append statements send (the fragment ``store_and_wake_planned``,
+    the plain append statements send (the fragment ``wake_planned``,
     pgbridge/sql/fragments.sql): ``=<lsn> <items>``, the primary's WAL
     position, a space, then a JSON array of one item per event, in the order
     the wake-ups are taken (runs in run-id order, each run's events in seq

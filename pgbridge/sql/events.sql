@@ -143,7 +143,7 @@ ORDER BY a.ord;
 -- odd timeline, even on an even one);
 -- a row is written only for a run's first retained event, a status change, a terminal event
 -- (which ends the run) or a head 256 or more events past the row's (the fragment
--- store_and_wake_planned). Otherwise it writes nothing
+-- store_planned). Otherwise it writes nothing
 -- and gives no row, and the caller sends the batch through append_events_lock_bounded
 -- (pgbridge.store.events.EventStore.append_batch): all or nothing.
 -- The heads are read in this statement's snapshot, taken before its row locks. A batch that
@@ -160,7 +160,7 @@ ORDER BY a.ord;
 -- terminal flags, $5 text[] statuses, one element per event; $6 text a lock wait bound as
 -- append_events_lock_bounded's, or NULL: none set; $7 text the channel, or NULL: no wake-ups.
 -- With a channel, each run's wake-up carrying its event is sent inside this transaction, several
--- runs to a NOTIFY payload (the fragment store_and_wake_planned; append_events_notifying sends
+-- runs to a NOTIFY payload (the fragment wake_planned; append_events_notifying sends
 -- one per run): its commit wakes other processes; an event that would not fit in a payload is
 -- left to the notifier, notified false.
 -- No row, or one per event, in no order: ord, seq, created_ms, refused (always NULL), prev_ms as
@@ -215,7 +215,8 @@ planned AS MATERIALIZED (
     JOIN heads AS h ON h.run_id = b.run_id
     CROSS JOIN clock AS c
 ),
-{store_and_wake_planned}
+{store_planned},
+{wake_planned}
 SELECT p.ord, p.seq, p.created_ms, NULL::text AS refused, p.prev_ms,
     p.run_id IN (SELECT unnest(s.run_ids) FROM sent AS s) AS notified
 FROM planned AS p
@@ -232,8 +233,10 @@ WHERE (SELECT count(*) FROM stored) >= 0 AND (SELECT count(*) FROM moved) >= 0; 
 -- unique_violation having written nothing: append_runs_once says why), the event numbered,
 -- chained and timed (the fragment event_ms), the row written only when the function would write it,
 -- and with a channel the run's wake-up carrying the event sent inside this transaction (the
--- batched payload of store_and_wake_planned, with one item; an event too big for a payload is
--- left to the notifier, notified false).
+-- batched payload of wake_planned, with one item; an event too big for a payload is left to the
+-- notifier, notified false). The NOTIFY is sent from the final SELECT, after the INSERT (the
+-- fragment store_planned says why), not through wake_planned's three CTEs: paced, on
+-- PostgreSQL 15, 0.72-0.74 ms p50 against 0.81-0.86 through them (docs/performance.md, session 13).
 -- $1 text run id, $2 text event name, $3 text data (JSON text), $4 boolean terminal, $5 text
 -- the run's status after it; $6 text a lock wait bound as append_events_lock_bounded's, or NULL:
 -- none set; $7 text the channel, or NULL: no wake-up.
@@ -267,11 +270,16 @@ planned AS MATERIALIZED (
     CROSS JOIN LATERAL {schema}.pgbridge_run_head(l.run_id, l.last_seq, l.last_ms, l.last_hash) AS h
     CROSS JOIN (SELECT {event_ms} AS ms) AS c
 ),
-{store_and_wake_planned}
+{store_planned}
 SELECT 1 AS ord, p.seq, p.created_ms, NULL::text AS refused, p.prev_ms,
-    EXISTS (SELECT 1 FROM sent) AS notified
+    CASE WHEN $7::text IS NOT NULL AND octet_length(w.item) < 7800
+         THEN pg_notify($7::text, '=' || pg_current_wal_insert_lsn()::text || ' [' || w.item || ']') IS NOT NULL
+         ELSE false END AS notified
 FROM planned AS p
-WHERE (SELECT count(*) FROM stored) >= 0 AND (SELECT count(*) FROM moved) >= 0;  -- both have run
+CROSS JOIN LATERAL (
+    SELECT json_build_array(p.run_id, p.seq, p.created_ms, p.event, p.data, p.terminal, p.prev_ms)::text AS item
+) AS w
+WHERE (SELECT count(*) FROM stored) >= 0 AND (SELECT count(*) FROM moved) >= 0;  -- both have run first
 
 -- name: terminal_event_of_run
 -- The committed terminal event of a run: always its last, so its ID is last_ms-last_seq (a Durable

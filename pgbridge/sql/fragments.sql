@@ -80,22 +80,17 @@ r.run_id, r.content_type, r.first_seq, h.last_seq,
             AND r.stream_touched_at + make_interval(secs => r.stream_ttl_seconds) <= now())
     ) AS expired;
 
--- name: store_and_wake_planned
--- The CTEs `stored`, `moved`, `carried`, `fitting` and `sent` of the plain append statements
--- (append_runs_once, append_one_event), after their CTE `planned` (one row per event: run_id,
--- seq, created_ms, prev_ms, hash, event, data, terminal, status, first, writes_row): one INSERT
--- stores the events, one UPDATE writes the run rows that change (a run's first retained event,
--- a status change, a terminal event, a head 256 or more past the row's: revision 0012's rules),
--- and with a channel ($7 text, or NULL: none) the runs' wake-ups carrying their events are sent
--- in this transaction, several runs to a payload (the batched form of
--- pgbridge.engine.listen.decode_wakes: '=<lsn> ' and a JSON array of [run_id, seq, created_ms,
--- event, data, terminal, prev_ms] items in run-id and seq order). A payload holds as many items
--- as the batch's largest fits 7,800 bytes times, so none reaches PostgreSQL's 8,000; an event
--- whose item alone is 7,800 bytes or more is not sent (`sent` lists the run ids it woke) and is
--- left to the notifier. One NOTIFY per payload instead of one per run: a subscribing process
--- spent ~10 us an event less (docs/performance.md, session 11).
+-- name: store_planned
+-- The CTEs `stored` and `moved` of the plain append statements (append_runs_once,
+-- append_one_event), after their CTE `planned` (one row per event: run_id, seq, created_ms,
+-- prev_ms, hash, event, data, terminal, status, first, writes_row): one INSERT stores the events,
+-- one UPDATE writes the run rows that change (a run's first retained event, a status change, a
+-- terminal event, a head 256 or more past the row's: revision 0012's rules). The statement's
+-- final SELECT makes both run before it answers: WHERE (SELECT count(*) FROM stored) >= 0 AND
+-- (SELECT count(*) FROM moved) >= 0, a condition PostgreSQL checks once, before any row (so
+-- what the SELECT list calls, such as a NOTIFY, comes after the INSERT).
 -- Index: run_events primary key (the INSERT), run_streams primary key (the UPDATE). Locks: the
--- run rows, locked by the statement already; PostgreSQL's notification lock at commit.
+-- run rows, locked by the statement already.
 stored AS MATERIALIZED (
     INSERT INTO {schema}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
     SELECT p.run_id, p.seq, p.created_ms, p.event, p.data::json, p.terminal, p.hash FROM planned AS p
@@ -111,7 +106,21 @@ moved AS MATERIALIZED (
     FROM planned AS p
     WHERE r.run_id = p.run_id AND p.writes_row
     RETURNING r.run_id
-),
+)
+
+-- name: wake_planned
+-- The CTEs `carried`, `fitting` and `sent` of append_runs_once, after `planned` and the fragment
+-- store_planned: with a channel ($7 text, or NULL: none) the runs' wake-ups carrying their events
+-- are sent in this transaction, several runs to a payload (the batched form of
+-- pgbridge.engine.listen.decode_wakes: '=<lsn> ' and a JSON array of [run_id, seq, created_ms,
+-- event, data, terminal, prev_ms] items in run-id and seq order). A payload holds as many items
+-- as the batch's largest fits 7,800 bytes times, so none reaches PostgreSQL's 8,000; an event
+-- whose item alone is 7,800 bytes or more is not sent (`sent` lists the run ids it woke) and is
+-- left to the notifier. One NOTIFY per payload instead of one per run: a subscribing process
+-- spent ~10 us an event less (docs/performance.md, session 11). append_one_event sends its one
+-- item from its final SELECT instead: these three CTEs (a sort, two window functions, a group)
+-- cost a lone publish more than its NOTIFY does (docs/performance.md, session 13).
+-- Locks: PostgreSQL's notification lock at commit.
 carried AS MATERIALIZED (
     SELECT p.run_id, p.seq,
         json_build_array(p.run_id, p.seq, p.created_ms, p.event, p.data, p.terminal, p.prev_ms)::text

@@ -1,7 +1,7 @@
 """The append statements' batched wake-ups, end to end: several runs to a NOTIFY payload.
 
 ``append_runs_once`` (and ``append_one_event``) send their runs' wake-ups in
-the batched form (the fragment ``store_and_wake_planned``,
+the batched form (the fragment ``wake_planned``,
 pgbridge/sql/fragments.sql), read by :func:`pgbridge.engine.listen.decode_wakes`:
 this runs the statement on a real server and decodes what a LISTEN
 connection receives, so the two cannot drift.
