@@ -88,9 +88,10 @@ def decode_wakes(payload: str) -> tuple[Wake, ...]:
     the plain append statements send (the fragment ``wake_planned``,
     pgbridge/sql/fragments.sql): ``=<lsn> <items>``, the primary's WAL
     position, a space, then a JSON array of one item per event, in the order
-    the wake-ups are taken (runs in run-id order, each run's events in seq
-    order): ``[run_id, seq, created_ms, name, data JSON text, terminal,
-    prev_ms]``, each the wake-up of its run at that seq carrying that event.
+    the wake-ups are taken (a run's events in seq order; the order across
+    runs carries no meaning): ``[run_id, seq, created_ms, name, data JSON
+    text, terminal, prev_ms]``, each the wake-up of its run at that seq
+    carrying that event.
     One notification serves many runs: a batch of 50 runs sends four or so,
     not 50 (a subscribing process spent ~10 us an event less receiving them,
     docs/performance.md, session 11).

@@ -109,37 +109,37 @@ moved AS MATERIALIZED (
 )
 
 -- name: wake_planned
--- The CTEs `carried`, `fitting` and `sent` of append_runs_once, after `planned` and the fragment
--- store_planned: with a channel ($7 text, or NULL: none) the runs' wake-ups carrying their events
--- are sent in this transaction, several runs to a payload (the batched form of
--- pgbridge.engine.listen.decode_wakes: '=<lsn> ' and a JSON array of [run_id, seq, created_ms,
--- event, data, terminal, prev_ms] items in run-id and seq order). A payload holds as many items
--- as the batch's largest fits 7,800 bytes times, so none reaches PostgreSQL's 8,000; an event
--- whose item alone is 7,800 bytes or more is not sent (`sent` lists the run ids it woke) and is
--- left to the notifier. One NOTIFY per payload instead of one per run: a subscribing process
--- spent ~10 us an event less (docs/performance.md, session 11). append_one_event sends its one
--- item from its final SELECT instead: these three CTEs (a sort, two window functions, a group)
--- cost a lone publish more than its NOTIFY does (docs/performance.md, session 13).
+-- The CTEs `carried` and `sent` of append_runs_once, after `planned` (whose ord numbers the batch's
+-- events, one per run) and the fragment store_planned: with a channel ($7 text, or NULL: none) the
+-- runs' wake-ups carrying their events are sent in this transaction, several runs to a payload (the
+-- batched form of pgbridge.engine.listen.decode_wakes: '=<lsn> ' and a JSON array of [run_id, seq,
+-- created_ms, event, data, terminal, prev_ms] items in the batch's order). A payload holds as many
+-- items as the batch's largest fits 7,800 bytes times, consecutive in ord, so none reaches
+-- PostgreSQL's 8,000; an event whose item alone is 7,800 bytes or more is not sent (`sent` lists the
+-- run ids it woke) and is left to the notifier. One NOTIFY per payload instead of one per run: a
+-- subscribing process spent ~10 us an event less (docs/performance.md, session 11). Payloads cut by
+-- ord, with no sort by run id and no window functions: 50 runs a batch, PostgreSQL's CPU for the
+-- wake-ups fell from ~3.3 to ~2 us an event (docs/performance.md, session 13). append_one_event
+-- sends its one item from its final SELECT instead, which costs a lone publish less still.
 -- Locks: PostgreSQL's notification lock at commit.
 carried AS MATERIALIZED (
-    SELECT p.run_id, p.seq,
+    SELECT p.run_id, p.ord,
         json_build_array(p.run_id, p.seq, p.created_ms, p.event, p.data, p.terminal, p.prev_ms)::text
             AS item
     FROM planned AS p
     WHERE $7::text IS NOT NULL
 ),
-fitting AS MATERIALIZED (
-    SELECT c.run_id, c.seq, c.item,
-        (row_number() OVER (ORDER BY c.run_id, c.seq) - 1)
-            / greatest(1, 7800 / max(octet_length(c.item) + 1) OVER ()) AS payload
-    FROM carried AS c
-    WHERE octet_length(c.item) < 7800
-),
 sent AS MATERIALIZED (
     SELECT array_agg(f.run_id) AS run_ids,
         pg_notify($7::text, '=' || pg_current_wal_insert_lsn()::text || ' ['
-            || string_agg(f.item, ',' ORDER BY f.run_id, f.seq) || ']') IS NULL AS done
-    FROM fitting AS f
+            || string_agg(f.item, ',' ORDER BY f.ord) || ']') IS NULL AS done
+    FROM (
+        SELECT c.run_id, c.ord, c.item,
+            (c.ord - 1) / greatest(1, 7800 / (SELECT max(octet_length(m.item) + 1) FROM carried AS m))
+                AS payload
+        FROM carried AS c
+        WHERE octet_length(c.item) < 7800
+    ) AS f
     GROUP BY f.payload
 )
 
