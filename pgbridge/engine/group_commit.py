@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
-import math
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -151,12 +150,6 @@ class GroupCommit(Generic[Req, Res, Ans]):
     * *next_turn*: a batch is started on the loop's next turn, so every
       request that arrives in this turn (all the callers a finished batch
       just woke, all the requests read from the sockets together) joins it.
-    * *start_after_idle*: with *next_turn*, a request that finds no batch in
-      flight or scheduled, and none ended in the last *start_after_idle*
-      seconds, starts its batch at once: after a quiet spell a lone request
-      rarely has company in its turn, and waiting for the turn cost a lone
-      publish ~0.09 ms of its ~0.6 (docs/performance.md, session 13). While
-      batches keep ending (a busy moment), requests still wait for the turn.
     * *retry*: a batch whose failure wrote nothing is sent again until the
       timeout (:data:`RETRYABLE`).
     * *send_alone*: a batch of several requests the server refused
@@ -183,7 +176,6 @@ class GroupCommit(Generic[Req, Res, Ans]):
         batch_key: Callable[[Req], Hashable] | None = None,
         lock_order: Callable[[Req], Any] | None = None,
         next_turn: bool = False,
-        start_after_idle: float | None = None,
         retry: Retry | None = None,
         send_alone: Callable[[Req], Awaitable[Res]] | None = None,
         committed: Callable[[list[Req], Sequence[Res]], None] | None = None,
@@ -200,8 +192,6 @@ class GroupCommit(Generic[Req, Res, Ans]):
         self._batch_key = batch_key
         self._lock_order = lock_order
         self._next_turn = next_turn
-        self._start_after_idle = start_after_idle
-        self._last_ended = -math.inf
         self._retry = retry
         self._send_alone = send_alone
         self._committed = committed
@@ -222,21 +212,12 @@ class GroupCommit(Generic[Req, Res, Ans]):
         waiting: _Waiting[Req, Ans] = _Waiting(request, self._size_of(request), loop.create_future())
         self._queue.append(waiting)
         self._queued_size += waiting.size
-        if not self._next_turn or self._idle(loop):
+        if not self._next_turn:
             self._start_flushes()
         elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._start_flushes)
         return await waiting.answer
-
-    def _idle(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Whether a request arriving now starts its batch at once (*start_after_idle*)."""
-        return (
-            self._start_after_idle is not None
-            and not self._flushes
-            and not self._scheduled
-            and loop.time() - self._last_ended >= self._start_after_idle
-        )
 
     def _first_loop(self) -> asyncio.AbstractEventLoop:
         """The loop of the first request, kept: asking for the running loop costs a getpid()
@@ -285,8 +266,6 @@ class GroupCommit(Generic[Req, Res, Ans]):
 
     def _flush_done(self, task: asyncio.Task[None]) -> None:
         self._flushes.discard(task)
-        if self._start_after_idle is not None:
-            self._last_ended = task.get_loop().time()
         self._start_flushes()
 
     # -- sending a batch ---------------------------------------------------------

@@ -114,13 +114,6 @@ AppendResult = Appended | Refused | None
 #: batch at a time 20-22k, and batches taken at once by whoever finds a free slot 17.7k.
 PUBLISH_MIN_SHARE = 50
 
-#: A publish that finds the group commit idle this long (seconds: no batch in flight, none
-#: ended since) starts its batch at once instead of on the loop's next turn: a lone publish
-#: after a pause (workload (a): one every 5 ms) saved the turn, ~0.09 ms paced of ~0.6
-#: (docs/performance.md, session 13). A busy moment's publishes arrive as batches end, well
-#: inside this, and still share the next turn's batch.
-PUBLISH_START_AFTER_IDLE = 0.001
-
 #: Seconds each probe of a batch being sent around a held run waits for a row lock: a
 #: free run's lock is had at once, so this only has to tell held from free quickly. A
 #: run only briefly held (another batch committing) may be taken for held: its callers
@@ -223,7 +216,6 @@ class Publisher:
             committed=self._committed,
             failed=self._failed,
             next_turn=True,
-            start_after_idle=PUBLISH_START_AFTER_IDLE,
             share_out=True,
             min_share=PUBLISH_MIN_SHARE,
         )

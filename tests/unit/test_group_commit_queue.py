@@ -143,21 +143,6 @@ async def test_on_the_next_turn_every_request_of_this_turn_joins_one_batch() -> 
     assert runner.batches == [[0, 1, 2, 3, 4]]
 
 
-async def test_after_an_idle_spell_the_first_request_goes_at_once_the_rest_of_its_turn_together() -> None:
-    runner = Runner()
-    commits = queue(runner, max_in_flight=4, next_turn=True, start_after_idle=0.001)
-    await asyncio.gather(*(commits.submit(i) for i in range(5)))
-    assert runner.batches == [[0], [1, 2, 3, 4]]
-
-
-async def test_while_batches_keep_ending_requests_wait_for_the_turn() -> None:
-    runner = Runner()
-    commits = queue(runner, max_in_flight=4, next_turn=True, start_after_idle=60.0)
-    await commits.submit(0)  # nothing ever ran: idle
-    await asyncio.gather(*(commits.submit(i) for i in (1, 2, 3)))  # a batch just ended: busy
-    assert runner.batches == [[0], [1, 2, 3]]
-
-
 async def test_at_once_each_request_that_finds_a_free_slot_goes_alone() -> None:
     runner = Runner()
     commits = queue(runner, max_in_flight=4)
