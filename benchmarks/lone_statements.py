@@ -11,7 +11,9 @@ more often is served faster), and each call is one statement and its commit:
 * ``plain``: a single-row INSERT into a table shaped like ``run_events`` (the floor);
 * ``function``: ``append_events`` (``pgbridge_append_batch``), no NOTIFY;
 * ``function+notify``: ``append_events_notifying``, what a lone batch of a new run sends;
-* ``one_event``: ``append_one_event`` with its wake-up, what a lone publish of a known run sends;
+* ``one_event``: ``append_one_event`` with its wake-up, what a lone publish of a known run sends
+  (one event in 256, which writes its run's row, it leaves to ``append_events_notifying``, as the
+  bridge does);
 * ``one_event, clock called``: the same statement stamping its event with a call to the
   schema's ``pgbridge_event_ms()`` instead of the fragment ``event_ms`` (as it did before
   session 11): what that call costs (PostgreSQL plans the function's body in every statement);
@@ -70,6 +72,22 @@ async def interleaved(variants: dict[str, Call], rounds: int, pause: float) -> d
     return times
 
 
+async def one_event(conn: asyncpg.Connection, statement: str, run_id: str, data: str) -> None:
+    """A lone publish of a known run as the bridge sends it: *statement* (append_one_event or a
+    variant), then the function where it stored nothing (an event that writes its run's row)."""
+    if not await conn.fetch(statement, run_id, "token", data, False, "active", "100ms", CHANNEL):
+        await conn.fetch(
+            QUERIES.append_events_notifying,
+            [run_id],
+            ["token"],
+            [data],
+            [False],
+            ["active"],
+            CHANNEL,
+            "100ms",
+        )
+
+
 async def lone_publish(dsn: str, rounds: int) -> None:
     conns = [await asyncpg.connect(dsn) for _ in range(5)]
     listener = await asyncpg.connect(dsn)
@@ -80,19 +98,15 @@ async def lone_publish(dsn: str, rounds: int) -> None:
     async with PostgresStreamBridge(dsn) as bridge:
         for run_id in ("function", "notifying", "one", "called", "bridge"):
             await bridge.publish(run_id, "token", token_payload(0))
-        one_event = (["token"], [data], [False], ["active"])
+        single = (["token"], [data], [False], ["active"])
         variants: dict[str, Call] = {
             "plain INSERT + commit": lambda: conns[0].execute(PLAIN, "plain", [next(seq)], data),
-            "function": lambda: conns[1].fetch(QUERIES.append_events, ["function"], *one_event),
+            "function": lambda: conns[1].fetch(QUERIES.append_events, ["function"], *single),
             "function+notify": lambda: conns[2].fetch(
-                QUERIES.append_events_notifying, ["notifying"], *one_event, CHANNEL, "100ms"
+                QUERIES.append_events_notifying, ["notifying"], *single, CHANNEL, "100ms"
             ),
-            "one_event": lambda: conns[3].fetch(
-                QUERIES.append_one_event, "one", "token", data, False, "active", "100ms", CHANNEL
-            ),
-            "one_event, clock called": lambda: conns[4].fetch(
-                ONE_EVENT_CLOCK_CALLED, "called", "token", data, False, "active", "100ms", CHANNEL
-            ),
+            "one_event": lambda: one_event(conns[3], QUERIES.append_one_event, "one", data),
+            "one_event, clock called": lambda: one_event(conns[4], ONE_EVENT_CLOCK_CALLED, "called", data),
             "bridge.publish": lambda: bridge.publish("bridge", "token", token_payload(1)),
         }
         times = await interleaved(variants, rounds, pause=0.005)

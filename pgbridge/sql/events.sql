@@ -142,8 +142,8 @@ ORDER BY a.ord;
 -- created_ms for the statement (the fragment event_ms: pgbridge_event_ms written out, odd on an
 -- odd timeline, even on an even one);
 -- a row is written only for a run's first retained event, a status change, a terminal event
--- (which ends the run) or a head 256 or more events past the row's (the fragment
--- store_planned). Otherwise it writes nothing
+-- (which ends the run) or a head 256 or more events past the row's (the CTEs stored and
+-- moved). Otherwise it writes nothing
 -- and gives no row, and the caller sends the batch through append_events_lock_bounded
 -- (pgbridge.store.events.EventStore.append_batch): all or nothing.
 -- The heads are read in this statement's snapshot, taken before its row locks. A batch that
@@ -160,9 +160,17 @@ ORDER BY a.ord;
 -- terminal flags, $5 text[] statuses, one element per event; $6 text a lock wait bound as
 -- append_events_lock_bounded's, or NULL: none set; $7 text the channel, or NULL: no wake-ups.
 -- With a channel, each run's wake-up carrying its event is sent inside this transaction, several
--- runs to a NOTIFY payload (the fragment wake_planned; append_events_notifying sends
--- one per run): its commit wakes other processes; an event that would not fit in a payload is
--- left to the notifier, notified false.
+-- runs to a NOTIFY payload (append_events_notifying sends one per run): its commit wakes other
+-- processes. The CTEs carried and sent build the batched form of
+-- pgbridge.engine.listen.decode_wakes: '=<lsn> ' and a JSON array of [run_id, seq, created_ms,
+-- event, data, terminal, prev_ms] items in the batch's order, cut into payloads of as many
+-- consecutive items as the batch's largest fits 7,800 bytes times, so none reaches PostgreSQL's
+-- 8,000 (the NOTIFY comes after the INSERT: the final SELECT's WHERE runs stored first). An event
+-- whose item alone is 7,800 bytes or more is not sent (sent lists the run ids it woke) and is left
+-- to the notifier, notified false. One NOTIFY per payload, not per run: a subscribing process
+-- spent ~10 us an event less (docs/performance.md, session 11); payloads cut by ord, with no sort
+-- by run id and no window functions: PostgreSQL's CPU for the wake-ups of a 50-run batch ~3.3 ->
+-- ~2 us an event (session 13).
 -- No row, or one per event, in no order: ord, seq, created_ms, refused (always NULL), prev_ms as
 -- append_events, and notified (the run's NOTIFY was sent in this transaction).
 -- Index: run_streams and run_events primary keys (one backward step on the latter per run for
@@ -215,8 +223,42 @@ planned AS MATERIALIZED (
     JOIN heads AS h ON h.run_id = b.run_id
     CROSS JOIN clock AS c
 ),
-{store_planned},
-{wake_planned}
+stored AS MATERIALIZED (
+    INSERT INTO {schema}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
+    SELECT p.run_id, p.seq, p.created_ms, p.event, p.data::json, p.terminal, p.hash FROM planned AS p
+    RETURNING seq
+),
+moved AS MATERIALIZED (
+    UPDATE {schema}.run_streams AS r SET
+        last_seq = p.seq, last_ms = p.created_ms, last_hash = p.hash, status = p.status,
+        first_ms = CASE WHEN p.first THEN p.created_ms ELSE r.first_ms END,
+        terminal_seq = CASE WHEN p.terminal THEN p.seq END,
+        ended_at = CASE WHEN p.terminal THEN now() END,
+        awaiting_input_since = NULL, updated_at = now()
+    FROM planned AS p
+    WHERE r.run_id = p.run_id AND p.writes_row
+    RETURNING r.run_id
+),
+carried AS MATERIALIZED (
+    SELECT p.run_id, p.ord,
+        json_build_array(p.run_id, p.seq, p.created_ms, p.event, p.data, p.terminal, p.prev_ms)::text
+            AS item
+    FROM planned AS p
+    WHERE $7::text IS NOT NULL
+),
+sent AS MATERIALIZED (
+    SELECT array_agg(f.run_id) AS run_ids,
+        pg_notify($7::text, '=' || pg_current_wal_insert_lsn()::text || ' ['
+            || string_agg(f.item, ',' ORDER BY f.ord) || ']') IS NULL AS done
+    FROM (
+        SELECT c.run_id, c.ord, c.item,
+            (c.ord - 1) / greatest(1, 7800 / (SELECT max(octet_length(m.item) + 1) FROM carried AS m))
+                AS payload
+        FROM carried AS c
+        WHERE octet_length(c.item) < 7800
+    ) AS f
+    GROUP BY f.payload
+)
 SELECT p.ord, p.seq, p.created_ms, NULL::text AS refused, p.prev_ms,
     p.run_id IN (SELECT unnest(s.run_ids) FROM sent AS s) AS notified
 FROM planned AS p
@@ -224,19 +266,23 @@ WHERE (SELECT count(*) FROM stored) >= 0 AND (SELECT count(*) FROM moved) >= 0; 
 
 -- name: append_one_event
 -- append_runs_once for a batch of one event (a lone publish: one event of a run that exists), in
--- a plan with no arrays to unnest, no batch to sort and no verdict to count: paced, one event
--- every 5 ms, 0.87 ms p50 against 1.02 for append_runs_once and 0.63 for a plain INSERT + commit
--- (docs/performance.md, session 10). The same rules: the run row locked and checked as locked
--- (no terminal event, JSON, no deletion or expiry to check; else no row and nothing stored, and
--- the caller sends the event the function's way), the head read in this statement's snapshot (a
--- stale one, after a lock wait behind an append that wrote no row, fails the INSERT with
--- unique_violation having written nothing: append_runs_once says why), the event numbered,
--- chained and timed (the fragment event_ms), the row written only when the function would write it,
--- and with a channel the run's wake-up carrying the event sent inside this transaction (the
--- batched payload of wake_planned, with one item; an event too big for a payload is left to the
--- notifier, notified false). The NOTIFY is sent from the final SELECT, after the INSERT (the
--- fragment store_planned says why), not through wake_planned's three CTEs: paced, on
--- PostgreSQL 15, 0.72-0.74 ms p50 against 0.81-0.86 through them (docs/performance.md, session 13).
+-- a plan with no arrays to unnest, no batch to sort and no verdict to count, and only for an
+-- event that leaves its run's row alone: paced, one event every 5 ms, on PostgreSQL 15, a plan
+-- with the run-row UPDATE took 0.06-0.08 ms more even when it wrote nothing (the UPDATE's
+-- start-up), for a row written once in 256 events (docs/performance.md, session 13). The same
+-- rules as append_runs_once: the run row locked and checked as locked (no terminal event, JSON,
+-- no deletion or expiry to check), the head read in this statement's snapshot (a stale one,
+-- after a lock wait behind an append that wrote no row, fails the INSERT with unique_violation
+-- having written nothing: append_runs_once says why), the event numbered, chained and timed (the
+-- fragment event_ms). Where the function would write the run's row (the run's first retained
+-- event, a status change, a terminal event, a head 256 or more past the row's: revision 0012's
+-- rules), and where the run refuses, it stores nothing and gives no row, and the caller sends
+-- the event the function's way (pgbridge.store.events.EventStore.append_batch; a terminal event
+-- goes there at once). With a channel the run's wake-up carrying the event is sent inside this
+-- transaction (the batched payload of append_runs_once, with one item; an event too big for a
+-- payload is left to the notifier, notified false), from the final SELECT, after the INSERT (its
+-- WHERE runs stored first), not through append_runs_once's payload CTEs: paced, 0.72-0.74 ms p50
+-- against 0.81-0.86 through them (session 13).
 -- $1 text run id, $2 text event name, $3 text data (JSON text), $4 boolean terminal, $5 text
 -- the run's status after it; $6 text a lock wait bound as append_events_lock_bounded's, or NULL:
 -- none set; $7 text the channel, or NULL: no wake-up.
@@ -262,15 +308,20 @@ planned AS MATERIALIZED (
         {schema}.pgbridge_link_hash(
             coalesce(h.last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
             l.run_id, h.last_seq + 1, c.ms, $2::text, $3::text) AS hash,
-        $2::text AS event, $3::text AS data, $4::boolean AS terminal, $5::text AS status,
-        l.first_seq > h.last_seq AS first,
+        $2::text AS event, $3::text AS data, $4::boolean AS terminal,
         l.first_seq > h.last_seq OR $4::boolean OR l.status <> $5::text OR l.awaiting
             OR h.last_seq + 1 - l.last_seq >= 256 AS writes_row
     FROM locked AS l
     CROSS JOIN LATERAL {schema}.pgbridge_run_head(l.run_id, l.last_seq, l.last_ms, l.last_hash) AS h
     CROSS JOIN (SELECT {event_ms} AS ms) AS c
 ),
-{store_planned}
+stored AS MATERIALIZED (
+    INSERT INTO {schema}.run_events (run_id, seq, created_ms, event, data, terminal, hash)
+    SELECT p.run_id, p.seq, p.created_ms, p.event, p.data::json, p.terminal, p.hash
+    FROM planned AS p
+    WHERE NOT p.writes_row
+    RETURNING seq
+)
 SELECT 1 AS ord, p.seq, p.created_ms, NULL::text AS refused, p.prev_ms,
     CASE WHEN $7::text IS NOT NULL AND octet_length(w.item) < 7800
          THEN pg_notify($7::text, '=' || pg_current_wal_insert_lsn()::text || ' [' || w.item || ']') IS NOT NULL
@@ -279,7 +330,7 @@ FROM planned AS p
 CROSS JOIN LATERAL (
     SELECT json_build_array(p.run_id, p.seq, p.created_ms, p.event, p.data, p.terminal, p.prev_ms)::text AS item
 ) AS w
-WHERE (SELECT count(*) FROM stored) >= 0 AND (SELECT count(*) FROM moved) >= 0;  -- both have run first
+WHERE NOT p.writes_row AND (SELECT count(*) FROM stored) >= 0;  -- stored has run first
 
 -- name: terminal_event_of_run
 -- The committed terminal event of a run: always its last, so its ID is last_ms-last_seq (a Durable

@@ -372,7 +372,8 @@ class EventStore:
 
         A batch of runs that all exist, one event each, outside a caller's transaction, is
         first tried as ``append_runs_once`` (set-based, all or nothing; a lone publish as
-        ``append_one_event``, the same rules in a smaller plan); else,
+        ``append_one_event``, the same rules in a smaller plan that stores only an event that
+        leaves its run's row alone: not a terminal one, nor one in 256); else,
         or when that stored nothing, it goes through the function
         (``append_events`` and its variants). With *notify_channel*, the same statement also
         sends each run's wake-up, carrying its events, on that channel: its readers elsewhere
@@ -397,7 +398,7 @@ class EventStore:
             [e.terminal for e in events],
             [e.status for e in events],
         )
-        if not conn.is_in_transaction() and self._runs_exist_once(arrays[0]):
+        if not conn.is_in_transaction() and self._worth_trying_once(events, arrays[0]):
             rows = await self._append_runs_once(conn, arrays, bound, notify_channel)
             if rows:
                 return _outcomes(rows, len(events), notified=notify_channel is not None)
@@ -422,7 +423,7 @@ class EventStore:
         notify_channel: str | None,
     ) -> list[asyncpg.Record]:
         """``append_runs_once``'s rows (``append_one_event``'s for one event); none when the
-        batch must go the function's way.
+        batch must go the function's way (for one event: also when it would write its run's row).
 
         Its heads are read in the statement's snapshot: a batch that committed while this
         one waited for a row lock makes it fail with unique_violation, having written
@@ -439,6 +440,13 @@ class EventStore:
         except asyncpg.UniqueViolationError:
             return []
         return rows
+
+    def _worth_trying_once(self, events: Sequence[NewEvent], run_ids: list[str]) -> bool:
+        """Whether ``append_runs_once`` (or ``append_one_event``) may store *events*: a lone
+        terminal event writes its run's row, which ``append_one_event`` leaves to the function."""
+        if len(events) == 1 and events[0].terminal:
+            return False
+        return self._runs_exist_once(run_ids)
 
     def _runs_exist_once(self, run_ids: list[str]) -> bool:
         """Whether each of *run_ids* appears once and has taken events through this store

@@ -83,14 +83,22 @@ async def each_alone(
     bound: str | None = None,
     channel: str | None = None,
 ) -> list[dict[str, object]]:
-    """append_one_event for each event of *batch* in turn (a lone publish each), its rows
-    numbered as append_runs_once numbers a batch's."""
+    """Each event of *batch* in turn as a lone publish is sent: append_one_event, then the
+    function where that stored nothing (an event that writes its run's row), as
+    EventStore.append_batch does; rows numbered as append_runs_once numbers a batch's."""
     rows = []
     for place, (run_id, data, terminal) in enumerate(batch, start=1):
         status = "ended" if terminal else "active"
-        (row,) = await conn.fetch(
+        found = await conn.fetch(
             QUERIES.append_one_event, run_id, "token", data, terminal, status, bound, channel
         )
+        if not found:
+            one = ([run_id], ["token"], [data], [terminal], [status])
+            if channel is not None:
+                found = await conn.fetch(QUERIES.append_events_notifying, *one, channel, bound)
+            else:
+                found = await conn.fetch(QUERIES.append_events, *one)
+        (row,) = found
         rows.append({**dict(row), "ord": place})
     return rows
 
@@ -268,6 +276,29 @@ async def test_a_lone_event_of_a_known_run_is_sent_as_append_one_event(db: Datab
         assert await runs_of(conn, ONE_EVENT) == runs_before + 1
 
 
+async def test_a_lone_terminal_event_goes_the_functions_way_at_once(db: Database) -> None:
+    store = EventStore(db)
+    async with db.connection() as conn:
+        await store.append_batch(conn, [Event("a")])
+        before, runs_before = db.statements, await runs_of(conn, ONE_EVENT)
+        (outcome,) = await store.append_batch(conn, [Event("a", terminal=True, status="ended")])
+        assert outcome.appended is not None and outcome.appended.seq == 2
+        assert db.statements == before  # the function's statement alone
+        assert await runs_of(conn, ONE_EVENT) == runs_before
+
+
+async def test_a_lone_event_that_writes_its_runs_row_is_stored_the_functions_way(db: Database) -> None:
+    store = EventStore(db)
+    async with db.connection() as conn:
+        await store.append_batch(conn, [Event("a")])
+        await conn.execute(QUERIES.mark_awaiting_input, "a")
+        before = db.statements
+        (outcome,) = await store.append_batch(conn, [Event("a")])
+        assert outcome.appended is not None and outcome.appended.seq == 2
+        assert db.statements == before + 1  # append_one_event stored nothing, then the function
+        assert (await conn.fetchrow(RUN_ROW, "a"))["status"] == "active"
+
+
 async def test_inside_a_callers_transaction_the_function_is_used(db: Database) -> None:
     store = EventStore(db)
     async with db.connection() as conn:
@@ -414,6 +445,25 @@ async def test_one_event_of_a_run_the_function_would_treat_otherwise_is_not_stor
         )
         assert rows == []
         assert await stored_events(conn, "refuses") == []
+
+
+@pytest.mark.parametrize("writes_its_row", ["terminal", "status change", "256 past the row"])
+async def test_one_event_that_would_write_its_runs_row_is_not_stored(dsn: str, writes_its_row: str) -> None:
+    """The function writes the run's row for it: append_one_event leaves such an event alone."""
+    async with connected(dsn) as conn:
+        await through_the_function(conn, [("a", "{}", False)])
+        terminal, status = writes_its_row == "terminal", "ended" if writes_its_row == "terminal" else "active"
+        if writes_its_row == "status change":
+            await conn.execute(QUERIES.mark_awaiting_input, "a")
+        if writes_its_row == "256 past the row":
+            for _ in range(255):
+                assert await conn.fetch(
+                    QUERIES.append_one_event, "a", "token", "{}", False, "active", None, None
+                )
+        stored_before = await stored_events(conn, "a")
+        rows = await conn.fetch(QUERIES.append_one_event, "a", "token", "{}", terminal, status, None, None)
+        assert rows == []
+        assert await stored_events(conn, "a") == stored_before
 
 
 async def test_one_event_that_waited_behind_an_append_that_wrote_no_row_fails_having_stored_nothing(
