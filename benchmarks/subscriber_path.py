@@ -8,7 +8,7 @@ Workload (b)'s subscribing process, in isolation: one bridge, 100 runs with
 two subscriptions each, every run caught up on its first event. Then each
 round hands the listener's notification callback the wake-ups one append
 statement of 100 runs x 1 event would send (the batched payload of
-``wake_planned``: about 13 events a payload, token data of the
+``append_runs_once``: about 13 events a payload, token data of the
 benchmark's size) and waits until every subscription has yielded its run's
 event. Prints the process's CPU per delivery (``time.process_time``) and the
 garbage collector's share of it. What is left out: the socket and asyncpg's

@@ -85,8 +85,8 @@ def decode_wakes(payload: str) -> tuple[Wake, ...]:
     """A notification's wake-ups; ValueError if malformed.
 
     The two one-run forms are :func:`decode_wake`'s. The batched form is what
-    the plain append statements send (the fragment ``wake_planned``,
-    pgbridge/sql/fragments.sql): ``=<lsn> <items>``, the primary's WAL
+    the plain append statements send (``append_runs_once`` and
+    ``append_one_event``, pgbridge/sql/events.sql): ``=<lsn> <items>``, the primary's WAL
     position, a space, then a JSON array of one item per event, in the order
     the wake-ups are taken (a run's events in seq order; the order across
     runs carries no meaning): ``[run_id, seq, created_ms, name, data JSON

@@ -1,8 +1,8 @@
 """The append statements' batched wake-ups, end to end: several runs to a NOTIFY payload.
 
 ``append_runs_once`` (and ``append_one_event``) send their runs' wake-ups in
-the batched form (the fragment ``wake_planned``,
-pgbridge/sql/fragments.sql), read by :func:`pgbridge.engine.listen.decode_wakes`:
+the batched form (the CTEs ``carried`` and ``sent`` of append_runs_once,
+pgbridge/sql/events.sql), read by :func:`pgbridge.engine.listen.decode_wakes`:
 this runs the statement on a real server and decodes what a LISTEN
 connection receives, so the two cannot drift.
 """
