@@ -146,7 +146,8 @@ def durable_stream_routes(
     :class:`~starlette.endpoints.HTTPEndpoint` picks the handler by method, so
     any other method answers 405 with an ``Allow`` header.
     """
-    return _routes(_Handler(bridge_getter(bridge), settings or DurableStreamSettings(), prefix), prefix)
+    routes, _ = durable_stream_app_parts(bridge, settings, prefix=prefix)
+    return routes
 
 
 def durable_stream_app_parts(
@@ -159,14 +160,12 @@ def durable_stream_app_parts(
     their appends without Starlette's router (what ``pgbridge serve``'s app mounts:
     pgbridge.http.app)."""
     served = _Handler(bridge_getter(bridge), settings or DurableStreamSettings(), prefix)
-    return _routes(served, prefix), Middleware(AppendLane, handler=served, prefix=prefix)
 
-
-def _routes(served: _Handler, prefix: str) -> list[BaseRoute]:
     class DurableStreamEndpoint(_StreamEndpoint):
         handler = served
 
-    return [Route(prefix + "/{path:path}", DurableStreamEndpoint)]
+    routes: list[BaseRoute] = [Route(prefix + "/{path:path}", DurableStreamEndpoint)]
+    return routes, Middleware(AppendLane, handler=served, prefix=prefix)
 
 
 class AppendLane:

@@ -214,11 +214,9 @@ class RunFeed:
             self.wake(logged.seq)
             return
         seq = logged.seq
-        if seq != high_seq + 1:
-            self.wake(None if self._contradicts(logged, prev_ms) else seq)
-            return
-        if prev_ms is not None and self.high_ms is not None and prev_ms != self.high_ms:
-            self.wake(None)  # it follows another event than the feed's newest
+        contradicts = self._contradicts(logged, prev_ms)
+        if contradicts or seq != high_seq + 1:
+            self.wake(None if contradicts else seq)
             return
         self._append((logged,))
         state = self.state
